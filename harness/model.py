@@ -1,0 +1,282 @@
+"""The Neural ODE vector field: an MLP over a batch of states, with exact derivatives.
+
+dz/dt = f(z, θ, t) = MLP_θ(z) - Λ z
+
+- z is a batch of B states of dimension N, shape (B, N); each row evolves independently.
+- θ is one flat float64 vector. Its layout, layer by layer, is W1 (row-major, shape (H1, N)), b1 (H1,),
+  W2, b2, ..., W_L (N, H_{L-1}), b_L (N,): the tutorial's layout, so that its W1 (H x N) is `W1` here.
+- Λ is an optional fixed diagonal decay (the stiff variant); it is not a parameter.
+- f does not depend on t (autonomous), but every method takes t so that solvers and adjoints have
+  one calling convention.
+
+Every derivative here is exact (hand-written backpropagation through the layers), because the
+pure-Python adjoint is the reference that other engines are checked against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import HarnessInputError
+
+
+def _tanh(u):
+    s = np.tanh(u)
+    return s, 1.0 - s * s
+
+
+def _sigmoid(u):
+    s = 0.5 * (1.0 + np.tanh(0.5 * u))  # overflow-free logistic
+    return s, s * (1.0 - s)
+
+
+def _softplus(u):
+    s = np.logaddexp(0.0, u)
+    return s, 0.5 * (1.0 + np.tanh(0.5 * u))
+
+
+# name -> u ↦ (σ(u), σ'(u)); smooth activations only, since adjoint error bounds assume a smooth f.
+ACTIVATIONS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+    "tanh": _tanh,
+    "sigmoid": _sigmoid,
+    "softplus": _softplus,
+}
+
+
+@dataclass(frozen=True)
+class ParameterView:
+    """Where one weight matrix or bias lives in the flat θ vector."""
+
+    name: str
+    start: int
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.start + self.size)
+
+
+@dataclass(frozen=True)
+class MLP:
+    """MLP vector field f(z, θ) = W_L σ(... σ(W1 z + b1) ...) + b_L - Λ z.
+
+    Parameters
+    ----------
+    widths : tuple of int
+        (N, H1, ..., N): the state dimension, the hidden widths, and the state dimension again.
+    activation : str
+        One of `ACTIVATIONS` ("tanh" default).
+    decay : ndarray, shape (N,), optional
+        The diagonal of Λ for the stiff variant f = -Λ z + MLP(z); None means Λ = 0.
+    """
+
+    widths: tuple[int, ...]
+    activation: str = "tanh"
+    decay: np.ndarray | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        widths = tuple(int(w) for w in self.widths)
+        if len(widths) < 3 or any(w < 1 for w in widths):
+            raise HarnessInputError(
+                f"widths={self.widths!r}: expected (N, H1, ..., N) with at least one hidden layer "
+                "and every width >= 1"
+            )
+        if widths[0] != widths[-1]:
+            raise HarnessInputError(
+                f"widths={widths!r}: the output width {widths[-1]} must equal the state dimension "
+                f"{widths[0]}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise HarnessInputError(
+                f"activation={self.activation!r}: expected one of {sorted(ACTIVATIONS)}"
+            )
+        object.__setattr__(self, "widths", widths)
+        if self.decay is not None:
+            decay = np.array(self.decay, dtype=np.float64).reshape(-1)
+            if decay.shape != (widths[0],) or not np.all(np.isfinite(decay)):
+                raise HarnessInputError(
+                    f"decay has shape {decay.shape}: expected {widths[0]} finite numbers "
+                    "(the diagonal of Λ)"
+                )
+            decay.flags.writeable = False
+            object.__setattr__(self, "decay", decay)
+        views, start = [], 0
+        for layer, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+            views.append(ParameterView(f"W{layer}", start, (n_out, n_in)))
+            start += n_out * n_in
+            views.append(ParameterView(f"b{layer}", start, (n_out,)))
+            start += n_out
+        object.__setattr__(self, "_views", tuple(views))
+        # (W slice, W shape, b slice) per layer, precomputed: `_layers` runs on every evaluation.
+        layer_slices = tuple((views[i].slice, views[i].shape, views[i + 1].slice) for i in range(0, len(views), 2))
+        object.__setattr__(self, "_layer_slices", layer_slices)
+        object.__setattr__(self, "_n_params", start)
+        object.__setattr__(self, "_sigma", ACTIVATIONS[self.activation])
+
+    # ----------------------------------------------------------------------------------- layout
+    @property
+    def state_dim(self) -> int:
+        """N, the dimension of one state."""
+        return self.widths[0]
+
+    @property
+    def n_params(self) -> int:
+        """P, the length of θ."""
+        return self._n_params
+
+    @property
+    def layout(self) -> tuple[ParameterView, ...]:
+        """The named pieces of θ in order: W1, b1, W2, b2, ..."""
+        return self._views
+
+    def unflatten(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views (no copies) of θ: {"W1": (H1, N), "b1": (H1,), ...}."""
+        theta = self.check_theta(theta)
+        return {v.name: theta[v.slice].reshape(v.shape) for v in self._views}
+
+    def flatten(self, weights: dict[str, np.ndarray]) -> np.ndarray:
+        """The inverse of `unflatten`: a new flat θ of shape (P,) from named arrays."""
+        missing = [v.name for v in self._views if v.name not in weights]
+        if missing:
+            raise HarnessInputError(f"weights are missing {missing}: expected {self.parameter_names}")
+        theta = np.empty(self._n_params)
+        for v in self._views:
+            w = np.asarray(weights[v.name], dtype=np.float64)
+            if w.shape != v.shape:
+                raise HarnessInputError(f"{v.name} has shape {w.shape}: expected {v.shape}")
+            theta[v.slice] = w.reshape(-1)
+        return self.check_theta(theta)
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return [v.name for v in self._views]
+
+    def init(self, rng: np.random.Generator) -> np.ndarray:
+        """Random θ as in the tutorial: W_l ~ N(0, 1/fan_in), b_l ~ N(0, 1). Shape (P,)."""
+        pieces = []
+        for v in self._views:
+            scale = v.shape[1] ** -0.5 if v.name.startswith("W") else 1.0
+            pieces.append(rng.normal(0.0, scale, size=v.shape).reshape(-1))
+        return np.concatenate(pieces)
+
+    def check_theta(self, theta) -> np.ndarray:
+        theta = np.asarray(theta, dtype=np.float64)
+        if theta.shape != (self._n_params,):
+            raise HarnessInputError(
+                f"theta has shape {theta.shape}: expected ({self._n_params},) for widths {self.widths}"
+            )
+        return theta
+
+    def _layers(self, theta):
+        # (W, b as a column) views into θ, rebuilt on every call (cheap: precomputed slices).
+        return [(theta[w].reshape(shape), theta[b][:, None]) for w, shape, b in self._layer_slices]
+
+    # ------------------------------------------------------------------------------ evaluation
+    # Internally the batch is feature-major, x = zᵀ of shape (N, B): products are then (H, N) @ (N, B)
+    # and biases broadcast along contiguous rows, about twice as fast in numpy as the (B, N) layout.
+    # Callers that keep their states as transposed views of (N, B) arrays (see `system.py`) pay no
+    # copies at all.
+    def f(self, t: float, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """The vector field. z: (B, N) -> (B, N)."""
+        layers = self._layers(theta)
+        x = z.T
+        for W, b in layers[:-1]:
+            x = self._sigma(W @ x + b)[0]
+        W, b = layers[-1]
+        out = W @ x + b
+        if self.decay is not None:
+            out -= self.decay[:, None] * z.T
+        return out.T
+
+    def vjp(
+        self, t: float, z: np.ndarray, theta: np.ndarray, a: np.ndarray, *, per_sample: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """f together with both vector-Jacobian products, from one pass through the network.
+
+        Parameters
+        ----------
+        z, a : ndarray, shape (B, N)
+            States and cotangents (the adjoint), one row per batch member.
+        per_sample : bool
+            If True, return the θ cotangent of each batch member separately.
+
+        Returns
+        -------
+        f : ndarray, shape (B, N)
+        a_z : ndarray, shape (B, N)
+            Row b is (∂f/∂z_b)ᵀ a_b.
+        a_theta : ndarray, shape (P,), or (B, P) if `per_sample`
+            Σ_b (∂f_b/∂θ)ᵀ a_b.
+        """
+        layers = self._layers(theta)
+        xs, dsig = [z.T], []
+        for W, b in layers[:-1]:
+            s, ds = self._sigma(W @ xs[-1] + b)
+            xs.append(s)
+            dsig.append(ds)
+        W, b = layers[-1]
+        f = W @ xs[-1] + b
+        grads = []  # filled from the last layer backwards, as (dW, db) pairs
+        g = a.T  # (width, B): cotangent of the current layer's output
+        for layer in range(len(layers) - 1, -1, -1):
+            W = layers[layer][0]
+            x = xs[layer]
+            if per_sample:
+                grads.append((g.T[:, :, None] * x.T[:, None, :], g.T))
+            else:
+                grads.append((g @ x.T, g.sum(axis=1)))
+            g = W.T @ g
+            if layer > 0:
+                g = g * dsig[layer - 1]
+        if self.decay is not None:
+            f -= self.decay[:, None] * z.T
+            g = g - self.decay[:, None] * a.T
+        shape = (z.shape[0], -1) if per_sample else (-1,)
+        pieces = []
+        for dW, db in reversed(grads):
+            pieces.append(dW.reshape(shape))
+            pieces.append(db.reshape(shape))
+        return f.T, g.T, np.concatenate(pieces, axis=-1)
+
+    def jac(self, t: float, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """∂f/∂z for every batch member. z: (B, N) -> (B, N, N), [b, i, j] = ∂f_i/∂z_j of row b.
+
+        The Jacobian of the whole batch is block-diagonal with these blocks (see `system.py`).
+        """
+        layers = self._layers(theta)
+        x = z.T
+        J = None  # (B, width, N): derivative of the current layer's output w.r.t. z
+        for W, b in layers[:-1]:
+            s, ds = self._sigma(W @ x + b)
+            WJ = W if J is None else np.einsum("ij,bjk->bik", W, J)
+            J = ds.T[:, :, None] * WJ
+            x = s
+        J = np.einsum("ij,bjk->bik", layers[-1][0], J)
+        if self.decay is not None:
+            J[:, np.arange(self.state_dim), np.arange(self.state_dim)] -= self.decay
+        return J
+
+    def jac_theta(self, t: float, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """∂f/∂θ for every batch member. z: (B, N) -> (B, N, P), [b, i, p] = ∂f_i/∂θ_p of row b."""
+        batch, n = z.shape
+        out = np.empty((batch, n, self._n_params))
+        for i in range(n):  # N backward passes, one per output component
+            e_i = np.zeros((batch, n))
+            e_i[:, i] = 1.0
+            out[:, i, :] = self.vjp(t, z, theta, e_i, per_sample=True)[2]
+        return out
+
+    def describe(self) -> str:
+        """A short human-readable description, e.g. 'MLP 2-3-2 tanh, Λ = diag(1, 1000)'."""
+        text = f"MLP {'-'.join(map(str, self.widths))} {self.activation}"
+        if self.decay is not None:
+            text += ", Λ = diag(" + ", ".join(f"{d:g}" for d in self.decay) + ")"
+        return text

@@ -1,0 +1,98 @@
+"""Gradient engines: `gradient(problem, engine=...)` with an engine value from `algorithms`."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import HarnessInputError
+from ..forward import SolveOptions
+from ..solvers import check_solver, check_tolerances
+from .algorithms import (
+    ADJOINTS,
+    ENGINES,
+    REFERENCES,
+    BacksolveAdjoint,
+    FiniteDifferences,
+    ForwardSensitivity,
+    InterpolatingAdjoint,
+    QuadratureAdjoint,
+)
+from .backsolve import backsolve_gradient
+from .finite_differences import finite_difference_gradient
+from .forward_sensitivity import forward_sensitivity_gradient
+from .interpolating import interpolating_gradient
+from .quadrature import quadrature_gradient
+from .result import GradientResult
+
+_IMPLEMENTATIONS = {
+    BacksolveAdjoint: backsolve_gradient,
+    InterpolatingAdjoint: interpolating_gradient,
+    QuadratureAdjoint: quadrature_gradient,
+    ForwardSensitivity: forward_sensitivity_gradient,
+    FiniteDifferences: finite_difference_gradient,
+}
+
+
+def resolve_engine(engine):
+    """An engine value from an instance, a class, or a name such as "QuadratureAdjoint"."""
+    if engine is None:
+        return InterpolatingAdjoint()
+    if isinstance(engine, str):
+        if engine not in ENGINES:
+            raise HarnessInputError(f"unknown engine {engine!r}: expected one of {sorted(ENGINES)}")
+        return ENGINES[engine]()
+    if isinstance(engine, type) and engine in _IMPLEMENTATIONS:
+        return engine()
+    if type(engine) in _IMPLEMENTATIONS:
+        return engine
+    raise HarnessInputError(f"engine {engine!r}: expected one of {sorted(ENGINES)} or an instance")
+
+
+def gradient(
+    problem,
+    theta=None,
+    *,
+    engine=None,
+    solver: str = "DP5",
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+) -> GradientResult:
+    """dL/dθ and dL/dz0 of `problem` at θ (default `problem.theta`), with the chosen engine.
+
+    Parameters
+    ----------
+    problem : Problem
+    theta : ndarray, shape (P,), optional
+    engine : engine value, class or name, optional
+        Default `InterpolatingAdjoint()`. Backward settings left as None follow the forward ones.
+    solver, rtol, atol :
+        The forward pass's method (a name from `harness.solvers.SOLVERS`) and tolerances.
+
+    Returns
+    -------
+    GradientResult
+        With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time.
+    """
+    engine = resolve_engine(engine)
+    check_solver(solver)
+    rtol, atol = check_tolerances(rtol, atol)
+    theta = problem.theta if theta is None else problem.model.check_theta(theta)
+    start = time.perf_counter()
+    result = _IMPLEMENTATIONS[type(engine)](problem, theta, SolveOptions(solver, rtol, atol), engine)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+__all__ = [
+    "ADJOINTS",
+    "ENGINES",
+    "REFERENCES",
+    "BacksolveAdjoint",
+    "FiniteDifferences",
+    "ForwardSensitivity",
+    "GradientResult",
+    "InterpolatingAdjoint",
+    "QuadratureAdjoint",
+    "gradient",
+    "resolve_engine",
+]

@@ -1,0 +1,65 @@
+"""InterpolatingAdjoint: [a, ∂L/∂θ] solved backwards, with z read from the dense forward solution."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..forward import SolveOptions, solve_forward
+from ..solvers import SolverStats, check_solver, integrate
+from ..system import block_diagonal, flat, states
+from .algorithms import InterpolatingAdjoint
+from .common import backward_options, pieces_backwards
+from .result import GradientResult
+
+
+def interpolating_gradient(problem, theta, forward: SolveOptions, engine: InterpolatingAdjoint):
+    model, batch = problem.model, problem.batch_size
+    n = model.state_dim
+    bn, n_params = batch * n, model.n_params
+    fwd = solve_forward(
+        model, theta, problem.z0, problem.t0, problem.times, forward, dense=True,
+        n_checkpoints=engine.n_checkpoints if engine.checkpointing else 0,
+    )
+    loss, dL_dz = problem.loss_terms(fwd.z_at_times)
+    options = backward_options(engine, forward)
+    implicit = check_solver(options.solver).implicit
+
+    y = np.zeros(bn + n_params)
+    stats = SolverStats()
+    for i, piece, k in pieces_backwards(fwd):
+        if k >= 0:
+            y[:bn] += flat(dL_dz[k])
+        z_of_t = fwd.dense(i)
+
+        def rhs(t, y):
+            _, a_z, a_theta = model.vjp(t, states(z_of_t(t), batch), theta, states(y[:bn], batch))
+            return np.concatenate((-flat(a_z), -a_theta))
+
+        def jac(t, y):
+            z = states(z_of_t(t), batch)
+            J = model.jac(t, z, theta)
+            # rows in the flat layout's order (i, b)
+            J_theta = model.jac_theta(t, z, theta).transpose(1, 0, 2).reshape(bn, n_params)
+            return sp.bmat(
+                [[block_diagonal(-J.transpose(0, 2, 1)), None],
+                 [sp.csr_matrix(-J_theta.T), sp.csr_matrix((n_params, n_params))]],
+                format="csc",
+            )
+
+        traj = integrate(
+            rhs, piece.t_end, piece.t_start, y, method=options.solver, rtol=options.rtol,
+            atol=options.atol, jac=jac if implicit else None,
+        )
+        y = traj.y_end
+        stats = stats + traj.stats
+    return GradientResult(
+        engine=engine.name,
+        loss=loss,
+        dtheta=y[bn:].copy(),
+        dz0=states(y[:bn], batch).copy(),
+        forward_stats=fwd.stats,
+        backward_stats=stats + fwd.recompute_stats,
+        n_datapoints=problem.n_datapoints,
+        diagnostics={"checkpointing": engine.checkpointing, "n_pieces": len(fwd.pieces)},
+    )
