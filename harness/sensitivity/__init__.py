@@ -43,8 +43,8 @@ def resolve_engine(engine):
         return ENGINES[engine]()
     if isinstance(engine, type) and engine in _IMPLEMENTATIONS:
         return engine()
-    if type(engine) in _IMPLEMENTATIONS:
-        return engine
+    if type(engine) in _IMPLEMENTATIONS or callable(getattr(engine, "compute", None)):
+        return engine  # engines from other backends (e.g. harness.julia) bring their own `compute`
     raise HarnessInputError(f"engine {engine!r}: expected one of {sorted(ENGINES)} or an instance")
 
 
@@ -74,11 +74,17 @@ def gradient(
         With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time.
     """
     engine = resolve_engine(engine)
-    check_solver(solver)
+    if type(engine) in _IMPLEMENTATIONS:
+        check_solver(solver)  # other backends have solver names of their own
     rtol, atol = check_tolerances(rtol, atol)
     theta = problem.theta if theta is None else problem.model.check_theta(theta)
     start = time.perf_counter()
-    result = _IMPLEMENTATIONS[type(engine)](problem, theta, SolveOptions(solver, rtol, atol), engine)
+    options = SolveOptions(solver, rtol, atol)
+    implementation = _IMPLEMENTATIONS.get(type(engine))
+    if implementation is None:
+        result = engine.compute(problem, theta, options)
+    else:
+        result = implementation(problem, theta, options, engine)
     result.seconds = time.perf_counter() - start
     return result
 

@@ -1,0 +1,54 @@
+"""Where a number came from: versions, git commit, machine, time."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from . import __version__
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The harness checkout's commit (with '+dirty' for local changes), or None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        )
+        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(**extra) -> dict:
+    """A dict for results files: harness version and commit, package versions, machine, time."""
+    record = {
+        "harness_version": __version__,
+        "git_commit": git_commit(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "packages": {
+            name: _package_version(name)
+            for name in ("numpy", "scipy", "matplotlib", "juliacall", "diffeqpy", "torch", "jax")
+            if _package_version(name)
+        },
+        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+    }
+    record.update(extra)
+    return record
