@@ -82,7 +82,7 @@ class PiecewisePolynomial:
         idx = np.clip(np.searchsorted(self._keys, keys, side="right") - 1, 0, len(self._h) - 1)
         x = (ts - self.t_nodes[idx]) / h[idx]
         powers = x[:, None] ** self._powers
-        return y[idx] + h[idx, None] * np.einsum("mdk,mk->md", Q[idx], powers)
+        return y[idx] + h[idx, None] * np.matmul(Q[idx], powers[:, :, None])[:, :, 0]
 
 
 class ScipyDense:

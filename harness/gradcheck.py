@@ -1,0 +1,182 @@
+"""`harness gradcheck`: every engine's dL/dθ against a tight-tolerance ForwardSensitivity reference.
+
+The bound of each row is derived from the tolerance the engine ran at:
+
+- adjoints: the gradient inherits the global error of the forward and backward solves. An adaptive
+  solve's global error is its local tolerance times the error growth over the interval; on these
+  problems (t in [0, 10], |∂f/∂z| of order 1) that growth stays below 10³, so the bound is
+  10³ · max(rtol, atol).
+- finite differences: truncation O(h⁴) of the 4-point stencil (h = 1e-3, relative) plus the solver's
+  error amplified by 1/h: 10³ · tol / h + 1e-8.
+- the reference itself runs at 1e-10, so its own error (≤ 1e-7 by the same reasoning) is below every
+  bound here.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import SolverError, UnstableBacksolveError
+from .forward import SolveOptions
+from .problem_file import load_problem
+from .problems import multi_time_problem, seed_problem, stiff_problem
+from .sensitivity import (
+    BacksolveAdjoint,
+    FiniteDifferences,
+    ForwardSensitivity,
+    InterpolatingAdjoint,
+    QuadratureAdjoint,
+    gradient,
+)
+
+GROWTH = 1e3  # error growth over t in [0, 10]; see the module docstring
+REFERENCE_TOL = 1e-10
+
+
+@dataclass
+class Row:
+    name: str
+    status: str  # "ok", "beyond bound", "refused", "failed", "unavailable"
+    rel_error: float | None = None
+    bound: float | None = None
+    seconds: float | None = None
+    n_rhs: int | None = None
+    theta_grad: list | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        # A refusal (BacksolveAdjoint on a stiff problem) is the specified, safe behaviour.
+        return self.status in ("ok", "refused", "unavailable")
+
+
+@dataclass
+class Case:
+    problem_name: str
+    description: str
+    solver: str
+    reference_seconds: float
+    rows: list[Row] = field(default_factory=list)
+
+
+def python_engines():
+    return [
+        BacksolveAdjoint(),
+        InterpolatingAdjoint(),
+        InterpolatingAdjoint(checkpointing=True),
+        QuadratureAdjoint(),
+        FiniteDifferences(),
+    ]
+
+
+def engine_label(engine) -> str:
+    if isinstance(engine, InterpolatingAdjoint) and engine.checkpointing:
+        return "InterpolatingAdjoint (checkpointing)"
+    return engine.name
+
+
+def bound_for(engine, tol: float) -> float:
+    if isinstance(engine, FiniteDifferences):
+        return GROWTH * tol / engine.step + 1e-8
+    return GROWTH * tol
+
+
+def check_case(problem, solver: str, tol: float, engines, extra_rows=()) -> Case:
+    start = time.perf_counter()
+    reference = gradient(problem, engine=ForwardSensitivity(), solver=solver, rtol=REFERENCE_TOL,
+                         atol=REFERENCE_TOL)
+    case = Case(problem.name, problem.describe(), solver, time.perf_counter() - start)
+    ref_norm = np.linalg.norm(reference.dtheta)
+    for engine in engines:
+        label, bound = engine_label(engine), bound_for(engine, tol)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # overflow while a solve blows up
+                result = gradient(problem, engine=engine, solver=solver, rtol=tol, atol=tol)
+        except UnstableBacksolveError as err:
+            case.rows.append(Row(label, "refused", bound=bound, reason=str(err)))
+            continue
+        except SolverError as err:
+            case.rows.append(Row(label, "failed", bound=bound, reason=str(err)))
+            continue
+        rel = float(np.linalg.norm(result.dtheta - reference.dtheta) / ref_norm)
+        case.rows.append(Row(label, "ok" if rel <= bound else "beyond bound", rel, bound,
+                             result.seconds, result.n_rhs, result.dtheta.tolist()))
+    case.rows.extend(extra_rows)
+    return case
+
+
+def julia_rows(problem, solver, tol, reference=None) -> list[Row]:
+    """Julia engines as rows: computed where Julia runs, else one row saying why not."""
+    try:
+        from .julia import julia_status
+    except ImportError as err:
+        return [Row("Julia engines", "unavailable", reason=f"harness.julia cannot be imported: {err}")]
+    status = julia_status()
+    if not status.available:
+        return [Row("Julia engines", "unavailable", reason=status.reason)]
+    return []  # computed by `run_gradcheck` with the engines themselves
+
+
+def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, include_julia: bool = True,
+                  progress=None) -> list[Case]:
+    """The gradcheck cases: the seed problem, the stiff variant and a multi-time loss (or a file)."""
+    if problem_file is not None:
+        problem = load_problem(problem_file)
+        solver = "RadauIIA5" if problem.model.decay is not None else "DP5"
+        specs = [(problem, solver)]
+    else:
+        data = SolveOptions("DP5", 1e-6, 1e-4)
+        specs = [
+            (seed_problem(batch=batch, data_options=data), "DP5"),
+            # the stiff variant needs an implicit solver; a smaller batch keeps the 1e-10
+            # reference affordable without changing the per-row dynamics being checked
+            (stiff_problem(batch=min(batch, 100), data_options=data), "RadauIIA5"),
+            (multi_time_problem(batch=batch, data_options=data), "DP5"),
+        ]
+    cases = []
+    for problem, solver in specs:
+        engines = python_engines()
+        extra = []
+        if include_julia:
+            extra = julia_rows(problem, solver, tol)
+            if not extra:
+                from .julia import julia_engines
+
+                engines = engines + list(julia_engines())
+        case = check_case(problem, solver, tol, engines, extra)
+        cases.append(case)
+        if progress is not None:
+            progress(case)
+    return cases
+
+
+def cases_to_json(cases: list[Case], tol: float) -> dict:
+    engines = []
+    for case in cases:
+        for row in case.rows:
+            engines.append({
+                "problem": case.problem_name, "solver": case.solver, "name": row.name,
+                "status": row.status, "rel_error": row.rel_error, "bound": row.bound, "ok": row.ok,
+                "seconds": row.seconds, "n_rhs": row.n_rhs, "theta_grad": row.theta_grad,
+                "reason": row.reason,
+            })
+    return {"tolerance": tol, "reference": f"ForwardSensitivity at rtol = atol = {REFERENCE_TOL:g}",
+            "ok": all(e["ok"] for e in engines), "engines": engines}
+
+
+def format_case(case: Case) -> str:
+    lines = [f"{case.description}  [solver {case.solver}; reference {case.reference_seconds:.2f} s]",
+             f"  {'engine':38s} {'rel. error':>11s} {'bound':>9s} {'time':>9s} {'evals':>7s}  status"]
+    for row in case.rows:
+        err = "" if row.rel_error is None else f"{row.rel_error:.2e}"
+        bound = "" if row.bound is None else f"{row.bound:.0e}"
+        secs = "" if row.seconds is None else f"{row.seconds * 1e3:.1f} ms"
+        evals = "" if row.n_rhs is None else str(row.n_rhs)
+        status = row.status if not row.reason else f"{row.status}: {row.reason}"
+        lines.append(f"  {row.name:38s} {err:>11s} {bound:>9s} {secs:>9s} {evals:>7s}  {status}")
+    return "\n".join(lines)
