@@ -17,6 +17,13 @@ from .io import to_json
 PLUGINS = ("harness.julia.cli", "harness.compare.cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (not the whole usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -95,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .sensitivity import ENGINES
     from .solvers import SOLVERS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="harness",
         description="Neural ODEs with adjoint gradients: reproduce the tutorial, check and time gradients.",
     )

@@ -80,12 +80,12 @@ def reproduce(
     engine = resolve_engine(engine if engine is not None else method)
     if engine.__class__.__module__.startswith("harness.sensitivity"):
         check_solver(solver)
-    out = ensure_writable_dir(out)
     options = SolveOptions(solver, rtol, atol)
     started = time.perf_counter()
-
-    if problem_file is not None:
-        problem = load_problem(problem_file)
+    # validate every input before the output folder is created: a mistake leaves nothing behind
+    problem = load_problem(problem_file) if problem_file is not None else None
+    out = ensure_writable_dir(out)
+    if problem is not None:
         echo(f"Loaded {problem.describe()}")
     else:
         problem = seed_problem(seed=seed, data_options=SolveOptions("DP5", rtol, atol))
