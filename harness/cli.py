@@ -46,12 +46,15 @@ def _nonnegative_int(text: str) -> int:
 
 def _julia_engine(method: str):
     """The Julia engine value for `--backend julia` (the Julia backend names its own engines)."""
-    from .julia import julia_engine_for, julia_status
+    from .julia import JuliaAdjoint, julia_status
 
+    adjoints = ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint")
+    if method not in adjoints:
+        raise HarnessInputError(f"--backend julia takes --method one of {list(adjoints)}, not {method!r}")
     status = julia_status()
     if not status.available:
         raise BackendUnavailableError(f"the Julia backend is unavailable: {status.reason}")
-    return julia_engine_for(method)
+    return JuliaAdjoint(sensealg=method, route="python_vjp")
 
 
 def cmd_reproduce(args) -> int:

@@ -1,0 +1,250 @@
+"""Julia gradient engines as configuration values, usable wherever harness takes an engine.
+
+    harness.sensitivity.gradient(problem, engine=JuliaAdjoint("GaussAdjoint", route="python_vjp"))
+
+Each engine checks its names against the whitelist when it is built (so a bad config fails before
+Julia starts) and starts Julia only in `compute`. Results are `GradientResult`s like every other
+engine's, so Julia rows line up with the Python ones in gradcheck and bench tables.
+
+Routes (how f's derivatives reach SciMLSensitivity):
+
+- "python_vjp": our exact VJPs (`MLP.vjp`) as the ODEFunction's in-place vjp/vjp_p, with
+  `autodiff=false, autojacvec=false`; stiff solvers also get our analytic Jacobian.
+- "finite_difference": no derivative code of ours; FiniteDiff Jacobians of the Python f (about
+  2n + 2P Python calls per adjoint step): an independent check of "python_vjp".
+- "native": the same MLP written in Julia, differentiated by Zygote (adjoints) or ForwardDiff
+  (forward sensitivities and implicit solvers); no Python in the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import HarnessInputError
+from ..forward import SolveOptions
+from ..model import MLP
+from ..sensitivity.result import GradientResult
+from ..solvers import SolverStats, check_tolerances
+from . import runtime
+from .callbacks import PythonDynamics
+from .layout import flat_state, loss_gradient_table, states_at_times
+from .names import (
+    ADJOINT_SENSEALGS,
+    FORWARD_ROUTES,
+    ROUTES,
+    check_julia_solver,
+    check_route,
+    check_sensealg,
+    check_vjp,
+    julia_solver_for,
+)
+from .results import (
+    adjoint_result,
+    check_retcode,
+    finite_gradient,
+    forward_sensitivity_result,
+    solver_stats,
+)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    solver: str
+    stiff: bool
+    rtol: float
+    atol: float
+
+
+def resolve_settings(engine, options: SolveOptions) -> _Settings:
+    """The engine's own solver and tolerances where set, else the caller's (Python solver names
+    map to their Julia counterparts, `names.PYTHON_TO_JULIA_SOLVER`)."""
+    solver = engine.solver or julia_solver_for(options.solver)
+    rtol, atol = check_tolerances(
+        engine.rtol if engine.rtol is not None else options.rtol,
+        engine.atol if engine.atol is not None else options.atol,
+    )
+    return _Settings(solver, check_julia_solver(solver).stiff, rtol, atol)
+
+
+def _check_common(engine) -> None:
+    if engine.solver is not None:
+        check_julia_solver(engine.solver)
+    for label in ("rtol", "atol"):
+        value = getattr(engine, label)
+        if value is not None:
+            check_tolerances(value, value)
+    if not (isinstance(engine.maxiters, int) and engine.maxiters >= 1):
+        raise HarnessInputError(f"maxiters={engine.maxiters!r}: expected an integer >= 1")
+
+
+def _native_dynamics(jl, model: MLP, batch: int):
+    decay = np.zeros(0) if model.decay is None else np.asarray(model.decay, dtype=np.float64)
+    return jl.native_dynamics(np.asarray(model.widths, dtype=np.int64), model.activation, decay, batch)
+
+
+@dataclass(frozen=True)
+class JuliaAdjoint:
+    """A SciMLSensitivity adjoint through `adjoint_sensitivities`, with the loss at every
+    observation time as `dgdu_discrete`.
+
+    Parameters
+    ----------
+    sensealg : str
+        "BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint" or "GaussAdjoint".
+    route : str
+        "python_vjp", "finite_difference" or "native" (module docstring).
+    solver : str, optional
+        A Julia solver from `names.JULIA_SOLVERS`, used forwards and for the adjoint ODE; default:
+        the counterpart of the caller's Python solver.
+    rtol, atol : float, optional
+        Forward and adjoint tolerances (and QuadratureAdjoint's quadrature's); default the caller's.
+    vjp : str, optional
+        Julia AD back end on route "native" ("ZygoteVJP", the default there). Refused on the
+        Python routes, where Julia AD would silently differentiate nothing.
+    maxiters : int
+        Step limit of each solve; exceeding it raises SolverError (retcode MaxIters).
+
+    `compute` returns a GradientResult whose backward_stats.n_rhs counts the Python network
+    passes (f, VJP or Jacobian) of the backward pass; SciMLSensitivity does not report the
+    adjoint solve's own counters (0 on route "native").
+    """
+
+    sensealg: str = "GaussAdjoint"
+    route: str = "python_vjp"
+    solver: str | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    vjp: str | None = None
+    maxiters: int = 1_000_000
+
+    def __post_init__(self):
+        check_sensealg(self.sensealg, self.route)
+        check_vjp(self.vjp, self.sensealg, self.route)
+        _check_common(self)
+
+    @property
+    def name(self) -> str:
+        return f"Julia {self.sensealg} ({ROUTES[self.route]})"
+
+    def compute(self, problem, theta: np.ndarray, options: SolveOptions) -> GradientResult:
+        """dL/dθ (P,) and dL/dz0 (B, N) of `problem` at θ."""
+        jl = runtime.load()
+        s = resolve_settings(self, options)
+        model, batch, theta = problem.model, problem.batch_size, problem.model.check_theta(theta)
+        python = None
+        if self.route == "native":
+            dynamics = _native_dynamics(jl, model, batch)
+        else:
+            python = PythonDynamics(model, batch)
+            exact = self.route == "python_vjp"
+            dynamics = jl.python_dynamics(
+                python.rhs,
+                python.vjp if exact else None,
+                python.vjp_p if exact else None,
+                python.jac if exact and s.stiff else None,
+                None,
+            )
+        tolerances = dict(abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
+        sol = jl.forward_solve(dynamics, flat_state(problem.z0), problem.t0, problem.t1, theta, s.solver,
+                               **tolerances)
+        success, retcode, t_reached, counts = jl.solve_summary(sol)
+        check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
+        z_at_times = states_at_times(jl.states_at(sol, problem.times), batch)
+        loss, dL_dz = problem.loss_terms(z_at_times)
+        forward_calls = dict(python.calls) if python else {}
+        if python:
+            python.calls.clear()
+        du0, dp = jl.adjoint_gradient(sol, dynamics, s.solver, self.sensealg, problem.times,
+                                      loss_gradient_table(dL_dz), **tolerances)
+        dtheta, dz0 = adjoint_result(du0, dp, batch, model.n_params)
+        finite_gradient(dtheta, dz0, self.name)
+        backward_calls = dict(python.calls) if python else {}
+        return GradientResult(
+            engine=self.name,
+            loss=loss,
+            dtheta=dtheta,
+            dz0=dz0,
+            forward_stats=solver_stats(counts),
+            backward_stats=SolverStats(n_rhs=sum(backward_calls.values()), n_rejected=None),
+            n_datapoints=problem.n_datapoints,
+            diagnostics={
+                "solver": s.solver,
+                "retcode": str(retcode),
+                "python_calls_forward": forward_calls,
+                "python_calls_backward": backward_calls,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class JuliaForwardSensitivity:
+    """Reference: SciMLSensitivity's ForwardSensitivity (`ODEForwardSensitivityProblem`).
+
+    z and S = ∂z/∂[θ; z0] are solved forwards together (as w = z - z0 with z0 a parameter, since
+    ForwardSensitivity differentiates only with respect to parameters). Routes:
+    "python_jacobian" (our exact ∂f/∂z, ∂f/∂θ as jac/paramjac), "finite_difference" (FiniteDiff of
+    the Python f) or "native" (ForwardDiff through the Julia MLP). Other fields as `JuliaAdjoint`.
+    """
+
+    route: str = "python_jacobian"
+    solver: str | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    maxiters: int = 1_000_000
+
+    def __post_init__(self):
+        check_route(self.route, FORWARD_ROUTES)
+        _check_common(self)
+
+    @property
+    def name(self) -> str:
+        return f"Julia ForwardSensitivity ({FORWARD_ROUTES[self.route]})"
+
+    def compute(self, problem, theta: np.ndarray, options: SolveOptions) -> GradientResult:
+        """dL/dθ (P,) and dL/dz0 (B, N) of `problem` at θ."""
+        jl = runtime.load()
+        s = resolve_settings(self, options)
+        model, batch, theta = problem.model, problem.batch_size, problem.model.check_theta(theta)
+        python = None
+        if self.route == "native":
+            dynamics = _native_dynamics(jl, model, batch)
+        else:
+            python = PythonDynamics(model, batch)
+            exact = self.route == "python_jacobian"
+            dynamics = jl.python_dynamics(python.rhs, None, None, python.jac if exact else None,
+                                          python.paramjac if exact else None)
+        z0 = flat_state(problem.z0)
+        sol = jl.forward_sensitivity_solve(dynamics, z0, problem.t0, problem.t1, theta, s.solver,
+                                           abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
+        success, retcode, t_reached, counts = jl.solve_summary(sol)
+        check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
+        z_at_times = states_at_times(jl.sensitivity_states_at(sol, problem.times, z0), batch)
+        loss, dL_dz = problem.loss_terms(z_at_times)
+        G = loss_gradient_table(dL_dz)
+        grad_q = jl.sensitivity_gradient(sol, problem.times, G)
+        dtheta, dz0 = forward_sensitivity_result(grad_q, G, batch, model.n_params)
+        finite_gradient(dtheta, dz0, self.name)
+        return GradientResult(
+            engine=self.name,
+            loss=loss,
+            dtheta=dtheta,
+            dz0=dz0,
+            forward_stats=solver_stats(counts),
+            backward_stats=SolverStats(),
+            n_datapoints=problem.n_datapoints,
+            diagnostics={"solver": s.solver, "retcode": str(retcode),
+                         "python_calls": dict(python.calls) if python else {}},
+        )
+
+
+def julia_engines() -> list:
+    """The Julia rows of gradcheck/bench: every adjoint on the exact-VJP and native routes, the
+    finite-difference route once (GaussAdjoint, as its independent check), and the forward
+    sensitivity reference."""
+    engines = [JuliaAdjoint(s, route="python_vjp") for s in ADJOINT_SENSEALGS]
+    engines.append(JuliaAdjoint("GaussAdjoint", route="finite_difference"))
+    engines += [JuliaAdjoint(s, route="native") for s in ADJOINT_SENSEALGS]
+    engines.append(JuliaForwardSensitivity(route="python_jacobian"))
+    return engines

@@ -1,0 +1,153 @@
+"""The Julia backend against the pure-Python adjoint and against Julia's forward sensitivities.
+
+Runs where `harness julia setup` has been done (julia_status().available); skipped otherwise, with
+the reason. Set HARNESS_JULIA_TESTS=0 to skip them on a machine with Julia. Nothing here imports
+juliacall at module import time; the engines start Julia in `compute`.
+Batches are small (B = 8): the finite-difference route costs about 2n + 2P Python calls per step.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from harness.errors import SolverError
+from harness.julia import ADJOINT_SENSEALGS, JuliaAdjoint, JuliaForwardSensitivity, julia_status
+from harness.model import MLP
+from harness.problem import Problem
+from harness.problems import multi_time_problem, seed_problem, stiff_problem
+from harness.sensitivity import ForwardSensitivity, InterpolatingAdjoint, gradient
+
+
+def _skip_reason() -> str | None:
+    if os.environ.get("HARNESS_JULIA_TESTS") == "0":
+        return "HARNESS_JULIA_TESTS=0"
+    status = julia_status()
+    return None if status.available else f"Julia backend unavailable: {status.reason}"
+
+
+pytestmark = [pytest.mark.julia, pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")]
+
+TIGHT = dict(rtol=1e-10, atol=1e-10)
+ROUTES = ("python_vjp", "finite_difference", "native")
+
+
+def _rel(a, b) -> float:
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return {"seed": seed_problem(batch=8), "multi_time": multi_time_problem(batch=8)}
+
+
+@pytest.fixture(scope="module")
+def python_reference(problems):
+    # The pure-Python references at rtol = atol = 1e-10.
+    return {
+        name: (gradient(p, engine=ForwardSensitivity(), solver="DP5", **TIGHT),
+               gradient(p, engine=InterpolatingAdjoint(), solver="DP5", **TIGHT))
+        for name, p in problems.items()
+    }
+
+
+@pytest.mark.parametrize("problem_name", ["seed", "multi_time"])
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("sensealg", ADJOINT_SENSEALGS)
+def test_julia_adjoint_matches_python(problems, python_reference, problem_name, route, sensealg):
+    problem = problems[problem_name]
+    result = gradient(problem, engine=JuliaAdjoint(sensealg, route=route, solver="Vern9"), **TIGHT)
+    for reference in python_reference[problem_name]:
+        # Both solved at 1e-10 by different solvers; gradients of O(1e2) carry global errors of a
+        # few hundred tolerance units. FD Jacobians add O(1e-8) relative (central differences).
+        bound = 1e-5 if route == "finite_difference" else 1e-6
+        assert _rel(result.dtheta, reference.dtheta) < bound
+        assert _rel(result.dz0, reference.dz0) < bound
+        assert result.loss == pytest.approx(reference.loss, rel=1e-8)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_julia_adjoint_matches_julia_forward_sensitivity(problems, route):
+    problem = problems["multi_time"]
+    forward = gradient(problem, engine=JuliaForwardSensitivity(solver="Vern9"), **TIGHT)
+    adjoint = gradient(problem, engine=JuliaAdjoint("GaussAdjoint", route=route, solver="Vern9"), **TIGHT)
+    # Same solver and tolerance 1e-10 on both sides: the difference is the two methods' global
+    # errors, ~1e3 tol in relative terms at most for these smooth O(10)-long solves => 1e-7.
+    # The finite-difference route adds central-difference Jacobian errors (~1e-8 relative).
+    assert _rel(adjoint.dtheta, forward.dtheta) < (1e-6 if route == "finite_difference" else 1e-7)
+    assert _rel(adjoint.dz0, forward.dz0) < (1e-6 if route == "finite_difference" else 1e-7)
+
+
+@pytest.mark.parametrize("route", ["finite_difference", "native"])
+def test_forward_sensitivity_routes_agree(problems, route):
+    problem = problems["seed"]
+    exact = gradient(problem, engine=JuliaForwardSensitivity(solver="Vern9"), **TIGHT)
+    other = gradient(problem, engine=JuliaForwardSensitivity(route=route, solver="Vern9"), **TIGHT)
+    assert _rel(other.dtheta, exact.dtheta) < 1e-6
+    assert _rel(other.dz0, exact.dz0) < 1e-6
+
+
+def _linear_problem() -> Problem:
+    """The linear ODE dz/dt = b2 - z/2: a 1-1-1 tanh MLP with zero weights and decay Λ = 1/2."""
+    model = MLP((1, 1, 1), decay=np.array([0.5]))
+    theta = np.zeros(model.n_params)  # network output 0: f = -0.5 z
+    z0 = np.array([[2.0]])
+    data = np.array([[[0.0]]])
+    return Problem(model, theta, z0, 0.0, np.array([1.0]), data, name="linear")
+
+
+@pytest.mark.parametrize("engine", [JuliaAdjoint(s, route=r, solver="Vern9") for s in ADJOINT_SENSEALGS for r in ROUTES]
+                         + [JuliaForwardSensitivity(route=r, solver="Vern9")
+                            for r in ("python_jacobian", "finite_difference", "native")],
+                         ids=lambda e: e.name)
+def test_signs_on_a_linear_ode(engine):
+    # z(t) = z0 e^{-t/2}, L = ½ z(1)² (data 0) => dL/dz0 = z0 e^{-1} > 0. With W1 = b1 = W2 = 0,
+    # the only live parameter is b2: f = b2 - z/2, dz(1)/db2 = 2(1 - e^{-1/2}), dL/db2 = z(1) · that.
+    problem = _linear_problem()
+    result = gradient(problem, engine=engine, **TIGHT)
+    z1 = 2.0 * np.exp(-0.5)
+    assert result.dz0[0, 0] == pytest.approx(z1 * np.exp(-0.5), rel=1e-8)
+    assert result.dtheta[-1] == pytest.approx(z1 * 2.0 * (1.0 - np.exp(-0.5)), rel=1e-8)
+    assert result.dtheta[-1] > 0 and result.dz0[0, 0] > 0
+
+
+def test_native_mlp_matches_python_mlp():
+    from harness.julia import runtime
+    from harness.julia.engines import _native_dynamics
+    from harness.system import flat
+
+    jl = runtime.load()
+    rng = np.random.default_rng(3)
+    for widths, activation, decay in [((2, 3, 2), "tanh", None), ((3, 8, 8, 3), "sigmoid", None),
+                                      ((2, 5, 2), "softplus", np.array([1.0, 1000.0]))]:
+        model = MLP(widths, activation=activation, decay=decay)
+        theta, batch = model.init(rng), 5
+        z, a = rng.normal(size=(batch, widths[0])), rng.normal(size=(batch, widths[0]))
+        f, a_u, a_theta = jl.native_f_and_vjp(_native_dynamics(jl, model, batch), flat(z).copy(), theta,
+                                               flat(a).copy())
+        f_py, a_z_py, a_theta_py = model.vjp(0.0, z, theta, a)
+        np.testing.assert_allclose(np.asarray(f), flat(f_py), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(np.asarray(a_u), flat(a_z_py), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(a_theta), a_theta_py, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver", ["Rosenbrock23", "Rodas5P", "KenCarp4", "TRBDF2", "FBDF", "QNDF", "RadauIIA5",
+                                    "AutoTsit5(Rosenbrock23())"])
+@pytest.mark.parametrize("route", ["python_vjp", "native"])
+def test_stiff_solvers_on_the_stiff_variant(solver, route):
+    problem = stiff_problem(batch=4)
+    reference = gradient(problem, engine=ForwardSensitivity(), solver="RadauIIA5", rtol=1e-9, atol=1e-9)
+    result = gradient(problem, engine=JuliaAdjoint("GaussAdjoint", route=route, solver=solver), rtol=1e-8, atol=1e-8)
+    # Low-order stiff methods at 1e-8 carry ~1e-6 relative global error on a stiffness ratio of 1e3.
+    assert _rel(result.dtheta, reference.dtheta) < 1e-4
+    assert _rel(result.dz0, reference.dz0) < 1e-4
+    assert result.forward_stats.n_accepted > 0
+
+
+def test_julia_solver_failure_is_a_clear_python_error(problems):
+    engine = JuliaAdjoint("GaussAdjoint", solver="Tsit5", maxiters=5)
+    with pytest.raises(SolverError, match=r"Julia Tsit5 failed at t = .* \(target t = 10\): retcode MaxIters"):
+        gradient(problems["seed"], engine=engine, **TIGHT)
