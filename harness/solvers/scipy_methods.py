@@ -32,7 +32,9 @@ def integrate_scipy(
 ) -> Trajectory:
     """Integrate with scipy's method `name`; `jac(t, y)` (a sparse or dense matrix) for implicit ones."""
     cls = SCIPY_CLASSES[name]
-    options = {"rtol": rtol, "atol": atol, "first_step": None if h0 is None else abs(h0)}
+    # a step carried over from a longer previous piece may exceed this one; scipy rejects that
+    first_step = None if h0 is None else min(abs(h0), abs(t1 - t0))
+    options = {"rtol": rtol, "atol": atol, "first_step": first_step}
     if name != "DP8":
         options["jac"] = jac
     solver = cls(rhs, t0, np.array(y0, dtype=np.float64), t1, **options)
