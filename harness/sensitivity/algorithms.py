@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import HarnessInputError
+
 
 @dataclass(frozen=True)
 class BacksolveAdjoint:
@@ -40,6 +42,10 @@ class BacksolveAdjoint:
     on_unstable: str = "raise"
 
     name = "BacksolveAdjoint"
+
+    def __post_init__(self):
+        if self.on_unstable not in ("raise", "warn"):
+            raise HarnessInputError(f"on_unstable={self.on_unstable!r}: expected 'raise' or 'warn'")
 
 
 @dataclass(frozen=True)
