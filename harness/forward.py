@@ -44,7 +44,7 @@ class ForwardSolution:
     z_at_times : ndarray, shape (K, B, N)
     """
 
-    def __init__(self, model, theta, batch, options, pieces, z_at_times, stats, node_is_time):
+    def __init__(self, model, theta, batch, options, pieces, z_at_times, stats, node_is_time, h_last):
         self.model = model
         self.theta = theta
         self.batch = batch
@@ -53,6 +53,11 @@ class ForwardSolution:
         self.z_at_times = z_at_times
         self.stats = stats
         self.node_is_time = node_is_time  # per piece end: index into `times`, or -1
+        # the step size the solver would have taken next: adjoints with an explicit backward solver
+        # start with it (same dynamics, same time scales) instead of paying for the initial-step
+        # heuristic. Implicit (stiff) backward solves choose their own: the jump of the adjoint at
+        # t_K excites fast modes that the forward pass's last step never saw.
+        self.h_last = h_last
         self.recompute_stats = SolverStats()
 
     def dense(self, i: int):
@@ -129,4 +134,4 @@ def solve_forward(
         node_is_time.append(k)
         if k >= 0:
             z_at_times[k] = states(y, batch)
-    return ForwardSolution(model, theta, batch, options, pieces, z_at_times, stats, node_is_time)
+    return ForwardSolution(model, theta, batch, options, pieces, z_at_times, stats, node_is_time, h)

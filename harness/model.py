@@ -24,26 +24,38 @@ import numpy as np
 from .errors import HarnessInputError
 
 
-def _tanh(u):
-    s = np.tanh(u)
-    return s, 1.0 - s * s
+@dataclass(frozen=True)
+class Activation:
+    """σ as two functions, so that f pays only for σ(u) and the VJP adds σ'(u).
+
+    value(u) may overwrite u, which the caller owns (a fresh W @ x + b), to save an allocation;
+    slope(u, s) gets u (possibly overwritten by value) and s = value(u), and uses only what its own
+    value leaves intact.
+    """
+
+    value: Callable[[np.ndarray], np.ndarray]
+    slope: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def _sigmoid(u):
-    s = 0.5 * (1.0 + np.tanh(0.5 * u))  # overflow-free logistic
-    return s, s * (1.0 - s)
+def _tanh_slope(u, s):
+    d = s * s
+    np.subtract(1.0, d, out=d)
+    return d
 
 
-def _softplus(u):
-    s = np.logaddexp(0.0, u)
-    return s, 0.5 * (1.0 + np.tanh(0.5 * u))
+def _sigmoid_value(u):
+    u *= 0.5  # σ(u) = (1 + tanh(u / 2)) / 2: no overflow for large |u|
+    np.tanh(u, out=u)
+    u += 1.0
+    u *= 0.5
+    return u
 
 
-# name -> u ↦ (σ(u), σ'(u)); smooth activations only, since adjoint error bounds assume a smooth f.
-ACTIVATIONS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
-    "tanh": _tanh,
-    "sigmoid": _sigmoid,
-    "softplus": _softplus,
+# Smooth activations only, since adjoint error bounds assume a smooth f.
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation(lambda u: np.tanh(u, out=u), _tanh_slope),
+    "sigmoid": Activation(_sigmoid_value, lambda u, s: s * (1.0 - s)),
+    "softplus": Activation(lambda u: np.logaddexp(0.0, u), lambda u, s: 0.5 * (1.0 + np.tanh(0.5 * u))),
 }
 
 
@@ -120,6 +132,7 @@ class MLP:
         object.__setattr__(self, "_layer_slices", layer_slices)
         object.__setattr__(self, "_n_params", start)
         object.__setattr__(self, "_sigma", ACTIVATIONS[self.activation])
+        object.__setattr__(self, "_ones", {})  # batch size -> ones(B), for sums over the batch as matmuls
 
     # ----------------------------------------------------------------------------------- layout
     @property
@@ -189,9 +202,12 @@ class MLP:
         layers = self._layers(theta)
         x = z.T
         for W, b in layers[:-1]:
-            x = self._sigma(W @ x + b)[0]
+            u = W @ x
+            u += b
+            x = self._sigma.value(u)
         W, b = layers[-1]
-        out = W @ x + b
+        out = W @ x
+        out += b
         if self.decay is not None:
             out -= self.decay[:, None] * z.T
         return out.T
@@ -217,34 +233,76 @@ class MLP:
             Σ_b (∂f_b/∂θ)ᵀ a_b.
         """
         layers = self._layers(theta)
-        xs, dsig = [z.T], []
+        sigma = self._sigma
+        xs, us = [z.T], []  # layer inputs (N or H, B) and pre-activations
         for W, b in layers[:-1]:
-            s, ds = self._sigma(W @ xs[-1] + b)
-            xs.append(s)
-            dsig.append(ds)
+            u = W @ xs[-1]
+            u += b
+            xs.append(sigma.value(u))
+            us.append(u)
         W, b = layers[-1]
-        f = W @ xs[-1] + b
-        grads = []  # filled from the last layer backwards, as (dW, db) pairs
-        g = a.T  # (width, B): cotangent of the current layer's output
-        for layer in range(len(layers) - 1, -1, -1):
-            W = layers[layer][0]
-            x = xs[layer]
-            if per_sample:
-                grads.append((g.T[:, :, None] * x.T[:, None, :], g.T))
-            else:
-                grads.append((g @ x.T, g.sum(axis=1)))
-            g = W.T @ g
-            if layer > 0:
-                g = g * dsig[layer - 1]
+        f = W @ xs[-1]
+        f += b
+        batch = z.shape[0]
+        if per_sample:
+            a_z, a_theta = self._vjp_per_sample(layers, xs, us, a.T)
+        else:
+            ones = self._ones.get(batch)
+            if ones is None:
+                ones = self._ones[batch] = np.ones(batch)
+            a_theta = np.empty(self._n_params)
+            g = a.T  # (width, B): cotangent of the current layer's output
+            for layer in range(len(layers) - 1, -1, -1):
+                (w_slice, w_shape, b_slice), W = self._layer_slices[layer], layers[layer][0]
+                # dW = g xᵀ and db = g 1, written straight into θ's layout (no concatenation)
+                np.matmul(g, xs[layer].T, out=a_theta[w_slice].reshape(w_shape))
+                np.matmul(g, ones, out=a_theta[b_slice])
+                g = W.T @ g
+                if layer > 0:
+                    g *= sigma.slope(us[layer - 1], xs[layer])
+            a_z = g
         if self.decay is not None:
             f -= self.decay[:, None] * z.T
-            g = g - self.decay[:, None] * a.T
-        shape = (z.shape[0], -1) if per_sample else (-1,)
+            a_z = a_z - self.decay[:, None] * a.T
+        return f.T, a_z.T, a_theta
+
+    def vjp_z(self, t: float, z: np.ndarray, theta: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """(∂f/∂z)ᵀ a alone, row by row. z, a: (B, N) -> (B, N).
+
+        The state half of `vjp`, without f and the θ products: what an adjoint that integrates
+        ∂L/∂θ separately (QuadratureAdjoint) needs at every step.
+        """
+        layers = self._layers(theta)
+        sigma = self._sigma
+        xs, us = [z.T], []
+        for W, b in layers[:-1]:
+            u = W @ xs[-1]
+            u += b
+            xs.append(sigma.value(u))
+            us.append(u)
+        g = a.T
+        for layer in range(len(layers) - 1, 0, -1):
+            g = layers[layer][0].T @ g
+            g *= sigma.slope(us[layer - 1], xs[layer])
+        g = layers[0][0].T @ g
+        if self.decay is not None:
+            g -= self.decay[:, None] * a.T
+        return g.T
+
+    def _vjp_per_sample(self, layers, xs, us, g):
+        """(∂f/∂z)ᵀa (width, B) and the per-row θ cotangents (B, P)."""
+        grads = []  # from the last layer backwards, as (dW (B, out, in), db (B, out))
+        for layer in range(len(layers) - 1, -1, -1):
+            grads.append((g.T[:, :, None] * xs[layer].T[:, None, :], g.T))
+            g = layers[layer][0].T @ g
+            if layer > 0:
+                g = g * self._sigma.slope(us[layer - 1], xs[layer])
+        batch = g.shape[1]
         pieces = []
         for dW, db in reversed(grads):
-            pieces.append(dW.reshape(shape))
-            pieces.append(db.reshape(shape))
-        return f.T, g.T, np.concatenate(pieces, axis=-1)
+            pieces.append(dW.reshape(batch, -1))
+            pieces.append(db.reshape(batch, -1))
+        return g, np.concatenate(pieces, axis=-1)
 
     def jac(self, t: float, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """∂f/∂z for every batch member. z: (B, N) -> (B, N, N), [b, i, j] = ∂f_i/∂z_j of row b.
@@ -255,7 +313,10 @@ class MLP:
         x = z.T
         J = None  # (B, width, N): derivative of the current layer's output w.r.t. z
         for W, b in layers[:-1]:
-            s, ds = self._sigma(W @ x + b)
+            u = W @ x
+            u += b
+            s = self._sigma.value(u)
+            ds = self._sigma.slope(u, s)
             WJ = W if J is None else np.einsum("ij,bjk->bik", W, J)
             J = ds.T[:, :, None] * WJ
             x = s

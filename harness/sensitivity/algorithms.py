@@ -70,16 +70,17 @@ class InterpolatingAdjoint:
 class QuadratureAdjoint:
     """Solve a backwards alone (dense), then ∂L/∂θ = ∫ (∂f/∂θ)ᵀ a dt by Gauss-Legendre quadrature.
 
-    The quadrature uses `quadrature_nodes` points on every step of the backward solve, with z from
-    the dense forward solution and a from the dense backward solution; all nodes go through the
-    network in one batched VJP. The backward state is only B N long, which makes this the cheapest
+    The quadrature uses `quadrature_nodes` Gauss-Legendre points on every step of the backward solve
+    (3 points integrate polynomials of degree 5 exactly, above the degree-4 dense output of DP5), with
+    z from the dense forward solution and a from the dense backward solution; all nodes go through the
+    network in one batched VJP, and the backward solve itself needs only (∂f/∂z)ᵀ a. The backward state is only B N long, which makes this the cheapest
     adjoint with an implicit solver.
     """
 
     solver: str | None = None
     rtol: float | None = None
     atol: float | None = None
-    quadrature_nodes: int = 4
+    quadrature_nodes: int = 3
 
     name = "QuadratureAdjoint"
 

@@ -42,6 +42,7 @@ def backsolve_gradient(problem, theta, forward: SolveOptions, engine: BacksolveA
     implicit = check_solver(options.solver).implicit
     y = np.concatenate((flat(fwd.z_at_times[-1]), np.zeros(bn + n_params)))
     stats = SolverStats()
+    h = None if implicit else fwd.h_last  # see ForwardSolution.h_last
     for _, piece, k in pieces_backwards(fwd):
         if k >= 0:
             y[:bn] = flat(fwd.z_at_times[k])  # reset z to the forward value, as torchdiffeq does
@@ -49,7 +50,7 @@ def backsolve_gradient(problem, theta, forward: SolveOptions, engine: BacksolveA
         try:
             traj = integrate(
                 rhs, piece.t_end, piece.t_start, y, method=options.solver, rtol=options.rtol,
-                atol=options.atol, jac=jac if implicit else None,
+                atol=options.atol, jac=jac if implicit else None, h0=h,
             )
         except SolverError as err:
             raise UnstableBacksolveError(
@@ -58,6 +59,7 @@ def backsolve_gradient(problem, theta, forward: SolveOptions, engine: BacksolveA
             ) from err
         y = traj.y_end
         stats = stats + traj.stats
+        h = None if implicit else traj.h_last
     z_back = states(y[:bn], batch)
     scale = options.atol + options.rtol * np.abs(problem.z0)
     reconstruction_error = float(np.max(np.abs(z_back - problem.z0) / scale))

@@ -27,6 +27,7 @@ def interpolating_gradient(problem, theta, forward: SolveOptions, engine: Interp
 
     y = np.zeros(bn + n_params)
     stats = SolverStats()
+    h = None if implicit else fwd.h_last  # see ForwardSolution.h_last
     for i, piece, k in pieces_backwards(fwd):
         if k >= 0:
             y[:bn] += flat(dL_dz[k])
@@ -49,10 +50,11 @@ def interpolating_gradient(problem, theta, forward: SolveOptions, engine: Interp
 
         traj = integrate(
             rhs, piece.t_end, piece.t_start, y, method=options.solver, rtol=options.rtol,
-            atol=options.atol, jac=jac if implicit else None,
+            atol=options.atol, jac=jac if implicit else None, h0=h,
         )
         y = traj.y_end
         stats = stats + traj.stats
+        h = None if implicit else traj.h_last
     return GradientResult(
         engine=engine.name,
         loss=loss,

@@ -78,9 +78,16 @@ def integrate_rk(
     """Integrate dy/dt = rhs(t, y) from t0 to t1 (either direction). y0: (D,)."""
     A, B, C, E, P = tableau.A, tableau.B, tableau.C, tableau.E, tableau.P
     n_stages = len(B)
+    # A, B and E stacked, so that one multiplication by h per step scales every coefficient:
+    # rows 0..s-1 the stages, row s the solution, row s+1 the error estimate.
+    coefficients = np.zeros((n_stages + 2, n_stages + 1))
+    coefficients[:n_stages, : A.shape[1]] = A
+    coefficients[n_stages, :n_stages] = B
+    coefficients[n_stages + 1] = E
     direction = 1.0 if t1 >= t0 else -1.0
     exponent = -1.0 / (tableau.error_order + 1)
     y = np.array(y0, dtype=np.float64)
+    abs_y = np.abs(y)
     K = np.empty((n_stages + 1, y.size))
     K[0] = rhs(t0, y)
     n_rhs = 1
@@ -92,27 +99,35 @@ def integrate_rk(
     t = t0
     n_accepted = n_rejected = 0
     retrying = False  # the current step was rejected at least once: do not grow h on acceptance
+    nonfinite = False  # the last rejection was for an inf or NaN stage
     ts, ys, hs, Qs = [t0], [], [], []
     while direction * (t1 - t) > 0:
         if n_accepted + n_rejected >= max_steps:
             raise SolverError(tableau.name, t, t1, f"more than {max_steps} steps")
-        min_step = 10 * abs(np.nextafter(t, direction * np.inf) - t)
-        if h_abs < min_step:
-            raise SolverError(tableau.name, t, t1, "step size fell below the spacing of floats")
+        if h_abs < 10 * abs(math.nextafter(t, direction * math.inf) - t):
+            reason = "the state became inf or NaN" if nonfinite else "step size fell below the spacing of floats"
+            raise SolverError(tableau.name, t, t1, reason)
         h = h_abs * direction
         t_new = t + h
         if direction * (t_new - t1) > 0:
             t_new = t1
             h = t1 - t
             h_abs = abs(h)
+        hc = h * coefficients
         for s in range(1, n_stages):
-            K[s] = rhs(t + C[s] * h, y + h * (A[s, :s] @ K[:s]))
-        y_new = y + h * (B @ K[:n_stages])
+            K[s] = rhs(t + C[s] * h, y + hc[s, :s] @ K[:s])
+        y_new = y + hc[n_stages, :n_stages] @ K[:n_stages]
         K[n_stages] = rhs(t_new, y_new)
         n_rhs += n_stages
-        scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
-        error_norm = _rms(h * (E @ K) / scale)
-        if error_norm < 1.0:  # accept
+        abs_new = np.abs(y_new)
+        scale = np.maximum(abs_y, abs_new)
+        scale *= rtol
+        scale += atol
+        error = hc[n_stages + 1] @ K
+        error /= scale
+        error_norm = math.sqrt(float(np.dot(error, error)) / error.size)
+        # an inf or NaN anywhere in the stages makes error_norm non-finite: never accepted
+        if error_norm < 1.0:
             factor = MAX_FACTOR if error_norm == 0 else min(MAX_FACTOR, SAFETY * error_norm**exponent)
             if retrying:
                 factor = min(1.0, factor)
@@ -122,14 +137,13 @@ def integrate_rk(
                 hs.append(h)
                 Qs.append(K.T @ P)
                 ts.append(t_new)
-            if not np.all(np.isfinite(y_new)):
-                raise SolverError(tableau.name, t_new, t1, "the state became inf or NaN")
-            t, y = t_new, y_new
+            t, y, abs_y = t_new, y_new, abs_new
             K[0] = K[n_stages]
             n_accepted += 1
             h_abs *= factor
         else:
-            if not math.isfinite(error_norm):
+            nonfinite = not math.isfinite(error_norm)
+            if nonfinite:
                 error_norm = 1e10  # an overflowing stage: shrink hard and retry
             h_abs *= max(MIN_FACTOR, SAFETY * error_norm**exponent)
             n_rejected += 1

@@ -1,0 +1,465 @@
+"""Experiment files: a TOML description of a comparison, parsed and validated into frozen values.
+
+An experiment names a problem, a grid (engines x solvers x tolerances x seeds), a reference, an
+optional training comparison and the figures to draw:
+
+    title = "The tutorial problem"
+
+    [problem]
+    name = "seed"              # a catalogue problem ("seed", "stiff", "multi_time", "deep") ...
+    # file = "my_problem.npz"  # ... or a problem file (harness.problem_file), relative to this file
+    batch = 500
+    # times = [100.0]          # observe the same ground truth at other times (catalogue only)
+
+    [grid]
+    engines = ["BacksolveAdjoint", { engine = "InterpolatingAdjoint", checkpointing = true },
+               "torchdiffeq:odeint_adjoint", "julia:GaussAdjoint"]
+    solvers = ["DP5"]          # the solver of the forward and the backward pass
+    tolerances = [1e-4, 1e-6, [1e-8, 1e-10]]   # rtol = atol, or [rtol, atol]
+    seeds = [0]
+
+    [reference]
+    engine = "ForwardSensitivity"
+    solver = "DP8"
+    rtol = 1e-10
+    atol = 1e-10
+
+    [training]
+    engines = ["BacksolveAdjoint", "InterpolatingAdjoint"]
+    steps = 200
+
+    [plots]
+    figures = ["heatmap", "work_precision", "memory", "training"]
+
+Every key is checked; a mistake raises one HarnessInputError naming the key, what it got, and the
+valid choices. Nothing runs until the whole file is valid.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from ..errors import HarnessInputError
+from ..problems import PROBLEMS
+from ..sensitivity import ENGINES
+from ..solvers import SOLVERS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+# Engines outside the harness are named "backend:Name". Peers' names are known statically; Julia's
+# come from harness.julia at run time (Julia may be absent), so only their form is checked here.
+PEER_ENGINES = {
+    "torchdiffeq": ("odeint_adjoint", "odeint"),
+    "diffrax": ("BacksolveAdjoint", "RecursiveCheckpointAdjoint"),
+}
+BACKENDS = ("harness", "julia", *PEER_ENGINES)
+FIGURES = ("heatmap", "work_precision", "memory", "training")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# ------------------------------------------------------------------------------------------ values
+@dataclass(frozen=True)
+class ProblemSpec:
+    """Which problem to build: a catalogue name or a problem file, with its options.
+
+    Frozen and hashable, so that a worker can build (and cache) the problem from it alone.
+    `times` re-observes the catalogue problem's ground truth at other times (e.g. a long horizon).
+    """
+
+    name: str | None = None
+    file: str | None = None
+    batch: int = 500
+    times: tuple[float, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        base = self.name if self.name is not None else Path(self.file).stem
+        if self.times is not None:
+            base += f" (t = {', '.join(f'{t:g}' for t in self.times)})"
+        return base
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "file": self.file, "batch": self.batch,
+                "times": list(self.times) if self.times is not None else None}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine of the grid: its backend, its name there, and its options as sorted pairs.
+
+    `label` is what tables and legends show, e.g. "InterpolatingAdjoint(checkpointing=True)".
+    """
+
+    backend: str
+    name: str
+    options: tuple[tuple[str, object], ...] = ()
+    label: str = ""
+
+    def __post_init__(self):
+        if not self.label:
+            label = self.name if self.backend == "harness" else f"{self.backend}:{self.name}"
+            if self.options:
+                label += "(" + ", ".join(f"{k}={v}" for k, v in self.options) + ")"
+            object.__setattr__(self, "label", label)
+
+    def as_dict(self) -> dict:
+        return {"backend": self.backend, "name": self.name, "options": dict(self.options),
+                "label": self.label}
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """The engine and settings that every grid cell is measured against.
+
+    `check_engine` is a second, independent engine run at the same settings: its distance from the
+    reference estimates how accurate the reference itself is (the floor of the work-precision plot).
+    """
+
+    engine: EngineSpec
+    solver: str
+    rtol: float
+    atol: float
+    check_engine: EngineSpec | None
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """The same training run (the tutorial's loop) repeated with each engine."""
+
+    engines: tuple[EngineSpec, ...]
+    steps: int = 200
+    lr: float = 1e-2
+    solver: str = "DP5"
+    rtol: float = 1e-6
+    atol: float = 1e-4
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment file. `path` is where it was read from (None when built in code)."""
+
+    title: str
+    description: str
+    problem: ProblemSpec
+    engines: tuple[EngineSpec, ...]
+    solvers: tuple[str, ...]
+    tolerances: tuple[tuple[float, float], ...]
+    seeds: tuple[int, ...]
+    forward_solver: str | None
+    reference: ReferenceSpec
+    training: TrainingSpec | None
+    figures: tuple[str, ...]
+    measure_memory: bool = True
+    path: str | None = None
+
+    def with_training_steps(self, steps: int) -> "Experiment":
+        """The same experiment with the training comparison shortened (or lengthened) to `steps`."""
+        from dataclasses import replace
+
+        if self.training is None:
+            return self
+        return replace(self, training=replace(self.training, steps=steps))
+
+    def as_dict(self) -> dict:
+        """Plain data for results.json."""
+        def engines(specs):
+            return [e.as_dict() for e in specs]
+
+        reference = self.reference
+        return {
+            "title": self.title,
+            "description": self.description,
+            "path": self.path,
+            "problem": self.problem.as_dict(),
+            "grid": {
+                "engines": engines(self.engines),
+                "solvers": list(self.solvers),
+                "tolerances": [list(t) for t in self.tolerances],
+                "seeds": list(self.seeds),
+                "forward_solver": self.forward_solver,
+                "memory": self.measure_memory,
+            },
+            "reference": {
+                "engine": reference.engine.as_dict(), "solver": reference.solver,
+                "rtol": reference.rtol, "atol": reference.atol,
+                "check_engine": reference.check_engine.as_dict() if reference.check_engine else None,
+            },
+            "training": None if self.training is None else {
+                "engines": engines(self.training.engines),
+                **{f.name: getattr(self.training, f.name) for f in fields(TrainingSpec)
+                   if f.name != "engines"},
+            },
+            "figures": list(self.figures),
+        }
+
+
+# -------------------------------------------------------------------------------------- checking
+def _fail(where: str, message: str):
+    raise HarnessInputError(f"{where}: {message}")
+
+
+def _check_keys(table: dict, where: str, required: tuple, optional: tuple) -> None:
+    valid = list(required) + list(optional)
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        _fail(where, f"unknown key{'s' if len(unknown) > 1 else ''} {unknown}: valid keys are {valid}")
+    missing = [k for k in required if k not in table]
+    if missing:
+        _fail(where, f"missing key{'s' if len(missing) > 1 else ''} {missing}: valid keys are {valid}")
+
+
+def _table(document: dict, key: str, where: str, required: bool) -> dict | None:
+    if key not in document:
+        if required:
+            _fail(where, f"missing table [{key}]")
+        return None
+    value = document[key]
+    if not isinstance(value, dict):
+        _fail(f"{where} {key}", f"expected a table [{key}], got {type(value).__name__}")
+    return value
+
+
+def _string(value, where: str, choices=None) -> str:
+    if not isinstance(value, str):
+        _fail(where, f"expected a string, got {value!r}")
+    if choices is not None and value not in choices:
+        _fail(where, f"unknown value {value!r}: expected one of {sorted(choices)}")
+    return value
+
+
+def _int(value, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(where, f"expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _positive(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        _fail(where, f"expected a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _bool(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(where, f"expected true or false, got {value!r}")
+    return value
+
+
+def _nonempty_list(value, where: str) -> list:
+    if not isinstance(value, list):
+        _fail(where, f"expected a list, got {value!r}")
+    if not value:
+        _fail(where, "is empty: the grid needs at least one entry on every axis")
+    return value
+
+
+def _engine_fields(name: str) -> dict:
+    """The options a harness engine takes (its dataclass fields), name -> default."""
+    return {f.name: f.default for f in fields(ENGINES[name])}
+
+
+def parse_engine(value, where: str) -> EngineSpec:
+    """An engine entry: "Name", "backend:Name", or { engine = "...", label = "...", option = ... }."""
+    if isinstance(value, str):
+        name, options, label = value, {}, ""
+    elif isinstance(value, dict):
+        if "engine" not in value:
+            _fail(where, f"an engine table needs the key 'engine', got keys {sorted(value)}")
+        name = _string(value["engine"], f"{where}.engine")
+        label = _string(value.get("label", ""), f"{where}.label")
+        options = {k: v for k, v in value.items() if k not in ("engine", "label")}
+    else:
+        _fail(where, f"expected an engine name or a table, got {value!r}")
+    backend, _, short = name.rpartition(":")
+    backend = backend or "harness"
+    valid_names = sorted(ENGINES) + [f"{b}:{n}" for b, names in PEER_ENGINES.items() for n in names] + [
+        "julia:<Name>"
+    ]
+    if backend == "harness":
+        if short not in ENGINES:
+            _fail(where, f"unknown engine {name!r}: expected one of {valid_names}")
+        valid = _engine_fields(short)
+        # The grid sets solver and tolerances per cell; an engine table must not fix them.
+        settable = sorted(set(valid) - {"solver", "rtol", "atol"})
+        for key, option in options.items():
+            if key not in settable:
+                _fail(where, f"unknown option {key!r} for {short}: valid options are {settable}")
+            default = valid[key]
+            if isinstance(default, bool):
+                _bool(option, f"{where}.{key}")
+            elif isinstance(default, (int, float)) and (
+                isinstance(option, bool) or not isinstance(option, (int, float))
+            ):
+                _fail(f"{where}.{key}", f"expected a number, got {option!r}")
+            elif isinstance(default, str):
+                _string(option, f"{where}.{key}")
+    elif backend in PEER_ENGINES:
+        if short not in PEER_ENGINES[backend]:
+            _fail(where, f"unknown engine {name!r}: expected one of {valid_names}")
+        if options:
+            _fail(where, f"{name} takes no options, got {sorted(options)}")
+    elif backend == "julia":
+        if not _IDENTIFIER.match(short):
+            _fail(where, f"engine {name!r}: expected 'julia:<Name>' with an identifier as Name")
+        for key, option in options.items():
+            if not isinstance(option, (bool, int, float, str)):
+                _fail(f"{where}.{key}", f"expected a plain value, got {option!r}")
+    else:
+        _fail(where, f"unknown backend {backend!r} in {name!r}: expected one of {list(BACKENDS)}")
+    return EngineSpec(backend, short, tuple(sorted(options.items())), label)
+
+
+def _tolerance(value, where: str) -> tuple[float, float]:
+    if isinstance(value, list):
+        if len(value) != 2:
+            _fail(where, f"expected a number (rtol = atol) or [rtol, atol], got {value!r}")
+        return _positive(value[0], f"{where} rtol"), _positive(value[1], f"{where} atol")
+    tol = _positive(value, where)
+    return tol, tol
+
+
+def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
+    where = "[problem]"
+    _check_keys(table, where, (), ("name", "file", "batch", "times"))
+    if ("name" in table) == ("file" in table):
+        _fail(where, "expected exactly one of 'name' (a catalogue problem) or 'file' (a problem file)")
+    if "file" in table:
+        path = Path(_string(table["file"], f"{where} file"))
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        if not path.is_file():
+            _fail(f"{where} file", f"{str(path)!r} does not exist")
+        for key in ("batch", "times"):
+            if key in table:
+                _fail(f"{where} {key}", "applies to catalogue problems only: a problem file fixes it")
+        return ProblemSpec(file=str(path.resolve()), batch=0)
+    name = _string(table["name"], f"{where} name", PROBLEMS)
+    batch = _int(table.get("batch", 500), f"{where} batch", 1)
+    times = None
+    if "times" in table:
+        raw = _nonempty_list(table["times"], f"{where} times")
+        times = tuple(_positive(t, f"{where} times") for t in raw)
+        if any(b <= a for a, b in zip(times, times[1:])):
+            _fail(f"{where} times", f"{list(times)} are not strictly increasing")
+    return ProblemSpec(name=name, batch=batch, times=times)
+
+
+def _parse_reference(table: dict | None) -> ReferenceSpec:
+    where = "[reference]"
+    table = {} if table is None else table
+    _check_keys(table, where, (), ("engine", "solver", "rtol", "atol", "check_engine"))
+    engine = parse_engine(table.get("engine", "ForwardSensitivity"), f"{where} engine")
+    check = table.get("check_engine", "QuadratureAdjoint")
+    check_engine = None if check == "none" else parse_engine(check, f"{where} check_engine")
+    return ReferenceSpec(
+        engine=engine,
+        solver=_string(table.get("solver", "DP8"), f"{where} solver", SOLVERS),
+        rtol=_positive(table.get("rtol", 1e-10), f"{where} rtol"),
+        atol=_positive(table.get("atol", 1e-10), f"{where} atol"),
+        check_engine=check_engine,
+    )
+
+
+def _parse_training(table: dict) -> TrainingSpec:
+    where = "[training]"
+    names = [f.name for f in fields(TrainingSpec)]
+    _check_keys(table, where, ("engines",), tuple(n for n in names if n != "engines"))
+    engines = tuple(
+        parse_engine(e, f"{where} engines[{i}]")
+        for i, e in enumerate(_nonempty_list(table["engines"], f"{where} engines"))
+    )
+    return TrainingSpec(
+        engines=engines,
+        steps=_int(table.get("steps", 200), f"{where} steps", 0),
+        lr=_positive(table.get("lr", 1e-2), f"{where} lr"),
+        solver=_string(table.get("solver", "DP5"), f"{where} solver", SOLVERS),
+        rtol=_positive(table.get("rtol", 1e-6), f"{where} rtol"),
+        atol=_positive(table.get("atol", 1e-4), f"{where} atol"),
+        log_every=_int(table.get("log_every", 10), f"{where} log_every", 1),
+        seed=_int(table.get("seed", 0), f"{where} seed", 0),
+    )
+
+
+def parse_experiment(document: dict, *, base: Path | None = None, path: str | None = None) -> Experiment:
+    """Validate a parsed TOML document (a dict) into an `Experiment`; HarnessInputError if invalid."""
+    where = str(path) if path else "experiment"
+    _check_keys(document, where, ("problem", "grid"),
+                ("title", "description", "reference", "training", "plots"))
+    title = _string(document.get("title", Path(path).stem if path else "experiment"), "title")
+    description = _string(document.get("description", ""), "description")
+    problem = _parse_problem(_table(document, "problem", where, True), base)
+
+    grid = _table(document, "grid", where, True)
+    _check_keys(grid, "[grid]", ("engines", "solvers", "tolerances"),
+                ("seeds", "forward_solver", "memory"))
+    engines = tuple(
+        parse_engine(e, f"[grid] engines[{i}]")
+        for i, e in enumerate(_nonempty_list(grid["engines"], "[grid] engines"))
+    )
+    labels = [e.label for e in engines]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        _fail("[grid] engines", f"{duplicates} appear more than once: give each a distinct 'label'")
+    solvers = tuple(
+        _string(s, "[grid] solvers", SOLVERS) for s in _nonempty_list(grid["solvers"], "[grid] solvers")
+    )
+    tolerances = tuple(
+        _tolerance(t, "[grid] tolerances")
+        for t in _nonempty_list(grid["tolerances"], "[grid] tolerances")
+    )
+    seeds = tuple(
+        _int(s, "[grid] seeds", 0) for s in _nonempty_list(grid.get("seeds", [0]), "[grid] seeds")
+    )
+    if problem.file is not None and seeds != (0,):
+        _fail("[grid] seeds", "a problem file has fixed data: seeds apply to catalogue problems only")
+    forward_solver = grid.get("forward_solver")
+    if forward_solver is not None:
+        forward_solver = _string(forward_solver, "[grid] forward_solver", SOLVERS)
+
+    training_table = _table(document, "training", where, False)
+    plots = _table(document, "plots", where, False) or {}
+    _check_keys(plots, "[plots]", (), ("figures",))
+    figures = plots.get("figures", list(FIGURES))
+    if not isinstance(figures, list):
+        _fail("[plots] figures", f"expected a list, got {figures!r}")
+    figures = tuple(_string(f, "[plots] figures", FIGURES) for f in figures)
+    return Experiment(
+        title=title,
+        description=description,
+        problem=problem,
+        engines=engines,
+        solvers=solvers,
+        tolerances=tolerances,
+        seeds=seeds,
+        forward_solver=forward_solver,
+        reference=_parse_reference(_table(document, "reference", where, False)),
+        training=None if training_table is None else _parse_training(training_table),
+        figures=figures,
+        measure_memory=_bool(grid.get("memory", True), "[grid] memory"),
+        path=str(path) if path else None,
+    )
+
+
+def load_experiment(path) -> Experiment:
+    """Read and validate an experiment file (TOML); HarnessInputError names the first mistake."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessInputError(f"experiment file {str(path)!r} does not exist")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise HarnessInputError(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError:
+        raise HarnessInputError(f"{path}: not a UTF-8 text file") from None
+    return parse_experiment(document, base=path.parent, path=str(path))

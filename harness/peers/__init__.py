@@ -1,0 +1,72 @@
+"""External engines as optional comparison rows: torchdiffeq (PyTorch) and diffrax (JAX).
+
+Each peer reads the problem through the problem-file format (`harness.problem_file`): the engine
+saves the problem with `save_problem` and the adapter loads it with `load_problem`, so PyTorch and
+JAX see exactly the weights, initial states and data that a file shared with Julia would hold.
+Everything is float64 (torch.float64; jax_enable_x64).
+
+Neither package is required: `peer_engine` raises `BackendUnavailableError` with the reason, and the
+comparison shows the row as unavailable. Install both with the `peers` extra.
+
+| engine | what it is |
+|---|---|
+| torchdiffeq:odeint_adjoint | torchdiffeq's continuous adjoint (backsolve: z re-integrated backwards) |
+| torchdiffeq:odeint | backpropagation through torchdiffeq's solver steps (discretise-then-optimise) |
+| diffrax:BacksolveAdjoint | diffrax's continuous adjoint, z re-integrated backwards |
+| diffrax:RecursiveCheckpointAdjoint | backpropagation through diffrax's steps with checkpoints |
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+
+from ..errors import BackendUnavailableError
+
+# backend -> (adapter module, the packages it needs)
+PEERS = {
+    "torchdiffeq": (".torchdiffeq_engine", ("torch", "torchdiffeq")),
+    "diffrax": (".diffrax_engine", ("jax", "jaxlib", "diffrax")),
+}
+
+
+def peer_status(backend: str) -> tuple[bool, str | None]:
+    """(available, reason if not) for one peer backend."""
+    if backend not in PEERS:
+        return False, f"unknown peer backend {backend!r}: expected one of {sorted(PEERS)}"
+    for package in PEERS[backend][1]:
+        try:
+            importlib.import_module(package)
+        except ImportError as err:
+            return False, f"{package} is not installed ({err.__class__.__name__}); pip install 'harness[peers]'"
+    return True, None
+
+
+def _adapter(backend: str):
+    available, reason = peer_status(backend)
+    if not available:
+        raise BackendUnavailableError(reason)
+    return importlib.import_module(PEERS[backend][0], __name__)
+
+
+def peer_engine(backend: str, method: str, *, solver: str = "DP5", rtol: float = 1e-6,
+                atol: float = 1e-6):
+    """The engine value `backend:method` with backward `solver`, `rtol`, `atol`.
+
+    Raises BackendUnavailableError if the package is missing or has no counterpart of `solver`.
+    """
+    return _adapter(backend).engine(method, solver=solver, rtol=rtol, atol=atol)
+
+
+def peer_versions(backend: str) -> dict:
+    """Installed versions of a peer's packages (None for those missing)."""
+    versions = {}
+    for package in PEERS.get(backend, ((), ()))[1]:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+__all__ = ["PEERS", "peer_engine", "peer_status", "peer_versions"]

@@ -1,0 +1,62 @@
+"""What the peer adapters share: the engine value, the problem-file hand-off, the result type."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BackendUnavailableError
+from ..sensitivity import GradientResult
+
+
+class PeerGradientResult(GradientResult):
+    """A GradientResult whose backward f-evaluation count may be unknown (None)."""
+
+    @property
+    def n_rhs(self) -> int:
+        backward = self.backward_stats.n_rhs or 0
+        return (self.forward_stats.n_rhs or 0) + backward
+
+
+@dataclass(frozen=True)
+class PeerEngine:
+    """An external engine: `backend:method` with its backward solver and tolerances.
+
+    `compute` follows the harness engine protocol (see `harness.sensitivity.resolve_engine`): it
+    writes the problem at θ to a problem file and hands the file to the adapter's
+    `gradient_from_file`, the same entry point a researcher can call on any problem file.
+    """
+
+    backend: str
+    method: str
+    solver: str
+    rtol: float
+    atol: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}:{self.method}"
+
+    def compute(self, problem, theta, options):
+        from ..problem_file import save_problem
+
+        from . import _adapter
+
+        with tempfile.TemporaryDirectory(prefix="harness-peer-") as folder:
+            path = save_problem(problem.with_theta(theta), Path(folder) / "problem.npz")
+            return _adapter(self.backend).gradient_from_file(
+                path, method=self.method, solver=options.solver, rtol=options.rtol,
+                atol=options.atol, backward_solver=self.solver, backward_rtol=self.rtol,
+                backward_atol=self.atol,
+            )
+
+
+def check_solver(backend: str, solver: str, table: dict) -> str:
+    """The peer's own name for a harness solver name, or BackendUnavailableError."""
+    if solver not in table:
+        raise BackendUnavailableError(
+            f"{backend} has no counterpart of {solver}: it is compared with "
+            f"{', '.join(f'{k} ({v})' for k, v in table.items())}"
+        )
+    return table[solver]

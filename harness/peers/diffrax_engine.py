@@ -1,0 +1,136 @@
+"""diffrax adapter: the problem file's MLP in JAX (float64), gradients by diffrax's adjoints.
+
+diffrax's vector field is `f(t, y, args)`; ours is f(t, z) with θ fixed, so θ travels as `args`.
+The loss's value-and-gradient is jit-compiled once per problem shape and settings and cached, so the
+comparison can time a compiled call (`warmup` below): compilation is a one-time cost, not the
+gradient's.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+import jax
+
+jax.config.update("jax_enable_x64", True)  # before any array is made: float64 throughout
+
+import diffrax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from ..problem_file import load_problem  # noqa: E402
+from ..solvers import SolverStats  # noqa: E402
+from .common import PeerEngine, PeerGradientResult, check_solver  # noqa: E402
+
+METHODS = ("BacksolveAdjoint", "RecursiveCheckpointAdjoint")
+SOLVERS = {"DP5": "Dopri5", "BS3": "Bosh3", "DP8": "Dopri8"}  # the same tableaus as ours
+MAX_STEPS = 100_000  # diffrax needs a bound; a solve that hits it fails, it is never truncated
+
+_ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "softplus": lambda u: jnp.logaddexp(0.0, u)}
+
+
+class DiffraxEngine(PeerEngine):
+    # The first call compiles; the comparison makes one untimed call first.
+    needs_warmup = True
+
+
+def engine(method: str, *, solver: str, rtol: float, atol: float) -> PeerEngine:
+    check_solver("diffrax", solver, SOLVERS)
+    return DiffraxEngine("diffrax", method, solver, rtol, atol)
+
+
+_calls = {"n": 0}
+
+
+def _count(_):
+    _calls["n"] += 1
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(widths, activation, decay, method, solver, bsolver):
+    """(value_and_grad of L, forward-only step counter), compiled for one architecture and solvers.
+
+    Tolerances are traced arguments, not constants, so that a tolerance sweep compiles once.
+    """
+    sigma = _ACTIVATIONS[activation]
+    decay = None if decay is None else jnp.asarray(decay)
+    n_layers = len(widths) - 1
+
+    def field(t, z, params):
+        # A debug callback counts real f evaluations at run time, inside jit and the adjoint alike.
+        jax.debug.callback(_count, t)
+        x = z
+        for layer in range(n_layers - 1):
+            W, b = params[2 * layer], params[2 * layer + 1]
+            x = sigma(x @ W.T + b)
+        W, b = params[-2], params[-1]
+        out = x @ W.T + b
+        return out if decay is None else out - decay * z
+
+    def controller(r, a):
+        return diffrax.PIDController(rtol=r, atol=a)
+
+    def solve(params, z0, t0, times, tols):
+        rtol, atol, brtol, batol = tols
+        if method == "BacksolveAdjoint":
+            adjoint = diffrax.BacksolveAdjoint(
+                solver=getattr(diffrax, bsolver)(), stepsize_controller=controller(brtol, batol)
+            )
+        else:
+            adjoint = diffrax.RecursiveCheckpointAdjoint()
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(field), getattr(diffrax, solver)(), t0=t0, t1=times[-1], dt0=None, y0=z0,
+            args=params, saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller(rtol, atol),
+            adjoint=adjoint, max_steps=MAX_STEPS,
+        )
+
+    def loss(params, z0, t0, times, tols, data):
+        z = solve(params, z0, t0, times, tols).ys  # (K, B, N)
+        n = z0.shape[1]
+        return 0.5 * jnp.sum((z - data) ** 2) + 0.5 * n * math.log(2 * math.pi) * data.shape[0] * data.shape[1]
+
+    def steps(params, z0, t0, times, tols):
+        stats = solve(params, z0, t0, times, tols).stats
+        return stats["num_accepted_steps"], stats["num_rejected_steps"]
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), jax.jit(steps)
+
+
+def gradient_from_file(path, *, method: str = "BacksolveAdjoint", solver: str = "DP5",
+                       rtol: float = 1e-6, atol: float = 1e-6, backward_solver: str | None = None,
+                       backward_rtol: float | None = None, backward_atol: float | None = None):
+    """dL/dθ (P,) and dL/dz0 (B, N) of the problem file at `path`, by diffrax."""
+    if method not in METHODS:
+        raise ValueError(f"unknown diffrax method {method!r}: expected one of {METHODS}")
+    problem = load_problem(path)
+    model = problem.model
+    weights = model.unflatten(problem.theta)
+    params = tuple(jnp.asarray(weights[n]) for n in model.parameter_names)
+    decay = None if model.decay is None else tuple(float(d) for d in model.decay)
+    value_and_grad, steps = _compiled(
+        model.widths, model.activation, decay, method, check_solver("diffrax", solver, SOLVERS),
+        check_solver("diffrax", backward_solver or solver, SOLVERS),
+    )
+    tols = jnp.asarray([rtol, atol, backward_rtol or rtol, backward_atol or atol])
+    args = (params, jnp.asarray(problem.z0), jnp.asarray(problem.t0), jnp.asarray(problem.times), tols)
+    before = _calls["n"]
+    accepted, rejected = jax.block_until_ready(steps(*args))
+    n_forward = _calls["n"] - before
+    before = _calls["n"]
+    loss, (dparams, dz0) = jax.block_until_ready(value_and_grad(*args, jnp.asarray(problem.data)))
+    n_total = _calls["n"] - before
+    if not np.isfinite(float(loss)):
+        raise FloatingPointError(f"diffrax {method} returned a non-finite loss {float(loss)}")
+    return PeerGradientResult(
+        engine=f"diffrax:{method}",
+        loss=float(loss),
+        dtheta=np.concatenate([np.asarray(d).reshape(-1) for d in dparams]),
+        dz0=np.array(dz0),
+        forward_stats=SolverStats(n_rhs=n_forward, n_accepted=int(accepted), n_rejected=int(rejected)),
+        # The gradient call repeats the forward solve: what it adds beyond it is the backward pass.
+        backward_stats=SolverStats(n_rhs=max(0, n_total - n_forward), n_accepted=0, n_rejected=None),
+        n_datapoints=problem.n_datapoints,
+        diagnostics={"backend": "diffrax", "jax": jax.__version__},
+    )
