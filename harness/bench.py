@@ -1,7 +1,7 @@
 """`harness bench`: time one seed-problem gradient per engine beside a plain baseline, in one run.
 
-Each engine is warmed up once, then timed `repeats` times; the median is reported, with the ratio
-baseline / engine (above 1: faster than the baseline). Peak memory is tracemalloc's peak during one
+Each engine is warmed up once, then all are timed round-robin `repeats` times; the median is
+reported, with the ratio baseline / engine (above 1: faster than the baseline). Peak memory is tracemalloc's peak during one
 gradient: every Python and numpy allocation made by the call, not the interpreter's resident size.
 """
 
@@ -17,23 +17,33 @@ from .problems import seed_problem, stiff_problem
 from .sensitivity import BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint, gradient
 
 
-def _measure(fn, repeats: int) -> dict:
-    result = fn()  # warm-up (imports, caches)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
+def _peak_memory_mb(fn) -> float:
     tracemalloc.start()
     fn()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    return peak / 2**20
+
+
+def _measure_interleaved(named_fns: list[tuple[str, object]], repeats: int) -> dict[str, dict]:
+    """Median time of each callable, run round-robin so that a shared, noisy machine slows all of
+    them alike and their ratios stay meaningful."""
+    results = {name: fn() for name, fn in named_fns}  # warm-up (imports, caches)
+    times = {name: [] for name, _ in named_fns}
+    for _ in range(repeats):
+        for name, fn in named_fns:
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
     return {
-        "median_ms": statistics.median(times) * 1e3,
-        "min_ms": min(times) * 1e3,
-        "n_rhs_forward": result.forward_stats.n_rhs,
-        "n_rhs_backward": result.backward_stats.n_rhs,
-        "peak_memory_mb": peak / 2**20,
+        name: {
+            "median_ms": statistics.median(times[name]) * 1e3,
+            "min_ms": min(times[name]) * 1e3,
+            "n_rhs_forward": results[name].forward_stats.n_rhs,
+            "n_rhs_backward": results[name].backward_stats.n_rhs,
+            "peak_memory_mb": _peak_memory_mb(fn),
+        }
+        for name, fn in named_fns
     }
 
 
@@ -42,22 +52,25 @@ def run_bench(*, repeats: int = 30, rtol: float = 1e-4, atol: float = 1e-4, incl
     """Rows for the seed problem (and the stiff variant); see the module docstring."""
     data = SolveOptions("DP5", 1e-6, 1e-4)
     problem = seed_problem(data_options=data)
-    rows = [{"name": "baseline: scipy solve_ivp RK45 + backsolve", "problem": "seed", "solver": "RK45",
-             **_measure(lambda: baseline_gradient(problem, rtol=rtol, atol=atol), repeats)}]
-    baseline_ms = rows[0]["median_ms"]
+    baseline = "baseline: scipy solve_ivp RK45 + backsolve"
+    named = [(baseline, lambda: baseline_gradient(problem, rtol=rtol, atol=atol))]
     for engine in (BacksolveAdjoint(), InterpolatingAdjoint(), QuadratureAdjoint(), *extra_engines):
-        row = _measure(lambda e=engine: gradient(problem, engine=e, rtol=rtol, atol=atol), repeats)
-        rows.append({"name": engine.name, "problem": "seed", "solver": "DP5", **row})
-    for row in rows:
-        row["speedup_vs_baseline"] = baseline_ms / row["median_ms"]
+        named.append((engine.name, lambda e=engine: gradient(problem, engine=e, rtol=rtol, atol=atol)))
+    measured = _measure_interleaved(named, repeats)
+    baseline_ms = measured[baseline]["median_ms"]
+    rows = [
+        {"name": name, "problem": "seed", "solver": "RK45" if name == baseline else "DP5", **row,
+         "speedup_vs_baseline": baseline_ms / row["median_ms"]}
+        for name, row in measured.items()
+    ]
     if include_stiff:
         stiff = stiff_problem(data_options=data)
-        for engine in (QuadratureAdjoint(), InterpolatingAdjoint()):
-            row = _measure(
-                lambda e=engine: gradient(stiff, engine=e, solver="RadauIIA5", rtol=rtol, atol=atol),
-                max(3, repeats // 5),
-            )
-            rows.append({"name": engine.name, "problem": "stiff", "solver": "RadauIIA5", **row,
+        named = [
+            (engine.name, lambda e=engine: gradient(stiff, engine=e, solver="RadauIIA5", rtol=rtol, atol=atol))
+            for engine in (QuadratureAdjoint(), InterpolatingAdjoint())
+        ]
+        for name, row in _measure_interleaved(named, max(3, repeats // 5)).items():
+            rows.append({"name": name, "problem": "stiff", "solver": "RadauIIA5", **row,
                          "speedup_vs_baseline": None})
     return {"rtol": rtol, "atol": atol, "repeats": repeats, "batch": problem.batch_size, "rows": rows}
 

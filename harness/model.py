@@ -132,6 +132,7 @@ class MLP:
         object.__setattr__(self, "_layer_slices", layer_slices)
         object.__setattr__(self, "_n_params", start)
         object.__setattr__(self, "_sigma", ACTIVATIONS[self.activation])
+        object.__setattr__(self, "_layer_cache", [])
         object.__setattr__(self, "_ones", {})  # batch size -> ones(B), for sums over the batch as matmuls
 
     # ----------------------------------------------------------------------------------- layout
@@ -189,8 +190,15 @@ class MLP:
         return theta
 
     def _layers(self, theta):
-        # (W, b as a column) views into θ, rebuilt on every call (cheap: precomputed slices).
-        return [(theta[w].reshape(shape), theta[b][:, None]) for w, shape, b in self._layer_slices]
+        """(W, b as a column) views into θ. A solve calls this thousands of times with the same θ, so
+        the views of the last θ are kept; holding θ itself keeps `is` meaningful (and views follow
+        in-place changes of θ)."""
+        cached = self._layer_cache
+        if cached and cached[0] is theta:
+            return cached[1]
+        layers = [(theta[w].reshape(shape), theta[b][:, None]) for w, shape, b in self._layer_slices]
+        cached[:] = [theta, layers]
+        return layers
 
     # ------------------------------------------------------------------------------ evaluation
     # Internally the batch is feature-major, x = zᵀ of shape (N, B): products are then (H, N) @ (N, B)

@@ -27,8 +27,9 @@ def backsolve_gradient(problem, theta, forward: SolveOptions, engine: BacksolveA
     options = backward_options(engine, forward)
 
     def rhs(t, y):
-        f, a_z, a_theta = model.vjp(t, states(y[:bn], batch), theta, states(y[bn : 2 * bn], batch))
-        return np.concatenate((flat(f), -flat(a_z), -a_theta))
+        # the VJP is linear in a: feeding -a yields -(∂f/∂z)ᵀa and -(∂f/∂θ)ᵀa, the adjoint's signs
+        f, a_z, a_theta = model.vjp(t, states(y[:bn], batch), theta, -states(y[bn : 2 * bn], batch))
+        return np.concatenate((flat(f), flat(a_z), a_theta))
 
     def jac(t, y):
         # For Newton only: the exact Jacobian also has ∂((∂f/∂z)ᵀa)/∂z (second derivatives of f);

@@ -135,7 +135,7 @@ def integrate_rk(
             if dense:
                 ys.append(y)
                 hs.append(h)
-                Qs.append(K.T @ P)
+                Qs.append(K.T @ (h * P))
                 ts.append(t_new)
             t, y, abs_y = t_new, y_new, abs_new
             K[0] = K[n_stages]

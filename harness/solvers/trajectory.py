@@ -42,12 +42,13 @@ class SolverStats:
 class PiecewisePolynomial:
     """Dense output of an explicit Runge-Kutta solve: one polynomial per accepted step.
 
-    On step i, y(t_i + x h_i) = y_i + h_i Σ_k Q_i[:, k] x^(k+1), x in [0, 1].
+    On step i, y(t_i + x h_i) = y_i + Σ_k Q_i[:, k] x^(k+1), x in [0, 1] (Q_i includes the factor h_i).
     Works in either time direction.
     """
 
     def __init__(self, t_nodes: list[float], y_nodes: list[np.ndarray], hs: list[float], Qs: list):
         self.t_nodes = np.asarray(t_nodes)
+        self._t = list(t_nodes)  # Python floats: the scalar path below stays out of numpy
         self._descending = len(t_nodes) > 1 and t_nodes[-1] < t_nodes[0]
         # bisect wants ascending keys; for a backward solve search on -t.
         self._keys = list(-self.t_nodes if self._descending else self.t_nodes)
@@ -68,9 +69,8 @@ class PiecewisePolynomial:
     def __call__(self, t: float) -> np.ndarray:
         """The state at one time t, shape (D,)."""
         i = self._index(t)
-        h = self._h[i]
-        x = (t - self.t_nodes[i]) / h
-        return self._y[i] + h * (self._Q[i] @ (x**self._powers))
+        x = (t - self._t[i]) / self._h[i]
+        return self._y[i] + self._Q[i] @ (x**self._powers)
 
     def many(self, ts: np.ndarray) -> np.ndarray:
         """The state at many times, shape (len(ts), D), in one vectorised evaluation."""
@@ -82,7 +82,7 @@ class PiecewisePolynomial:
         idx = np.clip(np.searchsorted(self._keys, keys, side="right") - 1, 0, len(self._h) - 1)
         x = (ts - self.t_nodes[idx]) / h[idx]
         powers = x[:, None] ** self._powers
-        return y[idx] + h[idx, None] * np.matmul(Q[idx], powers[:, :, None])[:, :, 0]
+        return y[idx] + np.matmul(Q[idx], powers[:, :, None])[:, :, 0]
 
 
 class ScipyDense:
