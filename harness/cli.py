@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
                    help="tutorial (default) or close-fit (longer, tighter; see README)")
     p.add_argument("--steps", type=_nonnegative_int, help="Adam steps (preset: 1000)")
-    p.add_argument("--method", default="InterpolatingAdjoint", choices=sorted(ENGINES),
-                   help="gradient engine (default InterpolatingAdjoint)")
+    p.add_argument("--method", default="BacksolveAdjoint", choices=sorted(ENGINES),
+                   help="gradient engine (default BacksolveAdjoint, the tutorial's method; its "
+                        "reconstruction check refuses problems where it would be unreliable)")
     p.add_argument("--solver", default="DP5", help=f"forward solver, one of {sorted(SOLVERS)} (default DP5)")
     p.add_argument("--rtol", type=_positive_float, help="relative tolerance (preset: 1e-6)")
     p.add_argument("--atol", type=_positive_float, help="absolute tolerance (preset: 1e-4)")

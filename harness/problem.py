@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from numbers import Real
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class Problem:
         self.theta = _finite_array("theta", self.model.check_theta(self.theta))
         if self.theta_true is not None:
             self.theta_true = _finite_array("theta_true", self.model.check_theta(self.theta_true))
-        if not (isinstance(self.t0, (int, float, np.floating)) and math.isfinite(self.t0)):
+        if isinstance(self.t0, bool) or not (isinstance(self.t0, Real) and math.isfinite(self.t0)):
             raise HarnessInputError(f"t0={self.t0!r}: expected a finite number")
         self.t0 = float(self.t0)
         self.times = _finite_array("times", self.times).reshape(-1)

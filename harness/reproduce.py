@@ -53,7 +53,7 @@ def reproduce(
     *,
     preset: str = "tutorial",
     steps: int | None = None,
-    method: str = "InterpolatingAdjoint",
+    method: str = "BacksolveAdjoint",
     solver: str = "DP5",
     rtol: float | None = None,
     atol: float | None = None,

@@ -16,6 +16,7 @@ Julia's QNDF.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def check_solver(name: str) -> SolverInfo:
 
 def check_tolerances(rtol, atol) -> tuple[float, float]:
     for label, value in (("rtol", rtol), ("atol", atol)):
-        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+        if isinstance(value, bool) or not (isinstance(value, Real) and np.isfinite(value) and value > 0):
             raise HarnessInputError(f"{label}={value!r}: expected a finite number > 0")
     return float(rtol), float(atol)
 
