@@ -45,7 +45,8 @@ def provenance(**extra) -> dict:
         "python": platform.python_version(),
         "packages": {
             name: _package_version(name)
-            for name in ("numpy", "scipy", "matplotlib", "juliacall", "diffeqpy", "torch", "jax")
+            for name in ("numpy", "scipy", "matplotlib", "juliacall", "diffeqpy", "torch", "torchdiffeq",
+                         "jax", "jaxlib", "diffrax")
             if _package_version(name)
         },
         "machine": {"platform": platform.platform(), "processor": platform.machine()},

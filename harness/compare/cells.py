@@ -141,7 +141,8 @@ def _one_line(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     text = lines[0] if lines else ""
     if len(lines) > 1 and "Traceback" in text:
-        text = f"{text.split('Traceback')[0].strip()} … {lines[-1]}"
+        cause = next((line for line in reversed(lines) if "Error: " in line), lines[-1])
+        text = f"{text.split('Traceback')[0].strip()} … {cause}"
     return f"{type(err).__name__}: {text}"[:400]
 
 
