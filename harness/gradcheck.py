@@ -110,16 +110,14 @@ def check_case(problem, solver: str, tol: float, engines, extra_rows=()) -> Case
     return case
 
 
-def julia_rows(problem, solver, tol, reference=None) -> list[Row]:
-    """Julia engines as rows: computed where Julia runs, else one row saying why not."""
+def julia_unavailable_row() -> Row | None:
+    """One row saying why the Julia engines cannot run here, or None when they can."""
     try:
         from .julia import julia_status
     except ImportError as err:
-        return [Row("Julia engines", "unavailable", reason=f"harness.julia cannot be imported: {err}")]
+        return Row("Julia engines", "unavailable", reason=f"harness.julia cannot be imported: {err}")
     status = julia_status()
-    if not status.available:
-        return [Row("Julia engines", "unavailable", reason=status.reason)]
-    return []  # computed by `run_gradcheck` with the engines themselves
+    return None if status.available else Row("Julia engines", "unavailable", reason=status.reason)
 
 
 def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, include_julia: bool = True,
@@ -140,14 +138,15 @@ def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, inc
         ]
     cases = []
     for problem, solver in specs:
-        engines = python_engines()
-        extra = []
+        engines, extra = python_engines(), []
         if include_julia:
-            extra = julia_rows(problem, solver, tol)
-            if not extra:
+            unavailable = julia_unavailable_row()
+            if unavailable is None:
                 from .julia import julia_engines
 
-                engines = engines + list(julia_engines())
+                engines += list(julia_engines())
+            else:
+                extra = [unavailable]  # shown, never silently dropped
         case = check_case(problem, solver, tol, engines, extra)
         cases.append(case)
         if progress is not None:

@@ -13,11 +13,14 @@ from pathlib import Path
 
 
 from . import figures
+from .errors import HarnessInputError
 from .forward import SolveOptions, solve_forward
 from .io import ensure_writable_dir, write_json, write_text
 from .problem_file import load_problem
 from .problems import seed_problem
 from .provenance import provenance
+from .sensitivity import resolve_engine
+from .solvers import check_solver, check_tolerances
 from .training import train
 
 # The tutorial's printed log-likelihood per datapoint (TensorFlow float32 + scipy vode).
@@ -65,10 +68,6 @@ def reproduce(
     echo=print,
 ) -> dict:
     """Run the tutorial and write `out`/report.md, figures and history.json. Returns the summary."""
-    from .errors import HarnessInputError
-    from .sensitivity import resolve_engine
-    from .solvers import check_solver, check_tolerances
-
     if preset not in PRESETS:
         raise HarnessInputError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
     chosen = PRESETS[preset]
