@@ -6,6 +6,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import BackendUnavailableError
 from ..sensitivity import GradientResult
 
@@ -45,11 +47,16 @@ class PeerEngine:
 
         with tempfile.TemporaryDirectory(prefix="harness-peer-") as folder:
             path = save_problem(problem.with_theta(theta), Path(folder) / "problem.npz")
-            return _adapter(self.backend).gradient_from_file(
+            result = _adapter(self.backend).gradient_from_file(
                 path, method=self.method, solver=options.solver, rtol=options.rtol,
                 atol=options.atol, backward_solver=self.solver, backward_rtol=self.rtol,
                 backward_atol=self.atol,
             )
+        # a peer whose backward solve blew up may hand back inf or NaN without raising: never a
+        # silently wrong row
+        if not (np.all(np.isfinite(result.dtheta)) and np.all(np.isfinite(result.dz0))):
+            raise FloatingPointError(f"{self.name} returned a non-finite gradient")
+        return result
 
 
 def check_solver(backend: str, solver: str, table: dict) -> str:

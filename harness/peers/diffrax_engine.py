@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 
 import numpy as np
 
@@ -50,18 +51,21 @@ def _count(_):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(widths, activation, decay, method, solver, bsolver):
+def _compiled(widths, activation, decay, method, solver, bsolver, counted):
     """(value_and_grad of L, forward-only step counter), compiled for one architecture and solvers.
 
     Tolerances are traced arguments, not constants, so that a tolerance sweep compiles once.
+    With `counted`, a host callback counts f evaluations; it costs a round trip to Python per
+    evaluation, so the timed gradient is a second, uncounted compilation.
     """
     sigma = _ACTIVATIONS[activation]
     decay = None if decay is None else jnp.asarray(decay)
     n_layers = len(widths) - 1
 
     def field(t, z, params):
-        # A debug callback counts real f evaluations at run time, inside jit and the adjoint alike.
-        jax.debug.callback(_count, t)
+        if counted:
+            # counts real f evaluations at run time, inside jit and the adjoint alike
+            jax.debug.callback(_count, t)
         x = z
         for layer in range(n_layers - 1):
             W, b = params[2 * layer], params[2 * layer + 1]
@@ -85,6 +89,9 @@ def _compiled(widths, activation, decay, method, solver, bsolver):
             diffrax.ODETerm(field), getattr(diffrax, solver)(), t0=t0, t1=times[-1], dt0=None, y0=z0,
             args=params, saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller(rtol, atol),
             adjoint=adjoint, max_steps=MAX_STEPS,
+            # a failed solve returns inf states (reported as a non-finite loss below) instead of
+            # raising through JAX's runtime, which prints a page of traceback to stderr
+            throw=False,
         )
 
     def loss(params, z0, t0, times, tols, data):
@@ -110,18 +117,25 @@ def gradient_from_file(path, *, method: str = "BacksolveAdjoint", solver: str = 
     weights = model.unflatten(problem.theta)
     params = tuple(jnp.asarray(weights[n]) for n in model.parameter_names)
     decay = None if model.decay is None else tuple(float(d) for d in model.decay)
-    value_and_grad, steps = _compiled(
+    compile_args = (
         model.widths, model.activation, decay, method, check_solver("diffrax", solver, SOLVERS),
         check_solver("diffrax", backward_solver or solver, SOLVERS),
     )
+    counted_value_and_grad, steps = _compiled(*compile_args, True)
+    value_and_grad = _compiled(*compile_args, False)[0]
     tols = jnp.asarray([rtol, atol, backward_rtol or rtol, backward_atol or atol])
     args = (params, jnp.asarray(problem.z0), jnp.asarray(problem.t0), jnp.asarray(problem.times), tols)
+    data = jnp.asarray(problem.data)
     before = _calls["n"]
     accepted, rejected = jax.block_until_ready(steps(*args))
     n_forward = _calls["n"] - before
     before = _calls["n"]
-    loss, (dparams, dz0) = jax.block_until_ready(value_and_grad(*args, jnp.asarray(problem.data)))
+    jax.block_until_ready(counted_value_and_grad(*args, data))
     n_total = _calls["n"] - before
+    jax.block_until_ready(value_and_grad(*args, data))  # compiles on first use: not timed
+    start = time.perf_counter()
+    loss, (dparams, dz0) = jax.block_until_ready(value_and_grad(*args, data))
+    seconds = time.perf_counter() - start
     if not np.isfinite(float(loss)):
         raise FloatingPointError(f"diffrax {method} returned a non-finite loss {float(loss)}")
     return PeerGradientResult(
@@ -133,5 +147,6 @@ def gradient_from_file(path, *, method: str = "BacksolveAdjoint", solver: str = 
         # The gradient call repeats the forward solve: what it adds beyond it is the backward pass.
         backward_stats=SolverStats(n_rhs=max(0, n_total - n_forward), n_accepted=0, n_rejected=None),
         n_datapoints=problem.n_datapoints,
+        seconds=seconds,
         diagnostics={"backend": "diffrax", "jax": jax.__version__},
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 
 import numpy as np
 import torch
@@ -96,6 +97,7 @@ def gradient_from_file(path, *, method: str = "odeint_adjoint", solver: str = "D
 
 def _gradient(path, method, solver, rtol, atol, backward_solver, backward_rtol, backward_atol):
     problem = load_problem(path)
+    start = time.perf_counter()  # timed from tensors in hand to gradients out, like our engines
     field = MLPField(problem.model, problem.theta)
     z0 = torch.tensor(problem.z0, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([problem.t0, *problem.times], dtype=torch.float64)
@@ -119,6 +121,7 @@ def _gradient(path, method, solver, rtol, atol, backward_solver, backward_rtol, 
     # For odeint, backward re-uses the recorded graph: no new f calls, but one VJP per recorded call.
     n_backward = field.n_calls - n_forward if method == "odeint_adjoint" else n_forward
     dtheta = np.concatenate([p.grad.detach().numpy().reshape(-1) for p in field.params])
+    seconds = time.perf_counter() - start
     return PeerGradientResult(
         engine=f"torchdiffeq:{method}",
         loss=float(loss.detach()),
@@ -127,5 +130,6 @@ def _gradient(path, method, solver, rtol, atol, backward_solver, backward_rtol, 
         forward_stats=SolverStats(n_rhs=n_forward, n_accepted=0, n_rejected=None),
         backward_stats=SolverStats(n_rhs=n_backward, n_accepted=0, n_rejected=None),
         n_datapoints=problem.n_datapoints,
+        seconds=seconds,
         diagnostics={"backend": "torchdiffeq", "torch": torch.__version__},
     )
