@@ -84,6 +84,7 @@ def integrate_rk(
     coefficients[:n_stages, : A.shape[1]] = A
     coefficients[n_stages, :n_stages] = B
     coefficients[n_stages + 1] = E
+    stage_nodes = [(s, float(C[s])) for s in range(1, n_stages)]  # Python floats: cheaper scalars
     direction = 1.0 if t1 >= t0 else -1.0
     exponent = -1.0 / (tableau.error_order + 1)
     y = np.array(y0, dtype=np.float64)
@@ -114,8 +115,8 @@ def integrate_rk(
             h = t1 - t
             h_abs = abs(h)
         hc = h * coefficients
-        for s in range(1, n_stages):
-            K[s] = rhs(t + C[s] * h, y + hc[s, :s] @ K[:s])
+        for s, c in stage_nodes:
+            K[s] = rhs(t + c * h, y + hc[s, :s] @ K[:s])
         y_new = y + hc[n_stages, :n_stages] @ K[:n_stages]
         K[n_stages] = rhs(t_new, y_new)
         n_rhs += n_stages
