@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -34,14 +34,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
-    return value
+def int_at_least(minimum: int):
+    """An argparse type: an integer >= minimum, with a one-line message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+nonnegative_int = int_at_least(0)
 
 
 def _julia_engine(method: str):
@@ -114,32 +122,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the tutorial end to end, with a report")
     p.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
                    help="tutorial (default) or close-fit (longer, tighter; see README)")
-    p.add_argument("--steps", type=_nonnegative_int, help="Adam steps (preset: 1000)")
+    p.add_argument("--steps", type=nonnegative_int, help="Adam steps (preset: 1000)")
     p.add_argument("--method", default="BacksolveAdjoint", choices=sorted(ENGINES),
                    help="gradient engine (default BacksolveAdjoint, the tutorial's method; its "
                         "reconstruction check refuses problems where it would be unreliable)")
     p.add_argument("--solver", default="DP5", help=f"forward solver, one of {sorted(SOLVERS)} (default DP5)")
-    p.add_argument("--rtol", type=_positive_float, help="relative tolerance (preset: 1e-6)")
-    p.add_argument("--atol", type=_positive_float, help="absolute tolerance (preset: 1e-4)")
-    p.add_argument("--lr", type=_positive_float, help="Adam learning rate (preset: 1e-2)")
-    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--rtol", type=positive_float, help="relative tolerance (preset: 1e-6)")
+    p.add_argument("--atol", type=positive_float, help="absolute tolerance (preset: 1e-4)")
+    p.add_argument("--lr", type=positive_float, help="Adam learning rate (preset: 1e-2)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", default="reports/seed", help="output folder (default reports/seed)")
     p.add_argument("--problem-file", help="a problem .npz (see harness/problem_file.py) instead of the seed problem")
     p.add_argument("--backend", default="python", choices=("python", "julia"))
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("gradcheck", help="every engine against a tight ForwardSensitivity reference")
-    p.add_argument("--tol", type=_positive_float, default=1e-8, help="rtol = atol of the engines (default 1e-8)")
-    p.add_argument("--batch", type=_nonnegative_int, default=500)
+    p.add_argument("--tol", type=positive_float, default=1e-8, help="rtol = atol of the engines (default 1e-8)")
+    p.add_argument("--batch", type=nonnegative_int, default=500)
     p.add_argument("--problem-file", help="check this problem instead of the built-in three")
     p.add_argument("--no-julia", action="store_true", help="leave out the Julia rows")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_gradcheck)
 
     p = sub.add_parser("bench", help="time one gradient per engine against a plain scipy baseline")
-    p.add_argument("--repeats", type=_nonnegative_int, default=30)
-    p.add_argument("--rtol", type=_positive_float, default=1e-4)
-    p.add_argument("--atol", type=_positive_float, default=1e-4)
+    p.add_argument("--repeats", type=nonnegative_int, default=30)
+    p.add_argument("--rtol", type=positive_float, default=1e-4)
+    p.add_argument("--atol", type=positive_float, default=1e-4)
     p.add_argument("--no-stiff", action="store_true", help="skip the stiff-variant rows")
     p.add_argument("--backend", default="python", choices=("python", "julia"))
     p.add_argument("--json", action="store_true")

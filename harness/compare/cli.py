@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
+from ..cli import int_at_least
 from ..errors import HarnessInputError
-
-
-def _steps(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
-    return value
 
 
 QUICK_STEPS = 20  # --quick: enough steps to see the loss curves separate or not, in seconds
@@ -30,27 +22,56 @@ def register(subparsers) -> None:
     )
     p.add_argument("experiment", help="experiment file (.toml)")
     p.add_argument("--out", default=None,
-                   help="output folder (default: out/compare/<experiment name>); finished cells in "
+                   help="output folder (default: reports/compare/<experiment name>); finished cells in "
                    "it are reused")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=_steps, default=None,
+    length.add_argument("--steps", type=int_at_least(0), default=None,
                         help="training steps per engine (overrides the experiment's [training] steps)")
     length.add_argument("--quick", action="store_true",
                         help=f"shorten the training comparison to {QUICK_STEPS} steps")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int_at_least(1), default=1, metavar="N",
+                       help="run cells in parallel on a local Dask cluster of N worker processes "
+                       "(needs the dask extra; default 1: in this process)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run cells on a running Dask cluster, e.g. tcp://host:8786 (needs the "
+                       "dask extra; its workers need this harness installed)")
     p.set_defaults(func=cmd_compare)
+
+
+def _executor(workers: int, scheduler: str | None):
+    """None (in-process) for one worker and no scheduler; otherwise a DaskExecutor."""
+    if scheduler is None and workers == 1:
+        return None
+    option = f"--scheduler {scheduler}" if scheduler is not None else f"--workers {workers}"
+    if importlib.util.find_spec("distributed") is None:
+        raise HarnessInputError(f'{option} needs Dask, which is not installed: pip install -e ".[dask]"')
+    from .dask_executor import DaskExecutor
+
+    if scheduler is not None:
+        return DaskExecutor(scheduler=scheduler)
+    return DaskExecutor(workers=workers)
 
 
 def cmd_compare(args) -> int:
     from .experiment import run_experiment
+    from .spec import load_experiment
 
     path = Path(args.experiment)
     if path.suffix != ".toml":
         raise HarnessInputError(f"experiment {str(path)!r}: expected a .toml file")
-    out = Path(args.out) if args.out else Path("out") / "compare" / path.stem
+    out = Path(args.out) if args.out else Path("reports") / "compare" / path.stem
     steps = QUICK_STEPS if args.quick else args.steps
-    results = run_experiment(path, out, progress=args.progress, training_steps=steps)
+    experiment = load_experiment(path)  # a mistake in the file is reported before a cluster starts
+    executor = _executor(args.workers, args.scheduler)
+    try:
+        results = run_experiment(experiment, out, progress=args.progress, training_steps=steps,
+                                 executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     for line in results["summary"]:
         print(f"- {line.replace('**', '')}")
     print(f"report: {out / 'report.md'}")

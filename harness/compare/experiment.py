@@ -14,6 +14,42 @@ from .runner import CellStore, experiment_cells, run_cells
 from .spec import Experiment, load_experiment
 
 
+# What differs between two runs of the same grid without being a result of it:
+# - `provenance` (commit, machine, creation time) and `timing` (wall time, cells run and resumed,
+#   the executor): where and when the run happened;
+# - `summary`: generated prose; its training line quotes the fastest engine's time per step, and
+#   every other fact in it is derived from the numbers that are compared;
+# - wall-clock `seconds` and `seconds_per_step` wherever they appear (cell records, rows,
+#   work-precision curves, training summaries, each training-history entry);
+# - `peak_memory_bytes`: tracemalloc's peak over the whole process during the traced call, so it
+#   moves by a few hundred bytes between repeats in one process and, on a Dask worker, includes
+#   whatever the worker's own event loop allocated meanwhile;
+# - `worker` and `backend_available`: which worker ran a cell (distributed runs only).
+# Everything else in results.json (gradients, loss, errors against the reference, cosines,
+# worst entries, f-eval, Jacobian and LU counts, training histories' log-likelihoods, final θ,
+# statuses and reasons) is a function of the cells' settings and must match to the last bit.
+RUN_SECTIONS = ("provenance", "timing", "summary")
+RUN_KEYS = frozenset({"seconds", "seconds_per_step", "peak_memory_bytes", "worker",
+                      "backend_available"})
+
+
+def comparable(results: dict) -> dict:
+    """`results` without the run's provenance (`RUN_SECTIONS`, and `RUN_KEYS` at any depth).
+
+    Two runs of the same experiment, in-process or on any cluster, give equal `comparable(...)`
+    for deterministic engines; that is what `test_dask.py` checks.
+    """
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in RUN_KEYS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip({k: v for k, v in results.items() if k not in RUN_SECTIONS})
+
+
 def run_experiment(path, out_dir, *, progress: bool | None = None, executor=None,
                    training_steps: int | None = None, on_record=None) -> dict:
     """Run the experiment file at `path` and write `report.md`, `results.json`, figures and `cells/`.
@@ -27,7 +63,8 @@ def run_experiment(path, out_dir, *, progress: bool | None = None, executor=None
     progress : bool, optional
         A progress bar over cells; default: only when stderr is a terminal.
     executor : object with map(fn, iterable), optional
-        Where cells run (default: in this process, one after the other).
+        Where cells run (default: in this process, one after the other); e.g. a
+        `dask_executor.DaskExecutor`. Its `description`, if it has one, goes into `timing`.
     training_steps : int, optional
         Override the experiment's training length (e.g. a quick run).
     on_record : callable(record, resumed), optional
@@ -59,8 +96,14 @@ def run_experiment(path, out_dir, *, progress: bool | None = None, executor=None
     if experiment.training is not None:
         backends |= {e.backend for e in experiment.training.engines}
     timing = {"seconds": time.perf_counter() - started, "cells_run": counts["run"],
-              "cells_resumed": counts["resumed"]}
+              "cells_resumed": counts["resumed"], "executor": _describe(executor)}
     return write_report(
         experiment, analysis, records, Path(out_dir), problem_description=problem.describe(),
         backend_versions=backend_versions(sorted(backends)), timing=timing,
     )
+
+
+def _describe(executor) -> str:
+    if executor is None:
+        return "in-process"
+    return getattr(executor, "description", None) or type(executor).__name__

@@ -6,8 +6,10 @@ next run with the same settings loads them and runs only the rest. Cells whose e
 are not stored: installing the missing package must make them run next time.
 
 The executor is a seam for parallel back ends: any object with `map(fn, iterable)` that returns an
-iterator of results (concurrent.futures executors qualify; a Dask adapter can yield results as they
-complete). Records carry their own key, so the order of results does not matter.
+iterator of results, one per item (concurrent.futures executors qualify; `dask_executor.DaskExecutor`
+yields them as they complete). Records carry their own key, so the order of results does not matter,
+and `fn` is pure, so running a cell twice (a worker died mid-cell and the scheduler re-ran it) gives
+the same record and rewrites the same file.
 """
 
 from __future__ import annotations
@@ -17,8 +19,32 @@ from pathlib import Path
 
 from ..io import write_json
 from ..progress import Progress
-from .cells import GradientCell, TrainingCell, cell_key, run_cell
+from .cells import GradientCell, TrainingCell, _base_record, _one_line, cell_key, run_cell
 from .spec import Experiment
+
+
+def task_failure(spec, err: BaseException) -> dict:
+    """The record of a cell whose run raised outside `run_cell`'s own handling, or never returned.
+
+    That is a harness bug or an infrastructure failure (a cell that killed every worker it ran on),
+    not a finding about the engine, so the record says so and is marked `rerun`: it is reported but
+    not stored, and the next run of the same command tries the cell again.
+    """
+    record = _base_record(spec, "failed", f"not a result of the engine: {_one_line(err)}")
+    record["rerun"] = True
+    return record
+
+
+def run_cell_guarded(spec) -> dict:
+    """`run_cell`, with any exception that escapes it turned into a `task_failure` record.
+
+    `run_cell` already records an engine's failure; this catches the rest (e.g. an engine name that
+    bypassed validation) so that one bad cell cannot stop the grid, in-process or on a cluster alike.
+    """
+    try:
+        return run_cell(spec)
+    except Exception as err:  # noqa: BLE001 - the point is that nothing escapes
+        return task_failure(spec, err)
 
 
 class InProcess:
@@ -82,7 +108,8 @@ class CellStore:
         return record if isinstance(record, dict) and record.get("key") == key else None
 
     def save(self, record: dict) -> None:
-        if record["status"] != "unavailable":
+        """Store `record`, unless it must be re-run next time (unavailable engine, `task_failure`)."""
+        if record["status"] != "unavailable" and not record.get("rerun"):
             write_json(self.path(record["key"]), record)
 
 
@@ -107,7 +134,7 @@ def run_cells(cells, store: CellStore, *, executor=None, progress: bool | None =
             pending.append(cell)
     bar = Progress(total=len(pending), enabled=progress, desc="cells")
     try:
-        for record in (executor or InProcess()).map(run_cell, pending):
+        for record in (executor or InProcess()).map(run_cell_guarded, pending):
             store.save(record)  # at once, so that an interruption loses at most the running cell
             records[record["key"]] = record
             bar.update(1)

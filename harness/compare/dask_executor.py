@@ -1,0 +1,292 @@
+"""Experiment cells on a Dask cluster: a local one (`--workers N`) or a running one (`--scheduler`).
+
+    with DaskExecutor(workers=2) as executor:                  # 2 worker processes on 127.0.0.1
+        run_experiment("experiments/stiff.toml", "out/stiff", executor=executor)
+
+    with DaskExecutor(scheduler="tcp://head-node:8786") as executor:   # `dask scheduler` + workers
+        ...
+
+`DaskExecutor.map(fn, cells)` submits one task per cell and yields each record as it completes, so
+`run_cells` stores it at once and an interruption loses only the cells still running. What makes
+this safe:
+
+- Cells are pure and idempotent (`cells.run_cell`): a record depends only on its spec, and only the
+  client writes files, atomically, keyed by the spec's hash. A cell that runs twice because its
+  worker died gives the same record and rewrites the same file.
+- A worker that dies mid-cell (killed, out of memory, its node pre-empted) is the scheduler's
+  business: it re-runs the cell elsewhere, up to `distributed.scheduler.allowed-failures` times
+  (default 3) before declaring the cell a `KilledWorker`, so that one cell that crashes every
+  worker it touches cannot take the cluster down with it. Such a cell becomes a failed record
+  marked `rerun` (reported, not stored). `RETRIES` covers the other kind of failure: an exception
+  that escapes the task itself, which `runner.run_cell_guarded` makes rare.
+- Each worker process prepares the backends its cells need once (`prepare_backend`: Julia and its
+  packages, or a peer's import) when the work arrives, not per cell, and each record says which
+  worker ran it and whether the backend was available there (`worker`, `backend_available`). Both
+  are provenance: `experiment.comparable` leaves them out when two runs are compared.
+
+This module needs the `dask` extra (`pip install -e ".[dask]"`); `cli` checks for it before
+importing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib
+import os
+import socket
+import threading
+import uuid
+
+import dask
+import distributed
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from .. import __version__
+from ..errors import BackendUnavailableError, HarnessInputError
+from .cells import cell_key
+from .runner import task_failure
+
+# Dask's `retries` re-runs a task whose function raised; our task raises only if something outside
+# `run_cell_guarded` breaks (e.g. the worker cannot unpickle the spec while it is shutting down).
+# Once more is enough to ride out such a hiccup, and cheap: cells are idempotent.
+RETRIES = 1
+
+LOOPBACK = "127.0.0.1"
+
+# The worker's statistical profiler samples every thread's stack every 10 ms from the event loop;
+# tracemalloc traces the whole process, so those samples would inflate the peak memory measured
+# in cells by up to hundreds of kB. Nobody looks at the profile without a dashboard: switch it off.
+LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
+# ---------------------------------------------------------------------------------------- workers
+@functools.cache
+def prepare_backend(backend: str) -> tuple[bool, str | None]:
+    """Initialise `backend` in this process, once; returns (available, reason if not).
+
+    Julia is the reason this exists: starting it and loading SciMLSensitivity takes tens of seconds,
+    which must be paid once per worker process, not once per cell, and not inside a cell's timing.
+    `harness.julia.runtime.load()` caches the module per process; calling it here, before the
+    first Julia cell, moves the start-up out of the cells. Peers (PyTorch, JAX) are imported so that
+    their import time is paid here too. Harness cells are plain numpy and need nothing.
+    """
+    if backend == "harness":
+        return True, None
+    if backend == "julia":
+        try:
+            from ..julia import runtime
+        except ImportError:
+            return False, "harness.julia not installed"
+        try:
+            runtime.load()
+        except BackendUnavailableError as err:
+            return False, str(err)
+        except Exception as err:  # noqa: BLE001 - e.g. a JuliaError from loading the glue module
+            return False, f"Julia failed to start: {type(err).__name__}: {err}"[:400]
+        return True, None
+    from .. import peers
+
+    available, reason = peers.peer_status(backend)
+    if available:
+        importlib.import_module(peers.PEERS[backend][0], peers.__name__)
+    return available, reason
+
+
+def prepare_backends(backends) -> dict[str, bool]:
+    """`prepare_backend` for each of `backends`: {backend: available}."""
+    return {backend: prepare_backend(backend)[0] for backend in backends}
+
+
+class BackendSetup(WorkerPlugin):
+    """Prepares the experiment's backends on every worker, including workers that join later.
+
+    The preparation runs on the worker's task thread, not on its event loop: a blocking Julia
+    start-up on the event loop would stall the worker's heartbeats, and juliacall should be driven
+    from one thread, the one that will run the Julia cells (one thread per worker: `threads_per_
+    worker=1` locally; start remote workers with `--nthreads 1`). Cells that reach the worker first
+    queue behind it on that thread.
+    """
+
+    name = "harness-backend-setup"
+
+    def __init__(self, backends):
+        self.backends = tuple(sorted(set(backends) - {"harness"}))
+
+    async def setup(self, worker):
+        if self.backends:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(worker.executor, prepare_backends, self.backends)
+
+
+class WorkerVersionError(RuntimeError):
+    """A worker runs another harness version: its records would carry other keys."""
+
+
+def _harness_version() -> str:
+    return __version__
+
+
+@contextlib.contextmanager
+def _event_loop_held(worker):
+    """Park the worker's event loop while the body runs, so that tracemalloc sees only the cell.
+
+    tracemalloc traces the whole process, and while a cell runs the worker's event loop is busy
+    serialising the previous cell's record for the client, receiving the next task, and taking its
+    metrics: allocations that land in the cell's peak memory (by up to 0.5 MB on the tutorial
+    problem, as much as the gradient's own). Parking the loop stops them. It also pauses the
+    worker's heartbeats for the cell's duration (seconds; the scheduler waits minutes, see
+    `distributed.scheduler.worker-ttl`), and the worker may log that its event loop was
+    unresponsive. Only memory-measured harness cells are run this way.
+    """
+    parked, release = threading.Event(), threading.Event()
+
+    async def park():  # runs on the event loop's thread, and blocks it until `release`
+        # First let the loop send what it has queued, above all the report that the previous cell
+        # finished (the batched stream to the scheduler sends at most every few ms): held back,
+        # the scheduler would not send this worker its next cell until this one ends.
+        await asyncio.sleep(2 * worker.batched_stream.interval)
+        parked.set()
+        release.wait()
+
+    asyncio.run_coroutine_threadsafe(park(), worker.loop.asyncio_loop)
+    parked.wait()
+    try:
+        yield
+    finally:
+        release.set()
+
+
+def _run_task(fn, spec, client_version: str) -> dict:
+    """The task a worker runs: `fn(spec)` plus the worker's provenance.
+
+    `cell_key` hashes the harness version, so a worker with another version would return a record
+    under a key the client does not know; refuse instead (the client records the cell as failed).
+    """
+    if __version__ != client_version:
+        raise WorkerVersionError(f"this worker runs harness {__version__}, the client "
+                                 f"{client_version}: install the same harness on every worker")
+    worker = distributed.get_worker()
+    if getattr(spec, "measure_memory", False) and spec.engine.backend == "harness":
+        with _event_loop_held(worker):
+            record = fn(spec)
+    else:
+        record = fn(spec)
+    record["worker"] = {"address": worker.address, "host": socket.gethostname(), "pid": os.getpid()}
+    backend = spec.engine.backend
+    if backend != "harness":
+        record["backend_available"] = prepare_backend(backend)[0]  # cached: set up by BackendSetup
+    return record
+
+
+# --------------------------------------------------------------------------------------- executor
+class DaskExecutor:
+    """Runs cells as Dask tasks and yields their records as they complete.
+
+    Exactly one of:
+
+    workers : int
+        Start a private `LocalCluster` of this many worker processes (one thread each), with every
+        socket on 127.0.0.1 and no dashboard; it is closed with the executor.
+    scheduler : str
+        The address of a running scheduler (`tcp://host:8786`): `dask scheduler` with `dask worker`s,
+        or a dask-jobqueue cluster. Its workers need this harness version installed.
+
+    connect_timeout : float
+        Seconds to wait for the scheduler before giving up with a HarnessInputError.
+
+    Use as a context manager (or call `close`). `description` says where cells ran; it goes into
+    results.json's `timing`.
+    """
+
+    def __init__(self, *, workers: int | None = None, scheduler: str | None = None,
+                 connect_timeout: float = 10.0):
+        if (workers is None) == (scheduler is None):
+            raise ValueError("DaskExecutor needs exactly one of workers= and scheduler=")
+        self.cluster = None
+        if workers is not None:
+            if workers < 1:
+                raise HarnessInputError(f"--workers {workers}: expected an integer >= 1")
+            # processes: numpy and Julia hold the GIL, so only processes run cells in parallel;
+            # one thread each, because Julia wants one thread and so that cells do not share a
+            # core with each other (the nanny also sets OMP/MKL/OPENBLAS_NUM_THREADS=1).
+            with dask.config.set(LOCAL_WORKER_CONFIG):  # the nannies keep it for restarts too
+                self.cluster = distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, host=LOOPBACK,
+                    dashboard_address=None,
+                    # No dashboard, but the scheduler still serves its health and metrics routes:
+                    # on loopback too, on a free port rather than 8787.
+                    scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
+                )
+            self.client = distributed.Client(self.cluster)
+            self.description = f"dask: local cluster, {workers} worker processes"
+        else:
+            try:
+                self.client = distributed.Client(scheduler, timeout=connect_timeout)
+            except (OSError, TimeoutError, ValueError) as err:
+                raise HarnessInputError(
+                    f"could not connect to the Dask scheduler at {scheduler!r} "
+                    f"({type(err).__name__}: {err}); is `dask scheduler` running there?"
+                ) from None
+            self.description = f"dask: scheduler {scheduler}"
+        try:
+            self._check_versions()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_versions(self) -> None:
+        """Fail early if a connected worker runs another harness version (later ones: per task)."""
+        others = {address: version for address, version in self.client.run(_harness_version).items()
+                  if version != __version__}
+        if others:
+            raise HarnessInputError(
+                f"Dask workers run another harness version than this one ({__version__}): {others}; "
+                "install the same harness on every worker"
+            )
+
+    def map(self, fn, cells):
+        """Yield `fn(cell)` for every cell, in the order they complete.
+
+        `fn` must be importable on the workers (a module-level function such as
+        `runner.run_cell_guarded`). A task that fails outside `fn` (its worker died too often,
+        or it raised) yields `runner.task_failure(cell, error)` instead, so the rest go on.
+        Closing the generator early (an interruption) cancels the cells not yet done.
+        """
+        cells = list(cells)
+        if not cells:
+            return
+        self.client.register_plugin(BackendSetup({cell.engine.backend for cell in cells}))
+        # A token per call keeps task keys unique on a scheduler shared by several runs; the
+        # cell key in the name makes the scheduler's logs point at the cell.
+        token = uuid.uuid4().hex[:8]
+        futures = {
+            self.client.submit(_run_task, fn, cell, __version__, key=f"cell-{cell_key(cell)}-{token}",
+                               retries=RETRIES, pure=False): cell
+            for cell in cells
+        }
+        try:
+            # One fetch per record, as each completes. (as_completed's with_results=True fetches
+            # in batches, but can wait forever on a result: dask/distributed#7331.)
+            for future in distributed.as_completed(futures):
+                cell = futures.pop(future)
+                try:
+                    record = future.result()
+                except Exception as err:  # noqa: BLE001 - KilledWorker, or an error outside fn
+                    record = task_failure(cell, err)
+                yield record
+        finally:
+            if futures:
+                self.client.cancel(list(futures))
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> "DaskExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
