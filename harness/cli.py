@@ -52,13 +52,15 @@ def int_at_least(minimum: int):
 nonnegative_int = int_at_least(0)
 
 
+JULIA_METHODS = ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint")
+
+
 def _julia_engine(method: str):
     """The Julia engine value for `--backend julia` (the Julia backend names its own engines)."""
     from .julia import JuliaAdjoint, julia_status
 
-    adjoints = ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint")
-    if method not in adjoints:
-        raise HarnessInputError(f"--backend julia takes --method one of {list(adjoints)}, not {method!r}")
+    if method not in JULIA_METHODS:
+        raise HarnessInputError(f"--backend julia takes --method one of {list(JULIA_METHODS)}, not {method!r}")
     status = julia_status()
     if not status.available:
         raise BackendUnavailableError(f"the Julia backend is unavailable: {status.reason}")
@@ -123,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
                    help="tutorial (default) or close-fit (longer, tighter; see README)")
     p.add_argument("--steps", type=nonnegative_int, help="Adam steps (preset: 1000)")
-    p.add_argument("--method", default="BacksolveAdjoint", choices=sorted(ENGINES),
-                   help="gradient engine (default BacksolveAdjoint, the tutorial's method; its "
+    p.add_argument("--method", default="BacksolveAdjoint",
+                   help=f"gradient engine, one of {sorted(ENGINES)}, or with --backend julia one of "
+                        f"{list(JULIA_METHODS)} (default BacksolveAdjoint, the tutorial's method; its "
                         "reconstruction check refuses problems where it would be unreliable)")
     p.add_argument("--solver", default="DP5", help=f"forward solver, one of {sorted(SOLVERS)} (default DP5)")
     p.add_argument("--rtol", type=positive_float, help="relative tolerance (preset: 1e-6)")

@@ -42,7 +42,7 @@ def test_reproduce_short_run_writes_complete_report(tmp_path):
     [
         (["reproduce", "--rtol", "-1"], "expected a finite number > 0"),
         (["reproduce", "--solver", "RK99", "--steps", "0"], "unknown solver 'RK99'"),
-        (["reproduce", "--method", "Magic"], "invalid choice: 'Magic'"),
+        (["reproduce", "--method", "Magic", "--steps", "0"], "unknown engine 'Magic'"),
         (["reproduce", "--problem-file", "/nonexistent.npz", "--steps", "0"], "does not exist"),
         (["reproduce", "--out", "/proc/not-writable", "--steps", "0"], "not writable"),
     ],
