@@ -133,19 +133,8 @@ class JuliaAdjoint:
         jl = runtime.load()
         s = resolve_settings(self, options)
         model, batch, theta = problem.model, problem.batch_size, problem.model.check_theta(theta)
-        python = None
-        if self.route == "native":
-            dynamics = _native_dynamics(jl, model, batch)
-        else:
-            python = PythonDynamics(model, batch)
-            exact = self.route == "python_vjp"
-            dynamics = jl.python_dynamics(
-                python.rhs,
-                python.vjp if exact else None,
-                python.vjp_p if exact else None,
-                python.jac if exact and s.stiff else None,
-                None,
-            )
+        exact = self.route == "python_vjp"
+        dynamics, python = _dynamics(jl, model, batch, self.route, vjp=exact, jac=exact and s.stiff)
         tolerances = dict(abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
         sol = jl.forward_solve(dynamics, flat_state(problem.z0), problem.t0, problem.t1, theta, s.solver,
                                **tolerances)
@@ -207,14 +196,8 @@ class JuliaForwardSensitivity:
         jl = runtime.load()
         s = resolve_settings(self, options)
         model, batch, theta = problem.model, problem.batch_size, problem.model.check_theta(theta)
-        python = None
-        if self.route == "native":
-            dynamics = _native_dynamics(jl, model, batch)
-        else:
-            python = PythonDynamics(model, batch)
-            exact = self.route == "python_jacobian"
-            dynamics = jl.python_dynamics(python.rhs, None, None, python.jac if exact else None,
-                                          python.paramjac if exact else None)
+        exact = self.route == "python_jacobian"
+        dynamics, python = _dynamics(jl, model, batch, self.route, jac=exact, paramjac=exact)
         z0 = flat_state(problem.z0)
         sol = jl.forward_sensitivity_solve(dynamics, z0, problem.t0, problem.t1, theta, s.solver,
                                            abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
@@ -237,6 +220,22 @@ class JuliaForwardSensitivity:
             diagnostics={"solver": s.solver, "retcode": str(retcode),
                          "python_calls": dict(python.calls) if python else {}},
         )
+
+
+def _dynamics(jl, model: MLP, batch: int, route: str, *, vjp=False, jac=False, paramjac=False):
+    """(Julia-side dynamics, PythonDynamics or None): the native Julia MLP, or the Python model with
+    exactly the derivatives asked for (each is left to Julia's finite differences otherwise)."""
+    if route == "native":
+        return _native_dynamics(jl, model, batch), None
+    python = PythonDynamics(model, batch)
+    dynamics = jl.python_dynamics(
+        python.rhs,
+        python.vjp if vjp else None,
+        python.vjp_p if vjp else None,
+        python.jac if jac else None,
+        python.paramjac if paramjac else None,
+    )
+    return dynamics, python
 
 
 def julia_engines() -> list:
