@@ -136,7 +136,7 @@ def _plain(value):
     return repr(value)
 
 
-def _one_line(err: BaseException) -> str:
+def one_line_error(err: BaseException) -> str:
     """The error as one line; for errors that wrap a traceback (JAX callbacks), its last line too."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     text = lines[0] if lines else ""
@@ -167,7 +167,8 @@ def _peak_memory(call) -> int:
             tracemalloc.stop()
 
 
-def _base_record(spec, status: str, reason: str | None = None) -> dict:
+def base_record(spec, status: str, reason: str | None = None) -> dict:
+    """The fields every cell record has, whatever its outcome."""
     return {"key": cell_key(spec), "kind": spec.kind, "role": spec.role, "spec": spec.as_dict(),
             "status": status, "reason": reason}
 
@@ -182,7 +183,7 @@ def run_cell(spec) -> dict:
         problem = build_problem_from_spec(spec.problem, spec.seed)
         engine = build_engine(spec.engine, spec.solver, spec.rtol, spec.atol)
     except BackendUnavailableError as err:
-        return _base_record(spec, "unavailable", str(err))
+        return base_record(spec, "unavailable", str(err))
     if spec.kind == "training":
         return _run_training(spec, problem, engine)
     return _run_gradient(spec, problem, engine)
@@ -200,9 +201,9 @@ def _run_gradient(spec: GradientCell, problem: Problem, engine) -> dict:
                 call()  # a JIT engine's first call compiles: a one-time cost, not the gradient's
             result = call()
         except BackendUnavailableError as err:
-            return _base_record(spec, "unavailable", str(err))
+            return base_record(spec, "unavailable", str(err))
         except Exception as err:  # an engine's failure is a finding, not a crash of the comparison
-            return _base_record(spec, "failed", _one_line(err))
+            return base_record(spec, "failed", one_line_error(err))
         peak = None
         if spec.measure_memory and spec.engine.backend == "harness":
             # A second, traced call: tracemalloc slows allocation-heavy code, so it must not
@@ -210,7 +211,7 @@ def _run_gradient(spec: GradientCell, problem: Problem, engine) -> dict:
             peak = _peak_memory(call)
     diagnostics = _plain(result.diagnostics)
     flagged = bool(diagnostics.get("unstable")) if isinstance(diagnostics, dict) else False
-    record = _base_record(
+    record = base_record(
         spec, "flagged" if flagged else "ok",
         "; ".join(sorted({str(w.message) for w in caught}))[:400] or None,
     )
@@ -236,10 +237,10 @@ def _run_training(spec: TrainingCell, problem: Problem, engine) -> dict:
             result = train(problem, steps=spec.steps, lr=spec.lr, engine=engine, solver=spec.solver,
                            rtol=spec.rtol, atol=spec.atol, log_every=spec.log_every, progress=False)
         except BackendUnavailableError as err:
-            return _base_record(spec, "unavailable", str(err))
+            return base_record(spec, "unavailable", str(err))
         except Exception as err:
-            return _base_record(spec, "failed", _one_line(err))
-    record = _base_record(
+            return base_record(spec, "failed", one_line_error(err))
+    record = base_record(
         spec, "flagged" if caught else "ok",
         "; ".join(sorted({str(w.message) for w in caught}))[:400] or None,
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..io import write_json
 from ..progress import Progress
-from .cells import GradientCell, TrainingCell, _base_record, _one_line, cell_key, run_cell
+from .cells import GradientCell, TrainingCell, base_record, one_line_error, cell_key, run_cell
 from .spec import Experiment
 
 
@@ -30,7 +30,7 @@ def task_failure(spec, err: BaseException) -> dict:
     not a finding about the engine, so the record says so and is marked `rerun`: it is reported but
     not stored, and the next run of the same command tries the cell again.
     """
-    record = _base_record(spec, "failed", f"not a result of the engine: {_one_line(err)}")
+    record = base_record(spec, "failed", f"not a result of the engine: {one_line_error(err)}")
     record["rerun"] = True
     return record
 
