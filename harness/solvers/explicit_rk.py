@@ -76,6 +76,14 @@ def integrate_rk(
     max_steps: int = 1_000_000,
 ) -> Trajectory:
     """Integrate dy/dt = rhs(t, y) from t0 to t1 (either direction). y0: (D,)."""
+    # A stage that overflows is expected when a solve blows up (e.g. a backsolve of stiff
+    # dynamics): it is rejected, and a solve that cannot recover raises SolverError, so numpy's
+    # overflow warnings would only add noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps)
+
+
+def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) -> Trajectory:
     A, B, C, E, P = tableau.A, tableau.B, tableau.C, tableau.E, tableau.P
     n_stages = len(B)
     # A, B and E stacked, so that one multiplication by h per step scales every coefficient:
