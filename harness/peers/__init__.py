@@ -19,6 +19,7 @@ comparison shows the row as unavailable. Install both with the `peers` extra.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from importlib import metadata
 
 from ..errors import BackendUnavailableError
@@ -34,11 +35,11 @@ def peer_status(backend: str) -> tuple[bool, str | None]:
     """(available, reason if not) for one peer backend."""
     if backend not in PEERS:
         return False, f"unknown peer backend {backend!r}: expected one of {sorted(PEERS)}"
+    # find_spec, not import: the adapters must be the first to import their packages (diffrax's
+    # adapter configures equinox before it loads)
     for package in PEERS[backend][1]:
-        try:
-            importlib.import_module(package)
-        except ImportError as err:
-            return False, f"{package} is not installed ({err.__class__.__name__}); pip install 'harness[peers]'"
+        if importlib.util.find_spec(package) is None:
+            return False, f"{package} is not installed; pip install -e '.[peers]'"
     return True, None
 
 
@@ -46,7 +47,10 @@ def _adapter(backend: str):
     available, reason = peer_status(backend)
     if not available:
         raise BackendUnavailableError(reason)
-    return importlib.import_module(PEERS[backend][0], __name__)
+    try:
+        return importlib.import_module(PEERS[backend][0], __name__)
+    except ImportError as err:  # installed but broken
+        raise BackendUnavailableError(f"{backend} cannot be imported: {err}") from None
 
 
 def peer_engine(backend: str, method: str, *, solver: str = "DP5", rtol: float = 1e-6,

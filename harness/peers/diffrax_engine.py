@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 
 import numpy as np
 
-import jax
+# A failed solve (e.g. max_steps reached by a backsolve of stiff dynamics) then returns NaN instead of
+# raising through JAX's runtime, which prints a page of traceback to stderr; the NaN is reported as a
+# failure below. Read by equinox when it is first imported; a user's own setting wins.
+os.environ.setdefault("EQX_ON_ERROR", "nan")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # before any array is made: float64 throughout
 
@@ -89,9 +95,6 @@ def _compiled(widths, activation, decay, method, solver, bsolver, counted):
             diffrax.ODETerm(field), getattr(diffrax, solver)(), t0=t0, t1=times[-1], dt0=None, y0=z0,
             args=params, saveat=diffrax.SaveAt(ts=times), stepsize_controller=controller(rtol, atol),
             adjoint=adjoint, max_steps=MAX_STEPS,
-            # a failed solve returns inf states (reported as a non-finite loss below) instead of
-            # raising through JAX's runtime, which prints a page of traceback to stderr
-            throw=False,
         )
 
     def loss(params, z0, t0, times, tols, data):
