@@ -143,6 +143,7 @@ def test_sigint_saves_checkpoint_and_resume(tmp_path):
     again = run_cli("reproduce", "--steps", "400", "--out", str(out))
     assert again.returncode == 0 and "resumed from the checkpoint" in again.stdout
     straight = run_cli("reproduce", "--steps", "400", "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
     a = json.loads((out / "history.json").read_text())
     b = json.loads((tmp_path / "straight" / "history.json").read_text())
     assert a["theta"] == b["theta"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import time
 import tracemalloc
 import warnings
 from dataclasses import dataclass
