@@ -15,6 +15,7 @@ import pytest
 from harness.errors import HarnessInputError
 from harness.model import ACTIVATIONS, MLP
 from harness.system import block_diagonal, flat, forward_jac, forward_rhs, states
+from harness.vjp_tape import VJPTape
 
 EPS = np.finfo(np.float64).eps
 FD_STEP = 1e-6
@@ -318,3 +319,90 @@ def test_forward_jac_is_the_jacobian_of_forward_rhs(decay):
     directional = (rhs(0.0, y + FD_STEP * dy) - rhs(0.0, y - FD_STEP * dy)) / (2 * FD_STEP)
     bound = _fd_bound(model, z, theta) * np.max(np.abs(v)) * N  # N terms per row in J v
     assert np.max(np.abs(jac(0.0, y) @ dy - directional)) <= bound
+
+
+# --------------------------------------------------------------------- vjp_tape.py: batched VJPs
+N_SLOTS = 7  # DP5: six stages and the first-same-as-last one
+
+
+def _taped(model, theta, zs, as_, sign):
+    """Record the VJP of stage i = (zs[i], as_[i]) in slot i of a fresh tape; return the tape and
+    the f and (∂f/∂z)ᵀ(sign a) it wrote, (slots, B, N) each."""
+    tape = VJPTape(model, theta, BATCH, N_SLOTS, cotangent_sign=sign)
+    fs, a_zs = np.empty_like(zs), np.empty_like(zs)
+    for i in range(len(zs)):
+        f, a_z = np.empty((N, BATCH)), np.empty((N, BATCH))
+        tape.vjp(i, zs[i].T, as_[i].T, out_f=f, out_az=a_z)
+        fs[i], a_zs[i] = f.T, a_z.T
+    return tape, fs, a_zs
+
+
+@pytest.mark.parametrize("activation,depth,decay", CATALOGUE, ids=CATALOGUE_IDS)
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_tape_agrees_with_vjp(activation, depth, decay, sign):
+    """The tape computes MLP.vjp's numbers by other arithmetic: biases inside the weight products
+    ([W | b][x; 1]) and the θ cotangents of all slots summed by one batched product per layer. Both
+    are float64 sums of the same terms in another order, so they differ by rounding: each entry of
+    f and a_z sums at most H + 1 terms of size <= S, and each θ-entry Σᵢ wᵢ (g xᵀ)ᵢ at most
+    slots x B terms; reordering moves a sum of n terms by <= n eps Σ|terms|, so with n <= 60 and
+    sums of magnitude ~ S, 1e3 eps S is a bound with room for cancellation."""
+    model, theta, _, _ = _setup(activation, depth, decay)
+    rng = np.random.default_rng(11)
+    zs = rng.normal(0.0, 2.0, size=(N_SLOTS, BATCH, N))
+    as_ = rng.normal(size=(N_SLOTS, BATCH, N))
+    weights = rng.normal(size=(2, N_SLOTS))  # e.g. a step's update and error weights
+    tape, fs, a_zs = _taped(model, theta, zs, as_, sign)
+
+    expected_theta = np.zeros((2, model.n_params))
+    theta_scale = 0.0  # Σᵢ max|wᵢ| max|(∂f/∂θ)ᵀaᵢ|: the size of the terms summed
+    for i in range(N_SLOTS):
+        f, a_z, a_theta = model.vjp(0.0, zs[i], theta, sign * as_[i])
+        scale = 1 + np.max(np.abs(f)) + np.max(np.abs(a_z))
+        assert np.max(np.abs(fs[i] - f)) <= 1e3 * EPS * scale
+        assert np.max(np.abs(a_zs[i] - a_z)) <= 1e3 * EPS * scale
+        expected_theta += np.outer(weights[:, i], a_theta)
+        theta_scale += np.max(np.abs(weights[:, i])) * np.max(np.abs(a_theta))
+    got = tape.theta_cotangents(weights)
+    assert got.shape == (2, model.n_params)
+    assert np.max(np.abs(got - expected_theta)) <= 1e3 * EPS * theta_scale
+
+
+@pytest.mark.parametrize("activation,depth,decay", CATALOGUE, ids=CATALOGUE_IDS)
+def test_tape_value_is_f(activation, depth, decay):
+    model, theta, z, _ = _setup(activation, depth, decay)
+    tape = VJPTape(model, theta, BATCH, n_slots=1)
+    out = np.empty((N, BATCH))
+    tape.value(z.T, out=out)
+    f = model.f(0.0, z, theta)
+    # biases summed inside the product: rounding of an (H + 1)-term sum, as above
+    assert np.max(np.abs(out.T - f)) <= 1e3 * EPS * (1 + np.max(np.abs(f)))
+    np.testing.assert_array_equal(forward_rhs(model, theta, BATCH)(0.0, flat(z)), flat(out.T))
+
+
+def test_tape_carry_makes_the_last_stage_the_first():
+    """After carry(6, 0), logical slot 0 holds what was recorded in slot 6, and slot 6 is free: a
+    new record there must not disturb slot 0 (first-same-as-last steps reuse the stage this way)."""
+    model, theta, _, _ = _setup("tanh", "one_hidden", False)
+    rng = np.random.default_rng(2)
+    zs, as_ = rng.normal(size=(2, BATCH, N)), rng.normal(size=(2, BATCH, N))
+    tape = VJPTape(model, theta, BATCH, N_SLOTS)
+    scratch = np.empty((N, BATCH))
+    tape.vjp(6, zs[0].T, as_[0].T, out_f=None, out_az=scratch)
+    tape.carry(6, 0)
+    tape.vjp(6, zs[1].T, as_[1].T, out_f=None, out_az=scratch)
+    one_hot = np.eye(N_SLOTS)[[0, 6]]
+    got = tape.theta_cotangents(one_hot)
+    for row, k in zip(got, (0, 1)):
+        expected = model.vjp(0.0, zs[k], theta, as_[k])[2]
+        np.testing.assert_allclose(row, expected, rtol=0, atol=1e3 * EPS * np.max(np.abs(expected)))
+
+
+def test_tape_slots_never_written_contribute_zero():
+    """`theta_cotangents` multiplies every slot by its weight, written or not: unwritten slots are
+    zeros (not uninitialised memory, which could hold NaN and turn 0 x NaN into NaN)."""
+    model, theta, z, a = _setup("tanh", "two_hidden", True)
+    tape = VJPTape(model, theta, BATCH, N_SLOTS)
+    tape.vjp(3, z.T, a.T, out_f=None, out_az=np.empty((N, BATCH)))
+    got = tape.theta_cotangents(np.ones((1, N_SLOTS)))[0]
+    expected = model.vjp(0.0, z, theta, a)[2]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e3 * EPS * np.max(np.abs(expected)))
