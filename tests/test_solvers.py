@@ -13,7 +13,7 @@ from scipy.integrate import RK23, RK45
 from scipy.linalg import block_diag, expm
 
 from harness.errors import HarnessInputError, SolverError
-from harness.solvers import SOLVERS, integrate
+from harness.solvers import SOLVERS, SplitSystem, integrate, stage_slots
 from harness.solvers.explicit_rk import TABLEAUS
 
 ALL_SOLVERS = sorted(SOLVERS)
@@ -149,6 +149,67 @@ def test_explicit_rk_reproduces_scipy_step_for_step():
             assert traj.stats.n_accepted == steps, (method, rtol)
             assert traj.stats.n_rhs == ref.nfev == ours.calls, (method, rtol)
             np.testing.assert_allclose(traj.y_end, ref.y, rtol=0, atol=100 * np.finfo(float).eps)
+
+
+# ------------------------------------------------------------------ split systems (solvers/split.py)
+class LinearWithQuadrature(SplitSystem):
+    """u' = A u, q' = g(u) = [sin(u) ; u²] (nonlinear, so that batching g's stage values is tested on
+    more than a linear map): g is recorded per slot and summed in `quadrature`."""
+
+    def __init__(self, A, n_slots):
+        super().__init__(A.shape[0], 2 * A.shape[0], n_slots)
+        self.A, self.recorded = A, np.zeros((n_slots, 2 * A.shape[0]))
+        self.calls = 0
+
+    def stage_rhs(self, t, u, slot, out):
+        self.calls += 1
+        self.recorded[slot] = np.concatenate((np.sin(u), u * u))
+        out[:] = self.A @ u
+
+    def quadrature(self, weights):
+        return weights @ self.recorded
+
+    def carry(self, source, target):
+        self.recorded[target] = self.recorded[source]
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+@pytest.mark.parametrize("h0", [None, 0.05])
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_split_system_takes_the_steps_of_the_joint_system(method, h0, direction):
+    """Summing the quadrature once per step is the same Runge-Kutta method on the whole state: same
+    accepted and rejected steps, same evaluation count, and the same end state up to the rounding of
+    reordered stage sums (each entry a sum of <= 8 terms of size ~|y|: 100 eps |y| is ample)."""
+    A, u0 = linear_system()
+    y0 = np.concatenate((u0, np.zeros(2 * u0.size)))
+    split = LinearWithQuadrature(A, stage_slots(method))
+    t1 = direction * 5.0
+    ours = integrate(split, 0.0, t1, y0, method=method, rtol=1e-6, atol=1e-8, h0=h0)
+    joint = Counted(LinearWithQuadrature(A, 1).joint_rhs)
+    ref = integrate(joint, 0.0, t1, y0, method=method, rtol=1e-6, atol=1e-8, h0=h0)
+    assert ours.stats.n_accepted == ref.stats.n_accepted > 5
+    assert ours.stats.n_rejected == ref.stats.n_rejected
+    assert ours.stats.n_rhs == ref.stats.n_rhs == joint.calls == split.calls
+    scale = np.max(np.abs(ref.y_end))
+    np.testing.assert_allclose(ours.y_end, ref.y_end, rtol=0, atol=100 * np.finfo(float).eps * scale)
+
+
+@pytest.mark.parametrize("method", ["DP8", "RadauIIA5"])
+def test_split_system_with_other_solvers_integrates_the_joint_rhs(method):
+    """Solvers that step the whole state see `joint_rhs`: the quadrature is then an ordinary part of
+    the state, and reaches its exact value within the tolerance (q = ∫ g(u) dt against a fine DP5)."""
+    A, u0 = linear_system()
+    y0 = np.concatenate((u0, np.zeros(2 * u0.size)))
+    jac = (lambda t, y: sp.csc_matrix(np.block([[A, np.zeros((6, 12))], [_g_jac(y[:6]), np.zeros((12, 12))]])))
+    got = integrate(LinearWithQuadrature(A, stage_slots(method)), 0.0, T_END, y0, method=method,
+                    rtol=1e-8, atol=1e-10, jac=jac if SOLVERS[method].implicit else None)
+    fine = integrate(LinearWithQuadrature(A, stage_slots("DP5")), 0.0, T_END, y0, method="DP5",
+                     rtol=1e-12, atol=1e-14)
+    assert _normalised_error(got.y_end, fine.y_end, 1e-8, 1e-10) < 10  # global error: a few tolerances
+
+
+def _g_jac(u):
+    return np.vstack((np.diag(np.cos(u)), np.diag(2 * u)))
 
 
 # ------------------------------------------------------------------------------ convergence order

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import HarnessInputError
 from .explicit_rk import TABLEAUS, integrate_rk
 from .scipy_methods import integrate_scipy
+from .split import SplitSystem
 from .trajectory import PiecewisePolynomial, ScipyDense, SolverStats, Trajectory
 
 
@@ -56,6 +57,12 @@ def check_tolerances(rtol, atol) -> tuple[float, float]:
     return float(rtol), float(atol)
 
 
+def stage_slots(method: str) -> int:
+    """How many stage records a `SplitSystem` needs to be integrated with `method`."""
+    info = check_solver(method)
+    return len(TABLEAUS[info.name].B) + 1 if info.name in TABLEAUS else 1
+
+
 def integrate(
     rhs,
     t0: float,
@@ -73,7 +80,9 @@ def integrate(
 
     Parameters
     ----------
-    rhs : callable (t, y) -> ndarray, shape (D,)
+    rhs : callable (t, y) -> ndarray, shape (D,), or SplitSystem
+        A `SplitSystem` (with `stage_slots(method)` slots) has its quadrature tail summed per step by
+        DP5 and BS3; other methods, and dense output, integrate its `joint_rhs`.
     y0 : ndarray, shape (D,)
     method : str
         A name from `SOLVERS`.
@@ -91,6 +100,8 @@ def integrate(
     """
     info = check_solver(method)
     rtol, atol = check_tolerances(rtol, atol)
+    if isinstance(rhs, SplitSystem) and (dense or info.name not in TABLEAUS):
+        rhs = rhs.joint_rhs
     if info.name in TABLEAUS:
         return integrate_rk(rhs, t0, t1, y0, TABLEAUS[info.name], rtol, atol, dense=dense, h0=h0)
     if info.implicit and jac is None:
@@ -102,10 +113,12 @@ __all__ = [
     "SOLVERS",
     "SolverInfo",
     "SolverStats",
+    "SplitSystem",
     "Trajectory",
     "PiecewisePolynomial",
     "ScipyDense",
     "check_solver",
     "check_tolerances",
     "integrate",
+    "stage_slots",
 ]

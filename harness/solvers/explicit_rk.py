@@ -4,17 +4,20 @@ A method is its tableau (taken from scipy's `RK45` / `RK23`, so the arithmetic i
 `solve_ivp`), and one loop steps any of them. The loop is written for low overhead per step, since a
 Neural ODE batch makes each step a handful of small matrix products: the Python around them is the cost.
 Step-size control follows scipy's (RMS error norm, safety 0.9, factors in [0.2, 10]).
+A `SplitSystem` (solvers/split.py) has the quadrature tail of its state summed once per step.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.integrate import RK23, RK45
 
 from ..errors import SolverError
+from .split import SplitSystem
 from .trajectory import PiecewisePolynomial, SolverStats, Trajectory
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
@@ -31,6 +34,20 @@ class Tableau:
     E: np.ndarray  # (s + 1,), error weights including the FSAL stage
     P: np.ndarray  # (s + 1, degree)
     error_order: int  # order of the embedded (error) method
+
+    @cached_property
+    def coefficients(self) -> np.ndarray:
+        """Every combination a step forms, y + h Σⱼ aᵢⱼ Kⱼ, as a row of this (s + 2, s + 2) matrix
+        multiplying the rows [y, K₀, ..., K_s]: rows 0..s-1 the stages, row s the solution, row s+1
+        the error estimate (which has no y). Column 0 multiplies y; the others are scaled by h."""
+        s = len(self.B)
+        coefficients = np.zeros((s + 2, s + 2))
+        coefficients[: s + 1, 0] = 1.0
+        coefficients[:s, 1 : self.A.shape[1] + 1] = self.A
+        coefficients[s, 1 : s + 1] = self.B
+        coefficients[s + 1, 1:] = self.E
+        coefficients.flags.writeable = False
+        return coefficients
 
 
 def _from_scipy(name, cls) -> Tableau:
@@ -75,7 +92,11 @@ def integrate_rk(
     h0: float | None = None,
     max_steps: int = 1_000_000,
 ) -> Trajectory:
-    """Integrate dy/dt = rhs(t, y) from t0 to t1 (either direction). y0: (D,)."""
+    """Integrate dy/dt = rhs(t, y) from t0 to t1 (either direction). y0: (D,).
+
+    `rhs` may be a `SplitSystem` (without `dense`): its quadrature tail is then summed once per step
+    instead of evaluated at every stage, with the same steps and, up to rounding, the same result.
+    """
     # A stage that overflows is expected when a solve blows up (e.g. a backsolve of stiff
     # dynamics): it is rejected, and a solve that cannot recover raises SolverError, so numpy's
     # overflow warnings would only add noise.
@@ -84,27 +105,60 @@ def integrate_rk(
 
 
 def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) -> Trajectory:
-    A, B, C, E, P = tableau.A, tableau.B, tableau.C, tableau.E, tableau.P
-    n_stages = len(B)
-    # A, B and E stacked, so that one multiplication by h per step scales every coefficient:
-    # rows 0..s-1 the stages, row s the solution, row s+1 the error estimate.
-    coefficients = np.zeros((n_stages + 2, n_stages + 1))
-    coefficients[:n_stages, : A.shape[1]] = A
-    coefficients[n_stages, :n_stages] = B
-    coefficients[n_stages + 1] = E
-    stage_nodes = [(s, float(C[s])) for s in range(1, n_stages)]  # Python floats: cheaper scalars
+    split = rhs if isinstance(rhs, SplitSystem) else None
+    if split is not None and dense:
+        raise ValueError("a SplitSystem has no dense output: integrate its joint_rhs instead")
+    C, P = tableau.C, tableau.P
+    n_stages = len(tableau.B)
+    # Each stage's input, the new solution and the error estimate are each one product of a row of
+    # `coefficients` with the rows [y, K₀, ..., K_s] of `Y`: at these sizes one call instead of two
+    # (product, then add y) is worth having.
+    coefficients = tableau.coefficients
     direction = 1.0 if t1 >= t0 else -1.0
     exponent = -1.0 / (tableau.error_order + 1)
     y = np.array(y0, dtype=np.float64)
-    abs_y = np.abs(y)
-    K = np.empty((n_stages + 1, y.size))
-    K[0] = rhs(t0, y)
+    if split is None:
+
+        def stage_rhs(t, y, stage, out):
+            out[:] = rhs(t, y)
+
+        Y = np.empty((n_stages + 2, y.size))
+        K = Y[1:]
+        K[0] = rhs(t0, y)
+        f0 = K[0]
+    else:
+        # u, the head, is stepped as usual; q, the tail, from the quadrature sums of each step
+        stage_rhs = split.stage_rhs
+        y, q = y[: split.n_head], y[split.n_head :]
+        abs_q = np.abs(q)
+        Y = np.empty((n_stages + 2, y.size))
+        K = Y[1:]
+        if h0 is None:  # the step-size heuristic needs q' too
+            f0 = split.joint_rhs(t0, np.concatenate((y, q)), slot=0)
+            K[0] = f0[: split.n_head]
+        else:
+            stage_rhs(t0, y, 0, K[0])
+    Y[0] = y
     n_rhs = 1
     if h0 is None:
-        h_abs = initial_step(rhs, t0, y, K[0], direction, tableau.error_order, rtol, atol)
+        # the heuristic sees the whole state; a split system's slot 1 is free until the first step
+        whole = rhs if split is None else (lambda t, y: split.joint_rhs(t, y, slot=1))
+        y_whole = y if split is None else np.concatenate((y, q))
+        h_abs = initial_step(whole, t0, y_whole, f0, direction, tableau.error_order, rtol, atol)
         n_rhs += 1
     else:
         h_abs = abs(h0)
+    n_total = y.size if split is None else y.size + q.size  # the error norm's RMS is over both
+    # The views each stage uses, made once: hc is rewritten in place each step, and the views
+    # follow. Per stage: (index, node c as a Python float, its row of hc, the rows of Y it combines,
+    # where its derivative goes).
+    hc = coefficients.copy()
+    scaled = hc[:, 1:]
+    stages = [(s, float(C[s]), hc[s, : s + 1], Y[: s + 1], K[s]) for s in range(1, n_stages)]
+    solution_row, Y_solution = hc[n_stages, : n_stages + 1], Y[: n_stages + 1]
+    error_row, quadrature_rows = hc[n_stages + 1, 1:], hc[n_stages:, 1:]
+    K_last = K[n_stages]
+    abs_y = np.abs(y)
     t = t0
     n_accepted = n_rejected = 0
     retrying = False  # the current step was rejected at least once: do not grow h on acceptance
@@ -122,19 +176,26 @@ def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) ->
             t_new = t1
             h = t1 - t
             h_abs = abs(h)
-        hc = h * coefficients
-        for s, c in stage_nodes:
-            K[s] = rhs(t + c * h, y + hc[s, :s] @ K[:s])
-        y_new = y + hc[n_stages, :n_stages] @ K[:n_stages]
-        K[n_stages] = rhs(t_new, y_new)
+        np.multiply(coefficients[:, 1:], h, out=scaled)
+        for s, c, row, previous, k in stages:
+            stage_rhs(t + c * h, row @ previous, s, k)
+        y_new = solution_row @ Y_solution
+        stage_rhs(t_new, y_new, n_stages, K_last)
         n_rhs += n_stages
         abs_new = np.abs(y_new)
         scale = np.maximum(abs_y, abs_new)
         scale *= rtol
         scale += atol
-        error = hc[n_stages + 1] @ K
+        error = error_row @ K
         error /= scale
-        error_norm = math.sqrt(float(np.dot(error, error)) / error.size)
+        sum_of_squares = float(np.dot(error, error))
+        if split is not None:
+            q_step, q_error = split.quadrature(quadrature_rows)  # the update and error rows
+            q_new = q + q_step
+            abs_q_new = np.abs(q_new)
+            q_error /= atol + rtol * np.maximum(abs_q, abs_q_new)
+            sum_of_squares += float(np.dot(q_error, q_error))
+        error_norm = math.sqrt(sum_of_squares / n_total)
         # an inf or NaN anywhere in the stages makes error_norm non-finite: never accepted
         if error_norm < 1.0:
             factor = MAX_FACTOR if error_norm == 0 else min(MAX_FACTOR, SAFETY * error_norm**exponent)
@@ -147,7 +208,11 @@ def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) ->
                 Qs.append(K.T @ (h * P))
                 ts.append(t_new)
             t, y, abs_y = t_new, y_new, abs_new
-            K[0] = K[n_stages]
+            Y[0] = y
+            K[0] = K_last
+            if split is not None:
+                q, abs_q = q_new, abs_q_new
+                split.carry(n_stages, 0)
             n_accepted += 1
             h_abs *= factor
         else:
@@ -159,4 +224,5 @@ def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) ->
             retrying = True
     stats = SolverStats(n_rhs=n_rhs, n_accepted=n_accepted, n_rejected=n_rejected)
     poly = PiecewisePolynomial(ts, ys, hs, Qs) if dense and hs else None
-    return Trajectory(t0, t1, y, stats, poly, h_abs, tableau.name)
+    y_end = y if split is None else np.concatenate((y, q))
+    return Trajectory(t0, t1, y_end, stats, poly, h_abs, tableau.name)
