@@ -11,11 +11,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from .model import MLP
+from .vjp_tape import VJPTape
 
 
 def states(y: np.ndarray, batch: int) -> np.ndarray:
     """Flat (B N,) -> (B, N), a view."""
     return y.reshape(-1, batch).T
+
+
+def feature_major(y: np.ndarray, batch: int) -> np.ndarray:
+    """Flat (B N,) -> (N, B), the model's internal layout (rows of zᵀ), a view."""
+    return y.reshape(-1, batch)
 
 
 def flat(z: np.ndarray) -> np.ndarray:
@@ -44,10 +50,14 @@ def block_diagonal(blocks: np.ndarray) -> sp.csc_matrix:
 
 
 def forward_rhs(model: MLP, theta: np.ndarray, batch: int):
-    """y ↦ f(t, y) on flat states."""
+    """y ↦ f(t, y) on flat states, through a `VJPTape` (biases folded into the weight products)."""
+    tape = VJPTape(model, theta, batch, n_slots=1)
+    shape = (model.state_dim, batch)
 
     def rhs(t, y):
-        return flat(model.f(t, states(y, batch), theta))
+        dy = np.empty(y.shape)
+        tape.value(y.reshape(shape), out=dy.reshape(shape))  # feature-major views
+        return dy
 
     return rhs
 

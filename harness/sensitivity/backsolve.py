@@ -9,8 +9,9 @@ import scipy.sparse as sp
 
 from ..errors import SolverError, UnstableBacksolveError
 from ..forward import SolveOptions, solve_forward
-from ..solvers import SolverStats, check_solver, integrate
+from ..solvers import SolverStats, check_solver, integrate, stage_slots
 from ..system import block_diagonal, flat, states
+from .adjoint_systems import BacksolveSystem
 from .algorithms import BacksolveAdjoint
 from .common import backward_options, pieces_backwards
 from .result import GradientResult
@@ -26,10 +27,7 @@ def backsolve_gradient(problem, theta, forward: SolveOptions, engine: BacksolveA
     loss, dL_dz = problem.loss_terms(fwd.z_at_times)
     options = backward_options(engine, forward)
 
-    def rhs(t, y):
-        # the VJP is linear in a: feeding -a yields -(∂f/∂z)ᵀa and -(∂f/∂θ)ᵀa, the adjoint's signs
-        f, a_z, a_theta = model.vjp(t, states(y[:bn], batch), theta, -states(y[bn : 2 * bn], batch))
-        return np.concatenate((flat(f), flat(a_z), a_theta))
+    system = BacksolveSystem(model, theta, batch, stage_slots(options.solver))
 
     def jac(t, y):
         # For Newton only: the exact Jacobian also has ∂((∂f/∂z)ᵀa)/∂z (second derivatives of f);
@@ -50,7 +48,7 @@ def backsolve_gradient(problem, theta, forward: SolveOptions, engine: BacksolveA
             y[bn : 2 * bn] += flat(dL_dz[k])
         try:
             traj = integrate(
-                rhs, piece.t_end, piece.t_start, y, method=options.solver, rtol=options.rtol,
+                system, piece.t_end, piece.t_start, y, method=options.solver, rtol=options.rtol,
                 atol=options.atol, jac=jac if implicit else None, h0=h,
             )
         except SolverError as err:

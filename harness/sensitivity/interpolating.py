@@ -6,8 +6,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..forward import SolveOptions, solve_forward
-from ..solvers import SolverStats, check_solver, integrate
+from ..solvers import SolverStats, check_solver, integrate, stage_slots
 from ..system import block_diagonal, flat, states
+from .adjoint_systems import InterpolatingSystem
 from .algorithms import InterpolatingAdjoint
 from .common import backward_options, pieces_backwards
 from .result import GradientResult
@@ -25,18 +26,14 @@ def interpolating_gradient(problem, theta, forward: SolveOptions, engine: Interp
     options = backward_options(engine, forward)
     implicit = check_solver(options.solver).implicit
 
+    system = InterpolatingSystem(model, theta, batch, stage_slots(options.solver))
     y = np.zeros(bn + n_params)
     stats = SolverStats()
     h = None if implicit else fwd.h_last  # see ForwardSolution.h_last
     for i, piece, k in pieces_backwards(fwd):
         if k >= 0:
             y[:bn] += flat(dL_dz[k])
-        z_of_t = fwd.dense(i)
-
-        def rhs(t, y):
-            # the VJP is linear in a: feeding -a gives the adjoint's signs without negating outputs
-            _, a_z, a_theta = model.vjp(t, states(z_of_t(t), batch), theta, -states(y[:bn], batch))
-            return np.concatenate((flat(a_z), a_theta))
+        z_of_t = system.z_of_t = fwd.dense(i)
 
         def jac(t, y):
             z = states(z_of_t(t), batch)
@@ -50,7 +47,7 @@ def interpolating_gradient(problem, theta, forward: SolveOptions, engine: Interp
             )
 
         traj = integrate(
-            rhs, piece.t_end, piece.t_start, y, method=options.solver, rtol=options.rtol,
+            system, piece.t_end, piece.t_start, y, method=options.solver, rtol=options.rtol,
             atol=options.atol, jac=jac if implicit else None, h0=h,
         )
         y = traj.y_end
