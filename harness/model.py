@@ -276,29 +276,6 @@ class MLP:
             a_z = a_z - self.decay[:, None] * a.T
         return f.T, a_z.T, a_theta
 
-    def vjp_z(self, t: float, z: np.ndarray, theta: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """(∂f/∂z)ᵀ a alone, row by row. z, a: (B, N) -> (B, N).
-
-        The state half of `vjp`, without f and the θ products: what an adjoint that integrates
-        ∂L/∂θ separately (QuadratureAdjoint) needs at every step.
-        """
-        layers = self._layers(theta)
-        sigma = self._sigma
-        xs, us = [z.T], []
-        for W, b in layers[:-1]:
-            u = W @ xs[-1]
-            u += b
-            xs.append(sigma.value(u))
-            us.append(u)
-        g = a.T
-        for layer in range(len(layers) - 1, 0, -1):
-            g = layers[layer][0].T @ g
-            g *= sigma.slope(us[layer - 1], xs[layer])
-        g = layers[0][0].T @ g
-        if self.decay is not None:
-            g -= self.decay[:, None] * a.T
-        return g.T
-
     def _vjp_one_hidden(self, layers, z, a):
         """`vjp` for one hidden layer, unrolled: the tutorial's model, evaluated at every step of
         every solve, where a few microseconds of Python per call add up."""

@@ -6,9 +6,10 @@ Julia calls these with plain `Vector{Float64}`s (juliacall hands them over as ar
 Each returns a *fresh* contiguous float64 array: Julia wraps it without a copy and copies it
 into its own memory at once (HarnessJL.jl `from_python!`).
 
-The derivatives are the same MLP code the pure-Python adjoint uses (`harness.model.MLP.vjp`,
-`.jac`, `.jac_theta`), so a Julia adjoint with the "python_vjp" route differs from the Python one
-only in the ODE solvers.
+The derivatives are `harness.model.MLP`'s (`.vjp`, `.jac`, `.jac_theta`): the same mathematics as
+the pure-Python adjoint, whose explicit solves evaluate it through `harness.vjp_tape` (tested equal
+to `MLP.vjp` to rounding), so a Julia adjoint with the "python_vjp" route differs from the Python
+one only in the ODE solvers.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ import numpy as np
 
 from ..forward import SolveOptions, solve_forward
 from ..solvers import SolverStats, check_solver, integrate
-from ..system import block_diagonal, flat, stacked_states, states
+from ..system import block_diagonal, feature_major, flat, stacked_states, states
+from ..vjp_tape import VJPTape
 from .algorithms import QuadratureAdjoint
 from .common import backward_options, pieces_backwards
 from .result import GradientResult
@@ -22,6 +23,7 @@ def quadrature_gradient(problem, theta, forward: SolveOptions, engine: Quadratur
     implicit = check_solver(options.solver).implicit
     x_gl, w_gl = np.polynomial.legendre.leggauss(engine.quadrature_nodes)
 
+    tape = VJPTape(model, theta, batch, n_slots=1, cotangent_sign=-1.0)
     a = np.zeros(bn)
     dtheta = np.zeros(model.n_params)
     stats = SolverStats()
@@ -33,8 +35,10 @@ def quadrature_gradient(problem, theta, forward: SolveOptions, engine: Quadratur
         z_of_t = fwd.dense(i)
 
         def rhs(t, a):
-            # the VJP is linear in a: feeding -a gives da/dt = -(∂f/∂z)ᵀ a without a second negation
-            return flat(model.vjp_z(t, states(z_of_t(t), batch), theta, -states(a, batch)))
+            # the tape records -a: da/dt = -(∂f/∂z)ᵀa without a second negation (nothing summed later)
+            da = np.empty(bn)
+            tape.vjp(0, feature_major(z_of_t(t), batch), feature_major(a, batch), None, feature_major(da, batch))
+            return da
 
         def jac(t, a):
             J = model.jac(t, states(z_of_t(t), batch), theta)
