@@ -53,10 +53,7 @@ class ForwardSolution:
         self.z_at_times = z_at_times
         self.stats = stats
         self.node_is_time = node_is_time  # per piece end: index into `times`, or -1
-        # the step size the solver would have taken next: adjoints with an explicit backward solver
-        # start with it (same dynamics, same time scales) instead of paying for the initial-step
-        # heuristic. Implicit (stiff) backward solves choose their own: the jump of the adjoint at
-        # t_K excites fast modes that the forward pass's last step never saw.
+        # the step size the solver would have taken next (see `sensitivity.common.first_backward_step`)
         self.h_last = h_last
         self.recompute_stats = SolverStats()
 

@@ -63,6 +63,7 @@ from harness.sensitivity import (
     QuadratureAdjoint,
     gradient,
 )
+from harness.sensitivity.common import BACKWARD_FIRST_STEP_FRACTION, first_backward_step
 from harness.solvers import SOLVERS, integrate
 from harness.system import forward_rhs
 
@@ -197,6 +198,21 @@ def test_adjoints_with_every_solver(small_seed, solver, engine_name):
     assert rel(result.dz0, ref.dz0) <= GROWTH * tol
 
 
+def test_backward_solve_first_step(small_seed):
+    """Explicit backward solves start with BACKWARD_FIRST_STEP_FRACTION of the forward pass's last
+    proposed step (the measurement is benchmarks/bench_backward_first_step.py); implicit ones leave
+    it to their solver (None)."""
+    problem, _ = small_seed
+    options = SolveOptions("DP5", 1e-6, 1e-6)
+    fwd = solve_forward(problem.model, problem.theta, problem.z0, problem.t0, problem.times, options)
+    assert fwd.h_last > 0
+    for solver in ("DP5", "BS3", "DP8"):
+        step = first_backward_step(fwd, SolveOptions(solver, 1e-6, 1e-6))
+        assert step == BACKWARD_FIRST_STEP_FRACTION * fwd.h_last
+    for solver in ("RadauIIA5", "BDF"):
+        assert first_backward_step(fwd, SolveOptions(solver, 1e-6, 1e-6)) is None
+
+
 @pytest.mark.parametrize(
     "solver,engine",
     [("DP8", ForwardSensitivity()), ("DP8", InterpolatingAdjoint()),
@@ -208,9 +224,9 @@ def test_adjoints_with_every_solver(small_seed, solver, engine_name):
 def test_piecewise_solves_with_scipy_methods(solver, engine):
     """Piecewise solves (several observation times, or checkpoints) start each piece with the last
     step size of the one before (forward.py, forward_sensitivity.py). With scipy's methods that
-    step is often longer than the next piece. Bug today: scipy_methods.py hands it to scipy as
-    `first_step` unclipped, and scipy raises a bare ValueError("`first_step` exceeds bounds").
-    Expected: the gradient, agreeing with InterpolatingAdjoint/DP5 to 1e3 x tol."""
+    step is often longer than the next piece, and scipy refuses a `first_step` beyond the interval
+    (a bare ValueError), so scipy_methods.py clips it. Expected: the gradient, agreeing with
+    InterpolatingAdjoint/DP5 to 1e3 x tol."""
     problem = multi_time_problem(batch=20)
     tol = 1e-6
     ref = gradient(problem, engine=InterpolatingAdjoint(), solver="DP5", rtol=1e-10, atol=1e-10)

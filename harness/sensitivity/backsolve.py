@@ -13,7 +13,7 @@ from ..solvers import SolverStats, check_solver, integrate, stage_slots
 from ..system import block_diagonal, flat, states
 from .adjoint_systems import BacksolveSystem
 from .algorithms import BacksolveAdjoint
-from .common import backward_options, pieces_backwards
+from .common import backward_options, first_backward_step, pieces_backwards
 from .result import GradientResult
 
 ADVICE = "use InterpolatingAdjoint or QuadratureAdjoint, which read z from the forward solution"
@@ -41,7 +41,7 @@ def backsolve_gradient(problem, theta, forward: SolveOptions, engine: BacksolveA
     implicit = check_solver(options.solver).implicit
     y = np.concatenate((flat(fwd.z_at_times[-1]), np.zeros(bn + n_params)))
     stats = SolverStats()
-    h = None if implicit else fwd.h_last  # see ForwardSolution.h_last
+    h = first_backward_step(fwd, options)
     for _, piece, k in pieces_backwards(fwd):
         if k >= 0:
             y[:bn] = flat(fwd.z_at_times[k])  # reset z to the forward value, as torchdiffeq does

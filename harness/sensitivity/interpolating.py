@@ -10,7 +10,7 @@ from ..solvers import SolverStats, check_solver, integrate, stage_slots
 from ..system import block_diagonal, flat, states
 from .adjoint_systems import InterpolatingSystem
 from .algorithms import InterpolatingAdjoint
-from .common import backward_options, pieces_backwards
+from .common import backward_options, first_backward_step, pieces_backwards
 from .result import GradientResult
 
 
@@ -29,7 +29,7 @@ def interpolating_gradient(problem, theta, forward: SolveOptions, engine: Interp
     system = InterpolatingSystem(model, theta, batch, stage_slots(options.solver))
     y = np.zeros(bn + n_params)
     stats = SolverStats()
-    h = None if implicit else fwd.h_last  # see ForwardSolution.h_last
+    h = first_backward_step(fwd, options)
     for i, piece, k in pieces_backwards(fwd):
         if k >= 0:
             y[:bn] += flat(dL_dz[k])

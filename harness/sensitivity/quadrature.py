@@ -9,7 +9,7 @@ from ..solvers import SolverStats, check_solver, integrate
 from ..system import block_diagonal, feature_major, flat, stacked_states, states
 from ..vjp_tape import VJPTape
 from .algorithms import QuadratureAdjoint
-from .common import backward_options, pieces_backwards
+from .common import backward_options, first_backward_step, pieces_backwards
 from .result import GradientResult
 
 
@@ -27,7 +27,7 @@ def quadrature_gradient(problem, theta, forward: SolveOptions, engine: Quadratur
     a = np.zeros(bn)
     dtheta = np.zeros(model.n_params)
     stats = SolverStats()
-    h = None if implicit else fwd.h_last  # see ForwardSolution.h_last
+    h = first_backward_step(fwd, options)
     n_quadrature_points = 0
     for i, piece, k in pieces_backwards(fwd):
         if k >= 0:
