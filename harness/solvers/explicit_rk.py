@@ -116,7 +116,7 @@ def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) ->
     coefficients = tableau.coefficients
     direction = 1.0 if t1 >= t0 else -1.0
     exponent = -1.0 / (tableau.error_order + 1)
-    y = np.array(y0, dtype=np.float64)
+    y = y_whole = np.array(y0, dtype=np.float64)
     if split is None:
 
         def stage_rhs(t, y, stage, out):
@@ -134,7 +134,7 @@ def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) ->
         Y = np.empty((n_stages + 2, y.size))
         K = Y[1:]
         if h0 is None:  # the step-size heuristic needs q' too
-            f0 = split.joint_rhs(t0, np.concatenate((y, q)), slot=0)
+            f0 = split.joint_rhs(t0, y_whole, slot=0)
             K[0] = f0[: split.n_head]
         else:
             stage_rhs(t0, y, 0, K[0])
@@ -143,7 +143,6 @@ def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) ->
     if h0 is None:
         # the heuristic sees the whole state; a split system's slot 1 is free until the first step
         whole = rhs if split is None else (lambda t, y: split.joint_rhs(t, y, slot=1))
-        y_whole = y if split is None else np.concatenate((y, q))
         h_abs = initial_step(whole, t0, y_whole, f0, direction, tableau.error_order, rtol, atol)
         n_rhs += 1
     else:
