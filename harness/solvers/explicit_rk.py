@@ -117,28 +117,26 @@ def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) ->
     direction = 1.0 if t1 >= t0 else -1.0
     exponent = -1.0 / (tableau.error_order + 1)
     y = y_whole = np.array(y0, dtype=np.float64)
+    if split is not None:
+        # u, the head, is stepped as usual; q, the tail, from the quadrature sums of each step
+        y, q = y[: split.n_head], y[split.n_head :]
+        abs_q = np.abs(q)
+    Y = np.empty((n_stages + 2, y.size))
+    Y[0] = y
+    K = Y[1:]
     if split is None:
 
         def stage_rhs(t, y, stage, out):
             out[:] = rhs(t, y)
 
-        Y = np.empty((n_stages + 2, y.size))
-        K = Y[1:]
-        K[0] = rhs(t0, y)
-        f0 = K[0]
+        K[0] = f0 = rhs(t0, y)
     else:
-        # u, the head, is stepped as usual; q, the tail, from the quadrature sums of each step
         stage_rhs = split.stage_rhs
-        y, q = y[: split.n_head], y[split.n_head :]
-        abs_q = np.abs(q)
-        Y = np.empty((n_stages + 2, y.size))
-        K = Y[1:]
         if h0 is None:  # the step-size heuristic needs q' too
             f0 = split.joint_rhs(t0, y_whole, slot=0)
             K[0] = f0[: split.n_head]
         else:
             stage_rhs(t0, y, 0, K[0])
-    Y[0] = y
     n_rhs = 1
     if h0 is None:
         # the heuristic sees the whole state; a split system's slot 1 is free until the first step
