@@ -6,8 +6,8 @@ import numpy as np
 
 from ..forward import SolveOptions, solve_forward
 from ..solvers import SolverStats, check_solver, integrate
-from ..system import block_diagonal, feature_major, flat, stacked_states, states
-from ..vjp_tape import VJPTape
+from ..system import block_diagonal, flat, stacked_states, states
+from .adjoint_systems import InterpolatingSystem
 from .algorithms import QuadratureAdjoint
 from .common import backward_options, first_backward_step, pieces_backwards
 from .result import GradientResult
@@ -23,7 +23,8 @@ def quadrature_gradient(problem, theta, forward: SolveOptions, engine: Quadratur
     implicit = check_solver(options.solver).implicit
     x_gl, w_gl = np.polynomial.legendre.leggauss(engine.quadrature_nodes)
 
-    tape = VJPTape(model, theta, batch, n_slots=1, cotangent_sign=-1.0)
+    # the adjoint ODE of InterpolatingAdjoint, of which only a is integrated here (∂L/∂θ by quadrature)
+    system = InterpolatingSystem(model, theta, batch, n_slots=1)
     a = np.zeros(bn)
     dtheta = np.zeros(model.n_params)
     stats = SolverStats()
@@ -32,12 +33,11 @@ def quadrature_gradient(problem, theta, forward: SolveOptions, engine: Quadratur
     for i, piece, k in pieces_backwards(fwd):
         if k >= 0:
             a = a + flat(dL_dz[k])
-        z_of_t = fwd.dense(i)
+        z_of_t = system.z_of_t = fwd.dense(i)
 
         def rhs(t, a):
-            # the tape records -a: da/dt = -(∂f/∂z)ᵀa without a second negation (nothing summed later)
             da = np.empty(bn)
-            tape.vjp(0, feature_major(z_of_t(t), batch), feature_major(a, batch), None, feature_major(da, batch))
+            system.stage_rhs(t, a, 0, da)
             return da
 
         def jac(t, a):
