@@ -56,28 +56,37 @@ class ForwardSolution:
         # the step size the solver would have taken next (see `sensitivity.common.first_backward_step`)
         self.h_last = h_last
         self.recompute_stats = SolverStats()
+        self._field = None  # (rhs, jac) for re-solving pieces, built on the first re-solve
 
     def dense(self, i: int):
         """The dense solution on piece i, re-solving it from its checkpoint if it was not kept."""
         piece = self.pieces[i]
         if piece.dense is not None:
             return piece.dense
-        traj = _solve_piece(self.model, self.theta, self.batch, self.options, piece, dense=True)
+        if self._field is None:
+            self._field = _field(self.model, self.theta, self.batch, self.options)
+        traj = _solve_piece(self._field, self.options, piece, dense=True)
         self.recompute_stats = self.recompute_stats + traj.stats
         return traj.dense
 
 
-def _solve_piece(model, theta, batch, options: SolveOptions, piece: Piece, dense: bool):
+def _field(model, theta, batch, options: SolveOptions):
+    """(rhs, Jacobian or None) of the forward ODE, made once per solve: the rhs owns a VJPTape."""
     implicit = check_solver(options.solver).implicit
+    return forward_rhs(model, theta, batch), (forward_jac(model, theta, batch) if implicit else None)
+
+
+def _solve_piece(field, options: SolveOptions, piece: Piece, dense: bool):
+    rhs, jac = field
     return integrate(
-        forward_rhs(model, theta, batch),
+        rhs,
         piece.t_start,
         piece.t_end,
         piece.y_start,
         method=options.solver,
         rtol=options.rtol,
         atol=options.atol,
-        jac=forward_jac(model, theta, batch) if implicit else None,
+        jac=jac,
         dense=dense,
         h0=piece.h_start,
     )
@@ -120,9 +129,10 @@ def solve_forward(
     stats = SolverStats()
     pieces, node_is_time = [], []
     z_at_times = np.empty((len(times), *z0.shape))
+    field = _field(model, theta, batch, options)
     for t_next in nodes:
         piece = Piece(t_prev, t_next, y, h, None)
-        traj = _solve_piece(model, theta, batch, options, piece, dense=keep_dense)
+        traj = _solve_piece(field, options, piece, dense=keep_dense)
         piece.dense = traj.dense if keep_dense else None
         pieces.append(piece)
         stats = stats + traj.stats
