@@ -24,21 +24,13 @@ CHOICES = {"heuristic": None, "1.0 x h_last": 1.0, "0.5 x h_last": 0.5, "0.3 x h
 
 def backward_evaluations(engine, fraction, n_seeds: int) -> int:
     """Total backward right-hand-side evaluations over problems x seeds x tolerances."""
-    def first_step(fwd, options):
-        return None if fraction is None else fraction * fwd.h_last
-
     total = 0
-    # each engine module imported the helper by name: patch it where it is used
-    for module in ("backsolve", "interpolating", "quadrature"):
-        mock.patch(f"harness.sensitivity.{module}.first_backward_step", first_step).start()
-    try:
+    with mock.patch.object(common, "BACKWARD_FIRST_STEP_FRACTION", fraction):
         for make in PROBLEMS.values():
             for seed in range(n_seeds):
                 problem = make(seed=seed, data_options=SolveOptions("DP5", 1e-6, 1e-4))
                 for tol in TOLERANCES:
                     total += gradient(problem, engine=engine, rtol=tol, atol=tol).backward_stats.n_rhs
-    finally:
-        mock.patch.stopall()
     return total
 
 

@@ -17,8 +17,9 @@ def backward_options(engine, forward: SolveOptions) -> SolveOptions:
     return options
 
 
-# Measured by benchmarks/bench_backward_first_step.py; see `first_backward_step`.
-BACKWARD_FIRST_STEP_FRACTION = 0.5
+# Measured by benchmarks/bench_backward_first_step.py; see `first_backward_step`. None would leave
+# explicit backward solves, too, to their solver's initial-step heuristic.
+BACKWARD_FIRST_STEP_FRACTION: float | None = 0.5
 
 
 def first_backward_step(fwd: ForwardSolution, options: SolveOptions) -> float | None:
@@ -34,7 +35,7 @@ def first_backward_step(fwd: ForwardSolution, options: SolveOptions) -> float | 
     than with the heuristic (benchmarks/bench_backward_first_step.py).
     Implicit (stiff): the jump of the adjoint excites fast modes the forward's last step never saw.
     """
-    if check_solver(options.solver).implicit or fwd.h_last is None:
+    if check_solver(options.solver).implicit or fwd.h_last is None or BACKWARD_FIRST_STEP_FRACTION is None:
         return None
     return BACKWARD_FIRST_STEP_FRACTION * fwd.h_last
 
