@@ -10,7 +10,8 @@ dz/dt = f(z, θ, t) = MLP_θ(z) - Λ z
   one calling convention.
 
 Every derivative here is exact (hand-written backpropagation through the layers), because the
-pure-Python adjoint is the reference that other engines are checked against.
+pure-Python adjoint is the reference that other engines are checked against. The solves evaluate
+the same derivatives through `vjp_tape.VJPTape`, the fast path, which is tested against these.
 """
 
 from __future__ import annotations
@@ -242,8 +243,6 @@ class MLP:
         """
         layers = self._layers(theta)
         sigma = self._sigma
-        if len(layers) == 2 and not per_sample:
-            return self._vjp_one_hidden(layers, z, a)
         xs, us = [z.T], []  # layer inputs (N or H, B) and pre-activations
         for W, b in layers[:-1]:
             u = W @ xs[-1]
@@ -274,34 +273,6 @@ class MLP:
         if self.decay is not None:
             f -= self.decay[:, None] * z.T
             a_z = a_z - self.decay[:, None] * a.T
-        return f.T, a_z.T, a_theta
-
-    def _vjp_one_hidden(self, layers, z, a):
-        """`vjp` for one hidden layer, unrolled: the tutorial's model, evaluated at every step of
-        every solve, where a few microseconds of Python per call add up."""
-        (W1, b1), (W2, b2) = layers
-        (w1, w1_shape, b1_slice), (w2, w2_shape, b2_slice) = self._layer_slices
-        x, g = z.T, a.T
-        batch = x.shape[1]
-        ones = self._ones.get(batch)
-        if ones is None:
-            ones = self._ones[batch] = np.ones(batch)
-        u = W1 @ x
-        u += b1
-        s = self._sigma.value(u)
-        f = W2 @ s
-        f += b2
-        a_theta = np.empty(self._n_params)
-        np.matmul(g, s.T, out=a_theta[w2].reshape(w2_shape))
-        np.matmul(g, ones, out=a_theta[b2_slice])
-        g_hidden = W2.T @ g
-        g_hidden *= self._sigma.slope(u, s)
-        np.matmul(g_hidden, x.T, out=a_theta[w1].reshape(w1_shape))
-        np.matmul(g_hidden, ones, out=a_theta[b1_slice])
-        a_z = W1.T @ g_hidden
-        if self.decay is not None:
-            f -= self.decay[:, None] * x
-            a_z -= self.decay[:, None] * g
         return f.T, a_z.T, a_theta
 
     def _vjp_per_sample(self, layers, xs, us, g):
