@@ -133,7 +133,7 @@ class MLP:
         object.__setattr__(self, "_layer_slices", layer_slices)
         object.__setattr__(self, "_n_params", start)
         object.__setattr__(self, "_sigma", ACTIVATIONS[self.activation])
-        object.__setattr__(self, "_layer_cache", [])
+        object.__setattr__(self, "_layer_cache", [None])  # [(θ, its layer views)]: one slot, see `_layers`
         object.__setattr__(self, "_ones", {})  # batch size -> ones(B), for sums over the batch as matmuls
 
     # ----------------------------------------------------------------------------------- layout
@@ -193,12 +193,13 @@ class MLP:
     def _layers(self, theta):
         """(W, b as a column) views into θ. A solve calls this thousands of times with the same θ, so
         the views of the last θ are kept; holding θ itself keeps `is` meaningful (and views follow
-        in-place changes of θ)."""
-        cached = self._layer_cache
-        if cached and cached[0] is theta:
+        in-place changes of θ). θ and its views are one tuple, read and replaced in one step, so that
+        threads sharing the model (cells of one problem) never pair one θ with another's views."""
+        cached = self._layer_cache[0]
+        if cached is not None and cached[0] is theta:
             return cached[1]
         layers = [(theta[w].reshape(shape), theta[b][:, None]) for w, shape, b in self._layer_slices]
-        cached[:] = [theta, layers]
+        self._layer_cache[0] = (theta, layers)
         return layers
 
     # ------------------------------------------------------------------------------ evaluation

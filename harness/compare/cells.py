@@ -2,8 +2,9 @@
 
 `run_cell(spec)` builds the problem from its spec, builds the engine, computes the gradient (or runs
 the training), and returns plain data: lists, floats, strings. It touches no files and no global
-state beyond a per-process cache of built problems, so that cells can run in any order, in another
-process, or on a Dask worker, and a finished cell can be stored and trusted on resume.
+state beyond a per-process cache of built problems (and the lock in `memory` that keeps a traced
+call alone in its process), so that cells can run in any order, on threads, in another process, or
+on a Dask worker, and a finished cell can be stored and trusted on resume.
 
 Every cell ends in one of four states:
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import tracemalloc
 import warnings
 from dataclasses import dataclass
 
@@ -30,6 +30,7 @@ from ..forward import SolveOptions, solve_forward
 from ..problem import Problem
 from ..problems import TUTORIAL_DATA_OPTIONS, build_problem
 from ..sensitivity import gradient
+from . import memory
 from .engines import build_engine
 from .spec import EngineSpec, ProblemSpec
 
@@ -145,27 +146,6 @@ def one_line_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"[:400]
 
 
-def _peak_memory(call) -> int:
-    """Peak bytes allocated through Python's allocators during `call()`, above what was live before.
-
-    tracemalloc sees numpy's arrays (numpy reports its buffers to it) and every Python object, so
-    for the numpy engines this is the gradient's working memory: stored forward solutions, the
-    augmented state, quadrature nodes. It does not see native allocators (PyTorch's, XLA's, Julia's),
-    so it is not reported for external engines.
-    """
-    started = not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-        call()
-        return max(0, tracemalloc.get_traced_memory()[1] - before)
-    finally:
-        if started:
-            tracemalloc.stop()
-
-
 def base_record(spec, status: str, reason: str | None = None) -> dict:
     """The fields every cell record has, whatever its outcome."""
     return {"key": cell_key(spec), "kind": spec.kind, "role": spec.role, "spec": spec.as_dict(),
@@ -179,8 +159,9 @@ def run_cell(spec) -> dict:
     Never raises for an engine's failure or absence; those become "failed"/"unavailable" records.
     """
     try:
-        problem = build_problem_from_spec(spec.problem, spec.seed)
-        engine = build_engine(spec.engine, spec.solver, spec.rtol, spec.atol)
+        with memory.allocating():  # building a problem solves its ground truth
+            problem = build_problem_from_spec(spec.problem, spec.seed)
+            engine = build_engine(spec.engine, spec.solver, spec.rtol, spec.atol)
     except BackendUnavailableError as err:
         return base_record(spec, "unavailable", str(err))
     if spec.kind == "training":
@@ -196,9 +177,10 @@ def _run_gradient(spec: GradientCell, problem: Problem, engine) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if getattr(engine, "needs_warmup", False):
-                call()  # a JIT engine's first call compiles: a one-time cost, not the gradient's
-            result = call()
+            with memory.allocating():
+                if getattr(engine, "needs_warmup", False):
+                    call()  # a JIT engine's first call compiles: a one-time cost, not the gradient's
+                result = call()
         except BackendUnavailableError as err:
             return base_record(spec, "unavailable", str(err))
         except Exception as err:  # an engine's failure is a finding, not a crash of the comparison
@@ -207,7 +189,7 @@ def _run_gradient(spec: GradientCell, problem: Problem, engine) -> dict:
         if spec.measure_memory and spec.engine.backend == "harness":
             # A second, traced call: tracemalloc slows allocation-heavy code, so it must not
             # share a call with the timing.
-            peak = _peak_memory(call)
+            peak = memory.peak_memory(call)
     diagnostics = _plain(result.diagnostics)
     flagged = bool(diagnostics.get("unstable")) if isinstance(diagnostics, dict) else False
     record = base_record(
@@ -233,8 +215,10 @@ def _run_training(spec: TrainingCell, problem: Problem, engine) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = train(problem, steps=spec.steps, lr=spec.lr, engine=engine, solver=spec.solver,
-                           rtol=spec.rtol, atol=spec.atol, log_every=spec.log_every, progress=False)
+            with memory.allocating():
+                result = train(problem, steps=spec.steps, lr=spec.lr, engine=engine,
+                               solver=spec.solver, rtol=spec.rtol, atol=spec.atol,
+                               log_every=spec.log_every, progress=False)
         except BackendUnavailableError as err:
             return base_record(spec, "unavailable", str(err))
         except Exception as err:

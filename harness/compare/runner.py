@@ -19,7 +19,15 @@ from pathlib import Path
 
 from ..io import write_json
 from ..progress import Progress
-from .cells import GradientCell, TrainingCell, base_record, one_line_error, cell_key, run_cell
+from . import memory
+from .cells import (
+    GradientCell,
+    TrainingCell,
+    base_record,
+    cell_key,
+    one_line_error,
+    run_cell,
+)
 from .spec import Experiment
 
 
@@ -135,11 +143,12 @@ def run_cells(cells, store: CellStore, *, executor=None, progress: bool | None =
     bar = Progress(total=len(pending), enabled=progress, desc="cells")
     try:
         for record in (executor or InProcess()).map(run_cell_guarded, pending):
-            store.save(record)  # at once, so that an interruption loses at most the running cell
-            records[record["key"]] = record
-            bar.update(1)
-            if on_record is not None:
-                on_record(record, False)
+            with memory.allocating():  # not inside another thread's traced call (`memory`)
+                store.save(record)  # at once, so that an interruption loses at most the running cell
+                records[record["key"]] = record
+                bar.update(1)
+                if on_record is not None:
+                    on_record(record, False)
     finally:
         bar.close()
     return [records[cell_key(cell)] for cell in cells]

@@ -1,0 +1,105 @@
+"""Tracing a cell's memory while other threads compute: the traced call runs alone (`compare.memory`).
+
+Without that, CI crashed (a segfault: tracemalloc.stop() racing numpy's allocations on another
+thread, python/cpython#128679) and threaded runs reported other cells' arrays in a cell's peak.
+"""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness.compare import memory, run_experiment
+
+# the tutorial's problem with 8 states: each gradient takes milliseconds
+SMALL = """
+[problem]
+name = "seed"
+batch = 8
+[grid]
+engines = ["BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint"]
+solvers = ["DP5"]
+tolerances = [1e-4, 1e-7]
+[plots]
+figures = []
+"""
+
+WAIT = 0.3  # seconds a thread is given to do what it must not: enough to happen if the lock let it
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the other thread never got there"
+        time.sleep(0.005)
+
+
+def test_traced_call_waits_for_allocators_and_goes_before_later_ones():
+    events = []
+    traced_ran, late_entered = threading.Event(), threading.Event()
+
+    def traced():
+        events.append("traced")
+        traced_ran.set()
+
+    def late_allocator():
+        with memory.allocating():
+            events.append("late allocator")
+            late_entered.set()
+
+    with memory.allocating():
+        tracer = threading.Thread(target=memory.peak_memory, args=(traced,))
+        tracer.start()
+        wait_until(lambda: memory._LOCK._tracers_waiting == 1)
+        late = threading.Thread(target=late_allocator)
+        late.start()
+        # the tracer waits for this thread to leave; the late allocator waits behind the tracer
+        assert not traced_ran.wait(WAIT)
+        assert not late_entered.wait(WAIT)
+        events.append("first allocator left")
+    tracer.join(10)
+    late.join(10)
+    assert events == ["first allocator left", "traced", "late allocator"]
+
+
+def test_allocators_share_the_lock():
+    inside = threading.Barrier(3, timeout=10)  # breaks (and fails the test) unless all 3 are inside
+
+    def allocate():
+        with memory.allocating():
+            inside.wait()
+
+    threads = [threading.Thread(target=allocate) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    allocate()
+    for thread in threads:
+        thread.join(10)
+
+
+def test_peak_memory_measures_the_call():
+    import numpy as np
+
+    # one array of 8 MB, live at the peak; the rest of the call allocates next to nothing
+    peak = memory.peak_memory(lambda: np.ones(1_000_000).sum())
+    assert 8_000_000 <= peak < 8_100_000
+
+
+def test_threaded_run_reports_the_same_peaks_as_in_process(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    run_experiment(path, tmp_path / "warm", progress=False)  # one-time caches out of the way
+    serial = run_experiment(path, tmp_path / "serial", progress=False)
+    with ThreadPoolExecutor(4) as pool:
+        threaded = run_experiment(path, tmp_path / "threaded", executor=pool, progress=False)
+
+    def peaks(results):
+        return {(r["engine"], r["rtol"]): r["peak_memory_bytes"] for r in results["rows"]
+                if r["peak_memory_bytes"] is not None}
+
+    assert peaks(serial).keys() == peaks(threaded).keys() and len(peaks(serial)) == 6
+    for key, expected in peaks(serial).items():
+        # Runs of the same cell differ by up to about 3% (Python objects: frames, warnings, caches);
+        # another cell's arrays or a stored record in the window add 10 KB or more (30%) here.
+        assert peaks(threaded)[key] == pytest.approx(expected, rel=0.06), key
