@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import statistics
 import time
-import tracemalloc
 
 from .baseline import baseline_gradient
 from .forward import SolveOptions
+from .memory import peak_memory
 from .problems import seed_problem, stiff_problem
-from .sensitivity import BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint, gradient
-
-
-def _peak_memory_mb(fn) -> float:
-    tracemalloc.start()
-    fn()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return peak / 2**20
+from .sensitivity import (
+    BacksolveAdjoint,
+    InterpolatingAdjoint,
+    QuadratureAdjoint,
+    gradient,
+)
 
 
 def _measure_interleaved(named_fns: list[tuple[str, object]], repeats: int) -> dict[str, dict]:
@@ -41,7 +38,7 @@ def _measure_interleaved(named_fns: list[tuple[str, object]], repeats: int) -> d
             "min_ms": min(times[name]) * 1e3,
             "n_rhs_forward": results[name].forward_stats.n_rhs,
             "n_rhs_backward": results[name].backward_stats.n_rhs,
-            "peak_memory_mb": _peak_memory_mb(fn),
+            "peak_memory_mb": peak_memory(fn) / 2**20,
         }
         for name, fn in named_fns
     }

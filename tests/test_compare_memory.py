@@ -1,4 +1,4 @@
-"""Tracing a cell's memory while other threads compute: the traced call runs alone (`compare.memory`).
+"""Tracing a cell's memory while other threads compute: the traced call runs alone (`harness.memory`).
 
 Without that, CI crashed (a segfault: tracemalloc.stop() racing numpy's allocations on another
 thread, python/cpython#128679) and threaded runs reported other cells' arrays in a cell's peak.
@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.compare import memory, run_experiment
+from harness import memory
+from harness.compare import run_experiment
 
 # the tutorial's problem with 8 states: each gradient takes milliseconds
 SMALL = """

@@ -2,9 +2,9 @@
 
 `run_cell(spec)` builds the problem from its spec, builds the engine, computes the gradient (or runs
 the training), and returns plain data: lists, floats, strings. It touches no files and no global
-state beyond a per-process cache of built problems (and the lock in `memory` that keeps a traced
-call alone in its process), so that cells can run in any order, on threads, in another process, or
-on a Dask worker, and a finished cell can be stored and trusted on resume.
+state beyond a per-process cache of built problems (and the lock in `harness.memory` that keeps a
+traced call alone in its process), so that cells can run in any order, on threads, in another
+process, or on a Dask worker, and a finished cell can be stored and trusted on resume.
 
 Every cell ends in one of four states:
 
@@ -24,13 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, memory
 from ..errors import BackendUnavailableError
 from ..forward import SolveOptions, solve_forward
 from ..problem import Problem
 from ..problems import TUTORIAL_DATA_OPTIONS, build_problem
 from ..sensitivity import gradient
-from . import memory
 from .engines import build_engine
 from .spec import EngineSpec, ProblemSpec
 

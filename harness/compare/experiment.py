@@ -21,9 +21,10 @@ from .spec import Experiment, load_experiment
 #   every other fact in it is derived from the numbers that are compared;
 # - wall-clock `seconds` and `seconds_per_step` wherever they appear (cell records, rows,
 #   work-precision curves, training summaries, each training-history entry);
-# - `peak_memory_bytes`: tracemalloc's peak over the whole process during the traced call, so it
-#   moves by a few hundred bytes between repeats in one process and, on a Dask worker, includes
-#   whatever the worker's own event loop allocated meanwhile;
+# - `peak_memory_bytes`: tracemalloc's peak over the whole process during the traced call (other
+#   cells of the process wait meanwhile, `harness.memory`), so it moves by a few hundred bytes
+#   between repeats in one process and, on a Dask worker, includes whatever the worker's own event
+#   loop allocated meanwhile;
 # - `worker` and `backend_available`: which worker ran a cell (distributed runs only).
 # Everything else in results.json (gradients, loss, errors against the reference, cosines,
 # worst entries, f-eval, Jacobian and LU counts, training histories' log-likelihoods, final θ,

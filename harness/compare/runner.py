@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import memory
 from ..io import write_json
 from ..progress import Progress
-from . import memory
 from .cells import (
     GradientCell,
     TrainingCell,

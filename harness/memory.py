@@ -1,5 +1,6 @@
-"""A cell's peak memory, traced with tracemalloc while no other cell computes in this process.
+"""The peak memory of one call, traced with tracemalloc while no other cell computes in this process.
 
+Used by `harness bench` (one thread) and by the cells of `harness compare` (maybe many threads).
 tracemalloc traces the whole process, not a thread. When cells run on several threads (a
 `ThreadPoolExecutor`, a Dask worker with more than one thread), two things go wrong if one cell
 traces while others compute:
