@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from unittest import mock
 
-from harness.forward import SolveOptions
+from harness._forward import SolveOptions
 from harness.problems import deep_problem, multi_time_problem, seed_problem
 from harness.sensitivity import BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint, common, gradient
 

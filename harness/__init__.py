@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 from .errors import HarnessInputError, SolverError, UnstableBacksolveError  # noqa: E402
 from .model import MLP  # noqa: E402
-from .problem import Problem  # noqa: E402
-from .problem_file import load_problem, save_problem  # noqa: E402
+from .problems import Problem  # noqa: E402
+from .problems import load_problem, save_problem  # noqa: E402
 from .problems import build_problem, deep_problem, multi_time_problem, seed_problem, stiff_problem  # noqa: E402
 from .sensitivity import (  # noqa: E402
     BacksolveAdjoint,

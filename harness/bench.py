@@ -10,9 +10,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from .baseline import baseline_gradient
-from .forward import SolveOptions
-from .memory import peak_memory
+from ._baseline import baseline_gradient
+from ._forward import SolveOptions
+from ._memory import peak_memory
 from .problems import seed_problem, stiff_problem
 from .sensitivity import (
     BacksolveAdjoint,

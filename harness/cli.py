@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from .errors import BackendUnavailableError, HarnessInputError, SolverError, UnstableBacksolveError
-from .io import to_json
+from ._io import to_json
 
 # Subcommands contributed by other parts of the package: module -> register(subparsers).
 PLUGINS = ("harness.julia.cli", "harness.compare.cli")
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, help="Adam learning rate (preset: 1e-2)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", default="reports/seed", help="output folder (default reports/seed)")
-    p.add_argument("--problem-file", help="a problem .npz (see harness/problem_file.py) instead of the seed problem")
+    p.add_argument("--problem-file", help="a problem .npz (see harness/problems/_file.py) instead of the seed problem")
     p.add_argument("--backend", default="python", choices=("python", "julia"))
     p.set_defaults(func=cmd_reproduce)
 

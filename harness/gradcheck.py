@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import SolverError, UnstableBacksolveError
-from .forward import SolveOptions
-from .problem_file import load_problem
+from ._forward import SolveOptions
+from .problems import load_problem
 from .problems import multi_time_problem, seed_problem, stiff_problem
 from .sensitivity import (
     BacksolveAdjoint,

@@ -11,7 +11,7 @@ dz/dt = f(z, θ, t) = MLP_θ(z) - Λ z
 
 Every derivative here is exact (hand-written backpropagation through the layers), because the
 pure-Python adjoint is the reference that other engines are checked against. The solves evaluate
-the same derivatives through `vjp_tape.VJPTape`, the fast path, which is tested against these.
+the same derivatives through `_stage_vjps.StageVJPs`, the fast path, which is tested against these.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class MLP:
     # ------------------------------------------------------------------------------ evaluation
     # Internally the batch is feature-major, x = zᵀ of shape (N, B): products are then (H, N) @ (N, B)
     # and biases broadcast along contiguous rows, about twice as fast in numpy as the (B, N) layout.
-    # Callers that keep their states as transposed views of (N, B) arrays (see `system.py`) pay no
+    # Callers that keep their states as transposed views of (N, B) arrays (see `_state_layout.py`) pay no
     # copies at all.
     def f(self, t: float, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """The vector field. z: (B, N) -> (B, N)."""
@@ -294,7 +294,7 @@ class MLP:
     def jac(self, t: float, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """∂f/∂z for every batch member. z: (B, N) -> (B, N, N), [b, i, j] = ∂f_i/∂z_j of row b.
 
-        The Jacobian of the whole batch is block-diagonal with these blocks (see `system.py`).
+        The Jacobian of the whole batch is block-diagonal with these blocks (see `_state_layout.py`).
         """
         layers = self._layers(theta)
         x = z.T

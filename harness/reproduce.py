@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from . import figures
 from .errors import HarnessInputError
-from .forward import SolveOptions, solve_forward
-from .io import ensure_writable_dir, write_json, write_text
-from .problem_file import load_problem
+from ._forward import SolveOptions, solve_forward
+from ._io import ensure_writable_dir, write_json, write_text
+from .problems import load_problem
 from .problems import seed_problem
-from .provenance import provenance
+from ._provenance import provenance
 from .sensitivity import resolve_engine
 from .solvers import check_solver, check_tolerances
 from .training import train

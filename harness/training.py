@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HarnessInputError
-from .io import atomic_path, to_json
-from .progress import Progress
+from ._io import atomic_path, to_json
+from ._progress import Progress
 from .sensitivity import gradient, resolve_engine
 
 

@@ -1,4 +1,4 @@
-"""Tracing a cell's memory while other threads compute: the traced call runs alone (`harness.memory`).
+"""Tracing a cell's memory while other threads compute: the traced call runs alone (`harness._memory`).
 
 Without that, CI crashed (a segfault: tracemalloc.stop() racing numpy's allocations on another
 thread, python/cpython#128679) and threaded runs reported other cells' arrays in a cell's peak.

@@ -122,7 +122,7 @@ def test_cells_are_picklable_and_run_on_any_executor(experiment_file, tmp_path):
 
 
 def test_problem_file_experiment(tmp_path):
-    from harness.problem_file import save_problem
+    from harness.problems import save_problem
     from harness.problems import build_problem
 
     save_problem(build_problem("multi_time", seed=3, batch=4), tmp_path / "p.npz")

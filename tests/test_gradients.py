@@ -45,7 +45,7 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessInputError, UnstableBacksolveError
-from harness.forward import SolveOptions, solve_forward
+from harness._forward import SolveOptions, solve_forward
 from harness.model import MLP
 from harness.problems import (
     deep_problem,
@@ -63,9 +63,9 @@ from harness.sensitivity import (
     QuadratureAdjoint,
     gradient,
 )
-from harness.sensitivity.common import BACKWARD_FIRST_STEP_FRACTION, first_backward_step
+from harness.sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION, first_backward_step
 from harness.solvers import SOLVERS, integrate
-from harness.system import forward_rhs
+from harness._state_layout import forward_rhs
 
 TOL = 1e-10
 GROWTH = 1e3  # allowed growth of the solves' global error over t ∈ [0, 10] (see module docstring)

@@ -16,7 +16,7 @@ import pytest
 from harness.errors import SolverError
 from harness.julia import ADJOINT_SENSEALGS, JuliaAdjoint, JuliaForwardSensitivity, julia_status
 from harness.model import MLP
-from harness.problem import Problem
+from harness.problems import Problem
 from harness.problems import multi_time_problem, seed_problem, stiff_problem
 from harness.sensitivity import ForwardSensitivity, InterpolatingAdjoint, gradient
 
@@ -116,7 +116,7 @@ def test_signs_on_a_linear_ode(engine):
 def test_native_mlp_matches_python_mlp():
     from harness.julia import runtime
     from harness.julia.engines import _native_dynamics
-    from harness.system import flat
+    from harness._state_layout import flat
 
     jl = runtime.load()
     rng = np.random.default_rng(3)

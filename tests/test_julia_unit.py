@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessInputError, SolverError
-from harness.forward import SolveOptions
+from harness._forward import SolveOptions
 from harness.julia import JuliaAdjoint, JuliaForwardSensitivity, doctor_report, julia_engines, julia_status
 from harness.julia import environment, install, layout, names, results
 from harness.julia.callbacks import PythonDynamics
 from harness.julia.engines import resolve_settings
 from harness.model import MLP
-from harness.system import flat
+from harness._state_layout import flat
 
 ROOT = Path(__file__).resolve().parent.parent
 GLUE = (ROOT / "harness" / "julia" / "HarnessJL.jl").read_text()

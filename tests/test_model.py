@@ -1,4 +1,4 @@
-"""The MLP vector field (harness/model.py) and the flat batch layout (harness/system.py).
+"""The MLP vector field (harness/model.py) and the flat batch layout (harness/_state_layout.py).
 
 Every derivative the model returns is checked against central finite differences of `MLP.f` itself,
 over a catalogue of activations x depths x (with / without the stiff decay Λ). Float64 throughout.
@@ -14,8 +14,8 @@ import pytest
 
 from harness.errors import HarnessInputError
 from harness.model import ACTIVATIONS, MLP
-from harness.system import block_diagonal, flat, forward_jac, forward_rhs, states
-from harness.vjp_tape import VJPTape
+from harness._state_layout import block_diagonal, flat, forward_jac, forward_rhs, states
+from harness._stage_vjps import StageVJPs
 
 EPS = np.finfo(np.float64).eps
 FD_STEP = 1e-6
@@ -284,7 +284,7 @@ def test_decay_is_frozen():
         model.decay[0] = 2.0
 
 
-# ------------------------------------------------------------------------ system.py flat layout
+# ------------------------------------------------------------------------ _state_layout.py flat layout
 def test_flat_layout_is_feature_major_and_round_trips():
     B = 5
     z = np.arange(B * N, dtype=float).reshape(B, N)
@@ -321,14 +321,14 @@ def test_forward_jac_is_the_jacobian_of_forward_rhs(decay):
     assert np.max(np.abs(jac(0.0, y) @ dy - directional)) <= bound
 
 
-# --------------------------------------------------------------------- vjp_tape.py: batched VJPs
+# --------------------------------------------------------------------- _stage_vjps.py: batched VJPs
 N_SLOTS = 7  # DP5: six stages and the first-same-as-last one
 
 
 def _taped(model, theta, zs, as_, sign):
     """Record the VJP of stage i = (zs[i], as_[i]) in slot i of a fresh tape; return the tape and
     the f and (∂f/∂z)ᵀ(sign a) it wrote, (slots, B, N) each."""
-    tape = VJPTape(model, theta, BATCH, N_SLOTS, cotangent_sign=sign)
+    tape = StageVJPs(model, theta, BATCH, N_SLOTS, cotangent_sign=sign)
     fs, a_zs = np.empty_like(zs), np.empty_like(zs)
     for i in range(len(zs)):
         f, a_z = np.empty((N, BATCH)), np.empty((N, BATCH))
@@ -370,7 +370,7 @@ def test_tape_agrees_with_vjp(activation, depth, decay, sign):
 @pytest.mark.parametrize("activation,depth,decay", CATALOGUE, ids=CATALOGUE_IDS)
 def test_tape_value_is_f(activation, depth, decay):
     model, theta, z, _ = _setup(activation, depth, decay)
-    tape = VJPTape(model, theta, BATCH, n_slots=1)
+    tape = StageVJPs(model, theta, BATCH, n_slots=1)
     out = np.empty((N, BATCH))
     tape.value(z.T, out=out)
     f = model.f(0.0, z, theta)
@@ -385,7 +385,7 @@ def test_tape_carry_makes_the_last_stage_the_first():
     model, theta, _, _ = _setup("tanh", "one_hidden", False)
     rng = np.random.default_rng(2)
     zs, as_ = rng.normal(size=(2, BATCH, N)), rng.normal(size=(2, BATCH, N))
-    tape = VJPTape(model, theta, BATCH, N_SLOTS)
+    tape = StageVJPs(model, theta, BATCH, N_SLOTS)
     scratch = np.empty((N, BATCH))
     tape.vjp(6, zs[0].T, as_[0].T, out_f=None, out_az=scratch)
     tape.carry(6, 0)
@@ -401,7 +401,7 @@ def test_tape_slots_never_written_contribute_zero():
     """`theta_cotangents` multiplies every slot by its weight, written or not: unwritten slots are
     zeros (not uninitialised memory, which could hold NaN and turn 0 x NaN into NaN)."""
     model, theta, z, a = _setup("tanh", "two_hidden", True)
-    tape = VJPTape(model, theta, BATCH, N_SLOTS)
+    tape = StageVJPs(model, theta, BATCH, N_SLOTS)
     tape.vjp(3, z.T, a.T, out_f=None, out_az=np.empty((N, BATCH)))
     got = tape.theta_cotangents(np.ones((1, N_SLOTS)))[0]
     expected = model.vjp(0.0, z, theta, a)[2]

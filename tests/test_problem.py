@@ -1,5 +1,5 @@
-"""Problem (harness/problem.py): validation, the Gaussian loss and its gradient, and the catalogue
-problems (harness/problems.py)."""
+"""Problem (harness/problems/_problem.py): validation, the Gaussian loss and its gradient, and the catalogue
+problems (harness/problems/_catalogue.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessInputError
-from harness.forward import solve_forward
+from harness._forward import solve_forward
 from harness.model import MLP
-from harness.problem import Problem
+from harness.problems import Problem
 from harness.problems import (
     PROBLEMS,
     STIFF_DECAY,

@@ -13,8 +13,8 @@ from scipy.integrate import RK23, RK45
 from scipy.linalg import block_diag, expm
 
 from harness.errors import HarnessInputError, SolverError
-from harness.solvers import SOLVERS, SplitSystem, integrate, stage_slots
-from harness.solvers.explicit_rk import TABLEAUS
+from harness.solvers import SOLVERS, QuadratureTailSystem, integrate, stage_slots
+from harness.solvers._explicit_rk import TABLEAUS
 
 ALL_SOLVERS = sorted(SOLVERS)
 EXPLICIT_RK = sorted(TABLEAUS)  # our own vectorised loop: DP5, BS3
@@ -151,8 +151,8 @@ def test_explicit_rk_reproduces_scipy_step_for_step():
             np.testing.assert_allclose(traj.y_end, ref.y, rtol=0, atol=100 * np.finfo(float).eps)
 
 
-# ------------------------------------------------------------------ split systems (solvers/split.py)
-class LinearWithQuadrature(SplitSystem):
+# ------------------------------------------------------------------ split systems (solvers/_quadrature_tail.py)
+class LinearWithQuadrature(QuadratureTailSystem):
     """u' = A u, q' = g(u) = [sin(u) ; u²] (nonlinear, so that batching g's stage values is tested on
     more than a linear map): g is recorded per slot and summed in `quadrature`."""
 

@@ -2,7 +2,7 @@
 
 `run_cell(spec)` builds the problem from its spec, builds the engine, computes the gradient (or runs
 the training), and returns plain data: lists, floats, strings. It touches no files and no global
-state beyond a per-process cache of built problems (and the lock in `harness.memory` that keeps a
+state beyond a per-process cache of built problems (and the lock in `harness._memory` that keeps a
 traced call alone in its process), so that cells can run in any order, on threads, in another
 process, or on a Dask worker, and a finished cell can be stored and trusted on resume.
 
@@ -26,8 +26,8 @@ import numpy as np
 
 from .. import __version__, memory
 from ..errors import BackendUnavailableError
-from ..forward import SolveOptions, solve_forward
-from ..problem import Problem
+from .._forward import SolveOptions, solve_forward
+from ..problems import Problem
 from ..problems import TUTORIAL_DATA_OPTIONS, build_problem
 from ..sensitivity import gradient
 from .engines import build_engine
@@ -105,7 +105,7 @@ def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
     times instead, solved with the tutorial's data settings (RadauIIA5 if the model is stiff).
     """
     if spec.file is not None:
-        from ..problem_file import load_problem
+        from ..problems import load_problem
 
         return load_problem(spec.file)
     problem = build_problem(spec.name, seed=seed, batch=spec.batch)

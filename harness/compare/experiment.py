@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..io import ensure_writable_dir
+from .._io import ensure_writable_dir
 from .cells import build_problem_from_spec
 from .engines import backend_versions
 from .metrics import analyse
@@ -22,7 +22,7 @@ from .spec import Experiment, load_experiment
 # - wall-clock `seconds` and `seconds_per_step` wherever they appear (cell records, rows,
 #   work-precision curves, training summaries, each training-history entry);
 # - `peak_memory_bytes`: tracemalloc's peak over the whole process during the traced call (other
-#   cells of the process wait meanwhile, `harness.memory`), so it moves by a few hundred bytes
+#   cells of the process wait meanwhile, `harness._memory`), so it moves by a few hundred bytes
 #   between repeats in one process and, on a Dask worker, includes whatever the worker's own event
 #   loop allocated meanwhile;
 # - `worker` and `backend_available`: which worker ran a cell (distributed runs only).

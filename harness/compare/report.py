@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import save_figure, write_json, write_text
-from ..provenance import provenance
+from .._io import save_figure, write_json, write_text
+from .._provenance import provenance
 from . import figures
 from .metrics import WRT
 

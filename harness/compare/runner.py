@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 
 from .. import memory
-from ..io import write_json
-from ..progress import Progress
+from .._io import write_json
+from .._progress import Progress
 from .cells import (
     GradientCell,
     TrainingCell,

@@ -7,7 +7,7 @@ optional training comparison and the figures to draw:
 
     [problem]
     name = "seed"              # a catalogue problem ("seed", "stiff", "multi_time", "deep") ...
-    # file = "my_problem.npz"  # ... or a problem file (harness.problem_file), relative to this file
+    # file = "my_problem.npz"  # ... or a problem file (see harness.problems), relative to this file
     batch = 500
     # times = [100.0]          # observe the same ground truth at other times (catalogue only)
 

@@ -7,7 +7,7 @@ Each returns a *fresh* contiguous float64 array: Julia wraps it without a copy a
 into its own memory at once (HarnessJL.jl `from_python!`).
 
 The derivatives are `harness.model.MLP`'s (`.vjp`, `.jac`, `.jac_theta`): the same mathematics as
-the pure-Python adjoint, whose explicit solves evaluate it through `harness.vjp_tape` (tested equal
+the pure-Python adjoint, whose explicit solves evaluate it through `harness._stage_vjps` (tested equal
 to `MLP.vjp` to rounding), so a Julia adjoint with the "python_vjp" route differs from the Python
 one only in the ODE solvers.
 """
@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 
 from ..model import MLP
-from ..system import block_diagonal, flat, states
+from .._state_layout import block_diagonal, flat, states
 
 
 def _read(x, name: str) -> np.ndarray:

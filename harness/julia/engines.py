@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import HarnessInputError
-from ..forward import SolveOptions
+from .._forward import SolveOptions
 from ..model import MLP
-from ..sensitivity.result import GradientResult
+from ..sensitivity._result import GradientResult
 from ..solvers import SolverStats, check_tolerances
 from . import runtime
 from .callbacks import PythonDynamics

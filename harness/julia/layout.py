@@ -1,6 +1,6 @@
 """Arrays across the language boundary: harness's row-major batch versus Julia's column-major arrays.
 
-The flat state is `harness.system`'s feature-major vector y = zᵀ.reshape(-1), shape (B N,), so the
+The flat state is `harness._state_layout`'s feature-major vector y = zᵀ.reshape(-1), shape (B N,), so the
 Julia vector u holding it satisfies `reshape(u, B, N) == z` and the Julia MLP reads it without a
 copy. Julia matrices keep their logical (row, column) indices when converted either way
 (PythonCall wraps strides), so an (n, K) numpy array is an n×K Julia matrix and back.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..system import flat, states
+from .._state_layout import flat, states
 
 
 def flat_state(z: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """External engines as optional comparison rows: torchdiffeq (PyTorch) and diffrax (JAX).
 
-Each peer reads the problem through the problem-file format (`harness.problem_file`): the engine
+Each peer reads the problem through the problem-file format (`harness.problems` (its `_file.py`)): the engine
 saves the problem with `save_problem` and the adapter loads it with `load_problem`, so PyTorch and
 JAX see exactly the weights, initial states and data that a file shared with Julia would hold.
 Everything is float64 (torch.float64; jax_enable_x64).

@@ -41,7 +41,7 @@ class PeerEngine:
         return f"{self.backend}:{self.method}"
 
     def compute(self, problem, theta, options):
-        from ..problem_file import save_problem
+        from ..problems import save_problem
 
         from . import _adapter
 

@@ -27,7 +27,7 @@ jax.config.update("jax_enable_x64", True)  # before any array is made: float64 t
 import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from ..problem_file import load_problem  # noqa: E402
+from ..problems import load_problem  # noqa: E402
 from ..solvers import SolverStats  # noqa: E402
 from .common import PeerEngine, PeerGradientResult, check_solver  # noqa: E402
 

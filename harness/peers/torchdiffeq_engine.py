@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torchdiffeq
 
-from ..problem_file import load_problem
+from ..problems import load_problem
 from ..solvers import SolverStats
 from .common import PeerEngine, PeerGradientResult, check_solver
 

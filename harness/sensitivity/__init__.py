@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ..errors import HarnessInputError
-from ..forward import SolveOptions
+from .._forward import SolveOptions
 from ..solvers import check_solver, check_tolerances
 from .algorithms import (
     ADJOINTS,
@@ -17,12 +17,12 @@ from .algorithms import (
     InterpolatingAdjoint,
     QuadratureAdjoint,
 )
-from .backsolve import backsolve_gradient
-from .finite_differences import finite_difference_gradient
-from .forward_sensitivity import forward_sensitivity_gradient
-from .interpolating import interpolating_gradient
-from .quadrature import quadrature_gradient
-from .result import GradientResult
+from ._backsolve import backsolve_gradient
+from ._finite_differences import finite_difference_gradient
+from ._forward_sensitivity import forward_sensitivity_gradient
+from ._interpolating import interpolating_gradient
+from ._quadrature import quadrature_gradient
+from ._result import GradientResult
 
 _IMPLEMENTATIONS = {
     BacksolveAdjoint: backsolve_gradient,

@@ -1,8 +1,8 @@
 """Gradient engines as configuration values, named as SciMLSensitivity names them.
 
 An engine is passed to `harness.gradient(problem, engine=...)`; its behaviour lives in one module per
-engine (`backsolve.py`, `interpolating.py`, `quadrature.py`, `forward_sensitivity.py`,
-`finite_differences.py`). Backward-pass settings left as None take the forward pass's.
+engine (`_backsolve.py`, `_interpolating.py`, `_quadrature.py`, `_forward_sensitivity.py`,
+`_finite_differences.py`). Backward-pass settings left as None take the forward pass's.
 
 All adjoints solve, backwards from t_K to t0, the adjoint a(t) = ∂L/∂z(t):
 

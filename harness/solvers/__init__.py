@@ -21,10 +21,10 @@ from numbers import Real
 import numpy as np
 
 from ..errors import HarnessInputError
-from .explicit_rk import TABLEAUS, integrate_rk
-from .scipy_methods import integrate_scipy
-from .split import SplitSystem
-from .trajectory import PiecewisePolynomial, ScipyDense, SolverStats, Trajectory
+from ._explicit_rk import TABLEAUS, integrate_rk
+from ._scipy_methods import integrate_scipy
+from ._quadrature_tail import QuadratureTailSystem
+from ._trajectory import PiecewisePolynomial, ScipyDense, SolverStats, Trajectory
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def check_tolerances(rtol, atol) -> tuple[float, float]:
 
 
 def stage_slots(method: str) -> int:
-    """How many stage records a `SplitSystem` needs to be integrated with `method`."""
+    """How many stage records a `QuadratureTailSystem` needs to be integrated with `method`."""
     info = check_solver(method)
     return len(TABLEAUS[info.name].B) + 1 if info.name in TABLEAUS else 1
 
@@ -80,8 +80,8 @@ def integrate(
 
     Parameters
     ----------
-    rhs : callable (t, y) -> ndarray, shape (D,), or SplitSystem
-        A `SplitSystem` (with `stage_slots(method)` slots) has its quadrature tail summed per step by
+    rhs : callable (t, y) -> ndarray, shape (D,), or QuadratureTailSystem
+        A `QuadratureTailSystem` (with `stage_slots(method)` slots) has its quadrature tail summed per step by
         DP5 and BS3; other methods, and dense output, integrate its `joint_rhs`.
     y0 : ndarray, shape (D,)
     method : str
@@ -100,7 +100,7 @@ def integrate(
     """
     info = check_solver(method)
     rtol, atol = check_tolerances(rtol, atol)
-    if isinstance(rhs, SplitSystem) and (dense or info.name not in TABLEAUS):
+    if isinstance(rhs, QuadratureTailSystem) and (dense or info.name not in TABLEAUS):
         rhs = rhs.joint_rhs
     if info.name in TABLEAUS:
         return integrate_rk(rhs, t0, t1, y0, TABLEAUS[info.name], rtol, atol, dense=dense, h0=h0)
@@ -113,7 +113,7 @@ __all__ = [
     "SOLVERS",
     "SolverInfo",
     "SolverStats",
-    "SplitSystem",
+    "QuadratureTailSystem",
     "Trajectory",
     "PiecewisePolynomial",
     "ScipyDense",

@@ -15,7 +15,7 @@ import numpy as np
 
 from .model import MLP
 from .solvers import SolverStats, check_solver, integrate
-from .system import flat, forward_jac, forward_rhs, states
+from ._state_layout import flat, forward_jac, forward_rhs, states
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Piece:
 
     t_start: float
     t_end: float
-    y_start: np.ndarray  # (B N,), flat as in `system.py`
+    y_start: np.ndarray  # (B N,), flat as in `_state_layout.py`
     h_start: float | None
     dense: object | None  # callable t -> (B N,), or None when only a checkpoint is kept
 
@@ -71,7 +71,7 @@ class ForwardSolution:
 
 
 def _field(model, theta, batch, options: SolveOptions):
-    """(rhs, Jacobian or None) of the forward ODE, made once per solve: the rhs owns a VJPTape."""
+    """(rhs, Jacobian or None) of the forward ODE, made once per solve: the rhs owns a StageVJPs."""
     implicit = check_solver(options.solver).implicit
     return forward_rhs(model, theta, batch), (forward_jac(model, theta, batch) if implicit else None)
 

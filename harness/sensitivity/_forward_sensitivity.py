@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..forward import SolveOptions
+from .._forward import SolveOptions
 from ..solvers import SolverStats, check_solver, integrate
-from ..system import block_diagonal, flat, states
+from .._state_layout import block_diagonal, flat, states
 from .algorithms import ForwardSensitivity
-from .result import GradientResult
+from ._result import GradientResult
 
 
 def forward_sensitivity_gradient(problem, theta, forward: SolveOptions, engine: ForwardSensitivity):

@@ -22,7 +22,7 @@ import numpy as np
 from .model import ACTIVATIONS, MLP
 
 
-class VJPTape:
+class StageVJPs:
     """Stage records of VJPs of f at one θ, in `n_slots` slots.
 
     Parameters

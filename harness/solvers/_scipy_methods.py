@@ -11,7 +11,7 @@ import numpy as np
 from scipy.integrate import BDF, DOP853, OdeSolution, Radau
 
 from ..errors import SolverError
-from .trajectory import ScipyDense, SolverStats, Trajectory
+from ._trajectory import ScipyDense, SolverStats, Trajectory
 
 SCIPY_CLASSES = {"RadauIIA5": Radau, "BDF": BDF, "DP8": DOP853}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..forward import SolveOptions, solve_forward
+from .._forward import SolveOptions, solve_forward
 from ..solvers import SolverStats
 from .algorithms import FiniteDifferences
-from .result import GradientResult
+from ._result import GradientResult
 
 # f'(x) ≈ [f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)] / (12 h), truncation error O(h⁴)
 STENCIL = ((-2.0, 1.0), (-1.0, -8.0), (1.0, 8.0), (2.0, -1.0))

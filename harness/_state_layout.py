@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .model import MLP
-from .vjp_tape import VJPTape
+from ._stage_vjps import StageVJPs
 
 
 def states(y: np.ndarray, batch: int) -> np.ndarray:
@@ -50,8 +50,8 @@ def block_diagonal(blocks: np.ndarray) -> sp.csc_matrix:
 
 
 def forward_rhs(model: MLP, theta: np.ndarray, batch: int):
-    """y ↦ f(t, y) on flat states, through a `VJPTape` (biases folded into the weight products)."""
-    tape = VJPTape(model, theta, batch, n_slots=1)
+    """y ↦ f(t, y) on flat states, through a `StageVJPs` (biases folded into the weight products)."""
+    tape = StageVJPs(model, theta, batch, n_slots=1)
     shape = (model.state_dim, batch)
 
     def rhs(t, y):

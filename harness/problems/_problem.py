@@ -16,8 +16,8 @@ from numbers import Real
 
 import numpy as np
 
-from .errors import HarnessInputError
-from .model import MLP
+from ..errors import HarnessInputError
+from ..model import MLP
 
 
 def _finite_array(name: str, value, shape: tuple | None = None) -> np.ndarray:

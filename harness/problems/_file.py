@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HarnessInputError
-from .io import atomic_path
-from .model import MLP
-from .problem import Problem
+from ..errors import HarnessInputError
+from .._io import atomic_path
+from ..model import MLP
+from ._problem import Problem
 
 FORMAT = "harness-problem-1"
 REQUIRED = ("widths", "activation", "theta", "z0", "t0", "times", "data")

@@ -8,13 +8,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import SolverError, UnstableBacksolveError
-from ..forward import SolveOptions, solve_forward
+from .._forward import SolveOptions, solve_forward
 from ..solvers import SolverStats, check_solver, integrate, stage_slots
-from ..system import block_diagonal, flat, states
-from .adjoint_systems import BacksolveSystem
+from .._state_layout import block_diagonal, flat, states
+from ._adjoint_systems import BacksolveSystem
 from .algorithms import BacksolveAdjoint
-from .common import backward_options, first_backward_step, pieces_backwards
-from .result import GradientResult
+from ._backward import backward_options, first_backward_step, pieces_backwards
+from ._result import GradientResult
 
 ADVICE = "use InterpolatingAdjoint or QuadratureAdjoint, which read z from the forward solution"
 

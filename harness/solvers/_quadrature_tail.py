@@ -2,8 +2,8 @@
 
 An adjoint's ∂L/∂θ is such a q. An explicit Runge-Kutta step needs g only through two weighted sums
 over its stages, Σᵢ bᵢ g(tᵢ, uᵢ) (the update) and Σᵢ eᵢ g(tᵢ, uᵢ) (the error estimate), so a
-`SplitSystem` evaluates u' at each stage while recording what g needs there, and forms both sums at
-the end of the step in one go (see `harness.vjp_tape` for why that is cheaper). The step sequence and
+`QuadratureTailSystem` evaluates u' at each stage while recording what g needs there, and forms both sums at
+the end of the step in one go (see `harness._stage_vjps` for why that is cheaper). The step sequence and
 the result are those of integrating [u, q] as one vector, up to rounding: q still enters the error
 norm. Solvers that step the state as a whole (scipy's) use `joint_rhs`.
 """
@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 
-class SplitSystem(ABC):
+class QuadratureTailSystem(ABC):
     """dy/dt for y = [u (n_head,), q (n_quadrature,)], stage by stage.
 
     Stage records live in `n_slots` slots; the explicit RK loop uses slot i for stage i, so a method

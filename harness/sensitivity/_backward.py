@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..forward import ForwardSolution, SolveOptions
+from .._forward import ForwardSolution, SolveOptions
 from ..solvers import check_solver
 
 

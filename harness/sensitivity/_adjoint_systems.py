@@ -1,7 +1,7 @@
 """The backward (adjoint) ODEs of BacksolveAdjoint and InterpolatingAdjoint, as split systems.
 
 Both carry ∂L/∂θ as the quadrature tail of their state (see `solvers.split`), so DP5 and BS3 sum its
-stage terms once per step through a `VJPTape`; other solvers integrate the same equations whole.
+stage terms once per step through a `StageVJPs`; other solvers integrate the same equations whole.
 The tape records the cotangent -a, which gives the adjoint's signs, da/dt = -(∂f/∂z)ᵀa and
 d(∂L/∂θ)/dt = -(∂f/∂θ)ᵀa, without negating anything.
 """
@@ -11,19 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import MLP
-from ..solvers import SplitSystem
-from ..system import feature_major
-from ..vjp_tape import VJPTape
+from ..solvers import QuadratureTailSystem
+from .._state_layout import feature_major
+from .._stage_vjps import StageVJPs
 
 
-class _TapedAdjoint(SplitSystem):
+class _TapedAdjoint(QuadratureTailSystem):
     """A head of `n_states` flat (B N,) vectors, ending with a; the tail ∂L/∂θ from the tape."""
 
     def __init__(self, model: MLP, theta: np.ndarray, batch: int, n_slots: int, n_states: int):
         self._bn = batch * model.state_dim
         super().__init__(n_states * self._bn, model.n_params, n_slots)
         self._batch = batch
-        self._tape = VJPTape(model, theta, batch, n_slots, cotangent_sign=-1.0)
+        self._tape = StageVJPs(model, theta, batch, n_slots, cotangent_sign=-1.0)
 
     def quadrature(self, weights):
         return self._tape.theta_cotangents(weights)

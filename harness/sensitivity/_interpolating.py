@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..forward import SolveOptions, solve_forward
+from .._forward import SolveOptions, solve_forward
 from ..solvers import SolverStats, check_solver, integrate, stage_slots
-from ..system import block_diagonal, flat, states
-from .adjoint_systems import InterpolatingSystem
+from .._state_layout import block_diagonal, flat, states
+from ._adjoint_systems import InterpolatingSystem
 from .algorithms import InterpolatingAdjoint
-from .common import backward_options, first_backward_step, pieces_backwards
-from .result import GradientResult
+from ._backward import backward_options, first_backward_step, pieces_backwards
+from ._result import GradientResult
 
 
 def interpolating_gradient(problem, theta, forward: SolveOptions, engine: InterpolatingAdjoint):

@@ -4,7 +4,7 @@ A method is its tableau (taken from scipy's `RK45` / `RK23`, so the arithmetic i
 `solve_ivp`), and one loop steps any of them. The loop is written for low overhead per step, since a
 Neural ODE batch makes each step a handful of small matrix products: the Python around them is the cost.
 Step-size control follows scipy's (RMS error norm, safety 0.9, factors in [0.2, 10]).
-A `SplitSystem` (solvers/split.py) has the quadrature tail of its state summed once per step.
+A `QuadratureTailSystem` (solvers/_quadrature_tail.py) has the quadrature tail of its state summed once per step.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 from scipy.integrate import RK23, RK45
 
 from ..errors import SolverError
-from .split import SplitSystem
-from .trajectory import PiecewisePolynomial, SolverStats, Trajectory
+from ._quadrature_tail import QuadratureTailSystem
+from ._trajectory import PiecewisePolynomial, SolverStats, Trajectory
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
 
@@ -94,7 +94,7 @@ def integrate_rk(
 ) -> Trajectory:
     """Integrate dy/dt = rhs(t, y) from t0 to t1 (either direction). y0: (D,).
 
-    `rhs` may be a `SplitSystem` (without `dense`): its quadrature tail is then summed once per step
+    `rhs` may be a `QuadratureTailSystem` (without `dense`): its quadrature tail is then summed once per step
     instead of evaluated at every stage, with the same steps and, up to rounding, the same result.
     """
     # A stage that overflows is expected when a solve blows up (e.g. a backsolve of stiff
@@ -105,9 +105,9 @@ def integrate_rk(
 
 
 def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) -> Trajectory:
-    split = rhs if isinstance(rhs, SplitSystem) else None
+    split = rhs if isinstance(rhs, QuadratureTailSystem) else None
     if split is not None and dense:
-        raise ValueError("a SplitSystem has no dense output: integrate its joint_rhs instead")
+        raise ValueError("a QuadratureTailSystem has no dense output: integrate its joint_rhs instead")
     C, P = tableau.C, tableau.P
     n_stages = len(tableau.B)
     # Each stage's input, the new solution and the error estimate are each one product of a row of

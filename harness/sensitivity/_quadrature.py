@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..forward import SolveOptions, solve_forward
+from .._forward import SolveOptions, solve_forward
 from ..solvers import SolverStats, check_solver, integrate
-from ..system import block_diagonal, flat, stacked_states, states
-from .adjoint_systems import InterpolatingSystem
+from .._state_layout import block_diagonal, flat, stacked_states, states
+from ._adjoint_systems import InterpolatingSystem
 from .algorithms import QuadratureAdjoint
-from .common import backward_options, first_backward_step, pieces_backwards
-from .result import GradientResult
+from ._backward import backward_options, first_backward_step, pieces_backwards
+from ._result import GradientResult
 
 
 def quadrature_gradient(problem, theta, forward: SolveOptions, engine: QuadratureAdjoint):

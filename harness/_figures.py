@@ -8,8 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .forward import SolveOptions, solve_forward  # noqa: E402
-from .io import save_figure  # noqa: E402
+from ._forward import SolveOptions, solve_forward  # noqa: E402
+from ._io import save_figure  # noqa: E402
 
 
 def trajectories(model, theta, z0, t0, t1, options: SolveOptions, n_points: int = 50) -> np.ndarray:

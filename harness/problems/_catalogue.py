@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import HarnessInputError
-from .forward import SolveOptions, solve_forward
-from .model import MLP
-from .problem import Problem
+from ..errors import HarnessInputError
+from .._forward import SolveOptions, solve_forward
+from ..model import MLP
+from ._problem import Problem
 
 # The tutorial's settings.
 TUTORIAL_DATA_OPTIONS = SolveOptions("DP5", rtol=1e-6, atol=1e-4)  # vode's default rtol, its atol
