@@ -123,13 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="the tutorial end to end, with a report")
     p.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
-                   help="tutorial (default) or close-fit (longer, tighter; see README)")
+                   help="tutorial (default), close-fit (longer, tighter) or tutorial-exact (the "
+                        "tutorial's own draws: its table row for row); see README")
     p.add_argument("--steps", type=nonnegative_int, help="Adam steps (preset: 1000)")
     p.add_argument("--method", default="BacksolveAdjoint",
                    help=f"gradient engine, one of {sorted(ENGINES)}, or with --backend julia one of "
                         f"{list(JULIA_METHODS)} (default BacksolveAdjoint, the tutorial's method; its "
                         "reconstruction check refuses problems where it would be unreliable)")
-    p.add_argument("--solver", default="DP5", help=f"forward solver, one of {sorted(SOLVERS)} (default DP5)")
+    p.add_argument("--solver", help=f"forward solver, one of {sorted(SOLVERS)} (preset: DP5; tutorial-exact: DP8)")
     p.add_argument("--rtol", type=positive_float, help="relative tolerance (preset: 1e-6)")
     p.add_argument("--atol", type=positive_float, help="absolute tolerance (preset: 1e-4)")
     p.add_argument("--lr", type=positive_float, help="Adam learning rate (preset: 1e-2)")
