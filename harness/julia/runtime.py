@@ -6,9 +6,16 @@ Nothing imports this module at `import harness` time; engines call `load()` insi
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import BackendUnavailableError
+from ..errors import (
+    BackendError,
+    BackendUnavailableError,
+    HarnessInputError,
+    SolverError,
+    UnstableBacksolveError,
+)
 from .environment import julia_status
 
 GLUE = Path(__file__).resolve().parent / "HarnessJL.jl"
@@ -39,3 +46,32 @@ def load():
         namespace = juliacall.newmodule("HarnessJulia")
         _module = juliacall.Base.include(namespace, str(GLUE))
         return _module
+
+
+# Errors that already say, in harness's terms, what went wrong; everything else raised while Julia
+# runs (juliacall.JuliaError: MethodError, OutOfMemoryError, ...; a Python exception raised in a
+# callback) is reported as a BackendError.
+_HARNESS_ERRORS = (HarnessInputError, SolverError, UnstableBacksolveError, BackendUnavailableError,
+                   BackendError)
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, at most `limit` characters (Julia errors span many lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextmanager
+def julia_errors(engine: str):
+    """Turn any error raised while Julia computes into one BackendError line naming `engine`.
+
+    juliacall is never imported here (its error class cannot be named without starting Julia), so
+    the rule is by exclusion: harness's own errors pass through, KeyboardInterrupt too.
+    """
+    try:
+        yield
+    except _HARNESS_ERRORS:
+        raise
+    except Exception as error:
+        raise BackendError(f"{engine}: {one_line(error)}") from error
