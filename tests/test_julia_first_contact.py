@@ -33,7 +33,8 @@ from harness.julia.guards import (
     check_reconstruction,
 )
 from harness.julia.runtime import julia_errors, one_line
-from harness.problems import seed_problem, stiff_problem
+from harness.model import MLP
+from harness.problems import Problem, seed_problem
 from harness.sensitivity import InterpolatingAdjoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,17 +110,28 @@ def test_only_the_adjoints_with_their_own_adjoint_jacobian_get_a_jac_prototype()
 
 
 # ----------------------------------------------------------------------------- defect 2: size guard
+def _sized_problem(batch: int, decay) -> Problem:
+    """A problem of gradcheck's shapes (MLP 2-3-2, P = 17) without generating data: the size guard
+    reads only the sizes, and a short span keeps the Python reference cheap."""
+    model = MLP((2, 3, 2), decay=None if decay is None else np.asarray(decay, dtype=float))
+    rng = np.random.default_rng(0)
+    z0 = rng.uniform(-2.0, 2.0, size=(batch, 2))
+    return Problem(model, model.init(rng), z0, 0.0, np.array([0.1]), np.zeros((1, batch, 2)), name="sized")
+
+
 def test_forward_sensitivity_refuses_the_gradcheck_sizes_before_julia_starts():
-    # gradcheck's stiff case: B = 100, n = 200, P = 17 -> 43 600 augmented states.
-    stiff = stiff_problem(batch=100)
     engine = JuliaForwardSensitivity()
+    # gradcheck's stiff case: B = 100, n = 200, P = 17 -> 43 600 augmented states.
+    stiff = _sized_problem(100, [1.0, 1000.0])
     with pytest.raises(RefusedError, match=r"43600 states \(n = 200, P = 17\)"):
         engine.compute(stiff, stiff.theta, SolveOptions("RadauIIA5", 1e-8, 1e-8))
-    seed = seed_problem(batch=500)  # explicit: 1000^2 (1000 + 17) multiply-adds per right-hand side
+    seed = _sized_problem(500, None)  # explicit: 1000^2 (1000 + 17) multiply-adds per right-hand side
     with pytest.raises(RefusedError, match=r"1\.0e\+09 multiply-adds"):
         engine.compute(seed, seed.theta, SolveOptions("DP5", 1e-8, 1e-8))
-    case = check_case(stiff_problem(batch=100), "RadauIIA5", 1e-6, [engine])
-    assert case.rows[0].status == "refused" and case.rows[0].ok
+    # In gradcheck it is a "refused" row (n = 60: 4680 augmented states), next to an ok Python row.
+    case = check_case(_sized_problem(30, [1.0, 1000.0]), "RadauIIA5", 1e-6, [engine, InterpolatingAdjoint()])
+    assert case.rows[0].status == "refused" and case.rows[0].ok and "4680 states" in case.rows[0].reason
+    assert case.rows[1].status == "ok"
 
 
 def test_forward_sensitivity_size_limits():
@@ -203,3 +215,34 @@ def test_doctor_flags_a_julia_outside_the_enzyme_tested_versions(tmp_path):
                                                    "PYTHON_JULIAPKG_PROJECT": str(tmp_path / "p")})
     check = next(c for c in status.checks if c.name == "julia")
     assert not check.ok and "1.13.0" in check.detail and "~1.10.3, ~1.11, ~1.12" in check.detail
+
+
+# ----------------------------------------------------------------------------- harness julia selftest
+def test_selftest_covers_every_route_sensealg_and_solver_family():
+    from harness.julia import names
+    from harness.julia.selftest import FAMILIES, selftest_engines
+
+    engines = selftest_engines("Vern9")
+    adjoints = {(e.route, e.sensealg) for e in engines if isinstance(e, JuliaAdjoint)}
+    assert adjoints == {(r, s) for r in names.ROUTES for s in names.ADJOINT_SENSEALGS}
+    assert {e.route for e in engines if isinstance(e, JuliaForwardSensitivity)} == set(names.FORWARD_ROUTES)
+    assert all(e.solver == "Vern9" for e in engines)
+    solvers = [f.solver for f in FAMILIES]
+    assert [names.check_julia_solver(s).stiff for s in solvers] == [False] + [True] * (len(solvers) - 1)
+    assert {"Rodas5P", "KenCarp4", "FBDF", "RadauIIA5"} <= set(solvers)
+
+
+@pytest.mark.skipif(not JULIA_ABSENT, reason="checks the message when Julia is absent")
+def test_selftest_without_julia_is_one_line_exit_2():
+    import argparse
+
+    from harness.julia import cli as julia_cli
+
+    parser = argparse.ArgumentParser()
+    julia_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["julia", "selftest", "--json"])
+    # harness.cli.main prints a BackendUnavailableError as one line and exits with status 2.
+    with pytest.raises(BackendUnavailableError, match=r"^the Julia backend is unavailable: [^\n]+$"):
+        args.func(args)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["julia", "selftest", "--tol", "-1"])

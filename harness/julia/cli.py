@@ -55,7 +55,10 @@ def register(subparsers) -> None:
         "selftest", help="every route, sensitivity algorithm and solver family on small problems, against "
                          "the Python engines (exit 1 if any row fails, 2 if Julia is unavailable)",
     )
-    selftest.add_argument("--tol", type=float, default=1e-8, help="rtol = atol of the Julia engines (default 1e-8)")
+    from ..cli import positive_float  # noqa: PLC0415  (harness.cli calls register once it is loaded)
+
+    selftest.add_argument("--tol", type=positive_float, default=1e-8,
+                          help="rtol = atol of the Julia engines (default 1e-8)")
     selftest.add_argument("--json", action="store_true", help="print one JSON object")
     selftest.set_defaults(func=_selftest)
     doctor = subparsers.add_parser("doctor", help="list the backends, whether each is available and why not")

@@ -60,7 +60,7 @@ def run_selftest(*, tol: float = 1e-8, families=FAMILIES, progress=None) -> list
         problem = (stiff_problem if stiff else multi_time_problem)(batch=BATCH)
         engines = selftest_engines(family.solver)
         case = check_case(problem, "RadauIIA5" if stiff else "DP5", tol, engines)
-        for row, engine in zip(case.rows, engines):
+        for row, engine in zip(case.rows, engines, strict=True):  # one row per engine, in order
             row.name = f"{engine.name} [{family.solver}]"
         case.description = f"{family.name} ({family.solver}) on {case.description}"
         cases.append(case)
