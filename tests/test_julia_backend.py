@@ -254,7 +254,8 @@ def test_native_forward_sensitivity_with_an_implicit_solver(stiff_reference, sol
 
 def test_julia_started_on_a_worker_thread(tmp_path):
     # Item 9: a Dask worker runs tasks on threads that are not the main thread; Julia must start
-    # and compute there. A fresh process, so that the thread is the one that starts Julia.
+    # and compute there (runtime.check_thread sets PYTHON_JULIACALL_HANDLE_SIGNALS=yes first). A
+    # fresh process, so that the thread is the one that starts Julia.
     code = (
         "import threading, numpy as np\n"
         "from harness.julia import JuliaAdjoint\n"
@@ -271,5 +272,31 @@ def test_julia_started_on_a_worker_thread(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=1800)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_JULIACALL_HANDLE_SIGNALS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=1800,
+                          env=env)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+@pytest.mark.skipif(os.environ.get("PYTHON_JULIACALL_HANDLE_SIGNALS") == "yes",
+                    reason="this process lets Julia handle signals, so worker threads are allowed")
+def test_julia_started_on_the_main_thread_refuses_a_worker_thread(problems):
+    # Item 9, the other half: Julia already started here (main thread) without signal handling;
+    # a second thread must get a one-line refusal, not a chance of a segfault.
+    import threading
+
+    from harness.errors import BackendUnavailableError
+
+    gradient(problems["seed"], engine=JuliaAdjoint("GaussAdjoint", solver="Vern9"), rtol=1e-6, atol=1e-6)
+    caught = {}
+
+    def work():
+        try:
+            gradient(problems["seed"], engine=JuliaAdjoint("GaussAdjoint", solver="Vern9"), rtol=1e-6, atol=1e-6)
+        except BackendUnavailableError as error:
+            caught["error"] = error
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert "PYTHON_JULIACALL_HANDLE_SIGNALS=yes" in str(caught.get("error"))

@@ -246,3 +246,36 @@ def test_selftest_without_julia_is_one_line_exit_2():
         args.func(args)
     with pytest.raises(SystemExit):
         parser.parse_args(["julia", "selftest", "--tol", "-1"])
+
+
+# ----------------------------------------------------------------------------- item 9: worker threads
+def _in_a_thread(fn):
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except Exception as error:  # handed back to the test thread
+            out["error"] = error
+
+    thread = threading.Thread(target=run, name="worker")
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def test_julia_on_a_worker_thread_gets_its_own_signal_handling_or_a_one_line_refusal():
+    from harness.julia.runtime import HANDLE_SIGNALS, check_thread
+
+    environ: dict = {}
+    check_thread(environ, {})  # main thread: nothing to do
+    assert environ == {}
+    _in_a_thread(lambda: check_thread(environ, {}))  # Julia not started yet: it will handle signals
+    assert environ == {HANDLE_SIGNALS: "yes"}
+    _in_a_thread(lambda: check_thread(environ, {"juliacall": object()}))  # started with it: fine
+    with pytest.raises(BackendUnavailableError, match=r"thread 'worker'.*PYTHON_JULIACALL_HANDLE_SIGNALS=yes"):
+        _in_a_thread(lambda: check_thread({}, {"juliacall": object()}))  # started without it
