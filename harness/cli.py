@@ -180,8 +180,11 @@ def main(argv=None) -> int:
     except BackendUnavailableError as err:
         print(f"harness {args.command}: {err}", file=sys.stderr)
         return 2
-    except (SolverError, UnstableBacksolveError, BackendError) as err:
+    except (SolverError, UnstableBacksolveError) as err:
         print(f"harness {args.command}: numerical failure: {err}", file=sys.stderr)
+        return 1
+    except BackendError as err:
+        print(f"harness {args.command}: backend error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"harness {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
