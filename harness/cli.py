@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import BackendUnavailableError, HarnessInputError, SolverError, UnstableBacksolveError
+from .errors import BackendError, BackendUnavailableError, HarnessInputError, SolverError, UnstableBacksolveError
 from ._io import to_json
 
 # Subcommands contributed by other parts of the package: module -> register(subparsers).
@@ -83,8 +83,9 @@ def cmd_gradcheck(args) -> int:
     from .gradcheck import cases_to_json, format_case, run_gradcheck
 
     echo = None if args.json else (lambda case: print(format_case(case) + "\n", flush=True))
+    backend = args.backend or ("python" if args.no_julia else "any")
     cases = run_gradcheck(tol=args.tol, batch=args.batch, problem_file=args.problem_file,
-                          include_julia=not args.no_julia, progress=echo)
+                          include_julia=backend != "python", require_julia=backend == "julia", progress=echo)
     report = cases_to_json(cases, args.tol)
     if args.json:
         print(to_json(report))
@@ -103,7 +104,7 @@ def cmd_bench(args) -> int:
         from .julia import julia_engines
 
         _julia_engine("GaussAdjoint")
-        extra = list(julia_engines())
+        extra = list(julia_engines(reference=False))
     report = run_bench(repeats=args.repeats, rtol=args.rtol, atol=args.atol,
                        include_stiff=not args.no_stiff, extra_engines=extra)
     print(to_json(report) if args.json else format_bench(report))
@@ -144,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=positive_float, default=1e-8, help="rtol = atol of the engines (default 1e-8)")
     p.add_argument("--batch", type=nonnegative_int, default=500)
     p.add_argument("--problem-file", help="check this problem instead of the built-in three")
-    p.add_argument("--no-julia", action="store_true", help="leave out the Julia rows")
+    p.add_argument("--no-julia", action="store_true", help="leave out the Julia rows (= --backend python)")
+    p.add_argument("--backend", choices=("python", "julia"),
+                   help="python: Python engines only; julia: also the Julia engines, exit 2 if Julia is "
+                        "unavailable (default: the Julia rows where Julia is available, else one row saying why)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_gradcheck)
 
@@ -179,6 +183,9 @@ def main(argv=None) -> int:
         return 2
     except (SolverError, UnstableBacksolveError) as err:
         print(f"harness {args.command}: numerical failure: {err}", file=sys.stderr)
+        return 1
+    except BackendError as err:
+        print(f"harness {args.command}: backend error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"harness {args.command}: interrupted; run the same command again to resume", file=sys.stderr)

@@ -36,3 +36,15 @@ class UnstableBacksolveError(RuntimeError):
 
 class BackendUnavailableError(RuntimeError):
     """A backend (e.g. Julia) cannot run on this machine; the message says why."""
+
+
+class BackendError(RuntimeError):
+    """A backend (e.g. Julia) raised an error of its own while computing a gradient.
+
+    The message is one line: the engine, the backend's exception type and its first line.
+    """
+
+
+class RefusedError(HarnessInputError):
+    """An engine declines a problem it cannot solve reliably or affordably; the message says why
+    and what to use instead."""

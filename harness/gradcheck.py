@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import SolverError, UnstableBacksolveError
+from .errors import BackendError, BackendUnavailableError, RefusedError, SolverError, UnstableBacksolveError
 from ._forward import SolveOptions
 from .problems import load_problem
 from .problems import multi_time_problem, seed_problem, stiff_problem
@@ -97,10 +97,12 @@ def check_case(problem, solver: str, tol: float, engines, extra_rows=()) -> Case
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # overflow while a solve blows up
                 result = gradient(problem, engine=engine, solver=solver, rtol=tol, atol=tol)
-        except UnstableBacksolveError as err:
+        except (UnstableBacksolveError, RefusedError) as err:
             case.rows.append(Row(label, "refused", bound=bound, reason=str(err)))
             continue
-        except SolverError as err:
+        except (SolverError, BackendError, BackendUnavailableError) as err:
+            # a backend's own error (Julia's MethodError, out of memory, a failed start) is this
+            # row's failure, not the end of the run
             case.rows.append(Row(label, "failed", bound=bound, reason=str(err)))
             continue
         rel = float(np.linalg.norm(result.dtheta - reference.dtheta) / ref_norm)
@@ -121,8 +123,16 @@ def julia_unavailable_row() -> Row | None:
 
 
 def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, include_julia: bool = True,
-                  progress=None) -> list[Case]:
-    """The gradcheck cases: the seed problem, the stiff variant and a multi-time loss (or a file)."""
+                  progress=None, require_julia: bool = False) -> list[Case]:
+    """The gradcheck cases: the seed problem, the stiff variant and a multi-time loss (or a file).
+
+    require_julia : raise BackendUnavailableError (one line) when the Julia engines cannot run,
+    instead of showing an "unavailable" row (`harness gradcheck --backend julia`).
+    """
+    if require_julia:
+        unavailable = julia_unavailable_row()
+        if unavailable is not None:
+            raise BackendUnavailableError(f"the Julia backend is unavailable: {unavailable.reason}")
     if problem_file is not None:
         problem = load_problem(problem_file)
         solver = "RadauIIA5" if problem.model.decay is not None else "DP5"

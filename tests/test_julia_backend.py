@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from harness.errors import SolverError
+from harness.errors import SolverError, UnstableBacksolveError
 from harness.julia import ADJOINT_SENSEALGS, JuliaAdjoint, JuliaForwardSensitivity, julia_status
 from harness.model import MLP
 from harness.problems import Problem
@@ -151,3 +151,161 @@ def test_julia_solver_failure_is_a_clear_python_error(problems):
     engine = JuliaAdjoint("GaussAdjoint", solver="Tsit5", maxiters=5)
     with pytest.raises(SolverError, match=r"Julia Tsit5 failed at t = .* \(target t = 10\): retcode MaxIters"):
         gradient(problems["seed"], engine=engine, **TIGHT)
+
+
+# ----------------------------------------------------------------------------- issue 13
+def test_selftest_passes():
+    # What a user runs first: every route x sensealg x solver family against the Python engines.
+    from harness.julia.selftest import run_selftest
+
+    cases = run_selftest()
+    failed = [(c.description, r.name, r.status, r.reason) for c in cases for r in c.rows if not r.ok]
+    assert not failed
+
+
+@pytest.fixture(scope="module")
+def stiff_reference():
+    problem = stiff_problem(batch=8)
+    return problem, gradient(problem, engine=ForwardSensitivity(), solver="RadauIIA5", rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["Rodas5P", "KenCarp4", "FBDF", "RadauIIA5"])
+def test_stiff_interpolating_adjoint_on_the_python_vjp_route(stiff_reference, solver):
+    # Item 5: InterpolatingAdjoint copies the forward jac_prototype into its adjoint problem as a
+    # sparsity pattern; the forward ODEFunction must carry none, or W is built on garbage.
+    problem, reference = stiff_reference
+    result = gradient(problem, engine=JuliaAdjoint("InterpolatingAdjoint", route="python_vjp", solver=solver),
+                      rtol=1e-8, atol=1e-8)
+    # As test_stiff_solvers_on_the_stiff_variant: stiff methods at 1e-8 carry ~1e-6 relative global
+    # error on a stiffness ratio of 1e3; a W matrix built on an arbitrary pattern fails or is far off.
+    assert _rel(result.dtheta, reference.dtheta) < 1e-4
+    assert _rel(result.dz0, reference.dz0) < 1e-4
+
+
+@pytest.mark.parametrize("solver", ["Rodas5P", "KenCarp4"])
+def test_stiff_backsolve_adjoint_on_the_python_vjp_route_is_refused(stiff_reference, solver):
+    # Item 6: z' = -1000 z backwards from t = 10 explodes; like the Python BacksolveAdjoint, the
+    # Julia one is refused by the reconstruction check instead of returning a wrong gradient.
+    problem, _ = stiff_reference
+    with pytest.raises(UnstableBacksolveError, match="BacksolveAdjoint"):
+        gradient(problem, engine=JuliaAdjoint("BacksolveAdjoint", route="python_vjp", solver=solver),
+                 rtol=1e-8, atol=1e-8)
+
+
+def test_the_jac_prototype_reaches_only_gauss_and_quadrature():
+    from harness.julia import runtime
+    from harness.julia.engines import _dynamics
+    from harness.julia.layout import flat_state
+
+    jl = runtime.load()
+    problem = stiff_problem(batch=2)
+    dynamics, _ = _dynamics(jl, problem.model, 2, "python_vjp", vjp=True, jac=True)
+    for sensealg, expected in [("GaussAdjoint", True), ("QuadratureAdjoint", True),
+                               ("InterpolatingAdjoint", False), ("BacksolveAdjoint", False)]:
+        sol = jl.forward_solve(dynamics, flat_state(problem.z0), 0.0, 1.0, problem.theta, "Rodas5P", sensealg,
+                               abstol=1e-8, reltol=1e-8, maxiters=100_000)
+        assert bool(jl.has_jac_prototype(sol)) is expected, sensealg
+
+
+@pytest.mark.parametrize("sensealg", ADJOINT_SENSEALGS)
+def test_an_adjoint_that_fails_mid_solve_raises(problems, sensealg):
+    # Item 3: the forward solve succeeds; the backward solve gets 3 steps, stops at MaxIters, and
+    # adjoint_sensitivities would still return its last state. The t0 sentinel must say so.
+    from harness.julia import runtime
+    from harness.julia.engines import _dynamics
+    from harness.julia.guards import check_adjoint_reached_start
+    from harness.julia.layout import flat_state, loss_gradient_table, states_at_times
+
+    jl = runtime.load()
+    problem = problems["multi_time"]
+    dynamics, _ = _dynamics(jl, problem.model, problem.batch_size, "python_vjp", vjp=True)
+    sol = jl.forward_solve(dynamics, flat_state(problem.z0), problem.t0, problem.t1, problem.theta, "Tsit5",
+                           sensealg, abstol=1e-8, reltol=1e-8, maxiters=1_000_000)
+    _, dL_dz = problem.loss_terms(states_at_times(jl.states_at(sol, problem.times), problem.batch_size))
+    from harness.errors import BackendError
+    from harness.julia.runtime import julia_errors
+
+    # Exactly what JuliaAdjoint.compute does after the forward solve.
+    with pytest.raises((SolverError, BackendError)) as raised, julia_errors(sensealg):
+        _, _, reached, earliest = jl.adjoint_gradient(sol, dynamics, "Tsit5", sensealg, problem.times,
+                                                      loss_gradient_table(dL_dz), abstol=1e-8, reltol=1e-8,
+                                                      maxiters=3)
+        check_adjoint_reached_start(bool(reached), float(earliest), problem.t0, sensealg)
+    if sensealg != "QuadratureAdjoint":
+        # the sentinel's path; QuadratureAdjoint's quadrature may instead raise while reading the
+        # stopped adjoint solution outside its time span, which is a BackendError
+        assert raised.type is SolverError and "stopped before t0" in str(raised.value)
+    # and with room to finish, the same call reaches t0
+    _, _, reached, _ = jl.adjoint_gradient(sol, dynamics, "Tsit5", sensealg, problem.times,
+                                           loss_gradient_table(dL_dz), abstol=1e-8, reltol=1e-8, maxiters=1_000_000)
+    assert bool(reached)
+
+
+def test_forward_sensitivities_at_a_realistic_size():
+    # Item 2: B = 100 (n = 200, P = 17) with an explicit solver stays within the size guard and
+    # finishes; the implicit case at this size is refused before Julia starts.
+    problem = multi_time_problem(batch=100)
+    reference = gradient(problem, engine=ForwardSensitivity(), solver="DP5", rtol=1e-10, atol=1e-10)
+    result = gradient(problem, engine=JuliaForwardSensitivity(solver="Vern9"), rtol=1e-8, atol=1e-8)
+    assert _rel(result.dtheta, reference.dtheta) < 1e-5  # 10^3 growth x 1e-8, as gradcheck
+    assert _rel(result.dz0, reference.dz0) < 1e-5
+
+
+@pytest.mark.parametrize("solver", ["Rodas5P", "KenCarp4"])
+def test_native_forward_sensitivity_with_an_implicit_solver(stiff_reference, solver):
+    # Item 9: ForwardDiff inside ForwardSensitivity inside an implicit solver's ForwardDiff
+    # Jacobian (nested tags), untested upstream for this use.
+    problem, reference = stiff_reference
+    result = gradient(problem, engine=JuliaForwardSensitivity(route="native", solver=solver), rtol=1e-8, atol=1e-8)
+    assert _rel(result.dtheta, reference.dtheta) < 1e-4  # stiff methods at 1e-8, as above
+    assert _rel(result.dz0, reference.dz0) < 1e-4
+
+
+def test_julia_started_on_a_worker_thread(tmp_path):
+    # Item 9: a Dask worker runs tasks on threads that are not the main thread; Julia must start
+    # and compute there (runtime.check_thread sets PYTHON_JULIACALL_HANDLE_SIGNALS=yes first). A
+    # fresh process, so that the thread is the one that starts Julia.
+    code = (
+        "import threading, numpy as np\n"
+        "from harness.julia import JuliaAdjoint\n"
+        "from harness.problems import seed_problem\n"
+        "from harness.sensitivity import gradient\n"
+        "out = {}\n"
+        "def work():\n"
+        "    p = seed_problem(batch=4)\n"
+        "    out['g'] = gradient(p, engine=JuliaAdjoint('GaussAdjoint', solver='Vern9'), rtol=1e-8, atol=1e-8).dtheta\n"
+        "t = threading.Thread(target=work); t.start(); t.join()\n"
+        "assert np.all(np.isfinite(out['g'])), out\n"
+        "print('ok')\n"
+    )
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_JULIACALL_HANDLE_SIGNALS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=1800,
+                          env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+@pytest.mark.skipif(os.environ.get("PYTHON_JULIACALL_HANDLE_SIGNALS") == "yes",
+                    reason="this process lets Julia handle signals, so worker threads are allowed")
+def test_julia_started_on_the_main_thread_refuses_a_worker_thread(problems):
+    # Item 9, the other half: Julia already started here (main thread) without signal handling;
+    # a second thread must get a one-line refusal, not a chance of a segfault.
+    import threading
+
+    from harness.errors import BackendUnavailableError
+
+    gradient(problems["seed"], engine=JuliaAdjoint("GaussAdjoint", solver="Vern9"), rtol=1e-6, atol=1e-6)
+    caught = {}
+
+    def work():
+        try:
+            gradient(problems["seed"], engine=JuliaAdjoint("GaussAdjoint", solver="Vern9"), rtol=1e-6, atol=1e-6)
+        except BackendUnavailableError as error:
+            caught["error"] = error
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert "PYTHON_JULIACALL_HANDLE_SIGNALS=yes" in str(caught.get("error"))

@@ -180,31 +180,51 @@ is_native(d::Dynamics) = d.native !== nothing
 algorithm(d::Dynamics, name::AbstractString) =
     SOLVERS[name](is_native(d) ? AutoForwardDiff() : AutoFiniteDiff())
 
-function ode_function(d::Dynamics, n::Integer)
+# Only the adjoints that build their own adjoint Jacobian from the forward `jac` read a
+# `jac_prototype` safely (gauss_adjoint.jl / quadrature_adjoint.jl `adjoint_jac`).
+# InterpolatingAdjoint and BacksolveAdjoint copy the prototype into the adjoint problem without
+# an adjoint `jac`, and OrdinaryDiffEq then treats it as a sparsity pattern; DiffEqBase's
+# `promote_f` has replaced it by `similar(...)` (uninitialised memory) by then, so that pattern
+# would be arbitrary. For those two we pass no prototype (dense finite-difference W matrices).
+const READS_JAC_PROTOTYPE = ("GaussAdjoint", "QuadratureAdjoint")
+
+function ode_function(d::Dynamics, n::Integer, sensealg::AbstractString)
     # The native MLP goes in out-of-place, the form ZygoteVJP is written for.
     is_native(d) && return ODEFunction{false}(d.native)
     # Only the derivatives we have are given: SciMLSensitivity uses vjp/vjp_p in preference to
     # any AD (derivative_wrappers.jl `_vecjacobian_vjp!`), and GaussAdjoint turns jac +
     # jac_prototype into the adjoint's analytic Jacobian.
+    with_prototype = d.jac! !== nothing && sensealg in READS_JAC_PROTOTYPE
     return ODEFunction{true}(
         d.f!; vjp = d.vjp!, vjp_p = d.vjp_p!, jac = d.jac!,
-        jac_prototype = d.jac! === nothing ? nothing : zeros(n, n)
+        jac_prototype = with_prototype ? zeros(n, n) : nothing
     )
 end
 
 """
-    forward_solve(d, u0, t0, t1, θ, solver; abstol, reltol, maxiters) -> ODESolution
+    forward_solve(d, u0, t0, t1, θ, solver, sensealg; abstol, reltol, maxiters) -> ODESolution
 
 A dense solve (no `saveat`: Interpolating/Quadrature/Gauss adjoints read z(t) from it).
+`sensealg` is the adjoint that will read the solution ("" for none), which decides whether
+the ODEFunction carries a `jac_prototype` (`READS_JAC_PROTOTYPE`). `t1 < t0` solves backwards.
 """
 function forward_solve(
         d::Dynamics, u0::AbstractVector, t0::Real, t1::Real, θ::AbstractVector,
-        solver::AbstractString; abstol::Real, reltol::Real, maxiters::Integer
+        solver::AbstractString, sensealg::AbstractString; abstol::Real, reltol::Real,
+        maxiters::Integer
     )
     y0 = collect(Float64, u0)
-    prob = ODEProblem(ode_function(d, length(y0)), y0, (Float64(t0), Float64(t1)), collect(Float64, θ))
+    fun = ode_function(d, length(y0), sensealg)
+    prob = ODEProblem(fun, y0, (Float64(t0), Float64(t1)), collect(Float64, θ))
     return solve(prob, algorithm(d, solver); abstol, reltol, maxiters)
 end
+
+"""
+    has_jac_prototype(sol) -> Bool
+
+Whether the solved problem's ODEFunction carries a `jac_prototype` (tests pin item 5 with it).
+"""
+has_jac_prototype(sol) = sol.prob.f.jac_prototype !== nothing
 
 """
     solve_summary(sol) -> (success, retcode, t_reached, counts)
@@ -244,28 +264,53 @@ function sensitivity_algorithm(name::AbstractString, native::Bool, abstol::Real,
 end
 
 """
-    adjoint_gradient(sol, d, solver, sensealg, ts, G; abstol, reltol, maxiters) -> (dL/du0, dL/dθ)
+    adjoint_gradient(sol, d, solver, sensealg, ts, G; abstol, reltol, maxiters)
+        -> (dL/du0, dL/dθ, reached_start, earliest)
 
 `G` is n×K with column k = ∂L/∂z(t_k) (flat layout), `ts` the K observation times, the last
-one the end of the solve. Both outputs are plain +gradients (SciMLSensitivity's convention,
-test/Core3/adjoint.jl).
+one the end of the solve. Both gradients are plain +gradients (SciMLSensitivity's convention,
+test/Core3/adjoint.jl). `reached_start` says whether the backward solve reached t0 (if not,
+the gradients are partial and must not be used); `earliest` is the earliest observation time
+it reached.
 """
 function adjoint_gradient(
         sol, d::Dynamics, solver::AbstractString, sensealg::AbstractString,
         ts::AbstractVector, G::AbstractMatrix; abstol::Real, reltol::Real, maxiters::Integer
     )
-    table = collect(Float64, G)
+    times, table = with_start_time(collect(Float64, ts), collect(Float64, G), sol.prob.tspan[1])
+    # The adjoint solve's return code never leaves `adjoint_sensitivities`: it returns the last
+    # state of the adjoint solution whatever the code (sensitivity_interface.jl, gauss_adjoint.jl
+    # and quadrature_adjoint.jl `_adjoint_sensitivities`), so a solve stopped by MaxIters,
+    # DtLessThanMin or Unstable would give a finite, partial gradient. The loss callback is a
+    # PresetTimeCallback at every time in `times`, which now starts at t0 with a zero column:
+    # it runs at t0 (index 1) only if the backward solve got there. `earliest` records the
+    # earliest observation time it did reach, for the error message.
+    reached_start = Ref(false)
+    earliest = Ref(Float64(sol.prob.tspan[2]))
     # +∂L/∂u at t[i], added to the adjoint state there (adjoint_common.jl ReverseLossCallback).
     # The table holds the forward solution's values, also for Backsolve, as harness's
     # Python Backsolve does.
-    dgdu = (out, _, _, _, i) -> (out .= view(table, :, i); nothing)
+    dgdu = function (out, _, _, t, i)
+        out .= view(table, :, i)
+        earliest[] = min(earliest[], Float64(t))
+        i == 1 && (reached_start[] = true)
+        return nothing
+    end
     du0, dp = adjoint_sensitivities(
         sol, algorithm(d, solver);
-        t = collect(Float64, ts), dgdu_discrete = dgdu,
+        t = times, dgdu_discrete = dgdu,
         sensealg = sensitivity_algorithm(sensealg, is_native(d), abstol, reltol),
         abstol, reltol, maxiters
     )
-    return (collect(Float64, du0), collect(Float64, vec(dp)))
+    return (collect(Float64, du0), collect(Float64, vec(dp)), reached_start[], earliest[])
+end
+
+# The observation times with t0 first (a zero loss-gradient column there), unless t0 is
+# already the first one. SciMLSensitivity includes a term at t[1] == tspan[1] unless
+# `no_start` (adjoint_common.jl ReverseLossCallback), so a zero column changes nothing else.
+function with_start_time(ts::Vector{Float64}, G::Matrix{Float64}, t0::Float64)
+    (!isempty(ts) && ts[1] == t0) && return (ts, G)
+    return (vcat(t0, ts), hcat(zeros(size(G, 1)), G))
 end
 
 # ------------------------------------------------------------------------------ forward sensitivities

@@ -7,7 +7,8 @@ anything): Julia starts on the first `compute` of a Julia engine.
     julia_status()          # JuliaStatus(available, reason, checks), without starting Julia
     gradient(problem, engine=JuliaAdjoint("GaussAdjoint", route="python_vjp"))
 
-Install the Julia side with `harness julia setup` (julia_env/README.md).
+Install the Julia side with `harness julia setup`, then check it with `harness julia selftest`
+(julia_env/README.md).
 """
 
 from .engines import JuliaAdjoint, JuliaForwardSensitivity, julia_engines

@@ -1,4 +1,5 @@
-"""The `harness julia setup` and `harness doctor` subcommands (wired in by harness/cli.py)."""
+"""The `harness julia setup`, `harness julia selftest` and `harness doctor` subcommands (wired in by
+harness/cli.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,24 @@ def _setup(args: argparse.Namespace) -> int:
                      load_glue=not args.no_load)
 
 
+def _selftest(args: argparse.Namespace) -> int:
+    from .._io import to_json  # noqa: PLC0415
+    from ..gradcheck import cases_to_json, format_case  # noqa: PLC0415
+    from .selftest import run_selftest  # noqa: PLC0415
+
+    echo = None if args.json else (lambda case: print(format_case(case) + "\n", flush=True))
+    cases = run_selftest(tol=args.tol, progress=echo)
+    report = cases_to_json(cases, args.tol)
+    if args.json:
+        print(to_json(report))
+    else:
+        bad = [e for e in report["engines"] if not e["ok"]]
+        print(f"all {len(report['engines'])} Julia rows passed" if not bad else
+              f"{len(bad)} of {len(report['engines'])} Julia rows failed: "
+              + ", ".join(e["name"] for e in bad))
+    return 0 if report["ok"] else 1
+
+
 def _doctor(args: argparse.Namespace) -> int:
     print(doctor_report(julia_status(run_julia=True)))
     return 0
@@ -23,7 +42,7 @@ def register(subparsers) -> None:
     julia = subparsers.add_parser("julia", help="manage the Julia backend")
     commands = julia.add_subparsers(dest="julia_command", metavar="COMMAND", required=True)
     setup = commands.add_parser(
-        "setup", help="install Julia and the packages of julia_env/juliapkg.json, and precompile",
+        "setup", help="install Julia and the packages of harness/juliapkg.json, and precompile",
     )
     setup.add_argument("--julia", metavar="PATH", help="use this Julia executable instead of downloading "
                        "one (sets PYTHON_JULIAPKG_EXE)")
@@ -32,5 +51,15 @@ def register(subparsers) -> None:
                        help="do not check first that Julia's servers are reachable (e.g. behind a proxy)")
     setup.add_argument("--no-load", action="store_true", help="do not load the Julia glue after installing")
     setup.set_defaults(func=_setup)
+    selftest = commands.add_parser(
+        "selftest", help="every route, sensitivity algorithm and solver family on small problems, against "
+                         "the Python engines (exit 1 if any row fails, 2 if Julia is unavailable)",
+    )
+    from ..cli import positive_float  # noqa: PLC0415  (harness.cli calls register once it is loaded)
+
+    selftest.add_argument("--tol", type=positive_float, default=1e-8,
+                          help="rtol = atol of the Julia engines (default 1e-8)")
+    selftest.add_argument("--json", action="store_true", help="print one JSON object")
+    selftest.set_defaults(func=_selftest)
     doctor = subparsers.add_parser("doctor", help="list the backends, whether each is available and why not")
     doctor.set_defaults(func=_doctor)

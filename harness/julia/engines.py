@@ -22,13 +22,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import HarnessInputError
+from ..errors import HarnessInputError, UnstableBacksolveError
 from .._forward import SolveOptions
 from ..model import MLP
 from ..sensitivity._result import GradientResult
 from ..solvers import SolverStats, check_tolerances
 from . import runtime
 from .callbacks import PythonDynamics
+from .guards import (
+    ADVICE,
+    check_adjoint_reached_start,
+    check_forward_sensitivity_size,
+    check_reconstruction,
+)
 from .layout import flat_state, loss_gradient_table, states_at_times
 from .names import (
     ADJOINT_SENSEALGS,
@@ -104,7 +110,15 @@ class JuliaAdjoint:
         Julia AD back end on route "native" ("ZygoteVJP", the default there). Refused on the
         Python routes, where Julia AD would silently differentiate nothing.
     maxiters : int
-        Step limit of each solve; exceeding it raises SolverError (retcode MaxIters).
+        Step limit of each solve; exceeding it raises SolverError (retcode MaxIters), in the
+        backward solve too.
+    max_reconstruction_error : float
+        BacksolveAdjoint only: the limit, in tolerances, of the error with which z solved backwards
+        from the first observation time reconstructs z(t0) (as the Python BacksolveAdjoint's check);
+        beyond it `compute` raises UnstableBacksolveError instead of returning the gradient.
+
+    Any error Julia raises while computing (a MethodError, running out of memory, a Python
+    exception in a callback) comes out as one BackendError line naming the engine.
 
     `compute` returns a GradientResult whose backward_stats.n_rhs counts the Python network
     passes (f, VJP or Jacobian) of the backward pass; SciMLSensitivity does not report the
@@ -118,6 +132,7 @@ class JuliaAdjoint:
     atol: float | None = None
     vjp: str | None = None
     maxiters: int = 1_000_000
+    max_reconstruction_error: float = 1e4
 
     def __post_init__(self):
         check_sensealg(self.sensealg, self.route)
@@ -130,24 +145,29 @@ class JuliaAdjoint:
 
     def compute(self, problem, theta: np.ndarray, options: SolveOptions) -> GradientResult:
         """dL/dθ (P,) and dL/dz0 (B, N) of `problem` at θ."""
-        jl = runtime.load()
         s = resolve_settings(self, options)
         model, batch, theta = problem.model, problem.batch_size, problem.model.check_theta(theta)
-        exact = self.route == "python_vjp"
-        dynamics, python = _dynamics(jl, model, batch, self.route, vjp=exact, jac=exact and s.stiff)
-        tolerances = dict(abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
-        sol = jl.forward_solve(dynamics, flat_state(problem.z0), problem.t0, problem.t1, theta, s.solver,
-                               **tolerances)
-        success, retcode, t_reached, counts = jl.solve_summary(sol)
-        check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
-        z_at_times = states_at_times(jl.states_at(sol, problem.times), batch)
-        loss, dL_dz = problem.loss_terms(z_at_times)
-        forward_calls = dict(python.calls) if python else {}
-        if python:
-            python.calls.clear()
-        du0, dp = jl.adjoint_gradient(sol, dynamics, s.solver, self.sensealg, problem.times,
-                                      loss_gradient_table(dL_dz), **tolerances)
-        dtheta, dz0 = adjoint_result(du0, dp, batch, model.n_params)
+        with runtime.julia_errors(self.name):
+            jl = runtime.load()
+            exact = self.route == "python_vjp"
+            dynamics, python = _dynamics(jl, model, batch, self.route, vjp=exact, jac=exact and s.stiff)
+            tolerances = dict(abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
+            sol = jl.forward_solve(dynamics, flat_state(problem.z0), problem.t0, problem.t1, theta, s.solver,
+                                   self.sensealg, **tolerances)
+            success, retcode, t_reached, counts = jl.solve_summary(sol)
+            check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
+            z_at_times = states_at_times(jl.states_at(sol, problem.times), batch)
+            loss, dL_dz = problem.loss_terms(z_at_times)
+            if self.sensealg == "BacksolveAdjoint":
+                self._check_backwards_reconstruction(jl, dynamics, problem, theta, z_at_times, s)
+            forward_calls = dict(python.calls) if python else {}
+            if python:
+                python.calls.clear()
+            du0, dp, reached_start, earliest = jl.adjoint_gradient(
+                sol, dynamics, s.solver, self.sensealg, problem.times, loss_gradient_table(dL_dz),
+                **tolerances)
+            check_adjoint_reached_start(bool(reached_start), float(earliest), problem.t0, self.name)
+            dtheta, dz0 = adjoint_result(du0, dp, batch, model.n_params)
         finite_gradient(dtheta, dz0, self.name)
         backward_calls = dict(python.calls) if python else {}
         return GradientResult(
@@ -166,6 +186,25 @@ class JuliaAdjoint:
             },
         )
 
+    def _check_backwards_reconstruction(self, jl, dynamics, problem, theta, z_at_times, s) -> None:
+        """Solve z backwards from the first observation time after t0 to t0, with the same solver
+        and tolerances, and refuse (UnstableBacksolveError) when it misses z0, as the Python
+        BacksolveAdjoint does: Julia's own BacksolveAdjoint would otherwise come out failed or
+        beyond its bound on dynamics that are unstable backwards (the stiff variant)."""
+        later = [k for k, t in enumerate(problem.times) if t > problem.t0]
+        if not later:
+            return
+        k = later[0]
+        back = jl.forward_solve(dynamics, flat_state(z_at_times[k]), float(problem.times[k]), problem.t0,
+                                theta, s.solver, "", abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
+        success, retcode, t_reached, _ = jl.solve_summary(back)
+        if not bool(success):
+            raise UnstableBacksolveError(
+                f"{self.name}: the backward solve of z failed at t = {float(t_reached):.6g} "
+                f"(retcode {retcode}); the dynamics are likely unstable backwards in time: {ADVICE}")
+        z_back = states_at_times(jl.states_at(back, np.array([float(problem.t0)])), problem.batch_size)[0]
+        check_reconstruction(z_back, problem.z0, s.rtol, s.atol, self.max_reconstruction_error, self.name)
+
 
 @dataclass(frozen=True)
 class JuliaForwardSensitivity:
@@ -175,6 +214,11 @@ class JuliaForwardSensitivity:
     ForwardSensitivity differentiates only with respect to parameters). Routes:
     "python_jacobian" (our exact ∂f/∂z, ∂f/∂θ as jac/paramjac), "finite_difference" (FiniteDiff of
     the Python f) or "native" (ForwardDiff through the Julia MLP). Other fields as `JuliaAdjoint`.
+
+    The augmented system has n (1 + P + n) states and SciMLSensitivity gives it no Jacobian, so
+    problems beyond `guards.MAX_IMPLICIT_AUGMENTED_STATES` (implicit solvers) or
+    `guards.MAX_EXPLICIT_MULTIPLY_ADDS` per right-hand side (explicit) are refused with a
+    RefusedError before Julia starts.
     """
 
     route: str = "python_jacobian"
@@ -193,21 +237,23 @@ class JuliaForwardSensitivity:
 
     def compute(self, problem, theta: np.ndarray, options: SolveOptions) -> GradientResult:
         """dL/dθ (P,) and dL/dz0 (B, N) of `problem` at θ."""
-        jl = runtime.load()
         s = resolve_settings(self, options)
         model, batch, theta = problem.model, problem.batch_size, problem.model.check_theta(theta)
-        exact = self.route == "python_jacobian"
-        dynamics, python = _dynamics(jl, model, batch, self.route, jac=exact, paramjac=exact)
         z0 = flat_state(problem.z0)
-        sol = jl.forward_sensitivity_solve(dynamics, z0, problem.t0, problem.t1, theta, s.solver,
-                                           abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
-        success, retcode, t_reached, counts = jl.solve_summary(sol)
-        check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
-        z_at_times = states_at_times(jl.sensitivity_states_at(sol, problem.times, z0), batch)
-        loss, dL_dz = problem.loss_terms(z_at_times)
-        G = loss_gradient_table(dL_dz)
-        grad_q = jl.sensitivity_gradient(sol, problem.times, G)
-        dtheta, dz0 = forward_sensitivity_result(grad_q, G, batch, model.n_params)
+        check_forward_sensitivity_size(z0.size, model.n_params, s.stiff, s.solver)
+        with runtime.julia_errors(self.name):
+            jl = runtime.load()
+            exact = self.route == "python_jacobian"
+            dynamics, python = _dynamics(jl, model, batch, self.route, jac=exact, paramjac=exact)
+            sol = jl.forward_sensitivity_solve(dynamics, z0, problem.t0, problem.t1, theta, s.solver,
+                                               abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
+            success, retcode, t_reached, counts = jl.solve_summary(sol)
+            check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
+            z_at_times = states_at_times(jl.sensitivity_states_at(sol, problem.times, z0), batch)
+            loss, dL_dz = problem.loss_terms(z_at_times)
+            G = loss_gradient_table(dL_dz)
+            grad_q = jl.sensitivity_gradient(sol, problem.times, G)
+            dtheta, dz0 = forward_sensitivity_result(grad_q, G, batch, model.n_params)
         finite_gradient(dtheta, dz0, self.name)
         return GradientResult(
             engine=self.name,
@@ -238,12 +284,13 @@ def _dynamics(jl, model: MLP, batch: int, route: str, *, vjp=False, jac=False, p
     return dynamics, python
 
 
-def julia_engines() -> list:
+def julia_engines(*, reference: bool = True) -> list:
     """The Julia rows of gradcheck/bench: every adjoint on the exact-VJP and native routes, the
-    finite-difference route once (GaussAdjoint, as its independent check), and the forward
-    sensitivity reference."""
+    finite-difference route once (GaussAdjoint, as its independent check), and (reference=True)
+    the forward sensitivity reference, which refuses problems too large for it (RefusedError)."""
     engines = [JuliaAdjoint(s, route="python_vjp") for s in ADJOINT_SENSEALGS]
     engines.append(JuliaAdjoint("GaussAdjoint", route="finite_difference"))
     engines += [JuliaAdjoint(s, route="native") for s in ADJOINT_SENSEALGS]
-    engines.append(JuliaForwardSensitivity(route="python_jacobian"))
+    if reference:
+        engines.append(JuliaForwardSensitivity(route="python_jacobian"))
     return engines

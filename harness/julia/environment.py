@@ -24,8 +24,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# The declared environment shipped with the package (a copy of julia_env/juliapkg.json, kept in
-# step by tests/test_julia_unit.py); juliapkg finds it as <site-packages>/harness/juliapkg.json.
+# The declared environment, the only juliapkg.json in the repository: juliapkg scans every sys.path
+# entry and its immediate subfolders (and setuptools' editable finders), so it finds
+# <site-packages>/harness/juliapkg.json, or <repo>/harness/juliapkg.json in an editable install,
+# whatever the working directory. A second copy elsewhere in the repository would be seen from
+# some working directories and not others, and every switch would re-resolve the environment.
 JULIAPKG_JSON = Path(__file__).resolve().parent.parent / "juliapkg.json"
 
 
@@ -35,6 +38,12 @@ def required_packages(path: Path = JULIAPKG_JSON) -> dict[str, tuple[str, str]]:
     return {name: (p["uuid"], p.get("version", "")) for name, p in spec["packages"].items()}
 
 
+def julia_compat(path: Path = JULIAPKG_JSON) -> str:
+    """The Julia versions juliapkg.json allows (the ones Enzyme, a hard dependency of
+    SciMLSensitivity, is tested on; juliapkg would otherwise pick the newest Julia it finds)."""
+    return json.loads(Path(path).read_text())["julia"]
+
+
 # ------------------------------------------------------------------------------- versions
 def _version(text: str) -> tuple[int, int, int]:
     parts = [int(x) for x in re.findall(r"\d+", text.split("+")[0].split("-")[0])[:3]]
@@ -42,8 +51,9 @@ def _version(text: str) -> tuple[int, int, int]:
 
 
 def compat_allows(compat: str, version: str) -> bool:
-    """Julia [compat] semantics: "7.107" / "^7.107" = [7.107, 8), "0.7" = [0.7, 0.8), "=0.9.34"
-    exact, and a comma-separated list is a union. An empty compat allows anything."""
+    """Julia [compat] semantics: "7.107" / "^7.107" = [7.107, 8), "0.7" = [0.7, 0.8), "~1.11" =
+    [1.11, 1.12), "~1.10.3" = [1.10.3, 1.11), "=0.9.34" exact, and a comma-separated list is a
+    union. An empty compat allows anything."""
     if not compat.strip():
         return True
     v = _version(version)
@@ -51,6 +61,14 @@ def compat_allows(compat: str, version: str) -> bool:
         term = term.strip()
         if term.startswith("="):
             if v == _version(term[1:]):
+                return True
+            continue
+        if term.startswith("~"):
+            lower = _version(term[1:])
+            n = len(term[1:].split("."))
+            # Tilde: the components written, except the last patch, may not change.
+            upper = (lower[0] + 1, 0, 0) if n == 1 else (lower[0], lower[1] + 1, 0)
+            if lower <= v < upper:
                 return True
             continue
         term = term.lstrip("^")
@@ -166,9 +184,13 @@ def julia_status(*, run_julia: bool = False, environ=os.environ) -> JuliaStatus:
                                             "`harness julia setup --julia PATH` for an existing one)"))
     elif run_julia:
         version = julia_version(exe)
-        checks.append(Check("julia", version is not None,
-                            f"Julia {version} at {exe} ({source})" if version
-                            else f"{exe} ({source}) does not run as `julia --version`"))
+        if version is None:
+            checks.append(Check("julia", False, f"{exe} ({source}) does not run as `julia --version`"))
+        elif not compat_allows(julia_compat(), version):
+            checks.append(Check("julia", False, f"Julia {version} at {exe} ({source}) is outside "
+                                                f"{julia_compat()!r}, the versions Enzyme is tested on"))
+        else:
+            checks.append(Check("julia", True, f"Julia {version} at {exe} ({source})"))
     else:
         checks.append(Check("julia", True, f"{exe} ({source})"))
     project = juliapkg_project(environ)
