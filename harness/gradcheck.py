@@ -24,6 +24,7 @@ from .errors import SolverError, UnstableBacksolveError
 from ._forward import SolveOptions
 from .problems import load_problem
 from .problems import multi_time_problem, seed_problem, stiff_problem
+from .solvers import solver_for
 from .sensitivity import (
     BacksolveAdjoint,
     FiniteDifferences,
@@ -125,7 +126,7 @@ def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, inc
     """The gradcheck cases: the seed problem, the stiff variant and a multi-time loss (or a file)."""
     if problem_file is not None:
         problem = load_problem(problem_file)
-        solver = "RadauIIA5" if problem.model.decay is not None else "DP5"
+        solver = solver_for(problem.model, "DP5").name
         specs = [(problem, solver)]
     else:
         data = SolveOptions("DP5", 1e-6, 1e-4)
