@@ -149,15 +149,19 @@ class QuadratureTailStepper(PlainStepper):
     def accept(self) -> None:
         super().accept()
         self.q, self.abs_q = self.q_new, self.abs_q_new
-        self.system.carry(self.work.tableau.n_stages, 0)
+        self.system.carry(self.work.n_stages, 0)
 
     def state(self) -> np.ndarray:
         return np.concatenate((self.y, self.q))
 
 
 def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name: str, t0: float, t1: float,
-              h_abs: float, dense: bool) -> tuple[float, SolverStats, PiecewisePolynomial | None, float]:
+              h_abs: float, dense: bool) -> tuple[float, SolverStats, PiecewisePolynomial | None]:
     """Step from t0 to t1, starting with step size `h_abs`.
+
+    `stepper` is a `PlainStepper` or a `QuadratureTailStepper` (or anything with their `attempt`,
+    `accept`, `dense_step` and `state`, and a `work` workspace): the loop knows nothing of the
+    system's structure, the stepper nothing of time, acceptance or budgets.
 
     Returns (the next step size, stats, the dense output or None); raises SolverError if the step
     size underflows or the budget cannot suffice. `stats.n_rhs` counts the steps' evaluations only.
@@ -200,7 +204,7 @@ def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name:
             h_abs *= controller.after_reject(error_norm)
             n_rejected += 1
             after_rejection = True
-    n_rhs = stepper.work.tableau.n_stages * (n_accepted + n_rejected)
+    n_rhs = stepper.work.n_stages * (n_accepted + n_rejected)
     stats = SolverStats(n_rhs=n_rhs, n_accepted=n_accepted, n_rejected=n_rejected)
     poly = PiecewisePolynomial(ts, ys, hs, Qs) if dense and hs else None
     return h_abs, stats, poly

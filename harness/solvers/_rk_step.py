@@ -71,6 +71,7 @@ class StepWorkspace:
     def __init__(self, tableau: Tableau, size: int):
         s = tableau.n_stages
         self.tableau = tableau
+        self.n_stages = s
         self.Y = np.empty((s + 2, size))
         self.K = self.Y[1:]  # K[0] = f(t, y) on entry (first same as last); K[s] = f(t + h, y_new)
         self._hc = tableau.coefficients.copy()
@@ -110,5 +111,5 @@ def rk_step(stage_rhs, t: float, t_new: float, h: float, work: StepWorkspace) ->
     for i, c, row, previous, k in work.stages:
         stage_rhs(t + c * h, row @ previous, i, k)
     y_new = work.solution_row @ work.Y_solution
-    stage_rhs(t_new, y_new, work.tableau.n_stages, work.K_last)
+    stage_rhs(t_new, y_new, work.n_stages, work.K_last)
     return y_new, work.error_row @ work.K

@@ -70,18 +70,17 @@ class StepBudget:
         self.next_check = min(2 * n_steps, self.max_steps)
 
     def _explain(self, n_steps: int, projected: float, h_abs: float) -> str:
-        if n_steps >= self.max_steps:
-            what = f"step budget of {self.max_steps} steps used up"
-        else:
-            what = (f"after {n_steps} steps, reaching the end would take about {projected:.2g} steps "
-                    f"(budget {self.max_steps})")
-        span = abs(self.t1 - self.t0)
         if h_abs < self.h_first * 1e-3:
-            cause = f"the step size collapsed from {self.h_first:.3g} to {h_abs:.3g}: the dynamics became very fast"
+            steps = f"{n_steps} steps, the step size collapsed from {self.h_first:.3g} to {h_abs:.3g}"
         else:
-            cause = f"steps of about {h_abs:.3g} are tiny against the time span {span:.3g}"
-        remedy = "if the parameters diverged in training, lower the learning rate"
+            steps = f"{n_steps} steps of about {h_abs:.3g}"
+        if n_steps >= self.max_steps:
+            what = f"step budget used up ({steps})"
+        else:
+            what = f"after {steps}, reaching the end would take about {projected:.2g} steps (budget {self.max_steps})"
+        causes = ["parameters that diverged in training (lower the learning rate)"]
         if not self.implicit:
-            remedy += "; if the model is stiff, use an implicit solver (RadauIIA5 or BDF)"
-        remedy += "; or shorten the time span, or pass a larger max_steps"
-        return f"{what}; {cause}; {remedy}"
+            causes.append("a stiff model under an explicit solver (use RadauIIA5 or BDF)")
+        causes.append(f"a time span ({abs(self.t1 - self.t0):.3g}) far beyond the dynamics' time scale "
+                      "(shorten it, or raise max_steps)")
+        return f"{what}; likely causes: {', or '.join(causes)}"
