@@ -27,7 +27,7 @@ from harness.solvers import (
     stage_slots,
 )
 from harness.solvers._rk_step import StepWorkspace, rk_step
-from harness.solvers._step_budget import FIRST_CHECK, MAX_STEPS, MIN_STEPS, default_max_steps
+from harness.solvers._step_budget import FIRST_CHECK, MAX_STEPS, MIN_STEPS, PATIENT_STEPS, default_max_steps
 from harness.solvers._step_control import MAX_FACTOR, MIN_FACTOR, SAFETY, StepSizeController
 
 ALL_SOLVERS = sorted(SOLVERS)
@@ -528,12 +528,12 @@ def _fast_oscillator(omega):
 
 
 @pytest.mark.parametrize("method", ALL_SOLVERS)
-def test_runaway_dynamics_fail_fast_with_one_line(method):
-    """Dynamics far too fast for the span (what diverged parameters make): ~1e8 steps would be
-    needed against a budget of at most 1e6. The solve must stop at the first projection, after
-    FIRST_CHECK attempted steps, so its cost (and wall time) is bounded by a few hundred
+def test_absurd_dynamics_fail_at_the_first_check_with_one_line(method):
+    """Dynamics far too fast for the span: ~1e12 steps would be needed against a budget of at most
+    1e6, beyond even the early margin (1e4). The solve must stop at the first projection, after
+    FIRST_CHECK attempted steps, so its cost (and wall time) is bounded by a few hundred steps'
     evaluations (an implicit step costs a few Newton evaluations), not a million steps."""
-    rhs, jac = _fast_oscillator(1e7)
+    rhs, jac = _fast_oscillator(1e11)
     with pytest.raises(SolverError) as err:
         integrate(rhs, 0.0, 10.0, np.array([1.0, 0.0]), method=method, rtol=1e-6, atol=1e-9,
                   jac=jac if SOLVERS[method].implicit else None)
@@ -541,6 +541,21 @@ def test_runaway_dynamics_fail_fast_with_one_line(method):
     assert "\n" not in message and "likely causes" in message and "lower the learning rate" in message
     assert f"after {FIRST_CHECK} steps" in message and err.value.method == method
     assert rhs.calls < 20 * FIRST_CHECK
+
+
+@pytest.mark.parametrize("method", ["DP5", "BS3"])
+def test_runaway_dynamics_fail_after_a_bounded_number_of_steps(method):
+    """What a learning rate of 1e6 makes of a Neural ODE: a solve projecting ~1e8 steps (100 x the
+    largest budget, within the early margin). It must stop at the first check past PATIENT_STEPS
+    (6400), so it costs a bounded number of evaluations (seconds at a batch of 500), where the flat
+    budget used to grind through a million steps."""
+    rhs, _ = _fast_oscillator(1e7)
+    with pytest.raises(SolverError, match="after 6400 steps") as err:
+        integrate(rhs, 0.0, 10.0, np.array([1.0, 0.0]), method=method, rtol=1e-6, atol=1e-9)
+    assert "budget 1000000" in str(err.value)
+    stages = len(SOLVERS[method].tableau.B)
+    assert 6400 == 2 * 32 * FIRST_CHECK > PATIENT_STEPS
+    assert rhs.calls <= 2 + stages * 6400
 
 
 @pytest.mark.parametrize("method", ["DP5", "BS3", "DP8"])
@@ -551,6 +566,19 @@ def test_an_end_time_beyond_reach_fails_fast(method):
     with pytest.raises(SolverError, match=r"time span \(1e\+300\)") as err:
         integrate(rhs, 0.0, 1e300, np.array([1.0]), method=method)
     assert err.value.t_target == 1e300 and rhs.calls < 20 * FIRST_CHECK
+
+
+@pytest.mark.parametrize("method", ["RadauIIA5", "BDF"])
+def test_a_slow_start_is_not_a_runaway(method):
+    """An implicit solver crossing the fast transient of y' = -diag(1, 1e5) (y - cos t) from a
+    far-off start at tight tolerances takes thousands of tiny steps first (its early projections
+    are 10-100 times the budget), then long ones: it must finish, and accurately."""
+    lam = np.array([1.0, 1e5])
+    traj = integrate(lambda t, y: -lam * (y - np.cos(t)), 0.0, 10.0, np.array([5.0, 5.0]), method=method,
+                     rtol=1e-10, atol=1e-12, jac=lambda t, y: np.diag(-lam))
+    # exact: y = cos-forced response; for λ = 1e5 it is cos t + sin t / λ + O(1/λ²) after the transient
+    exact_fast = (lam[1] ** 2 * np.cos(10.0) + lam[1] * np.sin(10.0)) / (lam[1] ** 2 + 1)
+    assert abs(traj.y_end[1] - exact_fast) < 1e-6
 
 
 def test_merely_stiff_solves_still_finish():

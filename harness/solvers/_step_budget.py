@@ -8,8 +8,13 @@ whole step budget before failing. Two rules stop it early:
   first step size that the span holds (the first step is the solver's estimate of the dynamics' time
   scale at the tolerances), within [`MIN_STEPS`, `MAX_STEPS`];
 - at checkpoints (after 100, 200, 400, ... attempted steps) the steps still needed are projected, both
-  at the current step size and at the average rate so far; when even the smaller projection exceeds
-  the budget, the solve stops there, with a message naming the likely causes.
+  at the current step size and at the average rate so far. Early on, the solve stops only if even
+  the smaller projection exceeds the budget EARLY_MARGIN times (an end time of 1e300, dynamics a
+  billion times too fast): early steps can be tiny in a sane solve, as when an implicit solver
+  crosses the fast transient of a stiff model at tight tolerances (thousands of steps of 1e-7, then
+  long ones). From `PATIENT_STEPS` steps on, it stops as soon as the projection exceeds the budget:
+  a solve that has spent that many steps at a pace that cannot finish is not recovering. A doomed
+  solve thus costs at most about 2 x `PATIENT_STEPS` steps, not the whole budget.
 
 A solve that blows up in finite time shrinks its step below the spacing of floats within a few
 hundred steps instead; the explicit loop reports that itself.
@@ -25,7 +30,9 @@ from ..errors import HarnessInputError, SolverError
 MIN_STEPS = 10_000  # every sane solve of the catalogue, explicit solvers on the stiff model included, needs fewer
 MAX_STEPS = 1_000_000
 STEPS_PER_NATURAL_STEP = 100  # room for the step size to shrink 100-fold on average
-FIRST_CHECK = 100  # attempted steps before the first projection: the step size may still be growing
+FIRST_CHECK = 100  # attempted steps before the first projection
+EARLY_MARGIN = 1e4  # before PATIENT_STEPS, how far beyond the budget a projection must be to stop the solve
+PATIENT_STEPS = 5_000  # from here on, a projection beyond the budget stops the solve (first check: 6400)
 
 
 def check_max_steps(max_steps) -> int | None:
@@ -65,7 +72,8 @@ class StepBudget:
         at_current_step = remaining / h_abs if h_abs > 0 else math.inf
         at_average_rate = n_steps * remaining / done if done > 0 else math.inf
         projected = n_steps + min(at_current_step, at_average_rate)
-        if n_steps >= self.max_steps or projected > self.max_steps:
+        margin = EARLY_MARGIN if n_steps < PATIENT_STEPS else 1.0
+        if n_steps >= self.max_steps or projected > margin * self.max_steps:
             raise SolverError(self.method, t, self.t1, self._explain(n_steps, projected, h_abs))
         self.next_check = min(2 * n_steps, self.max_steps)
 
