@@ -13,8 +13,8 @@ whole step budget before failing. Two rules stop it early:
   billion times too fast): early steps can be tiny in a sane solve, as when an implicit solver
   crosses the fast transient of a stiff model at tight tolerances (thousands of steps of 1e-7, then
   long ones). From `PATIENT_STEPS` steps on, it stops as soon as the projection exceeds the budget:
-  a solve that has spent that many steps at a pace that cannot finish is not recovering. A doomed
-  solve thus costs at most about 2 x `PATIENT_STEPS` steps, not the whole budget.
+  a solve that has spent that many steps at a pace that cannot finish is not recovering. A solve
+  on such a pace from the start thus stops after 6400 steps, not at the end of the budget.
 
 A solve that blows up in finite time shrinks its step below the spacing of floats within a few
 hundred steps instead; the explicit loop reports that itself.
