@@ -24,6 +24,7 @@ from .errors import BackendError, BackendUnavailableError, RefusedError, SolverE
 from ._forward import SolveOptions
 from .problems import load_problem
 from .problems import multi_time_problem, seed_problem, stiff_problem
+from .solvers import solver_for
 from .sensitivity import (
     BacksolveAdjoint,
     FiniteDifferences,
@@ -135,7 +136,7 @@ def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, inc
             raise BackendUnavailableError(f"the Julia backend is unavailable: {unavailable.reason}")
     if problem_file is not None:
         problem = load_problem(problem_file)
-        solver = "RadauIIA5" if problem.model.decay is not None else "DP5"
+        solver = solver_for(problem.model, "DP5").name
         specs = [(problem, solver)]
     else:
         data = SolveOptions("DP5", 1e-6, 1e-4)

@@ -13,11 +13,26 @@ from scipy.integrate import RK23, RK45
 from scipy.linalg import block_diag, expm
 
 from harness.errors import HarnessInputError, SolverError
-from harness.solvers import SOLVERS, QuadratureTailSystem, integrate, stage_slots
-from harness.solvers._explicit_rk import TABLEAUS
+from harness.model import MLP
+from harness.solvers import (
+    SOLVERS,
+    ExplicitRungeKutta,
+    QuadratureTailSystem,
+    Solver,
+    Tableau,
+    check_solver,
+    integrate,
+    register,
+    solver_for,
+    stage_slots,
+)
+from harness.solvers._rk_step import StepWorkspace, rk_step
+from harness.solvers._step_budget import FIRST_CHECK, MAX_STEPS, MIN_STEPS, PATIENT_STEPS, default_max_steps
+from harness.solvers._step_control import MAX_FACTOR, MIN_FACTOR, SAFETY, StepSizeController
 
 ALL_SOLVERS = sorted(SOLVERS)
-EXPLICIT_RK = sorted(TABLEAUS)  # our own vectorised loop: DP5, BS3
+# our own vectorised loop: DP5, BS3
+EXPLICIT_RK = sorted(name for name, solver in SOLVERS.items() if isinstance(solver, ExplicitRungeKutta))
 
 
 class Counted:
@@ -238,6 +253,7 @@ def test_convergence_order(method, order, steps):
     """Slope of log(error) against log(h) by least squares (diffrax's check): the global error of
     an order-p method is C h^p. ±0.35 allows the O(h^{p+1}) corrections visible at the largest h,
     while a tableau error would drop the slope by at least one."""
+    assert SOLVERS[method].order == order  # the declared order is the one measured here
     A, y0 = linear_system()
     T = 2.0
     hs = np.array([T / n for n in steps])
@@ -278,7 +294,7 @@ def test_dense_output_order(method, order):
 def test_tableau_invariants():
     """Consistency conditions of the embedded pairs: Σ b = 1, c_i = Σ_j a_ij (row sums), the error
     weights E sum to 0 (both solutions are consistent), and A strictly lower triangular (explicit)."""
-    for tab in TABLEAUS.values():
+    for tab in (SOLVERS[name].tableau for name in EXPLICIT_RK):
         np.testing.assert_allclose(np.sum(tab.B), 1.0, rtol=0, atol=1e-15)
         np.testing.assert_allclose(tab.A.sum(axis=1), tab.C, rtol=0, atol=1e-15)
         np.testing.assert_allclose(np.sum(tab.E), 0.0, rtol=0, atol=1e-15)
@@ -290,7 +306,7 @@ def test_tableau_invariants():
 def test_explicit_rk_counters(method, stages):
     """n_rhs counts: 1 for f(t0), 1 for the initial-step heuristic (only when h0 is not given), and
     per attempted step the s - 1 new stages plus the FSAL evaluation at t_new = s evaluations,
-    whether the step is accepted or rejected (explicit_rk.integrate_rk). Checked against the calls
+    whether the step is accepted or rejected (solvers/_explicit_rk.py). Checked against the calls
     actually made, on a problem whose fast transient forces rejections so both kinds are counted."""
     def rhs(t, y):
         return -50.0 * (y - np.cos(t))  # stiffish: the step size hits the stability limit
@@ -371,3 +387,229 @@ def test_bad_tolerances_rejected(label, value):
 def test_implicit_solver_without_jacobian_rejected(method):
     with pytest.raises(HarnessInputError, match=method):
         integrate(lambda t, y: -y, 0.0, 1.0, np.ones(2), method=method)
+
+
+# ------------------------------------------------------------------------------ the registry
+def test_every_registered_solver_declares_its_properties():
+    """Callers decide by these attributes (implicit => Jacobian, stage_slots => quadrature tail),
+    never by name, so every entry must carry them with the right types."""
+    assert set(SOLVERS) == {"DP5", "BS3", "DP8", "RadauIIA5", "BDF"}
+    for name, solver in SOLVERS.items():
+        assert isinstance(solver, Solver) and solver.name == name
+        assert check_solver(name) is solver
+        assert isinstance(solver.implicit, bool)
+        assert isinstance(solver.order, int) and solver.order >= 1
+        assert isinstance(solver.dense_output, (int, str)) and solver.dense_output
+        assert isinstance(solver.description, str) and solver.description
+        assert isinstance(solver.stage_slots, int) and solver.stage_slots >= 1
+        assert name in repr(solver)
+    assert {n for n, s in SOLVERS.items() if s.implicit} == {"RadauIIA5", "BDF"}
+    for name in EXPLICIT_RK:  # one slot per stage plus the first-same-as-last one
+        solver = SOLVERS[name]
+        assert solver.stage_slots == len(solver.tableau.B) + 1 == stage_slots(name)
+        assert solver.dense_output == solver.tableau.P.shape[1]
+    assert {n: SOLVERS[n].dense_output for n in ("DP5", "BS3")} == {"DP5": 4, "BS3": 3}
+    assert all(stage_slots(n) == 1 for n in ("DP8", "RadauIIA5", "BDF"))
+
+
+class HeunEuler(ExplicitRungeKutta):
+    """A solver defined outside the package: Heun's method (order 2) with Euler embedded (order 1),
+    linear dense output. E = B - B_euler, padded with 0 for the FSAL stage."""
+
+    name = "HeunEuler"
+    tableau = Tableau(
+        A=np.array([[0.0, 0.0], [1.0, 0.0]]), B=np.array([0.5, 0.5]), C=np.array([0.0, 1.0]),
+        E=np.array([-0.5, 0.5, 0.0]), P=np.array([[0.5], [0.5], [0.0]]), order=2, error_order=1,
+    )
+    description = "Heun-Euler 2(1), for the registry test"
+
+
+@pytest.fixture
+def heun_euler():
+    solver = register(HeunEuler())
+    yield solver
+    del SOLVERS["HeunEuler"]
+
+
+def test_a_solver_is_added_by_one_registration(heun_euler):
+    """One class and one `register` call: the solver is then found by name everywhere `integrate`
+    and `check_solver` are used, with its declared attributes, and it is as accurate as its order."""
+    assert check_solver("HeunEuler") is heun_euler and heun_euler.stage_slots == 3
+    with pytest.raises(HarnessInputError, match="HeunEuler"):  # listed among the valid names
+        check_solver("Heun")
+    A, y0 = linear_system()
+    rtol, atol = 1e-5, 1e-8
+    traj = _solve_linear(A, y0, 0.0, T_END, "HeunEuler", rtol, atol, dense=True)
+    assert traj.method == "HeunEuler"
+    assert _normalised_error(traj.y_end, expm(A * T_END) @ y0, rtol, atol) < ERROR_CONSTANT
+    np.testing.assert_allclose(traj.dense(T_END), traj.y_end, rtol=1e-12, atol=1e-14)
+    # order 2 measured as in test_convergence_order
+    hs = np.array([T_END / n for n in (16, 32, 64, 128)])
+    errors = [_fixed_step_error("HeunEuler", n, A, y0, T_END) for n in (16, 32, 64, 128)]
+    assert abs(np.polyfit(np.log(hs), np.log(errors), 1)[0] - 2) < 0.35
+    # and it steps a quadrature-tail system like the joint system
+    z0 = np.concatenate((y0, np.zeros(2 * y0.size)))
+    split = integrate(LinearWithQuadrature(A, stage_slots("HeunEuler")), 0.0, T_END, z0, method="HeunEuler")
+    joint = integrate(LinearWithQuadrature(A, 1).joint_rhs, 0.0, T_END, z0, method="HeunEuler")
+    assert split.stats.n_accepted == joint.stats.n_accepted
+    scale = np.max(np.abs(joint.y_end))  # reordered stage sums: rounding only, as for DP5 above
+    np.testing.assert_allclose(split.y_end, joint.y_end, rtol=0, atol=100 * np.finfo(float).eps * scale)
+
+
+def test_registration_is_checked(heun_euler):
+    with pytest.raises(ValueError, match="already registered"):
+        register(HeunEuler())
+    with pytest.raises(TypeError, match="not a harness.solvers.Solver"):
+        register("DP5")
+
+
+def test_solver_for_gives_stiff_models_an_implicit_solver():
+    """The one place that decides it: an explicit solver asked for a stiff model (decay term) is
+    replaced by RadauIIA5; an implicit one is kept; a plain model keeps what was asked for."""
+    plain, stiff = MLP((2, 3, 2)), MLP((2, 3, 2), decay=np.array([1.0, 1000.0]))
+    for name in SOLVERS:
+        assert solver_for(plain, name) is SOLVERS[name]
+        expected = name if SOLVERS[name].implicit else "RadauIIA5"
+        assert solver_for(stiff, name) is SOLVERS[expected]
+    with pytest.raises(HarnessInputError, match="'RK4'"):
+        solver_for(plain, "RK4")
+
+
+# ------------------------------------------------------------- one step, and the controller
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_rk_step_on_a_linear_ode(method):
+    """One `rk_step` from the exact y(0) against y(h) = exp(A h) y(0). As scipy's tests do, the
+    error is normalised by the tolerances: whenever the step's own error estimate says "accept"
+    (RMS norm < 1 at rtol, atol), the propagated solution, one order higher than the embedded one
+    the estimate measures, is within the tolerances too. And its local error shrinks as h^(p+1)."""
+    tableau = SOLVERS[method].tableau
+    A, y0 = linear_system()
+    rtol, atol = 1e-4, 1e-7
+    accepted, true_errors = 0, []
+    hs = np.array([0.4, 0.2, 0.1, 0.05, 0.025, 0.0125])
+    for h in hs:
+        work = StepWorkspace(tableau, y0.size)
+        work.Y[0], work.K[0] = y0, A @ y0
+        y_new, error = rk_step(lambda t, y, i, out: np.matmul(A, y, out=out), 0.0, h, h, work)
+        y_true = expm(A * h) @ y0
+        np.testing.assert_allclose(work.K[-1], A @ y_new, rtol=1e-14, atol=1e-14)  # FSAL stage
+        true_errors.append(np.max(np.abs(y_new - y_true)))
+        scale = atol + rtol * np.maximum(np.abs(y0), np.abs(y_new))
+        if np.sqrt(np.mean((error / scale) ** 2)) < 1:
+            accepted += 1
+            assert _normalised_error(y_new, y_true, rtol, atol) < 1
+    assert accepted >= 1  # the smallest steps are accepted, so the check above ran
+    assert min(true_errors) > 1e-14  # ~50 eps |y|, above a step's roundoff: the fit sees truncation error
+    slope = np.polyfit(np.log(hs), np.log(true_errors), 1)[0]
+    assert abs(slope - (tableau.order + 1)) < 0.35, slope
+
+
+def test_step_size_controller_factor_rules():
+    """scipy's rule: safety 0.9, exponent -1/(q+1), factor within [0.2, 10], never > 1 right after
+    a rejection, and a non-finite error (an overflowing stage) shrinks h by the minimum factor."""
+    assert (SAFETY, MIN_FACTOR, MAX_FACTOR) == (0.9, 0.2, 10.0)
+    c = StepSizeController(error_order=4)
+    assert c.exponent == -1 / 5
+    assert c.after_accept(0.0, False) == 10.0  # a zero error: grow by the maximum
+    assert c.after_accept(1e-12, False) == 10.0  # capped
+    assert c.after_accept(0.5, False) == 0.9 * 0.5 ** (-1 / 5)  # between: the formula, > 1
+    assert c.after_accept(0.5, True) == 1.0  # no growth after a rejection
+    assert c.after_accept(0.99, True) == 0.9 * 0.99 ** (-1 / 5) < 1  # shrinking is still allowed
+    assert c.after_reject(1.5) == 0.9 * 1.5 ** (-1 / 5)
+    assert c.after_reject(1e6) == 0.2  # floored
+    assert c.after_reject(float("inf")) == c.after_reject(float("nan")) == 0.2
+
+
+# ------------------------------------------------------------------ step budget and fail-fast
+def _fast_oscillator(omega):
+    """y' = ω J y: a rotation of period 2π/ω; every method must resolve it, ~ω steps per unit time."""
+    J = omega * np.array([[0.0, 1.0], [-1.0, 0.0]])
+    return Counted(lambda t, y: J @ y), (lambda t, y: J)
+
+
+@pytest.mark.parametrize("method", ALL_SOLVERS)
+def test_absurd_dynamics_fail_at_the_first_check_with_one_line(method):
+    """Dynamics far too fast for the span: ~1e12 steps would be needed against a budget of at most
+    1e6, beyond even the early margin (1e4). The solve must stop at the first projection, after
+    FIRST_CHECK attempted steps, so its cost (and wall time) is bounded by a few hundred steps'
+    evaluations (an implicit step costs a few Newton evaluations), not a million steps."""
+    rhs, jac = _fast_oscillator(1e11)
+    with pytest.raises(SolverError) as err:
+        integrate(rhs, 0.0, 10.0, np.array([1.0, 0.0]), method=method, rtol=1e-6, atol=1e-9,
+                  jac=jac if SOLVERS[method].implicit else None)
+    message = str(err.value)
+    assert "\n" not in message and "likely causes" in message and "lower the learning rate" in message
+    assert f"after {FIRST_CHECK} steps" in message and err.value.method == method
+    assert rhs.calls < 20 * FIRST_CHECK
+
+
+@pytest.mark.parametrize("method", ["DP5", "BS3"])
+def test_runaway_dynamics_fail_after_a_bounded_number_of_steps(method):
+    """What a learning rate of 1e6 makes of a Neural ODE: a solve projecting ~1e8 steps (100 x the
+    largest budget, within the early margin). It must stop at the first check past PATIENT_STEPS
+    (6400), so it costs a bounded number of evaluations (seconds at a batch of 500), where the flat
+    budget used to grind through a million steps."""
+    rhs, _ = _fast_oscillator(1e7)
+    with pytest.raises(SolverError, match="after 6400 steps") as err:
+        integrate(rhs, 0.0, 10.0, np.array([1.0, 0.0]), method=method, rtol=1e-6, atol=1e-9)
+    assert "budget 1000000" in str(err.value)
+    stages = len(SOLVERS[method].tableau.B)
+    assert 6400 == 2 * 32 * FIRST_CHECK > PATIENT_STEPS
+    assert rhs.calls <= 2 + stages * 6400
+
+
+@pytest.mark.parametrize("method", ["DP5", "BS3", "DP8"])
+def test_an_end_time_beyond_reach_fails_fast(method):
+    """times = [1e300] with ordinary dynamics: steps of order 1 cannot cover the span; the solve
+    stops at the first projection instead of grinding through its budget."""
+    rhs = Counted(lambda t, y: np.cos(t) - y)
+    with pytest.raises(SolverError, match=r"time span \(1e\+300\)") as err:
+        integrate(rhs, 0.0, 1e300, np.array([1.0]), method=method)
+    assert err.value.t_target == 1e300 and rhs.calls < 20 * FIRST_CHECK
+
+
+@pytest.mark.parametrize("method", ["RadauIIA5", "BDF"])
+def test_a_slow_start_is_not_a_runaway(method):
+    """An implicit solver crossing the fast transient of y' = -diag(1, 1e5) (y - cos t) from a
+    far-off start at tight tolerances takes thousands of tiny steps first (its early projections
+    are 10-100 times the budget), then long ones: it must finish, and accurately."""
+    lam = np.array([1.0, 1e5])
+    traj = integrate(lambda t, y: -lam * (y - np.cos(t)), 0.0, 10.0, np.array([5.0, 5.0]), method=method,
+                     rtol=1e-10, atol=1e-12, jac=lambda t, y: np.diag(-lam))
+    # exact: y = cos-forced response; for λ = 1e5 it is cos t + sin t / λ + O(1/λ²) after the transient
+    exact_fast = (lam[1] ** 2 * np.cos(10.0) + lam[1] * np.sin(10.0)) / (lam[1] ** 2 + 1)
+    assert abs(traj.y_end[1] - exact_fast) < 1e-6
+
+
+def test_merely_stiff_solves_still_finish():
+    """The projection must not stop a solve that is slow but sane: DP5 at its stability limit on
+    y' = -1000 (y - cos t) needs ~3000 steps on [0, 10], within the default budget."""
+    traj = integrate(lambda t, y: -1000.0 * (y - np.cos(t)), 0.0, 10.0, np.array([0.0]), method="DP5",
+                     rtol=1e-6, atol=1e-9)
+    assert 2000 < traj.stats.n_accepted + traj.stats.n_rejected < MIN_STEPS
+    # y -> cos t + O(1e-3) after the transient (the lag of the forced decay is sin(t)/1000)
+    assert abs(traj.y_end[0] - np.cos(10.0)) < 2e-3
+
+
+@pytest.mark.parametrize("method", ALL_SOLVERS)
+def test_max_steps_is_honoured(method):
+    A, y0 = linear_system()
+    rhs = Counted(lambda t, y: A @ y)
+    with pytest.raises(SolverError, match="step budget used up"):
+        integrate(rhs, 0.0, 100.0, y0, method=method, rtol=1e-10, atol=1e-12, max_steps=20,
+                  jac=(lambda t, y: A) if SOLVERS[method].implicit else None)
+    assert rhs.calls <= 2 + 20 * 13  # at most 20 steps (DP8: 12 stages + the error stage)
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, True, "100"])
+def test_bad_max_steps_rejected(value):
+    with pytest.raises(HarnessInputError, match="max_steps="):
+        integrate(lambda t, y: -y, 0.0, 1.0, np.ones(2), max_steps=value)
+
+
+def test_default_budget_scales_with_the_problem():
+    """100 times the first steps that fit in the span, within [MIN_STEPS, MAX_STEPS]."""
+    assert default_max_steps(10.0, 1e-3) == 1_000_000 == MAX_STEPS
+    assert default_max_steps(10.0, 0.005) == 200_000
+    assert default_max_steps(10.0, 1.0) == MIN_STEPS
+    assert default_max_steps(1e300, 1.0) == MAX_STEPS and default_max_steps(1.0, 0.0) == MAX_STEPS

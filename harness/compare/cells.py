@@ -30,6 +30,7 @@ from .._forward import SolveOptions, solve_forward
 from ..problems import Problem
 from ..problems import TUTORIAL_DATA_OPTIONS, build_problem
 from ..sensitivity import gradient
+from ..solvers import solver_for
 from .engines import build_engine
 from .spec import EngineSpec, ProblemSpec
 
@@ -112,7 +113,7 @@ def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
     if spec.times is None:
         return problem
     times = np.asarray(spec.times, dtype=np.float64)
-    solver = "RadauIIA5" if problem.model.decay is not None else TUTORIAL_DATA_OPTIONS.solver
+    solver = solver_for(problem.model, TUTORIAL_DATA_OPTIONS.solver).name
     options = SolveOptions(solver, TUTORIAL_DATA_OPTIONS.rtol, TUTORIAL_DATA_OPTIONS.atol)
     data = solve_forward(problem.model, problem.theta_true, problem.z0, problem.t0, times, options)
     return Problem(problem.model, problem.theta, problem.z0, problem.t0, times, data.z_at_times,

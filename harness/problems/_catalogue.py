@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import HarnessInputError
 from .._forward import SolveOptions, solve_forward
 from ..model import MLP
+from ..solvers import solver_for
 from ._problem import Problem
 
 # The tutorial's settings.
@@ -49,9 +50,9 @@ def seed_problem(seed: int = 0, batch: int = 500, data_options=TUTORIAL_DATA_OPT
 
 def stiff_problem(seed: int = 0, batch: int = 500, data_options=TUTORIAL_DATA_OPTIONS) -> Problem:
     """The stiff variant: f = -Λ z + MLP(z), Λ = diag(1, 1000); otherwise the seed problem."""
-    if data_options.solver in ("DP5", "BS3", "DP8"):
-        data_options = SolveOptions("RadauIIA5", data_options.rtol, data_options.atol)
     model = MLP((2, 3, 2), decay=np.array(STIFF_DECAY))
+    solver = solver_for(model, data_options.solver).name
+    data_options = SolveOptions(solver, data_options.rtol, data_options.atol)
     return make_problem(model, seed=seed, batch=batch, data_options=data_options, name="stiff")
 
 

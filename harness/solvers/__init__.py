@@ -1,4 +1,4 @@
-"""Forward ODE solves: one entry point, `integrate`, over a registry of named methods.
+"""Forward ODE solves: one entry point, `integrate`, over one registry of solver objects.
 
 | name | kind | implementation |
 |---|---|---|
@@ -8,46 +8,31 @@
 | RadauIIA5 | implicit, stiff, order 5 | scipy Radau with our sparse analytic Jacobian |
 | BDF | implicit, stiff, variable order 1-5 (NDF) | scipy BDF with our sparse analytic Jacobian |
 
-The names match the Julia solvers of the same method (DP5, BS3, DP8, RadauIIA5), so that Python and
-Julia rows line up in comparisons; scipy's BDF is a quasi-constant-step NDF code, the cousin of
-Julia's QNDF.
+A solver is an object (`Solver`) that declares `name`, `implicit`, `order`, `dense_output`,
+`description` and has its own `integrate`. A new solver is one class and one `register` call: an
+explicit Runge-Kutta pair is a `Tableau` on an `ExplicitRungeKutta` subclass, a scipy method a
+`ScipySolver` subclass naming the scipy class (see `_catalogue.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from numbers import Real
 
 import numpy as np
 
 from ..errors import HarnessInputError
-from ._explicit_rk import TABLEAUS, integrate_rk
-from ._scipy_methods import integrate_scipy
+from ._base import Solver
+from ._catalogue import BDF, BS3, DP5, DP8, RadauIIA5
+from ._explicit_rk import ExplicitRungeKutta
 from ._quadrature_tail import QuadratureTailSystem
+from ._registry import SOLVERS, STIFF_DEFAULT, check_solver, is_stiff, register, solver_for
+from ._rk_step import Tableau
+from ._scipy_methods import ScipySolver
+from ._step_budget import check_max_steps
 from ._trajectory import PiecewisePolynomial, ScipyDense, SolverStats, Trajectory
 
-
-@dataclass(frozen=True)
-class SolverInfo:
-    name: str
-    implicit: bool
-    description: str
-
-
-SOLVERS = {
-    "DP5": SolverInfo("DP5", False, "Dormand-Prince 5(4) (scipy RK45's tableau), vectorised"),
-    "BS3": SolverInfo("BS3", False, "Bogacki-Shampine 3(2) (scipy RK23's tableau), vectorised"),
-    "DP8": SolverInfo("DP8", False, "Dormand-Prince 8(5,3) (scipy DOP853)"),
-    "RadauIIA5": SolverInfo("RadauIIA5", True, "Radau IIA order 5 (scipy Radau), analytic Jacobian"),
-    "BDF": SolverInfo("BDF", True, "variable-order BDF/NDF (scipy BDF), analytic Jacobian"),
-}
-
-
-def check_solver(name: str) -> SolverInfo:
-    """The registry entry for `name`, or a HarnessInputError listing the valid names."""
-    if name not in SOLVERS:
-        raise HarnessInputError(f"unknown solver {name!r}: expected one of {sorted(SOLVERS)}")
-    return SOLVERS[name]
+for _solver in (DP5(), BS3(), DP8(), RadauIIA5(), BDF()):
+    register(_solver)
 
 
 def check_tolerances(rtol, atol) -> tuple[float, float]:
@@ -59,8 +44,7 @@ def check_tolerances(rtol, atol) -> tuple[float, float]:
 
 def stage_slots(method: str) -> int:
     """How many stage records a `QuadratureTailSystem` needs to be integrated with `method`."""
-    info = check_solver(method)
-    return len(TABLEAUS[info.name].B) + 1 if info.name in TABLEAUS else 1
+    return check_solver(method).stage_slots
 
 
 def integrate(
@@ -75,6 +59,7 @@ def integrate(
     jac=None,
     dense: bool = False,
     h0: float | None = None,
+    max_steps: int | None = None,
 ) -> Trajectory:
     """Integrate dy/dt = rhs(t, y) from t0 to t1 (t1 < t0 integrates backwards).
 
@@ -82,7 +67,8 @@ def integrate(
     ----------
     rhs : callable (t, y) -> ndarray, shape (D,), or QuadratureTailSystem
         A `QuadratureTailSystem` (with `stage_slots(method)` slots) has its quadrature tail summed per step by
-        DP5 and BS3; other methods, and dense output, integrate its `joint_rhs`.
+        the explicit Runge-Kutta solvers (DP5, BS3); other methods, and dense output, integrate its
+        `joint_rhs`.
     y0 : ndarray, shape (D,)
     method : str
         A name from `SOLVERS`.
@@ -92,32 +78,43 @@ def integrate(
         Keep a dense solution (`Trajectory.dense`, callable t -> (D,)).
     h0 : float, optional
         First step size (e.g. the last one of the previous segment).
+    max_steps : int, optional
+        Step budget (accepted plus rejected steps). By default it scales with the problem: 100 times
+        the number of first steps that fit in |t1 - t0|, within [10 000, 1 000 000]. A solve that
+        cannot finish within it fails as soon as that is clear (see `_step_budget.py`), not when
+        the budget is spent.
 
     Raises
     ------
     SolverError
-        If the solve stops before t1 (step size underflow, non-finite state, Newton failure).
+        If the solve stops before t1 (step size underflow, non-finite state, Newton failure, or a
+        step budget that cannot suffice); the message names the likely cause.
     """
-    info = check_solver(method)
+    solver = check_solver(method)
     rtol, atol = check_tolerances(rtol, atol)
-    if isinstance(rhs, QuadratureTailSystem) and (dense or info.name not in TABLEAUS):
-        rhs = rhs.joint_rhs
-    if info.name in TABLEAUS:
-        return integrate_rk(rhs, t0, t1, y0, TABLEAUS[info.name], rtol, atol, dense=dense, h0=h0)
-    if info.implicit and jac is None:
+    max_steps = check_max_steps(max_steps)
+    if solver.implicit and jac is None:
         raise HarnessInputError(f"solver {method!r} is implicit and needs a Jacobian")
-    return integrate_scipy(method, rhs, t0, t1, y0, rtol, atol, jac=jac, dense=dense, h0=h0)
+    return solver.integrate(rhs, t0, t1, y0, rtol=rtol, atol=atol, jac=jac, dense=dense, h0=h0,
+                            max_steps=max_steps)
 
 
 __all__ = [
     "SOLVERS",
-    "SolverInfo",
+    "STIFF_DEFAULT",
+    "Solver",
+    "ExplicitRungeKutta",
+    "ScipySolver",
+    "Tableau",
     "SolverStats",
     "QuadratureTailSystem",
     "Trajectory",
     "PiecewisePolynomial",
     "ScipyDense",
     "check_solver",
+    "is_stiff",
+    "register",
+    "solver_for",
     "check_tolerances",
     "integrate",
     "stage_slots",

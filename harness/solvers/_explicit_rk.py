@@ -1,63 +1,30 @@
-"""Embedded explicit Runge-Kutta pairs, vectorised over the whole state, with dense output.
+"""Embedded explicit Runge-Kutta solvers, vectorised over the whole state, with dense output.
 
-A method is its tableau (taken from scipy's `RK45` / `RK23`, so the arithmetic is that of
-`solve_ivp`), and one loop steps any of them. The loop is written for low overhead per step, since a
-Neural ODE batch makes each step a handful of small matrix products: the Python around them is the cost.
-Step-size control follows scipy's (RMS error norm, safety 0.9, factors in [0.2, 10]).
-A `QuadratureTailSystem` (solvers/_quadrature_tail.py) has the quadrature tail of its state summed once per step.
+The pieces, each readable alone (as scipy's `rk_step` / `RungeKutta._step_impl` / `solve_ivp`):
+- `rk_step` (`_rk_step.py`): the stages, the solution and the error estimate of one step;
+- `StepSizeController` (`_step_control.py`): accept or reject, and the next step size;
+- a stepper, which owns the state and its error norm: `PlainStepper` for dy/dt = rhs(t, y), and
+  `QuadratureTailStepper` for a `QuadratureTailSystem`, whose quadrature tail q is summed once per
+  step from the stage records instead of being evaluated at every stage;
+- `run_steps`, the loop: time, acceptance, dense output, the step budget and the statistics.
+
+The loop is written for low overhead per step, since a Neural ODE batch makes each step a handful of
+small matrix products: the Python around them is the cost.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
-from scipy.integrate import RK23, RK45
 
 from ..errors import SolverError
+from ._base import Solver
 from ._quadrature_tail import QuadratureTailSystem
+from ._rk_step import StepWorkspace, Tableau, rk_step
+from ._step_budget import StepBudget
+from ._step_control import StepSizeController
 from ._trajectory import PiecewisePolynomial, SolverStats, Trajectory
-
-SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
-
-
-@dataclass(frozen=True)
-class Tableau:
-    """An embedded RK pair with FSAL and a dense-output matrix P (stages x polynomial degree)."""
-
-    name: str
-    A: np.ndarray  # (s, s)
-    B: np.ndarray  # (s,)
-    C: np.ndarray  # (s,)
-    E: np.ndarray  # (s + 1,), error weights including the FSAL stage
-    P: np.ndarray  # (s + 1, degree)
-    error_order: int  # order of the embedded (error) method
-
-    @cached_property
-    def coefficients(self) -> np.ndarray:
-        """Every combination a step forms, y + h Σⱼ aᵢⱼ Kⱼ, as a row of this (s + 2, s + 2) matrix
-        multiplying the rows [y, K₀, ..., K_s]: rows 0..s-1 the stages, row s the solution, row s+1
-        the error estimate (which has no y). Column 0 multiplies y; the others are scaled by h."""
-        s = len(self.B)
-        coefficients = np.zeros((s + 2, s + 2))
-        coefficients[: s + 1, 0] = 1.0
-        coefficients[:s, 1 : self.A.shape[1] + 1] = self.A
-        coefficients[s, 1 : s + 1] = self.B
-        coefficients[s + 1, 1:] = self.E
-        coefficients.flags.writeable = False
-        return coefficients
-
-
-def _from_scipy(name, cls) -> Tableau:
-    return Tableau(name, cls.A, cls.B, cls.C, cls.E, cls.P, cls.error_estimator_order)
-
-
-TABLEAUS = {
-    "DP5": _from_scipy("DP5", RK45),  # Dormand-Prince 5(4), as Julia's DP5 and scipy's RK45
-    "BS3": _from_scipy("BS3", RK23),  # Bogacki-Shampine 3(2), as Julia's BS3 and scipy's RK23
-}
 
 
 def _rms(x: np.ndarray) -> float:
@@ -79,147 +46,213 @@ def initial_step(rhs, t0, y0, f0, direction, order, rtol, atol) -> float:
     return min(100 * h0, h1)
 
 
-def integrate_rk(
-    rhs,
-    t0: float,
-    t1: float,
-    y0: np.ndarray,
-    tableau: Tableau,
-    rtol: float,
-    atol: float | np.ndarray,
-    *,
-    dense: bool = False,
-    h0: float | None = None,
-    max_steps: int = 1_000_000,
-) -> Trajectory:
-    """Integrate dy/dt = rhs(t, y) from t0 to t1 (either direction). y0: (D,).
+class PlainStepper:
+    """Steps dy/dt = rhs(t, y), y of shape (D,): the state, its error norm and its dense output."""
 
-    `rhs` may be a `QuadratureTailSystem` (without `dense`): its quadrature tail is then summed once per step
-    instead of evaluated at every stage, with the same steps and, up to rounding, the same result.
-    """
-    # A stage that overflows is expected when a solve blows up (e.g. a backsolve of stiff
-    # dynamics): it is rejected, and a solve that cannot recover raises SolverError, so numpy's
-    # overflow warnings would only add noise.
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps)
+    def __init__(self, rhs, tableau: Tableau, y0: np.ndarray, rtol: float, atol: float):
+        self.rhs, self.rtol, self.atol = rhs, rtol, atol
+        self.work = StepWorkspace(tableau, y0.size)
+        self.y = np.array(y0, dtype=np.float64)
+        self.abs_y = np.abs(self.y)
+        self.work.Y[0] = self.y
+        self.y_new = self.abs_new = None
 
-
-def _integrate_rk(rhs, t0, t1, y0, tableau, rtol, atol, dense, h0, max_steps) -> Trajectory:
-    split = rhs if isinstance(rhs, QuadratureTailSystem) else None
-    if split is not None and dense:
-        raise ValueError("a QuadratureTailSystem has no dense output: integrate its joint_rhs instead")
-    C, P = tableau.C, tableau.P
-    n_stages = len(tableau.B)
-    # Each stage's input, the new solution and the error estimate are each one product of a row of
-    # `coefficients` with the rows [y, K₀, ..., K_s] of `Y`: at these sizes one call instead of two
-    # (product, then add y) is worth having.
-    coefficients = tableau.coefficients
-    direction = 1.0 if t1 >= t0 else -1.0
-    exponent = -1.0 / (tableau.error_order + 1)
-    y = y_whole = np.array(y0, dtype=np.float64)
-    if split is not None:
-        # u, the head, is stepped as usual; q, the tail, from the quadrature sums of each step
-        y, q = y[: split.n_head], y[split.n_head :]
-        abs_q = np.abs(q)
-    Y = np.empty((n_stages + 2, y.size))
-    Y[0] = y
-    K = Y[1:]
-    if split is None:
-
-        def stage_rhs(t, y, stage, out):
+        def stage_rhs(t, y, stage, out):  # a closure: this runs once per stage
             out[:] = rhs(t, y)
 
-        K[0] = f0 = rhs(t0, y)
-    else:
-        stage_rhs = split.stage_rhs
-        if h0 is None:  # the step-size heuristic needs q' too
-            f0 = split.joint_rhs(t0, y_whole, slot=0)
-            K[0] = f0[: split.n_head]
-        else:
-            stage_rhs(t0, y, 0, K[0])
-    n_rhs = 1
-    if h0 is None:
-        # the heuristic sees the whole state; a split system's slot 1 is free until the first step
-        whole = rhs if split is None else (lambda t, y: split.joint_rhs(t, y, slot=1))
-        h_abs = initial_step(whole, t0, y_whole, f0, direction, tableau.error_order, rtol, atol)
-        n_rhs += 1
-    else:
-        h_abs = abs(h0)
-    n_total = y.size if split is None else y.size + q.size  # the error norm's RMS is over both
-    # The views each stage uses, made once: hc is rewritten in place each step, and the views
-    # follow. Per stage: (index, node c as a Python float, its row of hc, the rows of Y it combines,
-    # where its derivative goes).
-    hc = coefficients.copy()
-    scaled = hc[:, 1:]
-    stages = [(s, float(C[s]), hc[s, : s + 1], Y[: s + 1], K[s]) for s in range(1, n_stages)]
-    solution_row, Y_solution = hc[n_stages, : n_stages + 1], Y[: n_stages + 1]
-    error_row, quadrature_rows = hc[n_stages + 1, 1:], hc[n_stages:, 1:]
-    K_last = K[n_stages]
-    abs_y = np.abs(y)
+        self.stage_rhs = stage_rhs
+
+    def start(self, t0, h0, direction, error_order) -> tuple[float, int]:
+        """f(t0, y0) into K₀, and the first step size (`h0`, or the heuristic's); returns it with
+        the number of evaluations made."""
+        f0 = self.work.K[0]
+        f0[:] = self.rhs(t0, self.y)
+        if h0 is not None:
+            return abs(h0), 1
+        return initial_step(self.rhs, t0, self.y, f0, direction, error_order, self.rtol, self.atol), 2
+
+    def attempt(self, t: float, t_new: float, h: float) -> float:
+        """Take one trial step; its RMS error norm (inf or NaN if a stage overflowed)."""
+        y_new, error = rk_step(self.stage_rhs, t, t_new, h, self.work)
+        self.y_new = y_new
+        self.abs_new = abs_new = np.abs(y_new)
+        scale = np.maximum(self.abs_y, abs_new)
+        scale *= self.rtol
+        scale += self.atol
+        error /= scale
+        return math.sqrt(float(np.dot(error, error)) / error.size)
+
+    def dense_step(self, h: float):
+        """The trial step's interpolant, (y, Q) with y(t + x h) = y + Q [x, x², ...] (see
+        `PiecewisePolynomial`); to be taken before `accept`."""
+        return self.y, self.work.K.T @ (h * self.work.tableau.P)
+
+    def accept(self) -> None:
+        self.y, self.abs_y = self.y_new, self.abs_new
+        self.work.Y[0] = self.y
+        self.work.K[0] = self.work.K_last
+
+    def state(self) -> np.ndarray:
+        return self.y
+
+
+class QuadratureTailStepper(PlainStepper):
+    """Steps a `QuadratureTailSystem` y = [u, q]: u as usual, q from the quadrature sums of each step.
+
+    The step sequence and the result are those of the joint system [u, q] up to rounding: q enters
+    the error norm (RMS over u and q together) with its own update and error sums.
+    """
+
+    def __init__(self, system: QuadratureTailSystem, tableau: Tableau, y0: np.ndarray, rtol: float, atol: float):
+        y0 = np.array(y0, dtype=np.float64)
+        super().__init__(None, tableau, y0[: system.n_head], rtol, atol)
+        self.system = system
+        self.stage_rhs = system.stage_rhs  # stages write their derivative and their record in place
+        self.y_whole = y0
+        self.q = y0[system.n_head :]
+        self.abs_q = np.abs(self.q)
+        self.n_total = y0.size  # the error norm's RMS is over u and q
+        self.q_new = self.abs_q_new = None
+
+    def start(self, t0, h0, direction, error_order) -> tuple[float, int]:
+        system, u0 = self.system, self.work.K[0]
+        if h0 is not None:
+            system.stage_rhs(t0, self.y, 0, u0)
+            return abs(h0), 1
+        # the step-size heuristic sees the whole state, so it needs q' too; slot 1 is free until
+        # the first step
+        f0 = system.joint_rhs(t0, self.y_whole, slot=0)
+        u0[:] = f0[: system.n_head]
+        h_abs = initial_step(lambda t, y: system.joint_rhs(t, y, slot=1), t0, self.y_whole, f0, direction,
+                             error_order, self.rtol, self.atol)
+        return h_abs, 2
+
+    def attempt(self, t: float, t_new: float, h: float) -> float:
+        y_new, error = rk_step(self.stage_rhs, t, t_new, h, self.work)
+        self.y_new = y_new
+        self.abs_new = abs_new = np.abs(y_new)
+        scale = np.maximum(self.abs_y, abs_new)
+        scale *= self.rtol
+        scale += self.atol
+        error /= scale
+        sum_of_squares = float(np.dot(error, error))
+        q_step, q_error = self.system.quadrature(self.work.quadrature_rows)  # the update and error rows
+        self.q_new = self.q + q_step
+        self.abs_q_new = np.abs(self.q_new)
+        q_error /= self.atol + self.rtol * np.maximum(self.abs_q, self.abs_q_new)
+        sum_of_squares += float(np.dot(q_error, q_error))
+        return math.sqrt(sum_of_squares / self.n_total)
+
+    def dense_step(self, h: float):
+        raise ValueError("a QuadratureTailSystem has no dense output: integrate its joint_rhs instead")
+
+    def accept(self) -> None:
+        super().accept()
+        self.q, self.abs_q = self.q_new, self.abs_q_new
+        self.system.carry(self.work.n_stages, 0)
+
+    def state(self) -> np.ndarray:
+        return np.concatenate((self.y, self.q))
+
+
+def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name: str, t0: float, t1: float,
+              h_abs: float, dense: bool) -> tuple[float, SolverStats, PiecewisePolynomial | None]:
+    """Step from t0 to t1, starting with step size `h_abs`.
+
+    `stepper` is a `PlainStepper` or a `QuadratureTailStepper` (or anything with their `attempt`,
+    `accept`, `dense_step` and `state`, and a `work` workspace): the loop knows nothing of the
+    system's structure, the stepper nothing of time, acceptance or budgets.
+
+    Returns (the next step size, stats, the dense output or None); raises SolverError if the step
+    size underflows or the budget cannot suffice. `stats.n_rhs` counts the steps' evaluations only.
+    """
+    direction = 1.0 if t1 >= t0 else -1.0
     t = t0
     n_accepted = n_rejected = 0
-    retrying = False  # the current step was rejected at least once: do not grow h on acceptance
+    after_rejection = False  # the current step was rejected at least once: do not grow h on acceptance
     nonfinite = False  # the last rejection was for an inf or NaN stage
     ts, ys, hs, Qs = [t0], [], [], []
     while direction * (t1 - t) > 0:
-        if n_accepted + n_rejected >= max_steps:
-            raise SolverError(tableau.name, t, t1, f"more than {max_steps} steps")
+        n_steps = n_accepted + n_rejected
+        if n_steps >= budget.next_check:
+            budget.check(n_steps, t, h_abs)
         if h_abs < 10 * abs(math.nextafter(t, direction * math.inf) - t):
-            reason = "the state became inf or NaN" if nonfinite else "step size fell below the spacing of floats"
-            raise SolverError(tableau.name, t, t1, reason)
+            raise SolverError(name, t, t1, _underflow_reason(nonfinite, stepper.state()))
         h = h_abs * direction
         t_new = t + h
         if direction * (t_new - t1) > 0:
             t_new = t1
             h = t1 - t
             h_abs = abs(h)
-        np.multiply(coefficients[:, 1:], h, out=scaled)
-        for s, c, row, previous, k in stages:
-            stage_rhs(t + c * h, row @ previous, s, k)
-        y_new = solution_row @ Y_solution
-        stage_rhs(t_new, y_new, n_stages, K_last)
-        n_rhs += n_stages
-        abs_new = np.abs(y_new)
-        scale = np.maximum(abs_y, abs_new)
-        scale *= rtol
-        scale += atol
-        error = error_row @ K
-        error /= scale
-        sum_of_squares = float(np.dot(error, error))
-        if split is not None:
-            q_step, q_error = split.quadrature(quadrature_rows)  # the update and error rows
-            q_new = q + q_step
-            abs_q_new = np.abs(q_new)
-            q_error /= atol + rtol * np.maximum(abs_q, abs_q_new)
-            sum_of_squares += float(np.dot(q_error, q_error))
-        error_norm = math.sqrt(sum_of_squares / n_total)
+        error_norm = stepper.attempt(t, t_new, h)
         # an inf or NaN anywhere in the stages makes error_norm non-finite: never accepted
         if error_norm < 1.0:
-            factor = MAX_FACTOR if error_norm == 0 else min(MAX_FACTOR, SAFETY * error_norm**exponent)
-            if retrying:
-                factor = min(1.0, factor)
-                retrying = False
+            factor = controller.after_accept(error_norm, after_rejection)
+            after_rejection = False
             if dense:
+                y, Q = stepper.dense_step(h)
                 ys.append(y)
                 hs.append(h)
-                Qs.append(K.T @ (h * P))
+                Qs.append(Q)
                 ts.append(t_new)
-            t, y, abs_y = t_new, y_new, abs_new
-            Y[0] = y
-            K[0] = K_last
-            if split is not None:
-                q, abs_q = q_new, abs_q_new
-                split.carry(n_stages, 0)
+            stepper.accept()
+            t = t_new
             n_accepted += 1
             h_abs *= factor
         else:
             nonfinite = not math.isfinite(error_norm)
-            if nonfinite:
-                error_norm = 1e10  # an overflowing stage: shrink hard and retry
-            h_abs *= max(MIN_FACTOR, SAFETY * error_norm**exponent)
+            h_abs *= controller.after_reject(error_norm)
             n_rejected += 1
-            retrying = True
+            after_rejection = True
+    n_rhs = stepper.work.n_stages * (n_accepted + n_rejected)
     stats = SolverStats(n_rhs=n_rhs, n_accepted=n_accepted, n_rejected=n_rejected)
     poly = PiecewisePolynomial(ts, ys, hs, Qs) if dense and hs else None
-    y_end = y if split is None else np.concatenate((y, q))
-    return Trajectory(t0, t1, y_end, stats, poly, h_abs, tableau.name)
+    return h_abs, stats, poly
+
+
+def _underflow_reason(nonfinite: bool, y: np.ndarray) -> str:
+    if nonfinite:
+        return ("the state became inf or NaN: the solution blows up here (diverged parameters? lower the "
+                "learning rate)")
+    size = float(np.max(np.abs(y))) if y.size else 0.0
+    return (f"step size fell below the spacing of floats, with max |y| = {size:.3g}: the solution likely "
+            "blows up in finite time here")
+
+
+class ExplicitRungeKutta(Solver):
+    """An embedded explicit Runge-Kutta pair with FSAL and dense output, stepped by our own
+    vectorised loop. A subclass sets `name`, `tableau` and `description` (see `_catalogue.py`)."""
+
+    tableau: Tableau
+    implicit = False
+
+    @property
+    def order(self) -> int:
+        return self.tableau.order
+
+    @property
+    def dense_output(self) -> int:
+        return self.tableau.dense_degree
+
+    @property
+    def stage_slots(self) -> int:
+        # stage i records in slot i, and the first-same-as-last stage in slot s
+        return self.tableau.n_stages + 1
+
+    def integrate(self, rhs, t0, t1, y0, *, rtol, atol, jac=None, dense=False, h0=None, max_steps=None):
+        if isinstance(rhs, QuadratureTailSystem) and not dense:
+            stepper = QuadratureTailStepper(rhs, self.tableau, y0, rtol, atol)
+        else:
+            stepper = PlainStepper(rhs.joint_rhs if isinstance(rhs, QuadratureTailSystem) else rhs,
+                                   self.tableau, y0, rtol, atol)
+        direction = 1.0 if t1 >= t0 else -1.0
+        # A stage that overflows is expected when a solve blows up (e.g. a backsolve of stiff
+        # dynamics): it is rejected, and a solve that cannot recover raises SolverError, so numpy's
+        # overflow warnings would only add noise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            h_abs, n_start = stepper.start(t0, h0, direction, self.tableau.error_order)
+            budget = StepBudget(self.name, self.implicit, t0, t1, h_abs, max_steps)
+            controller = StepSizeController(self.tableau.error_order)
+            h_abs, stats, poly = run_steps(stepper, controller, budget, self.name, t0, t1, h_abs, dense)
+        stats.n_rhs += n_start
+        return Trajectory(t0, t1, stepper.state(), stats, poly, h_abs, self.name)

@@ -1,60 +1,55 @@
 """scipy's own ODE methods (implicit Radau and BDF, and DOP853), stepped one step at a time.
 
 Stepping `OdeSolver` objects ourselves, rather than calling `solve_ivp`, lets us stop exactly at the
-end time, keep the dense output only when asked for, and turn a failure into a `SolverError` that
-names the method and the time reached.
+end time, keep the dense output only when asked for, apply our step budget, and turn a failure into
+a `SolverError` that names the method and the time reached.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate import BDF, DOP853, OdeSolution, Radau
+from scipy.integrate import OdeSolution
 
 from ..errors import SolverError
+from ._base import Solver
+from ._quadrature_tail import QuadratureTailSystem
+from ._step_budget import StepBudget
 from ._trajectory import ScipyDense, SolverStats, Trajectory
 
-SCIPY_CLASSES = {"RadauIIA5": Radau, "BDF": BDF, "DP8": DOP853}
 
+class ScipySolver(Solver):
+    """One of scipy's `OdeSolver` classes; a subclass sets `scipy_class` and the declared attributes
+    (see `_catalogue.py`). Implicit ones are given the Jacobian."""
 
-def integrate_scipy(
-    name: str,
-    rhs,
-    t0: float,
-    t1: float,
-    y0: np.ndarray,
-    rtol: float,
-    atol: float,
-    *,
-    jac=None,
-    dense: bool = False,
-    h0: float | None = None,
-    max_steps: int = 1_000_000,
-) -> Trajectory:
-    """Integrate with scipy's method `name`; `jac(t, y)` (a sparse or dense matrix) for implicit ones."""
-    cls = SCIPY_CLASSES[name]
-    # a step carried over from a longer previous piece may exceed this one; scipy rejects that
-    first_step = None if h0 is None else min(abs(h0), abs(t1 - t0))
-    options = {"rtol": rtol, "atol": atol, "first_step": first_step}
-    if name != "DP8":
-        options["jac"] = jac
-    solver = cls(rhs, t0, np.array(y0, dtype=np.float64), t1, **options)
-    interpolants, ts = [], [t0]
-    n_steps = 0
-    while solver.status == "running":
-        if n_steps >= max_steps:
-            raise SolverError(name, solver.t, t1, f"more than {max_steps} steps")
-        message = solver.step()
-        n_steps += 1
-        if solver.status == "failed":
-            raise SolverError(name, solver.t, t1, message or "step failed")
-        if not np.all(np.isfinite(solver.y)):
-            raise SolverError(name, solver.t, t1, "the state became inf or NaN")
-        if dense:
-            interpolants.append(solver.dense_output())
-            ts.append(solver.t)
-    stats = SolverStats(
-        n_rhs=solver.nfev, n_jac=solver.njev, n_lu=solver.nlu, n_accepted=n_steps, n_rejected=None
-    )
-    dense_out = ScipyDense(OdeSolution(ts, interpolants)) if dense and interpolants else None
-    h_last = getattr(solver, "h_abs", None)
-    return Trajectory(t0, t1, solver.y.copy(), stats, dense_out, h_last, name)
+    scipy_class: type
+
+    def integrate(self, rhs, t0, t1, y0, *, rtol, atol, jac=None, dense=False, h0=None, max_steps=None):
+        if isinstance(rhs, QuadratureTailSystem):
+            rhs = rhs.joint_rhs  # scipy steps the state as a whole
+        # a step carried over from a longer previous piece may exceed this one; scipy rejects that
+        first_step = None if h0 is None else min(abs(h0), abs(t1 - t0))
+        options = {"rtol": rtol, "atol": atol, "first_step": first_step}
+        if self.implicit:
+            options["jac"] = jac
+        solver = self.scipy_class(rhs, t0, np.array(y0, dtype=np.float64), t1, **options)
+        budget = StepBudget(self.name, self.implicit, t0, t1, solver.h_abs, max_steps)
+        interpolants, ts = [], [t0]
+        n_steps = 0
+        while solver.status == "running":
+            if n_steps >= budget.next_check:
+                budget.check(n_steps, solver.t, solver.h_abs)
+            message = solver.step()
+            n_steps += 1
+            if solver.status == "failed":
+                raise SolverError(self.name, solver.t, t1, message or "step failed")
+            if not np.all(np.isfinite(solver.y)):
+                raise SolverError(self.name, solver.t, t1, "the state became inf or NaN: the solution blows up here")
+            if dense:
+                interpolants.append(solver.dense_output())
+                ts.append(solver.t)
+        stats = SolverStats(
+            n_rhs=solver.nfev, n_jac=solver.njev, n_lu=solver.nlu, n_accepted=n_steps, n_rejected=None
+        )
+        dense_out = ScipyDense(OdeSolution(ts, interpolants)) if dense and interpolants else None
+        h_last = getattr(solver, "h_abs", None)
+        return Trajectory(t0, t1, solver.y.copy(), stats, dense_out, h_last, self.name)
