@@ -18,7 +18,7 @@ from ._io import ensure_writable_dir, write_json, write_text
 from .problems import load_problem
 from .problems import seed_problem
 from ._provenance import provenance
-from .sensitivity import resolve_engine
+from .sensitivity import resolve_engine, uses_harness_solvers
 from .solvers import check_solver, check_tolerances
 from .training import train
 
@@ -76,7 +76,7 @@ def reproduce(
     atol = chosen.atol if atol is None else atol
     rtol, atol = check_tolerances(rtol, atol)
     engine = resolve_engine(engine if engine is not None else method)
-    if engine.__class__.__module__.startswith("harness.sensitivity"):
+    if uses_harness_solvers(engine):
         check_solver(solver)
     options = SolveOptions(solver, rtol, atol)
     started = time.perf_counter()

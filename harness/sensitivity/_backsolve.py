@@ -12,6 +12,8 @@ from ..solvers import stage_slots
 from .._state_layout import block_diagonal, flat, states
 from ._adjoint_systems import BacksolveSystem
 from ._backward import AdjointSystem, adjoint_gradient
+from ._registry import register_engine
+from .algorithms import BacksolveAdjoint
 
 ADVICE = "use InterpolatingAdjoint or QuadratureAdjoint, which read z from the forward solution"
 
@@ -68,5 +70,8 @@ class Backsolve(AdjointSystem):
         return y[2 * bn :].copy(), states(y[bn : 2 * bn], self.batch).copy(), diagnostics
 
 
-def backsolve_gradient(problem, theta, forward, engine):
+def backsolve_gradient(engine: BacksolveAdjoint, problem, theta, forward):
     return adjoint_gradient(problem, theta, forward, engine, Backsolve)
+
+
+register_engine(BacksolveAdjoint, compute=backsolve_gradient)

@@ -7,13 +7,14 @@ import numpy as np
 from .._forward import SolveOptions, solve_forward
 from ..solvers import SolverStats
 from .algorithms import FiniteDifferences
+from ._registry import register_engine
 from ._result import GradientResult
 
 # f'(x) ≈ [f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)] / (12 h), truncation error O(h⁴)
 STENCIL = ((-2.0, 1.0), (-1.0, -8.0), (1.0, 8.0), (2.0, -1.0))
 
 
-def finite_difference_gradient(problem, theta, forward: SolveOptions, engine: FiniteDifferences):
+def finite_difference_gradient(engine: FiniteDifferences, problem, theta, forward: SolveOptions):
     model, stats = problem.model, [SolverStats()]
 
     def row_losses(theta_, z0_):
@@ -51,3 +52,6 @@ def finite_difference_gradient(problem, theta, forward: SolveOptions, engine: Fi
         n_datapoints=problem.n_datapoints,
         diagnostics={"step": engine.step},
     )
+
+
+register_engine(FiniteDifferences, compute=finite_difference_gradient)

@@ -9,6 +9,8 @@ from ..solvers import stage_slots
 from .._state_layout import block_diagonal, flat, states
 from ._adjoint_systems import InterpolatingSystem
 from ._backward import AdjointSystem, adjoint_gradient
+from ._registry import register_engine
+from .algorithms import InterpolatingAdjoint
 
 
 class Interpolating(AdjointSystem):
@@ -52,5 +54,8 @@ class Interpolating(AdjointSystem):
         return y[self.bn :].copy(), states(y[: self.bn], self.batch).copy(), diagnostics
 
 
-def interpolating_gradient(problem, theta, forward, engine):
+def interpolating_gradient(engine: InterpolatingAdjoint, problem, theta, forward):
     return adjoint_gradient(problem, theta, forward, engine, Interpolating)
+
+
+register_engine(InterpolatingAdjoint, compute=interpolating_gradient)

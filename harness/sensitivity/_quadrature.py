@@ -7,6 +7,8 @@ import numpy as np
 from .._state_layout import block_diagonal, flat, stacked_states, states
 from ._adjoint_systems import InterpolatingSystem
 from ._backward import AdjointSystem, adjoint_gradient
+from ._registry import register_engine
+from .algorithms import QuadratureAdjoint
 
 
 class Quadrature(AdjointSystem):
@@ -59,5 +61,8 @@ class Quadrature(AdjointSystem):
         return self.dtheta, states(a, self.batch).copy(), diagnostics
 
 
-def quadrature_gradient(problem, theta, forward, engine):
+def quadrature_gradient(engine: QuadratureAdjoint, problem, theta, forward):
     return adjoint_gradient(problem, theta, forward, engine, Quadrature)
+
+
+register_engine(QuadratureAdjoint, compute=quadrature_gradient)

@@ -2,7 +2,7 @@
 
 An engine is passed to `harness.gradient(problem, engine=...)`; its behaviour lives in one module per
 engine (`_backsolve.py`, `_interpolating.py`, `_quadrature.py`, `_forward_sensitivity.py`,
-`_finite_differences.py`). Backward-pass settings left as None take the forward pass's.
+`_finite_differences.py`), which registers it (`_registry.register_engine`). Backward-pass settings left as None take the forward pass's.
 
 All adjoints solve, backwards from t_K to t0, the adjoint a(t) = ∂L/∂z(t):
 
@@ -112,4 +112,3 @@ class FiniteDifferences:
 
 ADJOINTS = (BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint)
 REFERENCES = (ForwardSensitivity, FiniteDifferences)
-ENGINES = {cls.name: cls for cls in ADJOINTS + REFERENCES}
