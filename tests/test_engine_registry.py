@@ -44,7 +44,7 @@ class TenthTolerance:
 def toy():
     # Registered per test, not at import: pytest imports every test module before running any, and
     # the other modules' tests count the registered engines.
-    register_engine(TenthTolerance, backend="user-test")
+    harness.register_engine(TenthTolerance, backend="user-test")  # the one registration step
     yield TenthTolerance
     unregister_engine(TenthTolerance)
 
