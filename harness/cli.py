@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tutorial (default) or close-fit (longer, tighter; see README)")
     p.add_argument("--steps", type=nonnegative_int, help="Adam steps (preset: 1000)")
     p.add_argument("--engine", "--method", dest="method", metavar="ENGINE", default="BacksolveAdjoint",
-                   help=f"gradient engine (--method is the older spelling), one of {sorted(ENGINES)}, or with --backend julia one of "
+                   help=f"gradient engine (--method is the older spelling), one of {sorted(ENGINES)}, "
+                        "or with --backend julia one of "
                         f"{list(_julia_methods())} (default BacksolveAdjoint, the tutorial's method; its "
                         "reconstruction check refuses problems where it would be unreliable)")
     p.add_argument("--solver", default="DP5", help=f"forward solver, one of {sorted(SOLVERS)} (default DP5)")

@@ -27,7 +27,8 @@ class PeerEngine:
     """An external engine: `backend:method` with its backward solver and tolerances.
 
     `compute` follows the harness engine protocol (`harness.sensitivity.register_engine`; each
-    backend registers its subclass below): it writes the problem at θ to a problem file and hands the file to the adapter's
+    backend registers its subclass below): it writes the problem at θ to a problem file and hands
+    the file to the adapter's
     `gradient_from_file`, the same entry point a researcher can call on any problem file.
     """
 

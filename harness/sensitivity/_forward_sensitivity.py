@@ -60,8 +60,8 @@ def forward_sensitivity_gradient(engine: ForwardSensitivity, problem, theta, for
         s_theta_at.append(s_theta)
         s_z0_at.append(s_z0)
     loss, dL_dz = problem.loss_terms(z_at_times)
-    dtheta = sum(np.einsum("bip,bi->p", s, g) for s, g in zip(s_theta_at, dL_dz))
-    dz0 = sum(np.einsum("bik,bi->bk", s, g) for s, g in zip(s_z0_at, dL_dz))
+    dtheta = sum(np.einsum("bip,bi->p", s, g) for s, g in zip(s_theta_at, dL_dz, strict=True))
+    dz0 = sum(np.einsum("bik,bi->bk", s, g) for s, g in zip(s_z0_at, dL_dz, strict=True))
     return GradientResult(
         engine=engine.name,
         loss=loss,

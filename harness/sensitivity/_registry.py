@@ -122,7 +122,8 @@ def register_engine(
         taken = ENGINES.get(name)
         if taken is not None and taken.__qualname__ != label:
             raise HarnessInputError(
-                f"register_engine({label}): the name {name!r} is already taken by {taken.__module__}.{taken.__qualname__}"
+                f"register_engine({label}): the name {name!r} is already taken by "
+                f"{taken.__module__}.{taken.__qualname__}"
             )
         ENGINES[name] = engine_type  # re-registering the same class (a reloaded module) replaces it
     _DECLARATIONS[engine_type] = EngineDeclaration(
@@ -200,7 +201,9 @@ def resolve_engine(engine):
         try:
             return engine()
         except TypeError as err:
-            raise HarnessInputError(f"engine class {engine.__qualname__} needs arguments ({err}): pass an instance") from None
+            raise HarnessInputError(
+                f"engine class {engine.__qualname__} needs arguments ({err}): pass an instance"
+            ) from None
     declaration_of(engine)
     return engine
 
