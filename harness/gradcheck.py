@@ -75,7 +75,7 @@ def python_engines():
     ]
 
 
-def registered_engines() -> list:
+def gradcheck_engines() -> list:
     """Harness's own rows, then one row per engine registered by name elsewhere (a user's own,
     `harness.register_engine`), built with no arguments. The reference is not a row."""
     engines = python_engines()
@@ -152,7 +152,7 @@ def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, inc
         ]
     cases = []
     for problem, solver in specs:
-        engines, extra = registered_engines(), []
+        engines, extra = gradcheck_engines(), []
         if include_julia:
             unavailable = julia_unavailable_row()
             if unavailable is None:

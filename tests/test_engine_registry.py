@@ -14,7 +14,7 @@ import harness
 from harness.cli import main
 from harness.compare import run_experiment
 from harness.errors import BackendUnavailableError, HarnessInputError
-from harness.gradcheck import bound_for, check_case, registered_engines
+from harness.gradcheck import bound_for, check_case, gradcheck_engines
 from harness.sensitivity import (
     ENGINES,
     QuadratureAdjoint,
@@ -72,7 +72,7 @@ def test_registered_by_name_and_computed_through_its_own_compute(toy, problem):
 
 
 def test_gradcheck_has_a_row_for_it(toy, problem):
-    engines = registered_engines()
+    engines = gradcheck_engines()
     assert [type(e) for e in engines].count(TenthTolerance) == 1
     tol = 1e-7
     case = check_case(problem, "DP5", tol, [TenthTolerance()])
@@ -194,3 +194,23 @@ def test_bad_declarations_are_refused():
         register_engine(Fine, compute=3)
     with pytest.raises(HarnessInputError, match="not a registered engine type"):
         unregister_engine(Fine)
+
+
+def test_an_engine_with_required_arguments_is_not_named():
+    @dataclass(frozen=True)
+    class NeedsStep:
+        step: float
+        name = "NeedsStep"
+
+        def compute(self, problem, theta, options):  # pragma: no cover - never reached
+            raise AssertionError
+
+    register_engine(NeedsStep)  # registered, but not buildable by name: no row in gradcheck
+    try:
+        assert "NeedsStep" not in ENGINES
+        assert declaration_of(NeedsStep(1e-3)).name is None
+        assert NeedsStep not in {type(e) for e in gradcheck_engines()}
+    finally:
+        unregister_engine(NeedsStep)
+    with pytest.raises(HarnessInputError, match="cannot be built with no arguments"):
+        register_engine(NeedsStep, name="NeedsStep")

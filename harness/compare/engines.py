@@ -27,7 +27,9 @@ def build_engine(spec: EngineSpec, solver: str, rtol: float, atol: float):
     options = dict(spec.options)
     if spec.backend == "harness":  # an engine registered by name (harness's own, or a user's)
         if spec.name not in ENGINES:
-            raise BackendUnavailableError(f"no engine is registered as {spec.name!r} in this process")
+            # a failure, not an absence: e.g. a user's engine registered where the spec was read
+            # but not in this worker process
+            raise KeyError(f"no engine is registered as {spec.name!r} in this process")
         cls = ENGINES[spec.name]
         available, reason = declaration_of(cls).availability()
         if not available:

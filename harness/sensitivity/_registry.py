@@ -11,15 +11,17 @@ engine's module:
   before it runs) or a backend's own;
 - `availability() -> (available, reason)`: whether it can run on this machine, and why not.
 
-A type registered with a `name` (by default its class attribute `name`, when that is a string) can
-also be built from that name with no arguments: `harness gradcheck`, `harness compare` grids, the
-CLI's engine list and `gradient(problem, engine="Name")` find it there. The command line also
+A type registered with a `name` (by default its class attribute `name`, when that is a string and
+the class needs no arguments) can also be built from that name: `harness gradcheck`, `harness
+compare` grids, the CLI's engine list and `gradient(problem, engine="Name")` find it there. The
+command line also
 imports the modules that installed packages list under the entry-point group "harness.engines"
 (`load_engine_plugins`), so a package of engines needs no change to harness.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -78,7 +80,7 @@ def register_engine(
         Whether the engine can run here and, if not, why. Default: always available.
     name : str, optional
         Register the type under this name too, to be built with no arguments. Default: the class
-        attribute `name` if it is a string.
+        attribute `name` if it is a string and the class needs no arguments.
 
     Returns
     -------
@@ -114,11 +116,17 @@ def register_engine(
         )
     if availability is not None and not callable(availability):
         raise HarnessInputError(f"register_engine({label}): availability={availability!r} is not callable")
-    if name is None and isinstance(getattr(engine_type, "name", None), str):
+    buildable = _buildable_without_arguments(engine_type)
+    if name is None and buildable and isinstance(getattr(engine_type, "name", None), str):
         name = engine_type.name
     if name is not None:
         if not (isinstance(name, str) and name.isidentifier()):
             raise HarnessInputError(f"register_engine({label}): name={name!r}, expected an identifier")
+        if not buildable:
+            raise HarnessInputError(
+                f"register_engine({label}): name={name!r}, but {label} cannot be built with no "
+                "arguments, which is what a name is for; register it without a name"
+            )
         taken = ENGINES.get(name)
         if taken is not None and taken.__qualname__ != label:
             raise HarnessInputError(
@@ -154,6 +162,16 @@ def load_engine_plugins() -> list[str]:
             ) from err
         loaded.append(point.name)
     return loaded
+
+
+def _buildable_without_arguments(engine_type: type) -> bool:
+    try:
+        inspect.signature(engine_type).bind()
+    except TypeError:
+        return False
+    except ValueError:  # no signature to inspect (some builtins): let the call decide
+        return True
+    return True
 
 
 def unregister_engine(engine_type: type) -> None:
