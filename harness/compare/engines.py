@@ -1,9 +1,8 @@
 """From an `EngineSpec` to an engine value that `harness.gradient` can run, or the reason it cannot.
 
 The one place where backends meet: engines registered by name (harness's own and users') are built
-from their classes, Julia engines
-come from `harness.julia.julia_engines()` (imported lazily: Julia is optional), and the PyTorch/JAX
-peers from `harness.peers` (also optional). Anything that cannot run here raises
+from their classes, Julia engines come from `harness.julia.julia_engines()` (imported lazily: Julia
+is optional), and the PyTorch/JAX peers from `harness.peers` (also optional). Anything that cannot run here raises
 `BackendUnavailableError` with a reason, and the comparison shows a row marked unavailable.
 """
 
