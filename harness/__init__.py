@@ -18,6 +18,7 @@ from .sensitivity import (  # noqa: E402
     InterpolatingAdjoint,
     QuadratureAdjoint,
     gradient,
+    register_engine,
 )
 from .training import train  # noqa: E402
 
@@ -26,5 +27,5 @@ __all__ = [
     "load_problem", "save_problem", "build_problem", "seed_problem", "stiff_problem",
     "multi_time_problem", "deep_problem", "gradient", "GradientResult", "train",
     "BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "ForwardSensitivity",
-    "FiniteDifferences",
+    "FiniteDifferences", "register_engine",
 ]

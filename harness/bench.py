@@ -1,8 +1,9 @@
 """`harness bench`: time one seed-problem gradient per engine beside a plain baseline, in one run.
 
 Each engine is warmed up once, then all are timed round-robin `repeats` times; the median is
-reported, with the ratio baseline / engine (above 1: faster than the baseline). Peak memory is tracemalloc's peak during one
-gradient: every Python and numpy allocation made by the call, not the interpreter's resident size.
+reported, with the ratio baseline / engine (above 1: faster than the baseline). Peak memory is
+tracemalloc's peak during one gradient: every Python and numpy allocation made by the call, not the
+interpreter's resident size.
 """
 
 from __future__ import annotations

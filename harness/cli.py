@@ -52,15 +52,19 @@ def int_at_least(minimum: int):
 nonnegative_int = int_at_least(0)
 
 
-JULIA_METHODS = ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint")
+def _julia_methods() -> tuple[str, ...]:
+    """The sensealgs `--backend julia` takes: the Julia backend's own list (it names its engines)."""
+    from .julia.names import ADJOINT_SENSEALGS
+
+    return ADJOINT_SENSEALGS
 
 
 def _julia_engine(method: str):
-    """The Julia engine value for `--backend julia` (the Julia backend names its own engines)."""
+    """The Julia engine value for `--backend julia`."""
     from .julia import JuliaAdjoint, julia_status
 
-    if method not in JULIA_METHODS:
-        raise HarnessInputError(f"--backend julia takes --method one of {list(JULIA_METHODS)}, not {method!r}")
+    if method not in _julia_methods():
+        raise HarnessInputError(f"--backend julia takes --engine one of {list(_julia_methods())}, not {method!r}")
     status = julia_status()
     if not status.available:
         raise BackendUnavailableError(f"the Julia backend is unavailable: {status.reason}")
@@ -111,6 +115,47 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def engine_rows() -> list[dict]:
+    """Every registered engine: its name (or type), backend, solver names and availability here.
+
+    The optional backends (Julia, the PyTorch/JAX peers) are imported first so that their engine
+    types are registered; importing them does not start Julia nor import torch or jax.
+    """
+    from .sensitivity import registered_engines
+
+    for module_name in ("harness.julia", "harness.peers.common"):
+        try:
+            importlib.import_module(module_name)
+        except ImportError:
+            pass
+    rows = []
+    for declaration in registered_engines():
+        available, reason = declaration.availability()
+        rows.append({
+            "name": declaration.name or declaration.engine_type.__qualname__,
+            "by_name": declaration.name is not None,
+            "backend": declaration.backend,
+            "solvers": "harness" if declaration.uses_harness_solvers else "own",
+            "available": bool(available),
+            "reason": reason,
+        })
+    return rows
+
+
+def cmd_engines(args) -> int:
+    rows = engine_rows()
+    if args.json:
+        print(to_json({"engines": rows}))
+        return 0
+    print(f"{'engine':28s} {'backend':12s} {'solvers':8s} available")
+    for row in rows:
+        status = "yes" if row["available"] else f"no: {row['reason']}"
+        name = row["name"] if row["by_name"] else f"({row['name']})"
+        print(f"{name:28s} {row['backend']:12s} {row['solvers']:8s} {status}")
+    print("Engines in parentheses are built with arguments (Python API, compare specs), not by name.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .reproduce import PRESETS
     from .sensitivity import ENGINES
@@ -127,9 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tutorial (default), close-fit (longer, tighter) or tutorial-exact (the "
                         "tutorial's own draws: its table row for row); see README")
     p.add_argument("--steps", type=nonnegative_int, help="Adam steps (preset: 1000)")
-    p.add_argument("--method", default="BacksolveAdjoint",
-                   help=f"gradient engine, one of {sorted(ENGINES)}, or with --backend julia one of "
-                        f"{list(JULIA_METHODS)} (default BacksolveAdjoint, the tutorial's method; its "
+    p.add_argument("--engine", "--method", dest="method", metavar="ENGINE", default="BacksolveAdjoint",
+                   help=f"gradient engine (--method is the older spelling), one of {sorted(ENGINES)}, "
+                        "or with --backend julia one of "
+                        f"{list(_julia_methods())} (default BacksolveAdjoint, the tutorial's method; its "
                         "reconstruction check refuses problems where it would be unreliable)")
     p.add_argument("--solver", help=f"forward solver, one of {sorted(SOLVERS)} (preset: DP5; tutorial-exact: DP8)")
     p.add_argument("--rtol", type=positive_float, help="relative tolerance (preset: 1e-6)")
@@ -161,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("engines", help="list the registered gradient engines and whether each can run here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_engines)
+
     for module_name in PLUGINS:
         try:
             module = importlib.import_module(module_name)
@@ -171,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .sensitivity import load_engine_plugins
+
+    try:
+        load_engine_plugins()  # before the parser: its help lists the engines by name
+    except HarnessInputError as err:
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -26,11 +26,13 @@ from .problems import load_problem
 from .problems import multi_time_problem, seed_problem, stiff_problem
 from .solvers import solver_for
 from .sensitivity import (
+    ENGINES,
     BacksolveAdjoint,
     FiniteDifferences,
     ForwardSensitivity,
     InterpolatingAdjoint,
     QuadratureAdjoint,
+    declaration_of,
     gradient,
 )
 
@@ -74,6 +76,14 @@ def python_engines():
     ]
 
 
+def gradcheck_engines() -> list:
+    """Harness's own rows, then one row per engine registered by name elsewhere (a user's own,
+    `harness.register_engine`), built with no arguments. The reference is not a row."""
+    engines = python_engines()
+    own = {type(engine) for engine in engines} | {ForwardSensitivity}
+    return engines + [cls() for cls in ENGINES.values() if cls not in own]
+
+
 def engine_label(engine) -> str:
     if isinstance(engine, InterpolatingAdjoint) and engine.checkpointing:
         return "InterpolatingAdjoint (checkpointing)"
@@ -94,6 +104,10 @@ def check_case(problem, solver: str, tol: float, engines, extra_rows=()) -> Case
     ref_norm = np.linalg.norm(reference.dtheta)
     for engine in engines:
         label, bound = engine_label(engine), bound_for(engine, tol)
+        available, reason = declaration_of(engine).availability()
+        if not available:
+            case.rows.append(Row(label, "unavailable", bound=bound, reason=reason or ""))
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # overflow while a solve blows up
@@ -149,7 +163,7 @@ def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, inc
         ]
     cases = []
     for problem, solver in specs:
-        engines, extra = python_engines(), []
+        engines, extra = gradcheck_engines(), []
         if include_julia:
             unavailable = julia_unavailable_row()
             if unavailable is None:

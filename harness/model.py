@@ -136,6 +136,20 @@ class MLP:
         object.__setattr__(self, "_layer_cache", [None])  # [(θ, its layer views)]: one slot, see `_layers`
         object.__setattr__(self, "_ones", {})  # batch size -> ones(B), for sums over the batch as matmuls
 
+    # Written out because the generated ones cannot compare an ndarray field: decay is part of the
+    # model (the stiff variant is a different vector field), so it takes part as a tuple of floats.
+    def _identity(self) -> tuple:
+        decay = None if self.decay is None else tuple(self.decay.tolist())
+        return (self.widths, self.activation, decay)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
+
     # ----------------------------------------------------------------------------------- layout
     @property
     def state_dim(self) -> int:

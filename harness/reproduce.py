@@ -20,7 +20,7 @@ from .problems import load_problem
 from .problems import seed_problem
 from .problems._tutorial_exact import EXACT_NOTE, exact_table, tutorial_exact_problem
 from ._provenance import provenance
-from .sensitivity import resolve_engine
+from .sensitivity import resolve_engine, uses_harness_solvers
 from .solvers import check_solver, check_tolerances
 from .training import train
 
@@ -88,7 +88,7 @@ def reproduce(
     solver = chosen.solver if solver is None else solver
     rtol, atol = check_tolerances(rtol, atol)
     engine = resolve_engine(engine if engine is not None else method)
-    if engine.__class__.__module__.startswith("harness.sensitivity"):
+    if uses_harness_solvers(engine):
         check_solver(solver)
     options = SolveOptions(solver, rtol, atol)
     started = time.perf_counter()

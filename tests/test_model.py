@@ -275,6 +275,18 @@ def test_bad_decay_rejected(decay, fragment):
         MLP((2, 3, 2), decay=np.array(decay))
 
 
+def test_decay_is_part_of_model_equality_and_hash():
+    # The plain and the stiff model are different vector fields: they must not compare equal, nor
+    # collide as dict keys (caches keyed by model would hand one the other's results).
+    plain, stiff = MLP((2, 3, 2)), MLP((2, 3, 2), decay=[1.0, 1000.0])
+    assert plain != stiff and stiff != plain
+    assert stiff != MLP((2, 3, 2), decay=[1.0, 999.0])
+    assert stiff == MLP((2, 3, 2), decay=np.array([1.0, 1000.0]))
+    assert hash(stiff) == hash(MLP((2, 3, 2), decay=(1, 1000)))
+    assert len({plain, stiff, MLP((2, 3, 2)), MLP((2, 3, 2), decay=[1, 1000])}) == 2
+    assert MLP((2, 3, 2)) != MLP((2, 3, 2), activation="softplus")
+
+
 def test_decay_is_frozen():
     d = np.array([1.0, 1000.0])
     model = MLP((2, 3, 2), decay=d)

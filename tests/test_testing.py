@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness.problems import build_problem
-from harness.sensitivity import InterpolatingAdjoint, gradient
+from harness.sensitivity import InterpolatingAdjoint, gradient, register_engine
 from harness.testing import assert_gradients_agree
 
 
@@ -28,6 +28,8 @@ class Perturbed:
         result.dtheta[self.index] += self.delta
         return result
 
+
+register_engine(Perturbed)  # engines are found through their registration, not by duck typing
 
 def test_agreeing_engines_pass(problem):
     results = assert_gradients_agree(problem, ["BacksolveAdjoint", "QuadratureAdjoint"], rtol=1e-6,

@@ -1,8 +1,8 @@
 """From an `EngineSpec` to an engine value that `harness.gradient` can run, or the reason it cannot.
 
-The one place where backends meet: harness engines are built from their dataclasses, Julia engines
-come from `harness.julia.julia_engines()` (imported lazily: Julia is optional), and the PyTorch/JAX
-peers from `harness.peers` (also optional). Anything that cannot run here raises
+The one place where backends meet: engines registered by name (harness's own and users') are built
+from their classes, Julia engines come from `harness.julia.julia_engines()` (imported lazily: Julia
+is optional), and the PyTorch/JAX peers from `harness.peers` (also optional). Anything that cannot run here raises
 `BackendUnavailableError` with a reason, and the comparison shows a row marked unavailable.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import BackendUnavailableError
-from ..sensitivity import ENGINES
+from ..sensitivity import ENGINES, declaration_of
 from .spec import EngineSpec
 
 
@@ -24,9 +24,16 @@ def build_engine(spec: EngineSpec, solver: str, rtol: float, atol: float):
     rather than lost; a hard failure of the backward solve still raises and the cell records it.
     """
     options = dict(spec.options)
-    if spec.backend == "harness":
+    if spec.backend == "harness":  # an engine registered by name (harness's own, or a user's)
+        if spec.name not in ENGINES:
+            # a failure, not an absence: e.g. a user's engine registered where the spec was read
+            # but not in this worker process
+            raise KeyError(f"no engine is registered as {spec.name!r} in this process")
         cls = ENGINES[spec.name]
-        names = {f.name for f in dataclasses.fields(cls)}
+        available, reason = declaration_of(cls).availability()
+        if not available:
+            raise BackendUnavailableError(f"{spec.name} is unavailable: {reason}")
+        names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
         if "solver" in names:
             options.update(solver=solver, rtol=rtol, atol=atol)
         if "on_unstable" in names:

@@ -40,11 +40,12 @@ from __future__ import annotations
 import math
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
 from ..errors import HarnessInputError
 from ..problems import PROBLEMS
+from ..peers import PEER_METHODS
 from ..sensitivity import ENGINES
 from ..solvers import SOLVERS
 
@@ -55,10 +56,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 # Engines outside the harness are named "backend:Name". Peers' names are known statically; Julia's
 # come from harness.julia at run time (Julia may be absent), so only their form is checked here.
-PEER_ENGINES = {
-    "torchdiffeq": ("odeint_adjoint", "odeint"),
-    "diffrax": ("BacksolveAdjoint", "RecursiveCheckpointAdjoint"),
-}
+PEER_ENGINES = PEER_METHODS  # backend -> methods, kept by harness.peers
 BACKENDS = ("harness", "julia", *PEER_ENGINES)
 FIGURES = ("heatmap", "work_precision", "memory", "training")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -265,8 +263,9 @@ def _nonempty_list(value, where: str) -> list:
 
 
 def _engine_fields(name: str) -> dict:
-    """The options a harness engine takes (its dataclass fields), name -> default."""
-    return {f.name: f.default for f in fields(ENGINES[name])}
+    """The options a registered engine takes (its dataclass fields; none otherwise), name -> default."""
+    cls = ENGINES[name]
+    return {f.name: f.default for f in fields(cls)} if is_dataclass(cls) else {}
 
 
 def parse_engine(value, where: str) -> EngineSpec:

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import HarnessInputError, UnstableBacksolveError
 from .._forward import SolveOptions
 from ..model import MLP
+from ..sensitivity import register_engine
 from ..sensitivity._result import GradientResult
 from ..solvers import SolverStats, check_tolerances
 from . import runtime
@@ -90,6 +91,14 @@ def _native_dynamics(jl, model: MLP, batch: int):
     return jl.native_dynamics(np.asarray(model.widths, dtype=np.int64), model.activation, decay, batch)
 
 
+def _availability() -> tuple[bool, str | None]:
+    from .environment import julia_status
+
+    status = julia_status()
+    return bool(status.available), status.reason
+
+
+@register_engine(backend="julia", uses_harness_solvers=False, availability=_availability)
 @dataclass(frozen=True)
 class JuliaAdjoint:
     """A SciMLSensitivity adjoint through `adjoint_sensitivities`, with the loss at every
@@ -206,6 +215,7 @@ class JuliaAdjoint:
         check_reconstruction(z_back, problem.z0, s.rtol, s.atol, self.max_reconstruction_error, self.name)
 
 
+@register_engine(backend="julia", uses_harness_solvers=False, availability=_availability)
 @dataclass(frozen=True)
 class JuliaForwardSensitivity:
     """Reference: SciMLSensitivity's ForwardSensitivity (`ODEForwardSensitivityProblem`).

@@ -30,6 +30,12 @@ PEERS = {
     "diffrax": (".diffrax_engine", ("jax", "jaxlib", "diffrax")),
 }
 
+# backend -> the methods its adapter offers (the adapters and the comparison spec read them here)
+PEER_METHODS = {
+    "torchdiffeq": ("odeint_adjoint", "odeint"),
+    "diffrax": ("BacksolveAdjoint", "RecursiveCheckpointAdjoint"),
+}
+
 
 def peer_status(backend: str) -> tuple[bool, str | None]:
     """(available, reason if not) for one peer backend."""
@@ -73,4 +79,4 @@ def peer_versions(backend: str) -> dict:
     return versions
 
 
-__all__ = ["PEERS", "peer_engine", "peer_status", "peer_versions"]
+__all__ = ["PEERS", "PEER_METHODS", "peer_engine", "peer_status", "peer_versions"]

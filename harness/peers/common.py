@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError
-from ..sensitivity import GradientResult
+from ..sensitivity import GradientResult, register_engine
 
 
 class PeerGradientResult(GradientResult):
@@ -25,8 +26,9 @@ class PeerGradientResult(GradientResult):
 class PeerEngine:
     """An external engine: `backend:method` with its backward solver and tolerances.
 
-    `compute` follows the harness engine protocol (see `harness.sensitivity.resolve_engine`): it
-    writes the problem at θ to a problem file and hands the file to the adapter's
+    `compute` follows the harness engine protocol (`harness.sensitivity.register_engine`; each
+    backend registers its subclass below): it writes the problem at θ to a problem file and hands
+    the file to the adapter's
     `gradient_from_file`, the same entry point a researcher can call on any problem file.
     """
 
@@ -57,6 +59,27 @@ class PeerEngine:
         if not (np.all(np.isfinite(result.dtheta)) and np.all(np.isfinite(result.dz0))):
             raise FloatingPointError(f"{self.name} returned a non-finite gradient")
         return result
+
+
+def _status(backend: str) -> tuple[bool, str | None]:
+    from . import peer_status
+
+    return peer_status(backend)
+
+
+@register_engine(backend="torchdiffeq", uses_harness_solvers=False,
+                 availability=functools.partial(_status, "torchdiffeq"))
+class TorchdiffeqEngine(PeerEngine):
+    """A torchdiffeq method (`harness.peers.PEER_METHODS["torchdiffeq"]`)."""
+
+
+@register_engine(backend="diffrax", uses_harness_solvers=False,
+                 availability=functools.partial(_status, "diffrax"))
+class DiffraxEngine(PeerEngine):
+    """A diffrax method (`harness.peers.PEER_METHODS["diffrax"]`)."""
+
+    # The first call compiles; the comparison makes one untimed call first.
+    needs_warmup = True
 
 
 def check_solver(backend: str, solver: str, table: dict) -> str:

@@ -29,19 +29,15 @@ import jax.numpy as jnp  # noqa: E402
 
 from ..problems import load_problem  # noqa: E402
 from ..solvers import SolverStats  # noqa: E402
-from .common import PeerEngine, PeerGradientResult, check_solver  # noqa: E402
+from . import PEER_METHODS  # noqa: E402
+from .common import DiffraxEngine, PeerEngine, PeerGradientResult, check_solver  # noqa: E402
 
-METHODS = ("BacksolveAdjoint", "RecursiveCheckpointAdjoint")
+METHODS = PEER_METHODS["diffrax"]
 SOLVERS = {"DP5": "Dopri5", "BS3": "Bosh3", "DP8": "Dopri8"}  # the same tableaus as ours
 MAX_STEPS = 20_000  # diffrax needs a bound; a solve that hits it fails (never truncated). The
 # stiff problem with Dopri5 needs ~4000 steps forwards; a backsolve that diverges fails sooner.
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "softplus": lambda u: jnp.logaddexp(0.0, u)}
-
-
-class DiffraxEngine(PeerEngine):
-    # The first call compiles; the comparison makes one untimed call first.
-    needs_warmup = True
 
 
 def engine(method: str, *, solver: str, rtol: float, atol: float) -> PeerEngine:

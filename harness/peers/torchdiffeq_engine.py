@@ -16,9 +16,10 @@ import torchdiffeq
 
 from ..problems import load_problem
 from ..solvers import SolverStats
-from .common import PeerEngine, PeerGradientResult, check_solver
+from . import PEER_METHODS
+from .common import PeerEngine, PeerGradientResult, TorchdiffeqEngine, check_solver
 
-METHODS = ("odeint_adjoint", "odeint")
+METHODS = PEER_METHODS["torchdiffeq"]
 SOLVERS = {"DP5": "dopri5", "BS3": "bosh3", "DP8": "dopri8"}  # the same tableaus as ours
 
 _ACTIVATIONS = {
@@ -31,7 +32,7 @@ _ACTIVATIONS = {
 def engine(method: str, *, solver: str, rtol: float, atol: float) -> PeerEngine:
     check_solver("torchdiffeq", solver, SOLVERS)
     _warm_up()
-    return PeerEngine("torchdiffeq", method, solver, rtol, atol)
+    return TorchdiffeqEngine("torchdiffeq", method, solver, rtol, atol)
 
 
 @functools.cache

@@ -108,11 +108,22 @@ class Problem:
         Returns (L, dL_dz) with dL_dz of shape (K, B, N).
         """
         residual = z_at_times - self.data
-        n = self.model.state_dim
-        loss = 0.5 * float(np.sum(residual * residual)) + 0.5 * n * math.log(2 * math.pi) * (
-            self.n_datapoints
-        )
+        loss = 0.5 * float(np.sum(residual * residual)) + self.loss_constant
         return loss, residual
+
+    def loss_by_row(self, z_at_times: np.ndarray) -> np.ndarray:
+        """L without `loss_constant`, split by batch row: shape (B,) from z_at_times (K, B, N).
+
+        Rows do not interact, so one solve perturbed in every row gives every row's loss (what
+        FiniteDifferences uses).
+        """
+        residual = z_at_times - self.data
+        return 0.5 * np.sum(residual * residual, axis=(0, 2))
+
+    @property
+    def loss_constant(self) -> float:
+        """The part of L independent of θ and z0: (N/2) log 2π per datapoint."""
+        return 0.5 * self.model.state_dim * math.log(2 * math.pi) * (self.n_datapoints)
 
     def loglik_per_datapoint(self, loss: float) -> float:
         """The tutorial's figure of merit, -L / (K B)."""

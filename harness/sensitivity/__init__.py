@@ -1,15 +1,14 @@
-"""Gradient engines: `gradient(problem, engine=...)` with an engine value from `algorithms`."""
+"""Gradient engines: `gradient(problem, engine=...)` with an engine value from `algorithms`, or any
+engine registered with `register_engine` (see `_registry`)."""
 
 from __future__ import annotations
 
 import time
 
-from ..errors import HarnessInputError
 from .._forward import SolveOptions
 from ..solvers import check_solver, check_tolerances
 from .algorithms import (
     ADJOINTS,
-    ENGINES,
     REFERENCES,
     BacksolveAdjoint,
     FiniteDifferences,
@@ -17,35 +16,22 @@ from .algorithms import (
     InterpolatingAdjoint,
     QuadratureAdjoint,
 )
-from ._backsolve import backsolve_gradient
-from ._finite_differences import finite_difference_gradient
-from ._forward_sensitivity import forward_sensitivity_gradient
-from ._interpolating import interpolating_gradient
-from ._quadrature import quadrature_gradient
+from ._registry import (
+    ENGINES,
+    EngineDeclaration,
+    declaration_of,
+    load_engine_plugins,
+    register_engine,
+    registered_engines,
+    resolve_engine,
+    unregister_engine,
+    uses_harness_solvers,
+)
 from ._result import GradientResult
 
-_IMPLEMENTATIONS = {
-    BacksolveAdjoint: backsolve_gradient,
-    InterpolatingAdjoint: interpolating_gradient,
-    QuadratureAdjoint: quadrature_gradient,
-    ForwardSensitivity: forward_sensitivity_gradient,
-    FiniteDifferences: finite_difference_gradient,
-}
-
-
-def resolve_engine(engine):
-    """An engine value from an instance, a class, or a name such as "QuadratureAdjoint"."""
-    if engine is None:
-        return InterpolatingAdjoint()
-    if isinstance(engine, str):
-        if engine not in ENGINES:
-            raise HarnessInputError(f"unknown engine {engine!r}: expected one of {sorted(ENGINES)}")
-        return ENGINES[engine]()
-    if isinstance(engine, type) and engine in _IMPLEMENTATIONS:
-        return engine()
-    if type(engine) in _IMPLEMENTATIONS or callable(getattr(engine, "compute", None)):
-        return engine  # engines from other backends (e.g. harness.julia) bring their own `compute`
-    raise HarnessInputError(f"engine {engine!r}: expected one of {sorted(ENGINES)} or an instance")
+# Importing the behaviour modules registers the harness engines, in this order.
+from . import _backsolve, _interpolating, _quadrature  # noqa: E402,F401  (adjoints)
+from . import _forward_sensitivity, _finite_differences  # noqa: E402,F401  (references)
 
 
 def gradient(
@@ -64,9 +50,11 @@ def gradient(
     problem : Problem
     theta : ndarray, shape (P,), optional
     engine : engine value, class or name, optional
-        Default `InterpolatingAdjoint()`. Backward settings left as None follow the forward ones.
+        Any registered engine (`register_engine`). Default `InterpolatingAdjoint()`. Backward
+        settings left as None follow the forward ones.
     solver, rtol, atol :
-        The forward pass's method (a name from `harness.solvers.SOLVERS`) and tolerances.
+        The forward pass's method (a name from `harness.solvers.SOLVERS` for engines that use
+        harness's solvers, a backend's own name otherwise) and tolerances.
 
     Returns
     -------
@@ -74,17 +62,13 @@ def gradient(
         With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time.
     """
     engine = resolve_engine(engine)
-    if type(engine) in _IMPLEMENTATIONS:
+    declaration = declaration_of(engine)
+    if declaration.uses_harness_solvers:
         check_solver(solver)  # other backends have solver names of their own
     rtol, atol = check_tolerances(rtol, atol)
     theta = problem.theta if theta is None else problem.model.check_theta(theta)
     start = time.perf_counter()
-    options = SolveOptions(solver, rtol, atol)
-    implementation = _IMPLEMENTATIONS.get(type(engine))
-    if implementation is None:
-        result = engine.compute(problem, theta, options)
-    else:
-        result = implementation(problem, theta, options, engine)
+    result = declaration.compute(engine, problem, theta, SolveOptions(solver, rtol, atol))
     if not result.seconds:
         # Engines that do untimed preparation (peers: file hand-off, JIT compilation, counting
         # runs) report the time of the gradient computation itself; the rest are timed here.
@@ -97,11 +81,18 @@ __all__ = [
     "ENGINES",
     "REFERENCES",
     "BacksolveAdjoint",
+    "EngineDeclaration",
     "FiniteDifferences",
     "ForwardSensitivity",
     "GradientResult",
     "InterpolatingAdjoint",
     "QuadratureAdjoint",
+    "declaration_of",
     "gradient",
+    "load_engine_plugins",
+    "register_engine",
+    "registered_engines",
     "resolve_engine",
+    "unregister_engine",
+    "uses_harness_solvers",
 ]

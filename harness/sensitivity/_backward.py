@@ -1,9 +1,20 @@
-"""Pieces shared by the adjoint engines: backward settings and the walk back through the pieces."""
+"""The one backward driver of the continuous adjoints, and the backward settings they share.
+
+`adjoint_gradient` is written once for every continuous adjoint (as SciMLSensitivity's
+`_adjoint_sensitivities` is): the forward solve, the loss terms, the walk back over the forward
+pass's pieces, the jump of the adjoint at each observation time, the step size carried from one
+piece to the next, and the result. An adjoint contributes only an `AdjointSystem`: its backward ODE
+(with its Jacobian for implicit solvers), its jump, and what it accumulates.
+"""
 
 from __future__ import annotations
 
-from .._forward import ForwardSolution, SolveOptions
-from ..solvers import check_solver
+import numpy as np
+
+from .._forward import ForwardSolution, SolveOptions, solve_forward
+from ..errors import SolverError
+from ..solvers import SolverStats, check_solver, integrate
+from ._result import GradientResult
 
 
 def backward_options(engine, forward: SolveOptions) -> SolveOptions:
@@ -40,11 +51,122 @@ def first_backward_step(fwd: ForwardSolution, options: SolveOptions) -> float | 
     return BACKWARD_FIRST_STEP_FRACTION * fwd.h_last
 
 
-def pieces_backwards(fwd: ForwardSolution):
-    """(i, piece, k) from the last piece to the first; k indexes `times` at the piece's end, or -1.
+class AdjointSystem:
+    """One continuous adjoint's part of the backward pass; `adjoint_gradient` drives it.
 
-    The adjoint jumps by ∂L/∂z(t_k) at the end of a piece with k >= 0, before the piece is solved
-    backwards.
+    Built once per gradient with the problem, θ, the engine value and the backward settings. The
+    driver calls, from the last piece of the forward solution to the first: `jump` (at the end of a
+    piece that is an observation time), `enter_piece`, then integrates `system` (with `jacobian` for
+    implicit solvers) from the piece's end to its start, and hands the trajectory to `leave_piece`.
+
+    Attributes
+    ----------
+    system : callable (t, y) -> ndarray or QuadratureTailSystem
+        The backward right-hand side, as `harness.solvers.integrate` takes it.
+    dense_forward : bool
+        Whether the forward solve must keep its dense output (the adjoint reads z(t) from it).
+    dense_backward : bool
+        Whether the backward solve of each piece must return dense output.
     """
+
+    dense_forward = False
+    dense_backward = False
+
+    def __init__(self, problem, theta: np.ndarray, engine, options: SolveOptions):
+        self.problem, self.theta, self.engine, self.options = problem, theta, engine, options
+        self.model, self.batch = problem.model, problem.batch_size
+        self.bn = self.batch * self.model.state_dim
+
+    def n_checkpoints(self) -> int:
+        """Stored forward states for a checkpointed forward solve; 0 stores the whole solution."""
+        return 0
+
+    def initial_state(self, fwd: ForwardSolution) -> np.ndarray:
+        """y at t_K, before the jump by ∂L/∂z(t_K)."""
+        raise NotImplementedError
+
+    def jump(self, y: np.ndarray, fwd: ForwardSolution, k: int, dL_dz_k: np.ndarray) -> np.ndarray:
+        """y after the adjoint's jump by ∂L/∂z(t_k), dL_dz_k of shape (B, N)."""
+        raise NotImplementedError
+
+    def enter_piece(self, fwd: ForwardSolution, i: int) -> None:
+        """Prepare the backward solve of piece i (e.g. read z(t) from its dense output)."""
+
+    def jacobian(self, t: float, y: np.ndarray):
+        """∂(system)/∂y for Newton's method in implicit solvers (an approximation is enough)."""
+        raise NotImplementedError
+
+    def solver_failed(self, err: SolverError) -> Exception | None:
+        """The exception to raise instead of a failed backward solve's, or None to re-raise it."""
+        return None
+
+    def leave_piece(self, traj) -> np.ndarray:
+        """y at the piece's start, after what the adjoint accumulates over the piece."""
+        return traj.y_end
+
+    def gradients(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(dL/dθ (P,), dL/dz0 (B, N), diagnostics) from y at t0."""
+        raise NotImplementedError
+
+
+def adjoint_gradient(problem, theta, forward: SolveOptions, engine, adjoint: type[AdjointSystem]):
+    """dL/dθ and dL/dz0 by the continuous adjoint `adjoint`, built for `engine`.
+
+    Parameters
+    ----------
+    problem : Problem
+    theta : ndarray, shape (P,)
+    forward : SolveOptions
+        The forward pass's solver and tolerances (the backward pass's default to them).
+    engine : engine value
+        Carries the backward settings (`solver`, `rtol`, `atol`) and the adjoint's own options.
+    adjoint : AdjointSystem subclass
+
+    Returns
+    -------
+    GradientResult
+    """
+    options = backward_options(engine, forward)
+    implicit = check_solver(options.solver).implicit
+    backward = adjoint(problem, theta, engine, options)
+    fwd = solve_forward(
+        problem.model, theta, problem.z0, problem.t0, problem.times, forward,
+        dense=backward.dense_forward, n_checkpoints=backward.n_checkpoints(),
+    )
+    loss, dL_dz = problem.loss_terms(fwd.z_at_times)
+    y = backward.initial_state(fwd)
+    stats = SolverStats()
+    h = first_backward_step(fwd, options)
+    # k indexes `times` at the piece's end, or is -1 where a piece ends at a checkpoint
     for i in range(len(fwd.pieces) - 1, -1, -1):
-        yield i, fwd.pieces[i], fwd.node_is_time[i]
+        piece, k = fwd.pieces[i], fwd.node_is_time[i]
+        if k >= 0:
+            y = backward.jump(y, fwd, k, dL_dz[k])
+        backward.enter_piece(fwd, i)
+        try:
+            traj = integrate(
+                backward.system, piece.t_end, piece.t_start, y, method=options.solver,
+                rtol=options.rtol, atol=options.atol, jac=backward.jacobian if implicit else None,
+                dense=backward.dense_backward, h0=h,
+            )
+        except SolverError as err:
+            replacement = backward.solver_failed(err)
+            if replacement is None:
+                raise
+            raise replacement from err
+        stats = stats + traj.stats
+        # the next piece starts where this one's controller left off; implicit solvers re-estimate
+        h = None if implicit else traj.h_last
+        y = backward.leave_piece(traj)
+    dtheta, dz0, diagnostics = backward.gradients(y)
+    return GradientResult(
+        engine=engine.name,
+        loss=loss,
+        dtheta=dtheta,
+        dz0=dz0,
+        forward_stats=fwd.stats,
+        # re-solves of checkpointed forward pieces happen during the backward pass
+        backward_stats=stats + fwd.recompute_stats,
+        n_datapoints=problem.n_datapoints,
+        diagnostics=diagnostics,
+    )

@@ -7,24 +7,23 @@ import numpy as np
 from .._forward import SolveOptions, solve_forward
 from ..solvers import SolverStats
 from .algorithms import FiniteDifferences
+from ._registry import register_engine
 from ._result import GradientResult
 
 # f'(x) ≈ [f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)] / (12 h), truncation error O(h⁴)
 STENCIL = ((-2.0, 1.0), (-1.0, -8.0), (1.0, 8.0), (2.0, -1.0))
 
 
-def finite_difference_gradient(problem, theta, forward: SolveOptions, engine: FiniteDifferences):
+def finite_difference_gradient(engine: FiniteDifferences, problem, theta, forward: SolveOptions):
     model, stats = problem.model, [SolverStats()]
 
     def row_losses(theta_, z0_):
         """L split by batch row, shape (B,): rows do not interact, so one solve gives all rows."""
         fwd = solve_forward(model, theta_, z0_, problem.t0, problem.times, forward)
         stats[0] = stats[0] + fwd.stats
-        residual = fwd.z_at_times - problem.data
-        return 0.5 * np.sum(residual * residual, axis=(0, 2))
+        return problem.loss_by_row(fwd.z_at_times)
 
-    constant = problem.loss_terms(problem.data)[0]  # the log 2π terms, independent of θ
-    loss = float(np.sum(row_losses(theta, problem.z0))) + constant
+    loss = float(np.sum(row_losses(theta, problem.z0))) + problem.loss_constant
     dtheta = np.zeros_like(theta)
     for p in range(theta.size):
         h = engine.step * max(1.0, abs(theta[p]))
@@ -51,3 +50,6 @@ def finite_difference_gradient(problem, theta, forward: SolveOptions, engine: Fi
         n_datapoints=problem.n_datapoints,
         diagnostics={"step": engine.step},
     )
+
+
+register_engine(FiniteDifferences, compute=finite_difference_gradient)

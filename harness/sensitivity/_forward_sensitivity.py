@@ -9,10 +9,11 @@ from .._forward import SolveOptions
 from ..solvers import SolverStats, check_solver, integrate
 from .._state_layout import block_diagonal, flat, states
 from .algorithms import ForwardSensitivity
+from ._registry import register_engine
 from ._result import GradientResult
 
 
-def forward_sensitivity_gradient(problem, theta, forward: SolveOptions, engine: ForwardSensitivity):
+def forward_sensitivity_gradient(engine: ForwardSensitivity, problem, theta, forward: SolveOptions):
     model, batch = problem.model, problem.batch_size
     n, n_params = model.state_dim, model.n_params
     # y = [z (flat layout) | S_theta (B, N, P) | S_z0 (B, N, N)], the sensitivities row by row
@@ -59,8 +60,8 @@ def forward_sensitivity_gradient(problem, theta, forward: SolveOptions, engine: 
         s_theta_at.append(s_theta)
         s_z0_at.append(s_z0)
     loss, dL_dz = problem.loss_terms(z_at_times)
-    dtheta = sum(np.einsum("bip,bi->p", s, g) for s, g in zip(s_theta_at, dL_dz))
-    dz0 = sum(np.einsum("bik,bi->bk", s, g) for s, g in zip(s_z0_at, dL_dz))
+    dtheta = sum(np.einsum("bip,bi->p", s, g) for s, g in zip(s_theta_at, dL_dz, strict=True))
+    dz0 = sum(np.einsum("bik,bi->bk", s, g) for s, g in zip(s_z0_at, dL_dz, strict=True))
     return GradientResult(
         engine=engine.name,
         loss=loss,
@@ -70,3 +71,6 @@ def forward_sensitivity_gradient(problem, theta, forward: SolveOptions, engine: 
         backward_stats=SolverStats(),
         n_datapoints=problem.n_datapoints,
     )
+
+
+register_engine(ForwardSensitivity, compute=forward_sensitivity_gradient)

@@ -4,70 +4,65 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._forward import SolveOptions, solve_forward
-from ..solvers import SolverStats, check_solver, integrate
 from .._state_layout import block_diagonal, flat, stacked_states, states
 from ._adjoint_systems import InterpolatingSystem
+from ._backward import AdjointSystem, adjoint_gradient
+from ._registry import register_engine
 from .algorithms import QuadratureAdjoint
-from ._backward import backward_options, first_backward_step, pieces_backwards
-from ._result import GradientResult
 
 
-def quadrature_gradient(problem, theta, forward: SolveOptions, engine: QuadratureAdjoint):
-    model, batch = problem.model, problem.batch_size
-    n = model.state_dim
-    bn = batch * n
-    fwd = solve_forward(model, theta, problem.z0, problem.t0, problem.times, forward, dense=True)
-    loss, dL_dz = problem.loss_terms(fwd.z_at_times)
-    options = backward_options(engine, forward)
-    implicit = check_solver(options.solver).implicit
-    x_gl, w_gl = np.polynomial.legendre.leggauss(engine.quadrature_nodes)
+class Quadrature(AdjointSystem):
+    """y = a alone (B N,); ∂L/∂θ summed over Gauss-Legendre nodes on every backward step."""
 
-    # the adjoint ODE of InterpolatingAdjoint, of which only a is integrated here (∂L/∂θ by quadrature)
-    system = InterpolatingSystem(model, theta, batch, n_slots=1)
-    a = np.zeros(bn)
-    dtheta = np.zeros(model.n_params)
-    stats = SolverStats()
-    h = first_backward_step(fwd, options)
-    n_quadrature_points = 0
-    for i, piece, k in pieces_backwards(fwd):
-        if k >= 0:
-            a = a + flat(dL_dz[k])
-        z_of_t = system.z_of_t = fwd.dense(i)
+    dense_forward = True
+    dense_backward = True  # the quadrature reads a(t) between the backward steps
 
-        def rhs(t, a):
-            da = np.empty(bn)
-            system.stage_rhs(t, a, 0, da)
-            return da
+    def __init__(self, problem, theta, engine, options):
+        super().__init__(problem, theta, engine, options)
+        # the adjoint ODE of InterpolatingAdjoint, of which only a is integrated here
+        self._adjoint = InterpolatingSystem(self.model, theta, self.batch, n_slots=1)
+        self._x_gl, self._w_gl = np.polynomial.legendre.leggauss(engine.quadrature_nodes)
+        self.dtheta = np.zeros(self.model.n_params)
+        self.n_quadrature_points = 0
 
-        def jac(t, a):
-            J = model.jac(t, states(z_of_t(t), batch), theta)
-            return block_diagonal(-J.transpose(0, 2, 1))
+    def system(self, t, a):
+        da = np.empty(self.bn)
+        self._adjoint.stage_rhs(t, a, 0, da)
+        return da
 
-        traj = integrate(
-            rhs, piece.t_end, piece.t_start, a, method=options.solver, rtol=options.rtol,
-            atol=options.atol, jac=jac if implicit else None, dense=True, h0=h,
-        )
-        stats = stats + traj.stats
-        h = None if implicit else traj.h_last
+    def initial_state(self, fwd):
+        return np.zeros(self.bn)
+
+    def jump(self, a, fwd, k, dL_dz_k):
+        return a + flat(dL_dz_k)
+
+    def enter_piece(self, fwd, i):
+        self._adjoint.z_of_t = fwd.dense(i)
+
+    def jacobian(self, t, a):
+        J = self.model.jac(t, states(self._adjoint.z_of_t(t), self.batch), self.theta)
+        return block_diagonal(-J.transpose(0, 2, 1))
+
+    def leave_piece(self, traj):
         # Gauss-Legendre on every backward step: both interpolants are smooth inside a step.
         edges = np.sort(traj.dense.t_nodes)
         mid, half = 0.5 * (edges[1:] + edges[:-1]), 0.5 * np.diff(edges)
-        t_nodes = (mid[:, None] + half[:, None] * x_gl).reshape(-1)
-        weights = (half[:, None] * w_gl).reshape(-1)
-        z_nodes = stacked_states(z_of_t.many(t_nodes), batch)
-        a_nodes = stacked_states(traj.dense.many(t_nodes) * weights[:, None], batch)
-        dtheta += model.vjp(0.0, z_nodes, theta, a_nodes)[2]  # f is autonomous: one VJP for all nodes
-        n_quadrature_points += weights.size
-        a = traj.y_end
-    return GradientResult(
-        engine=engine.name,
-        loss=loss,
-        dtheta=dtheta,
-        dz0=states(a, batch).copy(),
-        forward_stats=fwd.stats,
-        backward_stats=stats,
-        n_datapoints=problem.n_datapoints,
-        diagnostics={"quadrature_points": n_quadrature_points},
-    )
+        t_nodes = (mid[:, None] + half[:, None] * self._x_gl).reshape(-1)
+        weights = (half[:, None] * self._w_gl).reshape(-1)
+        z_nodes = stacked_states(self._adjoint.z_of_t.many(t_nodes), self.batch)
+        a_nodes = stacked_states(traj.dense.many(t_nodes) * weights[:, None], self.batch)
+        # f is autonomous: one VJP for all nodes
+        self.dtheta += self.model.vjp(0.0, z_nodes, self.theta, a_nodes)[2]
+        self.n_quadrature_points += weights.size
+        return traj.y_end
 
+    def gradients(self, a):
+        diagnostics = {"quadrature_points": self.n_quadrature_points}
+        return self.dtheta, states(a, self.batch).copy(), diagnostics
+
+
+def quadrature_gradient(engine: QuadratureAdjoint, problem, theta, forward):
+    return adjoint_gradient(problem, theta, forward, engine, Quadrature)
+
+
+register_engine(QuadratureAdjoint, compute=quadrature_gradient)

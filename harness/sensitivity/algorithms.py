@@ -2,7 +2,8 @@
 
 An engine is passed to `harness.gradient(problem, engine=...)`; its behaviour lives in one module per
 engine (`_backsolve.py`, `_interpolating.py`, `_quadrature.py`, `_forward_sensitivity.py`,
-`_finite_differences.py`). Backward-pass settings left as None take the forward pass's.
+`_finite_differences.py`), which registers it (`_registry.register_engine`). Backward-pass
+settings left as None take the forward pass's.
 
 All adjoints solve, backwards from t_K to t0, the adjoint a(t) = ∂L/∂z(t):
 
@@ -73,8 +74,8 @@ class QuadratureAdjoint:
     The quadrature uses `quadrature_nodes` Gauss-Legendre points on every step of the backward solve
     (3 points integrate polynomials of degree 5 exactly, above the degree-4 dense output of DP5), with
     z from the dense forward solution and a from the dense backward solution; all nodes go through the
-    network in one batched VJP, and the backward solve itself needs only (∂f/∂z)ᵀ a. The backward state is only B N long, which makes this the cheapest
-    adjoint with an implicit solver.
+    network in one batched VJP, and the backward solve itself needs only (∂f/∂z)ᵀ a. The backward
+    state is only B N long, which makes this the cheapest adjoint with an implicit solver.
     """
 
     solver: str | None = None
@@ -112,4 +113,3 @@ class FiniteDifferences:
 
 ADJOINTS = (BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint)
 REFERENCES = (ForwardSensitivity, FiniteDifferences)
-ENGINES = {cls.name: cls for cls in ADJOINTS + REFERENCES}
