@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.sensitivity._registry import register_engine, unregister_engine
+
 from harness.errors import (
     BackendError,
     BackendUnavailableError,
@@ -50,7 +52,7 @@ class _EngineThatRaises:
     """An engine whose computation raises inside `julia_errors`, as a Julia engine's does when
     juliacall raises (MethodError, OutOfMemoryError): no Julia result is made up, only the error."""
 
-    name = "Julia engine that raises"
+    name = "JuliaEngineThatRaises"
 
     def compute(self, problem, theta, options):
         with julia_errors(self.name):
@@ -60,10 +62,15 @@ class _EngineThatRaises:
 # ----------------------------------------------------------------------------- defect 4: one row each
 def test_a_julia_error_is_one_failed_row_and_the_other_rows_still_run():
     problem = seed_problem(batch=4)
-    case = check_case(problem, "DP5", 1e-6, [_EngineThatRaises(), InterpolatingAdjoint()])
+    # registered for this test only
+    register_engine(_EngineThatRaises, backend="julia", uses_harness_solvers=False)
+    try:
+        case = check_case(problem, "DP5", 1e-6, [_EngineThatRaises(), InterpolatingAdjoint()])
+    finally:
+        unregister_engine(_EngineThatRaises)
     failed, python = case.rows
     assert failed.status == "failed" and not failed.ok
-    assert failed.reason == "Julia engine that raises: _JuliaLikeError: MethodError: no method matching f(::Py)"
+    assert failed.reason == "JuliaEngineThatRaises: _JuliaLikeError: MethodError: no method matching f(::Py)"
     assert python.status == "ok" and python.rel_error <= python.bound
 
 
