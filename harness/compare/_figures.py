@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only: never open a window, never need a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 _WRT_TITLES = {"dtheta": "dL/dθ", "dz0": "dL/dz0"}
 FLAGGED_COLOUR = "#d62728"  # the ring around a flagged number: red is kept out of engine colours
@@ -63,25 +63,45 @@ def _marker(label: str) -> str:
     return _MARKERS[i % len(_MARKERS)]
 
 
-def _short(x: float, _pos=None) -> str:
-    """A tick label that stays short: 0.02, 500, 2e4, 3e-5."""
+def _short(x: float, digits: int = 3) -> str:
+    """A short tick label: 0.02, 500, 2000, 2e4, 4.245e4, 3e-5 (at most `digits` significant)."""
     if x <= 0:
         return ""
     if 1e-3 <= x < 1e4:
-        return f"{x:g}"
-    mantissa, exponent = f"{x:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
+        return np.format_float_positional(x, precision=digits, unique=True, fractional=False, trim="-")
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+class _ShortFormatter(Formatter):
+    """`_short` labels with as many digits as it takes for neighbouring ticks to read differently."""
+
+    def __call__(self, x, pos=None):
+        return _short(x)
+
+    def format_ticks(self, values):
+        for digits in range(3, 8):
+            labels = [_short(v, digits) for v in values]
+            if len(set(labels)) == len(labels):
+                return labels
+        return labels
 
 
 def _readable_log_axis(axis, values) -> None:
-    """Log ticks that do not overlap: 1-2-5 within narrow ranges, decades (or fewer) in wide ones."""
+    """Log ticks that do not overlap and say different things.
+
+    Within a fraction of a decade (the f-evaluation counts of one solver), a few evenly spaced
+    ticks; within a decade or so, 1-2-5; across many, decades (at most seven labelled).
+    """
     values = [v for v in values if v is not None and v > 0]
     span = math.log10(max(values) / min(values)) if values else 0.0
-    if span <= 1.5:
+    if span < 0.5:
+        axis.set_major_locator(MaxNLocator(nbins=4))
+    elif span <= 1.5:
         axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     else:
         axis.set_major_locator(LogLocator(base=10, subs=(1.0,), numticks=7))
-    axis.set_major_formatter(FuncFormatter(_short))
+    axis.set_major_formatter(_ShortFormatter())
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -89,13 +109,14 @@ def heatmap(matrix: dict, solver: str) -> plt.Figure:
     """Engine x engine relative error for dL/dθ and dL/dz0 at one solver and tolerance."""
     labels = matrix["labels"]
     n = len(labels)
-    fig, axes = plt.subplots(1, 2, figsize=(4.2 + 1.35 * n * 2, 1.6 + 0.75 * n), squeeze=False)
+    status = matrix.get("status", ["ok"] * n)
+    fig, axes = plt.subplots(1, 2, figsize=(3.4 + 1.3 * n * 2, 1.6 + 0.75 * n), squeeze=False)
     values = [v for w in ("dtheta", "dz0") for row in matrix[w]["relative_error"] for v in row
               if v is not None and v > 0]
     low = max(min(values, default=1e-16), 1e-16)
     high = max(max(values, default=1.0), low * 10)
     norm = LogNorm(vmin=low, vmax=high)
-    for ax, w in zip(axes[0], ("dtheta", "dz0")):
+    for k, (ax, w) in enumerate(zip(axes[0], ("dtheta", "dz0"), strict=True)):
         data = np.array([[np.nan if v is None else max(v, low) for v in row]
                          for row in matrix[w]["relative_error"]], dtype=float)
         np.fill_diagonal(data, np.nan)
@@ -105,14 +126,18 @@ def heatmap(matrix: dict, solver: str) -> plt.Figure:
             for j in range(n):
                 raw = matrix[w]["relative_error"][i][j]
                 text = "—" if i == j else ("n/a" if raw is None else f"{raw:.1e}")
+                if raw is None and "failed" in (status[i], status[j]):
+                    text = "failed"  # marked, not left blank: the engine ran and raised
                 shade = "white" if (raw is not None and i != j and norm(max(raw, low)) < 0.6) else "black"
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color=shade)
         ax.set_xticks(range(n), labels, rotation=35, ha="right", fontsize=8)
-        ax.set_yticks(range(n), labels, fontsize=8)
+        # The two panels share their rows: name them once, on the left, so nothing overlaps.
+        ax.set_yticks(range(n), labels if k == 0 else [""] * n, fontsize=8)
         for tick in (*ax.get_xticklabels(), *ax.get_yticklabels()):
             tick.set_color(engine_colour(tick.get_text().removesuffix(" (reference)")))
         ax.set_xlabel("measured against (column)")
-        ax.set_ylabel("engine (row)")
+        if k == 0:
+            ax.set_ylabel("engine (row)")
         ax.set_title(f"{_WRT_TITLES[w]}: relative error ‖row − col‖ / ‖col‖", fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), label="relative error (log scale)", shrink=0.85)
     fig.suptitle(f"Cross-validation, {solver} at rtol = {matrix['rtol']:g}, atol = {matrix['atol']:g} "
@@ -151,10 +176,10 @@ def work_precision(curves: list[dict], solvers, floor_label: str, floor: float |
                 ys += y
                 ax.plot(x, y, label=curve["engine"], linewidth=1.4, markersize=5,
                         marker=_marker(curve["engine"]), color=engine_colour(curve["engine"]))
-                flagged = [(a, b) for a, b, p in zip(x, y, points) if p["flagged"]]
+                flagged = [(a, b) for a, b, p in zip(x, y, points, strict=True) if p["flagged"]]
                 if flagged:
-                    ax.scatter(*zip(*flagged), s=140, facecolors="none", edgecolors=FLAGGED_COLOUR,
-                               linewidths=1.5, zorder=5)
+                    ax.scatter(*zip(*flagged, strict=True), s=140, facecolors="none",
+                               edgecolors=FLAGGED_COLOUR, linewidths=1.5, zorder=5)
             failed = [c for c in mine if c.get("failed")]
             for k, curve in enumerate(failed):
                 tols = ", ".join(f"{rtol:g}" for rtol, _ in curve["failed"])
@@ -176,10 +201,10 @@ def work_precision(curves: list[dict], solvers, floor_label: str, floor: float |
             ax.grid(True, which="major", alpha=0.3)
     handles, labels = [], []
     for ax in axes.ravel():
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in labels:
-                handles.append(h)
-                labels.append(l)
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
     for curve in curves:  # an engine whose every cell failed still gets its colour in the legend
         if curve["engine"] not in labels and not curve["points"]:
             handles.append(plt.Line2D([], [], marker="X", linestyle="",
@@ -193,7 +218,7 @@ def work_precision(curves: list[dict], solvers, floor_label: str, floor: float |
              f"each point: geometric mean of the error, median of the cost over {seeds} seeds")
     fig.suptitle(f"Gradient error against cost over the tolerance sweep ({point}; tighter tolerance "
                  "→ lower right)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))  # leave the suptitle its own line
     # Below the axes (the saved figure's tight bounding box takes it in), never over the x labels.
     fig.legend(handles, labels, loc="upper center", ncol=min(3, len(labels)), fontsize=8,
                bbox_to_anchor=(0.5, 0.0))
@@ -226,7 +251,7 @@ def memory(rows: list[dict], solvers, tolerance):
                     linestyle="", color=engine_colour(engine), markeredgecolor="black",
                     markeredgewidth=0.5)
     ax.set_yticks(range(len(engines)), engines, fontsize=8)
-    for tick, engine in zip(ax.get_yticklabels(), engines):
+    for tick, engine in zip(ax.get_yticklabels(), engines, strict=True):
         tick.set_color(engine_colour(engine))
     ax.invert_yaxis()
     ax.set_xscale("log")
@@ -269,7 +294,7 @@ def training(runs: list[dict]):
         axes[0].plot(steps, gap, **kwargs)
         axes[1].plot(seconds, gap, **kwargs)
     positive = [g for g in gaps if g > 0]
-    for ax, x_label in zip(axes, ("training step", "wall time (s, one run)")):
+    for ax, x_label in zip(axes, ("training step", "wall time (s, one run)"), strict=True):
         if positive and len(positive) == len(gaps):
             ax.set_yscale("log")
             _readable_log_axis(ax.yaxis, gaps)

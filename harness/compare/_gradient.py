@@ -35,7 +35,6 @@ import numpy as np
 from .. import _memory as memory
 from ..errors import BackendUnavailableError
 from ..sensitivity import gradient
-from ..solvers import SOLVERS
 from . import _figures
 from ._cells import base_record, one_line_error, plain, prepare
 from ._kind import ExperimentKind, register_kind
@@ -49,7 +48,7 @@ from .spec import (
     _int,
     _nonempty_list,
     _positive,
-    _string,
+    _solver,
     _tolerance,
     parse_engine,
 )
@@ -124,7 +123,7 @@ def _parse_reference(table: dict | None) -> ReferenceSpec:
     check_engine = None if check == "none" else parse_engine(check, f"{where} check_engine")
     return ReferenceSpec(
         engine=engine,
-        solver=_string(table.get("solver", "DP8"), f"{where} solver", SOLVERS),
+        solver=_solver(table.get("solver", "DP8"), f"{where} solver"),
         rtol=_positive(table.get("rtol", 1e-10), f"{where} rtol"),
         atol=_positive(table.get("atol", 1e-10), f"{where} atol"),
         check_engine=check_engine,
@@ -173,7 +172,7 @@ class GradientKind(ExperimentKind):
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             _fail("[grid] engines", f"{duplicates} appear more than once: give each a distinct 'label'")
-        solvers = tuple(_string(s, "[grid] solvers", SOLVERS)
+        solvers = tuple(_solver(s, "[grid] solvers")
                         for s in _nonempty_list(grid["solvers"], "[grid] solvers"))
         tolerances = tuple(_tolerance(t, "[grid] tolerances")
                            for t in _nonempty_list(grid["tolerances"], "[grid] tolerances"))
@@ -183,7 +182,7 @@ class GradientKind(ExperimentKind):
             _fail("[grid] seeds", "a problem file has fixed data: seeds apply to catalogue problems only")
         forward_solver = grid.get("forward_solver")
         if forward_solver is not None:
-            forward_solver = _string(forward_solver, "[grid] forward_solver", SOLVERS)
+            forward_solver = _solver(forward_solver, "[grid] forward_solver")
         return GradientSettings(
             engines=engines, solvers=solvers, tolerances=tolerances, seeds=seeds,
             forward_solver=forward_solver, reference=_parse_reference(tables.get("reference")),
@@ -500,6 +499,7 @@ def _matrices(g, grid_records, reference) -> dict:
     matrices = {}
     for solver in g.solvers:
         labels = [g.reference.engine.label + " (reference)"]
+        statuses = defaultdict(set)  # label -> statuses of its cells here
         vectors = defaultdict(dict)  # label -> seed -> record
         for seed, ref in reference.items():
             if _has_gradient(ref):
@@ -513,9 +513,12 @@ def _matrices(g, grid_records, reference) -> dict:
             label = spec["engine"]["label"]
             if label not in labels:
                 labels.append(label)
+            statuses[label].add(record["status"])
             if _has_gradient(record):
                 vectors[label][spec["seed"]] = record
-        entry = {"rtol": tightest[0], "atol": tightest[1], "labels": labels}
+        # "failed" for an engine that failed on every seed (its row and column are empty).
+        status = ["failed" if statuses[label] == {"failed"} else "ok" for label in labels]
+        entry = {"rtol": tightest[0], "atol": tightest[1], "labels": labels, "status": status}
         for w in WRT:
             error = [[None] * len(labels) for _ in labels]
             cosine = [[None] * len(labels) for _ in labels]

@@ -17,11 +17,10 @@ import numpy as np
 
 from .. import _memory as memory
 from ..errors import BackendUnavailableError
-from ..solvers import SOLVERS
 from . import _figures
 from ._cells import base_record, one_line_error, plain, prepare
 from ._kind import ExperimentKind, register_kind
-from .spec import EngineSpec, _check_keys, _int, _nonempty_list, _positive, _string, parse_engine
+from .spec import EngineSpec, _check_keys, _int, _nonempty_list, _positive, _solver, parse_engine
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ class TrainingKind(ExperimentKind):
             engines=engines,
             steps=_int(table.get("steps", 200), f"{where} steps", 0),
             lr=_positive(table.get("lr", 1e-2), f"{where} lr"),
-            solver=_string(table.get("solver", "DP5"), f"{where} solver", SOLVERS),
+            solver=_solver(table.get("solver", "DP5"), f"{where} solver"),
             rtol=_positive(table.get("rtol", 1e-6), f"{where} rtol"),
             atol=_positive(table.get("atol", 1e-4), f"{where} atol"),
             log_every=_int(table.get("log_every", 10), f"{where} log_every", 1),

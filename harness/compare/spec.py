@@ -220,6 +220,11 @@ def _positive(value, where: str) -> float:
     return float(value)
 
 
+def _solver(value, where: str) -> str:
+    """A solver name of the registry (`harness.solvers.SOLVERS`)."""
+    return _string(value, where, SOLVERS)
+
+
 def _bool(value, where: str) -> bool:
     if not isinstance(value, bool):
         _fail(where, f"expected true or false, got {value!r}")
