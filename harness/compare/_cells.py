@@ -17,9 +17,11 @@ Every cell ends in one of four states:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import threading
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -108,6 +110,35 @@ def prepare(spec):
     return problem, engine
 
 
+_pin_lock = threading.Lock()
+_pin: dict = {"depth": 0, "limits": None}
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread while any cell of this process runs.
+
+    BLAS thread limits are per process, not per thread: cells running on threads share one pin,
+    set by the first to start and lifted by the last to end (a per-cell pin would be lifted under
+    a cell still running). Setting it allocates (threadpoolctl inspects the loaded libraries), so it
+    happens outside any traced call (`harness._memory.allocating`).
+    """
+    with _pin_lock:
+        if _pin["depth"] == 0:
+            with memory.allocating():
+                _pin["limits"] = threadpool_limits(limits=1)
+        _pin["depth"] += 1
+    try:
+        yield
+    finally:
+        with _pin_lock:
+            _pin["depth"] -= 1
+            if _pin["depth"] == 0:
+                with memory.allocating():
+                    _pin["limits"].restore_original_limits()
+                _pin["limits"] = None
+
+
 def run_cell(spec) -> dict:
     """Run one cell (of any registered kind) and return its record.
 
@@ -118,5 +149,5 @@ def run_cell(spec) -> dict:
     differently with the thread count, so the last bits of a gradient would depend on how many
     threads the caller (a Dask worker has one, a laptop's shell many) lets BLAS use.
     """
-    with threadpool_limits(limits=1):
+    with one_blas_thread():
         return kind(spec.kind).run(spec)
