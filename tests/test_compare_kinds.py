@@ -2,12 +2,11 @@
 
 The toy kind below (cost of one gradient against the batch size) is the example a user would
 write: one class, one `register_kind` call, and its table in an experiment file. It also records
-how many threads BLAS had inside its cells, which is how the runner's one-thread pin is checked.
+how many threads BLAS had inside its cells, which is how the one-thread pin of cells is checked.
 """
 
 from dataclasses import dataclass, replace
 
-import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -156,19 +155,27 @@ def test_registering_a_bad_kind_says_why(registry):
         registry.kind("nope")
 
 
-def test_cells_are_bit_identical_whatever_the_callers_blas_threads():
-    """A gradient cell gives the same bits with 1 or 2 BLAS threads outside (Dask workers have 1)."""
-    from harness.compare._cells import run_cell
-    from harness.compare._gradient import GradientCell
+def test_cells_run_blas_on_one_thread_and_give_the_caller_its_threads_back(registry, tmp_path):
+    """Why: a multi-threaded BLAS sums in another order, so a gradient's last bits would depend on
+    the caller's thread count (a Dask worker has one); every cell runs BLAS on one thread, also
+    on a thread pool, and the caller's setting is restored afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    cell = GradientCell(problem=ProblemSpec(name="seed", batch=64), seed=0,
-                        engine=EngineSpec("harness", "InterpolatingAdjoint"), solver="DP5",
-                        forward_solver="DP5", rtol=1e-6, atol=1e-6, measure_memory=False)
-    records = []
-    for threads in (1, 2):
-        with threadpool_limits(limits=threads):
-            records.append(run_cell(cell))
-    one, two = records
-    assert one["status"] == two["status"] == "ok"
-    assert np.array_equal(one["dtheta"], two["dtheta"]) and np.array_equal(one["dz0"], two["dz0"])
-    assert one["loss"] == two["loss"]
+    from harness.compare._cells import run_cell
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    register_kind(BatchCost())
+    path = tmp_path / "batch.toml"
+    path.write_text(EXPERIMENT.replace("[2, 8]", "[2, 4, 6, 8]"))
+    with threadpool_limits(limits=2):
+        assert blas_threads() == {2}
+        cell = BatchCell(ProblemSpec(name="seed", batch=2), seed=0, batch=2)
+        assert set(run_cell(cell)["blas_threads"]) == {1}  # a cell run on its own
+        assert blas_threads() == {2}
+        with ThreadPoolExecutor(3) as pool:
+            results = run_experiment(path, tmp_path / "out", executor=pool, progress=False)
+        toy = [c for c in results["cells"] if c["kind"] == "batch_cost"]
+        assert len(toy) == 4 and all(set(c["blas_threads"]) == {1} for c in toy)
+        assert blas_threads() == {2}

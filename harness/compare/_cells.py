@@ -116,12 +116,15 @@ _pin: dict = {"depth": 0, "limits": None}
 
 @contextlib.contextmanager
 def one_blas_thread():
-    """BLAS on one thread while any cell of this process runs.
+    """BLAS on one thread while any cell of this process runs (`run_cell`, and `run_cells` around
+    the whole run, from the caller's thread).
 
-    BLAS thread limits are per process, not per thread: cells running on threads share one pin,
-    set by the first to start and lifted by the last to end (a per-cell pin would be lifted under
-    a cell still running). Setting it allocates (threadpoolctl inspects the loaded libraries), so it
-    happens outside any traced call (`harness._memory.allocating`).
+    The limit is one per process, so nested and overlapping holders share one pin, set by the first
+    and lifted by the last (a per-cell pin would be lifted under a cell still running on another
+    thread). It must also be set from the caller's thread: with the OpenBLAS of numpy's wheels, a
+    count the main thread set explicitly prevails over one a pool thread sets, so a pin taken only
+    inside the cells of a thread pool does not hold. Setting it allocates (threadpoolctl inspects the
+    loaded libraries), so it happens outside any traced call (`harness._memory.allocating`).
     """
     with _pin_lock:
         if _pin["depth"] == 0:

@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import _memory as memory
 from .._io import write_json
 from .._progress import Progress
-from ._cells import base_record, cell_key, one_line_error, run_cell
+from ._cells import base_record, cell_key, one_blas_thread, one_line_error, run_cell
 from ._kind import kind
 from .spec import Experiment
 
@@ -107,13 +107,15 @@ def run_cells(cells, store: CellStore, *, executor=None, progress: bool | None =
             pending.append(cell)
     bar = Progress(total=len(pending), enabled=progress, desc="cells")
     try:
-        for record in (executor or InProcess()).map(run_cell_guarded, pending):
-            with memory.allocating():  # not inside another thread's traced call (`memory`)
-                store.save(record)  # at once, so that an interruption loses at most the running cell
-                records[record["key"]] = record
-                bar.update(1)
-                if on_record is not None:
-                    on_record(record, False)
+        # One BLAS thread for the whole run, taken in this thread (see `_cells.one_blas_thread`).
+        with one_blas_thread():
+            for record in (executor or InProcess()).map(run_cell_guarded, pending):
+                with memory.allocating():  # not inside another thread's traced call (`memory`)
+                    store.save(record)  # at once: an interruption loses at most the running cell
+                    records[record["key"]] = record
+                    bar.update(1)
+                    if on_record is not None:
+                        on_record(record, False)
     finally:
         bar.close()
     return [records[cell_key(cell)] for cell in cells]
