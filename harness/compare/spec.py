@@ -31,8 +31,11 @@ optional training comparison and the figures to draw:
     [plots]
     figures = ["heatmap", "work_precision", "memory", "training"]
 
-Every key is checked; a mistake raises one HarnessInputError naming the key, what it got, and the
-valid choices. Nothing runs until the whole file is valid.
+[problem], [plots] and the top-level keys are read here; every other table belongs to an experiment
+kind ([grid] and [reference] to the gradient kind, [training] to the training kind, a user's table
+to the kind that registered it), which validates it. Every key is checked; a mistake raises one
+HarnessInputError naming the key, what it got, and the valid choices. Nothing runs until the whole
+file is valid.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ class EngineSpec:
 class Experiment:
     """A validated experiment file. `path` is where it was read from (None when built in code).
 
-    `sections` holds, per experiment kind the file uses (`harness.compare.kinds`), that kind's
+    `sections` holds, per experiment kind the file uses (`harness.compare.register_kind`), that kind's
     validated settings, in the registry's order: ("gradient", GradientSettings), ("training",
     TrainingSpec), or a kind registered by the user. `grid` and `training` read the two built-in
     kinds' settings; the grid's fields (`engines`, `solvers`, ...) are read through for brevity.
