@@ -26,9 +26,9 @@ import time
 import tomllib
 from pathlib import Path
 
-from harness.compare.cells import build_problem_from_spec
-from harness.compare.experiment import comparable
-from harness.compare.runner import CellStore, experiment_cells, run_cells
+from harness.compare._cells import build_problem_from_spec
+from harness.compare._experiment import comparable
+from harness.compare._runner import CellStore, experiment_cells, run_cells
 from harness.compare.spec import load_experiment, parse_experiment
 
 GRID = """
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="rounds; each configuration's best round is reported (default 3)")
     args = parser.parse_args()
-    from harness.compare.dask_executor import DaskExecutor
+    from harness.compare import DaskExecutor
 
     experiment = load_experiment(args.experiment) if args.experiment else parse_experiment(
         tomllib.loads(GRID))

@@ -33,7 +33,7 @@ def _label(engine) -> str:
 
 
 def _names(problem, key: str) -> list[str]:
-    from .compare.metrics import parameter_names, state_names
+    from .compare._metrics import parameter_names, state_names
 
     if key == "dtheta":
         return parameter_names(problem.model)
@@ -139,9 +139,9 @@ def _disagreement(label, title, g, r, names, rtol, atol, n_worst) -> str | None:
         + (f" = {diff[i] / scale:.2e} of max|ref|" if scale > 0 else "") + ")"
         for i in order if bad[i]
     )
-    norm = np.linalg.norm(r)
-    relative = np.linalg.norm(g - r) / norm if norm > 0 else np.linalg.norm(g - r)
-    cosine = float(g @ r / (np.linalg.norm(g) * norm)) if norm > 0 and np.linalg.norm(g) > 0 else float("nan")
+    from .compare._metrics import cosine_similarity, relative_error
+
+    relative, cosine = relative_error(g, r), cosine_similarity(g, r)
     return (f"{label}, {title}: {int(np.sum(bad))} of {g.size} entries beyond {bound:.2e}; worst "
             f"{worst}; norm-wise relative error {relative:.2e}, cosine {cosine:.12f}")
 

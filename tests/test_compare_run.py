@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.compare import cell_key, experiment_cells, load_experiment, run_cell, run_experiment
+from harness.compare import load_experiment, run_experiment
+from harness.compare._cells import cell_key, run_cell
+from harness.compare._runner import experiment_cells
 from harness.compare.cli import register
 from harness.errors import HarnessInputError
 

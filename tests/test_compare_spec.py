@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from harness.compare import load_experiment, run_experiment
-from harness.compare.runner import experiment_cells
+from harness.compare._runner import experiment_cells
 from harness.errors import HarnessInputError
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))

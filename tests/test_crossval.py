@@ -13,7 +13,7 @@ import functools
 import numpy as np
 import pytest
 
-from harness.compare.metrics import parameter_names
+from harness.compare._metrics import parameter_names
 from harness.errors import UnstableBacksolveError
 from harness.problems import build_problem
 from harness.sensitivity import (

@@ -20,12 +20,13 @@ distributed = pytest.importorskip(
     "distributed", reason='needs the dask extra (pip install -e ".[dask]")'
 )
 
-from harness.compare import experiment_cells, load_experiment, run_experiment  # noqa: E402
-from harness.compare.cells import GradientCell, cell_key  # noqa: E402
+from harness.compare import load_experiment, run_experiment  # noqa: E402
+from harness.compare._cells import cell_key  # noqa: E402
 from harness.compare.cli import register  # noqa: E402
-from harness.compare.dask_executor import DaskExecutor  # noqa: E402
-from harness.compare.experiment import comparable  # noqa: E402
-from harness.compare.runner import CellStore, run_cells  # noqa: E402
+from harness.compare._dask import DaskExecutor  # noqa: E402
+from harness.compare._gradient import GradientCell  # noqa: E402
+from harness.compare._experiment import comparable  # noqa: E402
+from harness.compare._runner import CellStore, experiment_cells, run_cells  # noqa: E402
 from harness.compare.spec import EngineSpec  # noqa: E402
 from harness.errors import HarnessInputError  # noqa: E402
 

@@ -3,43 +3,50 @@
     from harness.compare import run_experiment
     results = run_experiment("experiments/tutorial.toml", "out/tutorial")
 
-One concept per module:
+The public surface is what this module exports; every `_`-prefixed module behind it may change.
 
-- `spec`       experiment files: parsing and validation into frozen values;
-- `engines`    from an engine spec to a runnable engine (harness, Julia, PyTorch/JAX peers);
-- `cells`      `run_cell(spec) -> dict`, the pure unit of work (picklable in, JSON-ready out);
-- `runner`     the grid: expanding an experiment into cells, the resumable cell store, executors;
-- `metrics`    relative errors, worst entries, cosines, matrices and work-precision curves;
-- `figures`    heatmaps, work-precision, memory and training plots;
-- `report`     report.md, results.json and the generated summary;
-- `experiment` `run_experiment`, which strings them together;
-- `cli`        the `harness compare` subcommand.
+- `run_experiment`, `load_experiment`, `parse_experiment`, `Experiment`: run or read an experiment;
+- `DaskExecutor`: run its cells on a Dask cluster (needs the `dask` extra; imported on first use);
+- `ExperimentKind`, `register_kind`, `registered_kinds`: the kinds of comparison an experiment file
+  can hold. A new kind (say, cost against batch size) is one module: a subclass of `ExperimentKind`
+  supplying its TOML table's parsing, its cells, their run, its analysis, summary, report section
+  and figures, and one `register_kind(MyKind())`. `base_record` and `one_line_error` give its
+  records the common fields; `EngineSpec` and `ProblemSpec` are what its cells may hold.
+
+Inside, one concept per module: `spec` (the file format's common part and engine entries),
+`engines` (an engine spec to a runnable engine), `_kind` (the kind protocol and registry),
+`_gradient` and `_training` (the two built-in kinds), `_cells` (what every cell shares),
+`_runner` (the resumable cell store and executors), `_metrics` (distances between gradients),
+`_figures`, `_report`, `_experiment` (`run_experiment`), `_dask`, and `cli` (`harness compare`).
 """
 
-from .cells import GradientCell, TrainingCell, cell_key, run_cell
-from .experiment import run_experiment
-from .metrics import compare_vectors, cosine_similarity, parameter_names, relative_error, worst_entry
-from .runner import CellStore, InProcess, experiment_cells, run_cells
+from . import _gradient, _training  # noqa: F401 - registers the built-in kinds
+from ._cells import base_record, one_line_error
+from ._experiment import run_experiment
+from ._kind import ExperimentKind, register_kind, registered_kinds
 from .spec import EngineSpec, Experiment, ProblemSpec, load_experiment, parse_experiment
 
+
+def __getattr__(name):
+    # Dask is optional: importing harness.compare must not need it.
+    if name == "DaskExecutor":
+        from ._dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "CellStore",
+    "DaskExecutor",
     "EngineSpec",
     "Experiment",
-    "GradientCell",
-    "InProcess",
+    "ExperimentKind",
     "ProblemSpec",
-    "TrainingCell",
-    "cell_key",
-    "compare_vectors",
-    "cosine_similarity",
-    "experiment_cells",
+    "base_record",
     "load_experiment",
-    "parameter_names",
+    "one_line_error",
     "parse_experiment",
-    "relative_error",
-    "run_cell",
-    "run_cells",
+    "register_kind",
+    "registered_kinds",
     "run_experiment",
-    "worst_entry",
 ]

@@ -48,7 +48,7 @@ def _executor(workers: int, scheduler: str | None):
     option = f"--scheduler {scheduler}" if scheduler is not None else f"--workers {workers}"
     if importlib.util.find_spec("distributed") is None:
         raise HarnessInputError(f'{option} needs Dask, which is not installed: pip install -e ".[dask]"')
-    from .dask_executor import DaskExecutor
+    from ._dask import DaskExecutor
 
     if scheduler is not None:
         return DaskExecutor(scheduler=scheduler)
@@ -56,7 +56,7 @@ def _executor(workers: int, scheduler: str | None):
 
 
 def cmd_compare(args) -> int:
-    from .experiment import run_experiment
+    from ._experiment import run_experiment
     from .spec import load_experiment
 
     path = Path(args.experiment)

@@ -31,8 +31,11 @@ optional training comparison and the figures to draw:
     [plots]
     figures = ["heatmap", "work_precision", "memory", "training"]
 
-Every key is checked; a mistake raises one HarnessInputError naming the key, what it got, and the
-valid choices. Nothing runs until the whole file is valid.
+[problem], [plots] and the top-level keys are read here; every other table belongs to an experiment
+kind ([grid] and [reference] to the gradient kind, [training] to the training kind, a user's table
+to the kind that registered it), which validates it. Every key is checked; a mistake raises one
+HarnessInputError naming the key, what it got, and the valid choices. Nothing runs until the whole
+file is valid.
 """
 
 from __future__ import annotations
@@ -58,7 +61,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 # come from harness.julia at run time (Julia may be absent), so only their form is checked here.
 PEER_ENGINES = PEER_METHODS  # backend -> methods, kept by harness.peers
 BACKENDS = ("harness", "julia", *PEER_ENGINES)
-FIGURES = ("heatmap", "work_precision", "memory", "training")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -113,51 +115,41 @@ class EngineSpec:
 
 
 @dataclass(frozen=True)
-class ReferenceSpec:
-    """The engine and settings that every grid cell is measured against.
-
-    `check_engine` is a second, independent engine run at the same settings: its distance from the
-    reference estimates how accurate the reference itself is (the floor of the work-precision plot).
-    """
-
-    engine: EngineSpec
-    solver: str
-    rtol: float
-    atol: float
-    check_engine: EngineSpec | None
-
-
-@dataclass(frozen=True)
-class TrainingSpec:
-    """The same training run (the tutorial's loop) repeated with each engine."""
-
-    engines: tuple[EngineSpec, ...]
-    steps: int = 200
-    lr: float = 1e-2
-    solver: str = "DP5"
-    rtol: float = 1e-6
-    atol: float = 1e-4
-    log_every: int = 10
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class Experiment:
-    """A validated experiment file. `path` is where it was read from (None when built in code)."""
+    """A validated experiment file. `path` is where it was read from (None when built in code).
+
+    `sections` holds, per experiment kind the file uses (`harness.compare.register_kind`), that kind's
+    validated settings, in the registry's order: ("gradient", GradientSettings), ("training",
+    TrainingSpec), or a kind registered by the user. `grid` and `training` read the two built-in
+    kinds' settings; the grid's fields (`engines`, `solvers`, ...) are read through for brevity.
+    """
 
     title: str
     description: str
     problem: ProblemSpec
-    engines: tuple[EngineSpec, ...]
-    solvers: tuple[str, ...]
-    tolerances: tuple[tuple[float, float], ...]
-    seeds: tuple[int, ...]
-    forward_solver: str | None
-    reference: ReferenceSpec
-    training: TrainingSpec | None
+    sections: tuple[tuple[str, object], ...]
     figures: tuple[str, ...]
-    measure_memory: bool = True
     path: str | None = None
+
+    def settings(self, kind: str):
+        """The settings of `kind` (a kind's name), or None if this experiment does not use it."""
+        return dict(self.sections).get(kind)
+
+    @property
+    def grid(self):
+        return self.settings("gradient")
+
+    @property
+    def training(self):
+        return self.settings("training")
+
+    engines = property(lambda self: self.grid.engines)
+    solvers = property(lambda self: self.grid.solvers)
+    tolerances = property(lambda self: self.grid.tolerances)
+    seeds = property(lambda self: self.grid.seeds)
+    forward_solver = property(lambda self: self.grid.forward_solver)
+    reference = property(lambda self: self.grid.reference)
+    measure_memory = property(lambda self: self.grid.measure_memory)
 
     def with_training_steps(self, steps: int) -> "Experiment":
         """The same experiment with the training comparison shortened (or lengthened) to `steps`."""
@@ -165,39 +157,20 @@ class Experiment:
 
         if self.training is None:
             return self
-        return replace(self, training=replace(self.training, steps=steps))
+        sections = tuple((name, replace(s, steps=steps) if name == "training" else s)
+                         for name, s in self.sections)
+        return replace(self, sections=sections)
 
     def as_dict(self) -> dict:
         """Plain data for results.json."""
-        def engines(specs):
-            return [e.as_dict() for e in specs]
+        from ._kind import kind
 
-        reference = self.reference
-        return {
-            "title": self.title,
-            "description": self.description,
-            "path": self.path,
-            "problem": self.problem.as_dict(),
-            "grid": {
-                "engines": engines(self.engines),
-                "solvers": list(self.solvers),
-                "tolerances": [list(t) for t in self.tolerances],
-                "seeds": list(self.seeds),
-                "forward_solver": self.forward_solver,
-                "memory": self.measure_memory,
-            },
-            "reference": {
-                "engine": reference.engine.as_dict(), "solver": reference.solver,
-                "rtol": reference.rtol, "atol": reference.atol,
-                "check_engine": reference.check_engine.as_dict() if reference.check_engine else None,
-            },
-            "training": None if self.training is None else {
-                "engines": engines(self.training.engines),
-                **{f.name: getattr(self.training, f.name) for f in fields(TrainingSpec)
-                   if f.name != "engines"},
-            },
-            "figures": list(self.figures),
-        }
+        out = {"title": self.title, "description": self.description, "path": self.path,
+               "problem": self.problem.as_dict()}
+        for name, settings in self.sections:
+            out.update(kind(name).settings_as_dict(settings))
+        out["figures"] = list(self.figures)
+        return out
 
 
 # -------------------------------------------------------------------------------------- checking
@@ -246,6 +219,11 @@ def _positive(value, where: str) -> float:
     ):
         _fail(where, f"expected a finite number > 0, got {value!r}")
     return float(value)
+
+
+def _solver(value, where: str) -> str:
+    """A solver name of the registry (`harness.solvers.SOLVERS`)."""
+    return _string(value, where, SOLVERS)
 
 
 def _bool(value, where: str) -> bool:
@@ -354,98 +332,46 @@ def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
     return ProblemSpec(name=name, batch=batch, times=times)
 
 
-def _parse_reference(table: dict | None) -> ReferenceSpec:
-    where = "[reference]"
-    table = {} if table is None else table
-    _check_keys(table, where, (), ("engine", "solver", "rtol", "atol", "check_engine"))
-    engine = parse_engine(table.get("engine", "ForwardSensitivity"), f"{where} engine")
-    check = table.get("check_engine", "QuadratureAdjoint")
-    check_engine = None if check == "none" else parse_engine(check, f"{where} check_engine")
-    return ReferenceSpec(
-        engine=engine,
-        solver=_string(table.get("solver", "DP8"), f"{where} solver", SOLVERS),
-        rtol=_positive(table.get("rtol", 1e-10), f"{where} rtol"),
-        atol=_positive(table.get("atol", 1e-10), f"{where} atol"),
-        check_engine=check_engine,
-    )
-
-
-def _parse_training(table: dict) -> TrainingSpec:
-    where = "[training]"
-    names = [f.name for f in fields(TrainingSpec)]
-    _check_keys(table, where, ("engines",), tuple(n for n in names if n != "engines"))
-    engines = tuple(
-        parse_engine(e, f"{where} engines[{i}]")
-        for i, e in enumerate(_nonempty_list(table["engines"], f"{where} engines"))
-    )
-    return TrainingSpec(
-        engines=engines,
-        steps=_int(table.get("steps", 200), f"{where} steps", 0),
-        lr=_positive(table.get("lr", 1e-2), f"{where} lr"),
-        solver=_string(table.get("solver", "DP5"), f"{where} solver", SOLVERS),
-        rtol=_positive(table.get("rtol", 1e-6), f"{where} rtol"),
-        atol=_positive(table.get("atol", 1e-4), f"{where} atol"),
-        log_every=_int(table.get("log_every", 10), f"{where} log_every", 1),
-        seed=_int(table.get("seed", 0), f"{where} seed", 0),
-    )
-
-
 def parse_experiment(document: dict, *, base: Path | None = None, path: str | None = None) -> Experiment:
-    """Validate a parsed TOML document (a dict) into an `Experiment`; HarnessInputError if invalid."""
+    """Validate a parsed TOML document (a dict) into an `Experiment`; HarnessInputError if invalid.
+
+    [problem] and the top-level keys are read here; every other table belongs to one registered
+    experiment kind, which validates it (`ExperimentKind.parse`). A kind whose tables are absent
+    is not used, unless it is required (the gradient grid).
+    """
+    from ._kind import registered_kinds
+
     where = str(path) if path else "experiment"
-    _check_keys(document, where, ("problem", "grid"),
-                ("title", "description", "reference", "training", "plots"))
+    kinds = registered_kinds()
+    tables = [t for k in kinds for t in k.tables]
+    _check_keys(document, where, ("problem",), ("title", "description", "plots", *tables))
     title = _string(document.get("title", Path(path).stem if path else "experiment"), "title")
     description = _string(document.get("description", ""), "description")
     problem = _parse_problem(_table(document, "problem", where, True), base)
 
-    grid = _table(document, "grid", where, True)
-    _check_keys(grid, "[grid]", ("engines", "solvers", "tolerances"),
-                ("seeds", "forward_solver", "memory"))
-    engines = tuple(
-        parse_engine(e, f"[grid] engines[{i}]")
-        for i, e in enumerate(_nonempty_list(grid["engines"], "[grid] engines"))
-    )
-    labels = [e.label for e in engines]
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        _fail("[grid] engines", f"{duplicates} appear more than once: give each a distinct 'label'")
-    solvers = tuple(
-        _string(s, "[grid] solvers", SOLVERS) for s in _nonempty_list(grid["solvers"], "[grid] solvers")
-    )
-    tolerances = tuple(
-        _tolerance(t, "[grid] tolerances")
-        for t in _nonempty_list(grid["tolerances"], "[grid] tolerances")
-    )
-    seeds = tuple(
-        _int(s, "[grid] seeds", 0) for s in _nonempty_list(grid.get("seeds", [0]), "[grid] seeds")
-    )
-    if problem.file is not None and seeds != (0,):
-        _fail("[grid] seeds", "a problem file has fixed data: seeds apply to catalogue problems only")
-    forward_solver = grid.get("forward_solver")
-    if forward_solver is not None:
-        forward_solver = _string(forward_solver, "[grid] forward_solver", SOLVERS)
+    sections = []
+    for k in kinds:
+        present = {t: _table(document, t, where, False) for t in k.tables if t in document}
+        if not present and not k.required:
+            continue
+        if k.required and k.tables[0] not in present:
+            _table(document, k.tables[0], where, True)  # raises: the required table is missing
+        sections.append((k.name, k.parse(present, problem=problem, base=base)))
 
-    training_table = _table(document, "training", where, False)
+    valid_figures = [f for k in kinds for f in k.figures]
+    used_figures = [f for k in kinds if any(n == k.name for n, _ in sections) for f in k.figures]
     plots = _table(document, "plots", where, False) or {}
     _check_keys(plots, "[plots]", (), ("figures",))
-    figures = plots.get("figures", list(FIGURES))
+    figures = plots.get("figures", used_figures)
     if not isinstance(figures, list):
         _fail("[plots] figures", f"expected a list, got {figures!r}")
-    figures = tuple(_string(f, "[plots] figures", FIGURES) for f in figures)
+    figures = tuple(_string(f, "[plots] figures", valid_figures) for f in figures)
     return Experiment(
         title=title,
         description=description,
         problem=problem,
-        engines=engines,
-        solvers=solvers,
-        tolerances=tolerances,
-        seeds=seeds,
-        forward_solver=forward_solver,
-        reference=_parse_reference(_table(document, "reference", where, False)),
-        training=None if training_table is None else _parse_training(training_table),
+        sections=tuple(sections),
         figures=figures,
-        measure_memory=_bool(grid.get("memory", True), "[grid] memory"),
         path=str(path) if path else None,
     )
 

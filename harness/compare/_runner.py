@@ -1,12 +1,12 @@
 """The grid runner: expand an experiment into cells, run the ones not yet done, store each as it ends.
 
 Finished cells live in `DIR/cells/<key>.json`, one file per cell, written atomically, keyed by a hash
-of the cell's settings (`cells.cell_key`). A run that is interrupted keeps every finished cell; the
+of the cell's settings (`_cells.cell_key`). A run that is interrupted keeps every finished cell; the
 next run with the same settings loads them and runs only the rest. Cells whose engine is unavailable
 are not stored: installing the missing package must make them run next time.
 
 The executor is a seam for parallel back ends: any object with `map(fn, iterable)` that returns an
-iterator of results, one per item (concurrent.futures executors qualify; `dask_executor.DaskExecutor`
+iterator of results, one per item (concurrent.futures executors qualify; `DaskExecutor`
 yields them as they complete). Records carry their own key, so the order of results does not matter,
 and `fn` is pure, so running a cell twice (a worker died mid-cell and the scheduler re-ran it) gives
 the same record and rewrites the same file.
@@ -20,14 +20,8 @@ from pathlib import Path
 from .. import _memory as memory
 from .._io import write_json
 from .._progress import Progress
-from .cells import (
-    GradientCell,
-    TrainingCell,
-    base_record,
-    cell_key,
-    one_line_error,
-    run_cell,
-)
+from ._cells import base_record, cell_key, one_blas_thread, one_line_error, run_cell
+from ._kind import kind
 from .spec import Experiment
 
 
@@ -63,38 +57,9 @@ class InProcess:
 
 
 def experiment_cells(experiment: Experiment) -> list:
-    """Every cell of `experiment`: per seed the reference (and its check), then the grid, then training.
-
-    Grid order is seed, solver, tolerance from loose to tight, engine, so that an interrupted run has
-    whole tolerance levels done and a partial report still compares every engine.
-    """
-    cells = []
-    reference = experiment.reference
-    for seed in experiment.seeds:
-        common = dict(problem=experiment.problem, seed=seed, solver=reference.solver,
-                      forward_solver=reference.solver, rtol=reference.rtol, atol=reference.atol,
-                      measure_memory=False)
-        cells.append(GradientCell(engine=reference.engine, role="reference", **common))
-        if reference.check_engine is not None:
-            cells.append(GradientCell(engine=reference.check_engine, role="reference_check", **common))
-    tolerances = sorted(experiment.tolerances, reverse=True)  # loose (cheap) first
-    for seed in experiment.seeds:
-        for solver in experiment.solvers:
-            for rtol, atol in tolerances:
-                for engine in experiment.engines:
-                    cells.append(GradientCell(
-                        problem=experiment.problem, seed=seed, engine=engine, solver=solver,
-                        forward_solver=experiment.forward_solver or solver, rtol=rtol, atol=atol,
-                        measure_memory=experiment.measure_memory,
-                    ))
-    if experiment.training is not None:
-        t = experiment.training
-        for engine in t.engines:
-            cells.append(TrainingCell(
-                problem=experiment.problem, seed=t.seed, engine=engine, solver=t.solver, rtol=t.rtol,
-                atol=t.atol, steps=t.steps, lr=t.lr, log_every=t.log_every,
-            ))
-    return cells
+    """Every cell of `experiment`: each kind's cells, kind after kind (the gradient grid first)."""
+    return [cell for name, settings in experiment.sections
+            for cell in kind(name).cells(experiment, settings)]
 
 
 class CellStore:
@@ -142,13 +107,15 @@ def run_cells(cells, store: CellStore, *, executor=None, progress: bool | None =
             pending.append(cell)
     bar = Progress(total=len(pending), enabled=progress, desc="cells")
     try:
-        for record in (executor or InProcess()).map(run_cell_guarded, pending):
-            with memory.allocating():  # not inside another thread's traced call (`memory`)
-                store.save(record)  # at once, so that an interruption loses at most the running cell
-                records[record["key"]] = record
-                bar.update(1)
-                if on_record is not None:
-                    on_record(record, False)
+        # One BLAS thread for the whole run, taken in this thread (see `_cells.one_blas_thread`).
+        with one_blas_thread():
+            for record in (executor or InProcess()).map(run_cell_guarded, pending):
+                with memory.allocating():  # not inside another thread's traced call (`memory`)
+                    store.save(record)  # at once: an interruption loses at most the running cell
+                    records[record["key"]] = record
+                    bar.update(1)
+                    if on_record is not None:
+                        on_record(record, False)
     finally:
         bar.close()
     return [records[cell_key(cell)] for cell in cells]

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 from .._io import ensure_writable_dir
-from .cells import build_problem_from_spec
+from ._cells import build_problem_from_spec
+from ._kind import kind
+from ._report import write_report
+from ._runner import CellStore, experiment_cells, run_cells
 from .engines import backend_versions
-from .metrics import analyse
-from .report import write_report
-from .runner import CellStore, experiment_cells, run_cells
 from .spec import Experiment, load_experiment
 
 
@@ -65,7 +65,7 @@ def run_experiment(path, out_dir, *, progress: bool | None = None, executor=None
         A progress bar over cells; default: only when stderr is a terminal.
     executor : object with map(fn, iterable), optional
         Where cells run (default: in this process, one after the other); e.g. a
-        `dask_executor.DaskExecutor`. Its `description`, if it has one, goes into `timing`.
+        `harness.compare.DaskExecutor`. Its `description`, if it has one, goes into `timing`.
     training_steps : int, optional
         Override the experiment's training length (e.g. a quick run).
     on_record : callable(record, resumed), optional
@@ -92,10 +92,11 @@ def run_experiment(path, out_dir, *, progress: bool | None = None, executor=None
     records = run_cells(cells, CellStore(out_dir / "cells"), executor=executor, progress=progress,
                         on_record=seen)
     problem = build_problem_from_spec(experiment.problem, experiment.seeds[0])
-    analysis = analyse(experiment, records, problem.model, problem.batch_size)
-    backends = {e.backend for e in experiment.engines} | {experiment.reference.engine.backend}
-    if experiment.training is not None:
-        backends |= {e.backend for e in experiment.training.engines}
+    analysis, backends = {}, set()
+    for name, settings in experiment.sections:
+        mine = [r for r in records if r["kind"] == name]
+        analysis.update(kind(name).analyse(experiment, settings, mine, problem))
+        backends |= kind(name).backends(settings)
     timing = {"seconds": time.perf_counter() - started, "cells_run": counts["run"],
               "cells_resumed": counts["resumed"], "executor": _describe(executor)}
     return write_report(

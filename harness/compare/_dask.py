@@ -10,7 +10,7 @@
 `run_cells` stores it at once and an interruption loses only the cells still running. What makes
 this safe:
 
-- Cells are pure and idempotent (`cells.run_cell`): a record depends only on its spec, and only the
+- Cells are pure and idempotent (`_cells.run_cell`): a record depends only on its spec, and only the
   client writes files, atomically, keyed by the spec's hash. A cell that runs twice because its
   worker died gives the same record and rewrites the same file.
 - A worker that dies mid-cell (killed, out of memory, its node pre-empted) is the scheduler's
@@ -18,11 +18,11 @@ this safe:
   (default 3) before declaring the cell a `KilledWorker`, so that one cell that crashes every
   worker it touches cannot take the cluster down with it. Such a cell becomes a failed record
   marked `rerun` (reported, not stored). `RETRIES` covers the other kind of failure: an exception
-  that escapes the task itself, which `runner.run_cell_guarded` makes rare.
+  that escapes the task itself, which `_runner.run_cell_guarded` makes rare.
 - Each worker process prepares the backends its cells need once (`prepare_backend`: Julia and its
   packages, or a peer's import) when the work arrives, not per cell, and each record says which
   worker ran it and whether the backend was available there (`worker`, `backend_available`). Both
-  are provenance: `experiment.comparable` leaves them out when two runs are compared.
+  are provenance: `_experiment.comparable` leaves them out when two runs are compared.
 
 This module needs the `dask` extra (`pip install -e ".[dask]"`); `cli` checks for it before
 importing it.
@@ -45,8 +45,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from .. import __version__
 from ..errors import BackendUnavailableError, HarnessInputError
-from .cells import cell_key
-from .runner import task_failure
+from ._cells import cell_key
+from ._runner import task_failure
 
 # Dask's `retries` re-runs a task whose function raised; our task raises only if something outside
 # `run_cell_guarded` breaks (e.g. the worker cannot unpickle the spec while it is shutting down).
@@ -158,6 +158,12 @@ def _event_loop_held(worker):
         release.set()
 
 
+def _backend(cell) -> str:
+    """The backend a cell's engine runs on; "harness" for a kind whose cells have no engine."""
+    engine = getattr(cell, "engine", None)
+    return getattr(engine, "backend", "harness")
+
+
 def _run_task(fn, spec, client_version: str) -> dict:
     """The task a worker runs: `fn(spec)` plus the worker's provenance.
 
@@ -168,13 +174,13 @@ def _run_task(fn, spec, client_version: str) -> dict:
         raise WorkerVersionError(f"this worker runs harness {__version__}, the client "
                                  f"{client_version}: install the same harness on every worker")
     worker = distributed.get_worker()
-    if getattr(spec, "measure_memory", False) and spec.engine.backend == "harness":
+    backend = _backend(spec)
+    if getattr(spec, "measure_memory", False) and backend == "harness":
         with _event_loop_held(worker):
             record = fn(spec)
     else:
         record = fn(spec)
     record["worker"] = {"address": worker.address, "host": socket.gethostname(), "pid": os.getpid()}
-    backend = spec.engine.backend
     if backend != "harness":
         record["backend_available"] = prepare_backend(backend)[0]  # cached: set up by BackendSetup
     return record
@@ -250,14 +256,14 @@ class DaskExecutor:
         """Yield `fn(cell)` for every cell, in the order they complete.
 
         `fn` must be importable on the workers (a module-level function such as
-        `runner.run_cell_guarded`). A task that fails outside `fn` (its worker died too often,
-        or it raised) yields `runner.task_failure(cell, error)` instead, so the rest go on.
+        `_runner.run_cell_guarded`). A task that fails outside `fn` (its worker died too often,
+        or it raised) yields `_runner.task_failure(cell, error)` instead, so the rest go on.
         Closing the generator early (an interruption) cancels the cells not yet done.
         """
         cells = list(cells)
         if not cells:
             return
-        self.client.register_plugin(BackendSetup({cell.engine.backend for cell in cells}))
+        self.client.register_plugin(BackendSetup({_backend(cell) for cell in cells}))
         # A token per call keeps task keys unique on a scheduler shared by several runs; the
         # cell key in the name makes the scheduler's logs point at the cell.
         token = uuid.uuid4().hex[:8]

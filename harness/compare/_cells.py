@@ -1,0 +1,157 @@
+"""What every cell shares: its key, its problem, its record's common fields, and `run_cell`.
+
+A cell is a frozen, picklable value that one experiment kind produces (`GradientCell`,
+`TrainingCell`, ...); `run_cell(spec)` hands it to its kind, which builds the problem and the
+engine, computes, and returns plain data: lists, floats, strings. It touches no files and no
+global state beyond a per-process cache of built problems (and the lock in `harness._memory` that
+keeps a traced call alone in its process), so that cells can run in any order, on threads, in
+another process, or on a Dask worker, and a finished cell can be stored and trusted on resume.
+
+Every cell ends in one of four states:
+
+- "ok":          a number we have no reason to doubt;
+- "flagged":     a number the engine itself warns about (BacksolveAdjoint's reconstruction check);
+- "failed":      the engine raised (e.g. the backward solve could not reach t0); `reason` says why;
+- "unavailable": the engine cannot run on this machine (Julia or a peer package absent); `reason`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import threading
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .. import __version__
+from .. import _memory as memory
+from .._forward import SolveOptions, solve_forward
+from .._io import _json_default
+from ..problems import TUTORIAL_DATA_OPTIONS, Problem, build_problem
+from ..solvers import solver_for
+from ._kind import kind
+from .engines import build_engine
+from .spec import ProblemSpec
+
+STATUSES = ("ok", "flagged", "failed", "unavailable")
+
+
+def cell_key(spec) -> str:
+    """A stable hash of everything that determines the cell's result (and the harness version)."""
+    text = json.dumps({"harness": __version__, **spec.as_dict()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+# ----------------------------------------------------------------------------------------- problems
+@functools.lru_cache(maxsize=8)
+def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
+    """The problem of `spec` (cached per process: every cell of a seed shares one build).
+
+    With `spec.times`, the catalogue problem's ground truth and initial states are observed at those
+    times instead, solved with the tutorial's data settings (RadauIIA5 if the model is stiff).
+    """
+    if spec.file is not None:
+        from ..problems import load_problem
+
+        return load_problem(spec.file)
+    problem = build_problem(spec.name, seed=seed, batch=spec.batch)
+    if spec.times is None:
+        return problem
+    times = np.asarray(spec.times, dtype=np.float64)
+    solver = solver_for(problem.model, TUTORIAL_DATA_OPTIONS.solver).name
+    options = SolveOptions(solver, TUTORIAL_DATA_OPTIONS.rtol, TUTORIAL_DATA_OPTIONS.atol)
+    data = solve_forward(problem.model, problem.theta_true, problem.z0, problem.t0, times, options)
+    return Problem(problem.model, problem.theta, problem.z0, problem.t0, times, data.z_at_times,
+                   name=f"{problem.name}_t{times[-1]:g}", theta_true=problem.theta_true)
+
+
+# -------------------------------------------------------------------------------------------- cells
+def plain(value):
+    """Diagnostics as JSON-ready values (numpy scalars and arrays to Python), as results.json has them.
+
+    The conversion of numpy values is `harness._io`'s, the one every JSON file of the harness uses;
+    anything else that JSON cannot hold (an engine's own diagnostic object) is kept as its repr.
+    """
+    def default(leaf):
+        try:
+            return _json_default(leaf)
+        except TypeError:
+            return repr(leaf)
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def one_line_error(err: BaseException) -> str:
+    """The error as one line; for errors that wrap a traceback (JAX callbacks), its last line too."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(lines) > 1 and "Traceback" in text:
+        cause = next((line for line in reversed(lines) if "Error: " in line), lines[-1])
+        text = f"{text.split('Traceback')[0].strip()} … {cause}"
+    return f"{type(err).__name__}: {text}"[:400]
+
+
+def base_record(spec, status: str, reason: str | None = None) -> dict:
+    """The fields every cell record has, whatever its outcome."""
+    return {"key": cell_key(spec), "kind": spec.kind, "role": spec.role, "spec": spec.as_dict(),
+            "status": status, "reason": reason}
+
+
+def prepare(spec):
+    """(problem, engine) of a cell with `problem`, `seed`, `engine`, `solver`, `rtol` and `atol`.
+
+    Raises BackendUnavailableError when the engine cannot run here.
+    """
+    with memory.allocating():  # building a problem solves its ground truth
+        problem = build_problem_from_spec(spec.problem, spec.seed)
+        engine = build_engine(spec.engine, spec.solver, spec.rtol, spec.atol)
+    return problem, engine
+
+
+_pin_lock = threading.Lock()
+_pin: dict = {"depth": 0, "limits": None}
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread while any cell of this process runs (`run_cell`, and `run_cells` around
+    the whole run, from the caller's thread).
+
+    The limit is one per process, so nested and overlapping holders share one pin, set by the first
+    and lifted by the last (a per-cell pin would be lifted under a cell still running on another
+    thread). It must also be set from the caller's thread: with the OpenBLAS of numpy's wheels, a
+    count the main thread set explicitly prevails over one a pool thread sets, so a pin taken only
+    inside the cells of a thread pool does not hold. Setting it allocates (threadpoolctl inspects the
+    loaded libraries), so it happens outside any traced call (`harness._memory.allocating`).
+    """
+    with _pin_lock:
+        if _pin["depth"] == 0:
+            with memory.allocating():
+                _pin["limits"] = threadpool_limits(limits=1)
+        _pin["depth"] += 1
+    try:
+        yield
+    finally:
+        with _pin_lock:
+            _pin["depth"] -= 1
+            if _pin["depth"] == 0:
+                with memory.allocating():
+                    _pin["limits"].restore_original_limits()
+                _pin["limits"] = None
+
+
+def run_cell(spec) -> dict:
+    """Run one cell (of any registered kind) and return its record.
+
+    Pure: the record depends only on `spec` (and the machine, for times and availability). Never
+    raises for an engine's failure or absence; those become "failed"/"unavailable" records.
+
+    BLAS runs on one thread inside a cell: a multi-threaded BLAS splits a matrix product's sums
+    differently with the thread count, so the last bits of a gradient would depend on how many
+    threads the caller (a Dask worker has one, a laptop's shell many) lets BLAS use.
+    """
+    with one_blas_thread():
+        return kind(spec.kind).run(spec)

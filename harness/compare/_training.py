@@ -1,0 +1,204 @@
+"""The training kind: the tutorial's training loop repeated with each engine ([training] table).
+
+    [training]
+    engines = ["BacksolveAdjoint", "InterpolatingAdjoint"]
+    steps = 200          # also lr, solver, rtol, atol, log_every, seed
+
+Each engine trains from the same data and initial θ with Adam; the report compares the final
+log-likelihood per datapoint, the time per step, and draws the gap to the perfect fit over training.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .. import _memory as memory
+from ..errors import BackendUnavailableError
+from . import _figures
+from ._cells import base_record, one_line_error, plain, prepare
+from ._kind import ExperimentKind, register_kind
+from .spec import EngineSpec, _check_keys, _int, _nonempty_list, _positive, _solver, parse_engine
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """The same training run (the tutorial's loop) repeated with each engine."""
+
+    engines: tuple[EngineSpec, ...]
+    steps: int = 200
+    lr: float = 1e-2
+    solver: str = "DP5"
+    rtol: float = 1e-6
+    atol: float = 1e-4
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingCell:
+    """One training run (Adam, the tutorial's loop) with one engine."""
+
+    problem: object  # ProblemSpec
+    seed: int
+    engine: EngineSpec
+    solver: str
+    rtol: float
+    atol: float
+    steps: int
+    lr: float
+    log_every: int
+
+    kind = "training"
+    role = "training"
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind, "role": self.role, "problem": self.problem.as_dict(), "seed": self.seed,
+            "engine": self.engine.as_dict(), "solver": self.solver, "rtol": self.rtol,
+            "atol": self.atol, "steps": self.steps, "lr": self.lr, "log_every": self.log_every,
+        }
+
+
+class TrainingKind(ExperimentKind):
+    name = "training"
+    tables = ("training",)
+    figures = ("training",)
+
+    def parse(self, tables, *, problem, base):
+        table, where = tables["training"], "[training]"
+        names = [f.name for f in fields(TrainingSpec)]
+        _check_keys(table, where, ("engines",), tuple(n for n in names if n != "engines"))
+        engines = tuple(
+            parse_engine(e, f"{where} engines[{i}]")
+            for i, e in enumerate(_nonempty_list(table["engines"], f"{where} engines"))
+        )
+        return TrainingSpec(
+            engines=engines,
+            steps=_int(table.get("steps", 200), f"{where} steps", 0),
+            lr=_positive(table.get("lr", 1e-2), f"{where} lr"),
+            solver=_solver(table.get("solver", "DP5"), f"{where} solver"),
+            rtol=_positive(table.get("rtol", 1e-6), f"{where} rtol"),
+            atol=_positive(table.get("atol", 1e-4), f"{where} atol"),
+            log_every=_int(table.get("log_every", 10), f"{where} log_every", 1),
+            seed=_int(table.get("seed", 0), f"{where} seed", 0),
+        )
+
+    def settings_as_dict(self, t) -> dict:
+        return {"training": {"engines": [e.as_dict() for e in t.engines],
+                             **{f.name: getattr(t, f.name) for f in fields(TrainingSpec)
+                                if f.name != "engines"}}}
+
+    def backends(self, t) -> set[str]:
+        return {e.backend for e in t.engines}
+
+    def cells(self, experiment, t) -> list:
+        return [TrainingCell(problem=experiment.problem, seed=t.seed, engine=engine, solver=t.solver,
+                             rtol=t.rtol, atol=t.atol, steps=t.steps, lr=t.lr, log_every=t.log_every)
+                for engine in t.engines]
+
+    def run(self, spec: TrainingCell) -> dict:
+        from ..training import train
+
+        try:
+            problem, engine = prepare(spec)
+        except BackendUnavailableError as err:
+            return base_record(spec, "unavailable", str(err))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with memory.allocating():
+                    result = train(problem, steps=spec.steps, lr=spec.lr, engine=engine,
+                                   solver=spec.solver, rtol=spec.rtol, atol=spec.atol,
+                                   log_every=spec.log_every, progress=False)
+            except BackendUnavailableError as err:
+                return base_record(spec, "unavailable", str(err))
+            except Exception as err:
+                return base_record(spec, "failed", one_line_error(err))
+        record = base_record(
+            spec, "flagged" if caught else "ok",
+            "; ".join(sorted({str(w.message) for w in caught}))[:400] or None,
+        )
+        record.update(
+            history=plain(result.history),
+            final_loglik_per_datapoint=float(result.final_loglik_per_datapoint),
+            perfect_loglik_per_datapoint=float(problem.perfect_loglik_per_datapoint),
+            seconds=float(result.seconds),
+            seconds_per_step=float(result.seconds) / (spec.steps + 1),  # steps + 1 gradients
+            n_rhs=int(result.n_rhs),
+            theta=np.asarray(result.theta).tolist(),
+        )
+        return record
+
+    def analyse(self, experiment, t, records, problem) -> dict:
+        out = []
+        for record in records:
+            entry = {"engine": record["spec"]["engine"]["label"], "status": record["status"],
+                     "reason": record["reason"], "steps": record["spec"]["steps"]}
+            if record["status"] in ("ok", "flagged"):
+                entry.update(
+                    history=record["history"],
+                    final_loglik_per_datapoint=record["final_loglik_per_datapoint"],
+                    perfect_loglik_per_datapoint=record["perfect_loglik_per_datapoint"],
+                    seconds=record["seconds"], seconds_per_step=record["seconds_per_step"],
+                    n_rhs=record["n_rhs"],
+                )
+            out.append(entry)
+        return {"training": out}
+
+    def summary(self, experiment, t, analysis) -> list[str]:
+        lines = []
+        runs = [r for r in analysis["training"] if "final_loglik_per_datapoint" in r]
+        if runs:
+            best = max(runs, key=lambda r: r["final_loglik_per_datapoint"])
+            fastest = min(runs, key=lambda r: r["seconds_per_step"])
+            spread = best["final_loglik_per_datapoint"] - min(r["final_loglik_per_datapoint"]
+                                                              for r in runs)
+            lines.append(
+                f"Training ({runs[0]['steps']} steps): final log-likelihood per datapoint spans "
+                f"{spread:.2e} across engines (best {best['final_loglik_per_datapoint']:.4f}, "
+                f"{best['engine']}; perfect fit {best['perfect_loglik_per_datapoint']:.4f}); fastest "
+                f"per step: {fastest['engine']} ({fastest['seconds_per_step'] * 1e3:.1f} ms, one run)."
+            )
+        for r in analysis["training"]:
+            if r["status"] == "failed":
+                lines.append(f"**Training with {r['engine']} failed**: {r['reason']}")
+        return lines
+
+    def draw(self, experiment, t, analysis, save) -> None:
+        if "training" in experiment.figures:
+            save("training", _figures.training(analysis["training"]), "training.png")
+
+    def report(self, experiment, t, analysis, written) -> list[str]:
+        md = ["## Training", "",
+              f"Adam, lr = {t.lr:g}, {t.steps} steps, {t.solver} at rtol = {t.rtol:g}, "
+              f"atol = {t.atol:g}, seed {t.seed}; the same data and initial θ for every engine. "
+              "Times are of one run.", ""]
+        md += ["| engine | status | steps | final log-lik./datapoint | perfect fit | "
+               "time per step (ms) | total time (s) | f evals | note |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for r in analysis["training"]:
+            if r["status"] == "unavailable":
+                continue  # said once, at the top of the report
+            if "history" in r:
+                md.append(
+                    f"| {r['engine']} | {r['status']} | {r['steps']} | "
+                    f"{r['final_loglik_per_datapoint']:.5f} | {r['perfect_loglik_per_datapoint']:.5f} | "
+                    f"{r['seconds_per_step'] * 1e3:.1f} | {r['seconds']:.2f} | {r['n_rhs']} | "
+                    f"{(r['reason'] or '')[:120]} |"
+                )
+            else:
+                md.append(f"| {r['engine']} | {r['status']} | {r['steps']} | — | — | — | — | — | "
+                          f"{(r['reason'] or '').replace('|', '/')[:160]} |")
+        md.append("")
+        if "training" in written:
+            md += ["![training](training.png)", "",
+                   "Left: the gap to the perfect fit (perfect-fit log-likelihood per datapoint minus "
+                   "the model's) at each logged step, on a log axis so that the final gap shows; "
+                   "right: the same against wall time (one run).", ""]
+        return md
+
+
+TRAINING = register_kind(TrainingKind())
