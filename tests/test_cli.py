@@ -1,7 +1,6 @@
 """The command line: the main job end to end (shortened), exit codes, one-line errors, resume."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -157,10 +156,3 @@ def test_bench_json_runs(capsys):
     assert names[0].startswith("baseline") and "InterpolatingAdjoint" in names
     for row in report["rows"]:
         assert row["median_ms"] > 0 and row["peak_memory_mb"] > 0
-
-
-def test_importing_harness_never_imports_julia():
-    code = "import sys, harness, harness.cli; harness.cli.build_parser(); print('juliacall' in sys.modules or 'diffeqpy' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHON_JULIACALL_INIT": "no"})
-    assert proc.stdout.strip() == "False", proc.stderr

@@ -200,7 +200,10 @@ def test_split_system_with_other_solvers_integrates_the_joint_rhs(method):
     the state, and reaches its exact value within the tolerance (q = ∫ g(u) dt against a fine DP5)."""
     A, u0 = linear_system()
     y0 = np.concatenate((u0, np.zeros(2 * u0.size)))
-    jac = (lambda t, y: sp.csc_matrix(np.block([[A, np.zeros((6, 12))], [_g_jac(y[:6]), np.zeros((12, 12))]])))
+
+    def jac(t, y):
+        return sp.csc_matrix(np.block([[A, np.zeros((6, 12))], [_g_jac(y[:6]), np.zeros((12, 12))]]))
+
     got = integrate(LinearWithQuadrature(A, stage_slots(method)), 0.0, T_END, y0, method=method,
                     rtol=1e-8, atol=1e-10, jac=jac if SOLVERS[method].implicit else None)
     fine = integrate(LinearWithQuadrature(A, stage_slots("DP5")), 0.0, T_END, y0, method="DP5",
