@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 
-from . import figures
+from . import _figures as figures
 from .errors import HarnessInputError
 from ._forward import SolveOptions, solve_forward
 from ._io import ensure_writable_dir, write_json, write_text
