@@ -138,3 +138,29 @@ def test_gradcheck_bound(monkeypatch, small, fraction, status):
     (row,) = case.rows
     assert row.rel_error == pytest.approx(fraction * bound, rel=1e-6)
     assert row.status == status, f"gradcheck reports {row.status!r} for an error of {fraction} x its bound"
+
+
+# ------------------------------------------------------------ the comparison report's summary claims
+@pytest.mark.parametrize("fraction,agrees", [(INSIDE, True), (OUTSIDE, False)])
+def test_report_agreement_claim(fraction, agrees):
+    """The summary says an engine "agrees" when dL/dθ's relative error is within AGREEMENT_FACTOR x
+    rtol (100x: an adaptive solve's global error is 1-10x its tolerance), and calls it "off" beyond.
+    A row planted just inside and just outside that bound must get the two different claims."""
+    from harness.compare.report import AGREEMENT_FACTOR, summarise  # the one internal import here
+    from harness.compare import parse_experiment
+
+    assert AGREEMENT_FACTOR <= 100.0, "the report's agreement bound is looser than 100 x rtol"
+    rtol = 1e-6
+    experiment = parse_experiment({
+        "problem": {"name": "seed", "batch": 4},
+        "grid": {"engines": ["QuadratureAdjoint"], "solvers": ["DP5"], "tolerances": [rtol]},
+    })
+    r = np.array([3.0, 4.0])
+    g = r + np.array([fraction * 100.0 * rtol * 5.0, 0.0])  # ‖g - r‖ / ‖r‖ = fraction · 100 rtol
+    row = {"engine": "QuadratureAdjoint", "solver": "DP5", "rtol": rtol, "atol": rtol, "seed": 0,
+           "status": "ok", "reason": "", "dtheta": compare_vectors(g, r, ["a", "b"])}
+    analysis = {"references": [], "rows": [row], "matrices": {}, "training": []}
+    text = "\n".join(summarise(experiment, analysis))
+    claims_agreement = "1 engine(s) agree with the reference" in text
+    claims_off = "QuadratureAdjoint (seed 0) is off by" in text
+    assert (claims_agreement, claims_off) == (agrees, not agrees), text
