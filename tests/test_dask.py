@@ -122,7 +122,7 @@ def test_a_worker_killed_mid_cell_loses_no_cell(grid_file, in_process, tmp_path)
     assert comparable(on_disk) == comparable(in_process[1])
 
 
-def test_cli_workers_2_gives_the_in_process_results(grid_file, in_process, tmp_path):
+def test_cli_workers_2_gives_the_in_process_results(grid_file, in_process, tmp_path, julia_available):
     # Three cells finished by an earlier, interrupted run: resumed, not run again.
     earlier = sorted((in_process[0] / "cells").glob("*.json"))[:3]
     (tmp_path / "cells").mkdir()
@@ -143,11 +143,12 @@ def test_cli_workers_2_gives_the_in_process_results(grid_file, in_process, tmp_p
     for record in ran:
         assert record["worker"]["address"].startswith("tcp://127.0.0.1:")
         julia = record["spec"]["engine"]["backend"] == "julia"
-        # Per-worker set-up: Julia is absent here, and each worker says so for its Julia cells.
-        assert record.get("backend_available") == (False if julia else None)
-        assert (record["status"] == "unavailable") == julia
+        # Per-worker set-up: each worker checks Julia for its Julia cells and says what it found.
+        assert record.get("backend_available") == (julia_available if julia else None)
+        assert (record["status"] == "unavailable") == (julia and not julia_available)
     # Unavailable cells are not stored (installing Julia must make them run next time).
-    assert len(list((tmp_path / "cells").glob("*.json"))) == N_CELLS - N_JULIA
+    stored = N_CELLS if julia_available else N_CELLS - N_JULIA
+    assert len(list((tmp_path / "cells").glob("*.json"))) == stored
 
 
 @pytest.fixture(scope="module")
