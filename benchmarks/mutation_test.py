@@ -39,7 +39,8 @@ class Mutation:
     tests: tuple[str, ...]
 
 
-GRADIENTS = ("tests/test_gradients.py", "tests/test_closed_form.py")
+# The closed-form test first: it takes seconds and catches most gradient bugs, so that `-x` stops early.
+GRADIENTS = ("tests/test_closed_form.py", "tests/test_gradients.py")
 SOLVERS = ("tests/test_solvers.py",)
 MODEL = ("tests/test_model.py",) + GRADIENTS
 OPTIMISER = ("tests/test_optimiser.py",)
