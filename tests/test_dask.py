@@ -7,6 +7,7 @@ second, slow enough that cells are in flight when a worker is killed; eleven cel
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -83,34 +84,52 @@ def _bounded(call):
         return pool.submit(call).result(timeout=RUN_LIMIT)
 
 
-def _executing(dask_worker):
-    """On a worker: its pid and the keys of the tasks it is running right now."""
-    return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
+def _held(fn, key, cell):
+    """On a worker: run `fn(cell)`, but first, for the cell `key`, say which process holds it and
+    wait until the test has killed that process (the events are the cluster's, not sleeps)."""
+    if cell_key(cell) == key and not distributed.Event("release").is_set():
+        distributed.Variable("held-pid").set(os.getpid())
+        distributed.Event("held").set()
+        distributed.Event("release").wait()
+    return fn(cell)
+
+
+class HoldsOneCell(DaskExecutor):
+    """A DaskExecutor whose worker holds the cell `key` until released."""
+
+    def __init__(self, key, **kwargs):
+        super().__init__(**kwargs)
+        self.key = key
+
+    def map(self, fn, cells):
+        return super().map(functools.partial(_held, fn, self.key), cells)
 
 
 def test_a_worker_killed_mid_cell_loses_no_cell(grid_file, in_process, tmp_path):
     # A cluster started apart from the harness, reached by its address: the --scheduler path.
+    cells = experiment_cells(load_experiment(grid_file))
+    target = cell_key(next(c for c in cells if isinstance(c, GradientCell) and c.engine.backend == "harness"))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None) as cluster:
-        executor = DaskExecutor(scheduler=cluster.scheduler_address)
+        executor = HoldsOneCell(target, scheduler=cluster.scheduler_address)
         killed = {}
 
-        def kill_a_busy_worker(record, resumed):
-            # A record has just come back from `worker`, which has started its next cell; kill it
-            # while that cell runs (it takes a few tenths of a second, the kill a millisecond).
+        def kill_the_holding_worker(record, resumed):
+            # The held cell cannot finish before the kill, so the run is still going: wait for a worker
+            # to hold it, kill that worker mid-cell, then let the cell run wherever it is retried.
             if killed or resumed:
                 return
-            address = record["worker"]["address"]
-            pid, running = executor.client.run(_executing, workers=[address])[address]
-            if running:
-                os.kill(pid, signal.SIGKILL)
-                killed.update(pid=pid, cells={key.split("-")[1] for key in running})
+            assert distributed.Event("held", client=executor.client).wait(RUN_LIMIT / 2), "no worker held the cell"
+            pid = distributed.Variable("held-pid", client=executor.client).get()
+            os.kill(pid, signal.SIGKILL)
+            killed.update(pid=pid, cells={target})
+            distributed.Event("release", client=executor.client).set()
 
         with executor:
             results = _bounded(lambda: run_experiment(grid_file, tmp_path, progress=False,
                                                       executor=executor,
-                                                      on_record=kill_a_busy_worker))
-    assert killed, "no worker was busy when a record arrived"
+                                                      on_record=kill_the_holding_worker))
+    assert killed, "the held cell's worker was not killed"
     records = {r["key"]: r for r in results["cells"]}
     # The cells that were running on the killed worker were run again by another process ...
     for key in killed["cells"]:
@@ -123,7 +142,7 @@ def test_a_worker_killed_mid_cell_loses_no_cell(grid_file, in_process, tmp_path)
     assert comparable(on_disk) == comparable(in_process[1])
 
 
-def test_cli_workers_2_gives_the_in_process_results(grid_file, in_process, tmp_path):
+def test_cli_workers_2_gives_the_in_process_results(grid_file, in_process, tmp_path, julia_available):
     # Three cells finished by an earlier, interrupted run: resumed, not run again.
     earlier = sorted((in_process[0] / "cells").glob("*.json"))[:3]
     (tmp_path / "cells").mkdir()
@@ -144,11 +163,12 @@ def test_cli_workers_2_gives_the_in_process_results(grid_file, in_process, tmp_p
     for record in ran:
         assert record["worker"]["address"].startswith("tcp://127.0.0.1:")
         julia = record["spec"]["engine"]["backend"] == "julia"
-        # Per-worker set-up: Julia is absent here, and each worker says so for its Julia cells.
-        assert record.get("backend_available") == (False if julia else None)
-        assert (record["status"] == "unavailable") == julia
+        # Per-worker set-up: each worker checks Julia for its Julia cells and says what it found.
+        assert record.get("backend_available") == (julia_available if julia else None)
+        assert (record["status"] == "unavailable") == (julia and not julia_available)
     # Unavailable cells are not stored (installing Julia must make them run next time).
-    assert len(list((tmp_path / "cells").glob("*.json"))) == N_CELLS - N_JULIA
+    stored = N_CELLS if julia_available else N_CELLS - N_JULIA
+    assert len(list((tmp_path / "cells").glob("*.json"))) == stored
 
 
 @pytest.fixture(scope="module")

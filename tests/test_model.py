@@ -135,7 +135,7 @@ def test_vjp_per_sample_row_is_the_vjp_of_that_row(activation):
 # ----------------------------------------------------------------------------------- evaluation
 def _reference_activation(name, u):
     return {"tanh": np.tanh, "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-            "softplus": lambda x: np.log1p(np.exp(x))}[name](u)
+            "softplus": lambda x: np.log1p(np.exp(x)), "identity": lambda x: x}[name](u)
 
 
 @pytest.mark.parametrize("activation,depth,decay", CATALOGUE, ids=CATALOGUE_IDS)

@@ -4,6 +4,7 @@ Skipped with a reason when a package is absent; the unavailability path is teste
 """
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -14,6 +15,17 @@ from harness.problems import build_problem
 from harness.sensitivity import ForwardSensitivity, gradient
 
 HAVE = {b: all(importlib.util.find_spec(p) for p in packages) for b, (_, packages) in peers.PEERS.items()}
+# CI installs the `peers` extra and sets this, so that a peer missing there fails instead of skipping.
+REQUIRED = os.environ.get("HARNESS_REQUIRE_PEERS") == "1"
+
+
+def need(backend):
+    if HAVE[backend]:
+        return
+    reason = f"{backend} is not installed (pip install 'harness[peers]')"
+    if REQUIRED:
+        pytest.fail(f"{reason}, and HARNESS_REQUIRE_PEERS=1 says it must be")
+    pytest.skip(reason)
 TOL = 1e-8
 # Each peer solves with the same tableau (Dopri5) at TOL; its gradient error is a modest multiple of
 # TOL like ours (1-5x measured on the seed problem), bound 100x. Discretise-then-optimise
@@ -37,8 +49,7 @@ def reference(problem):
     ("diffrax", "RecursiveCheckpointAdjoint"),
 ])
 def test_peer_agrees_with_reference(problem, reference, backend, method):
-    if not HAVE[backend]:
-        pytest.skip(f"{backend} is not installed (pip install 'harness[peers]')")
+    need(backend)
     engine = peers.peer_engine(backend, method, solver="DP5", rtol=TOL, atol=TOL)
     result = gradient(problem, engine=engine, solver="DP5", rtol=TOL, atol=TOL)
     for g, r in ((result.dtheta, reference.dtheta), (result.dz0, reference.dz0)):
@@ -56,11 +67,11 @@ def test_missing_package_is_unavailable_with_reason(monkeypatch):
         peers.peer_engine("torchdiffeq", "odeint_adjoint")
 
 
-def test_solver_without_counterpart_is_unavailable():
-    for backend in ("torchdiffeq", "diffrax"):
-        if HAVE[backend]:
-            with pytest.raises(BackendUnavailableError, match="no counterpart of RadauIIA5"):
-                peers.peer_engine(backend, peers_method(backend), solver="RadauIIA5")
+@pytest.mark.parametrize("backend", ["torchdiffeq", "diffrax"])
+def test_solver_without_counterpart_is_unavailable(backend):
+    need(backend)
+    with pytest.raises(BackendUnavailableError, match="no counterpart of RadauIIA5"):
+        peers.peer_engine(backend, peers_method(backend), solver="RadauIIA5")
 
 
 def peers_method(backend):

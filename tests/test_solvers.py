@@ -215,7 +215,10 @@ def test_split_system_with_other_solvers_integrates_the_joint_rhs(method):
     the state, and reaches its exact value within the tolerance (q = ∫ g(u) dt against a fine DP5)."""
     A, u0 = linear_system()
     y0 = np.concatenate((u0, np.zeros(2 * u0.size)))
-    jac = (lambda t, y: sp.csc_matrix(np.block([[A, np.zeros((6, 12))], [_g_jac(y[:6]), np.zeros((12, 12))]])))
+
+    def jac(t, y):
+        return sp.csc_matrix(np.block([[A, np.zeros((6, 12))], [_g_jac(y[:6]), np.zeros((12, 12))]]))
+
     got = integrate(LinearWithQuadrature(A, stage_slots(method)), 0.0, T_END, y0, method=method,
                     rtol=1e-8, atol=1e-10, jac=jac if SOLVERS[method].implicit else None)
     fine = integrate(LinearWithQuadrature(A, stage_slots("DP5")), 0.0, T_END, y0, method="DP5",
@@ -267,9 +270,9 @@ def test_convergence_order(method, order, steps):
 def test_first_step_longer_than_interval_is_accepted(method):
     """`h0` is documented as "e.g. the last one of the previous segment", and the piecewise forward
     solve (forward.py) and ForwardSensitivity pass exactly that; it is routinely longer than the
-    next, shorter piece. Every method must then just take a shorter first step. (Fails today for
-    the scipy-backed DP8 / RadauIIA5 / BDF: scipy raises a bare ValueError "`first_step` exceeds
-    bounds" because scipy_methods.py passes abs(h0) without clipping it to |t1 - t0|.)"""
+    next, shorter piece. Every method must then just take a shorter first step (scipy refuses a
+    `first_step` beyond the interval with a bare ValueError, so the scipy-backed DP8 / RadauIIA5 /
+    BDF clip it to |t1 - t0|)."""
     A, y0 = linear_system()
     rtol, atol = 1e-8, 1e-11
     traj = _solve_linear(A, y0, 0.0, 0.1, method, rtol, atol, h0=0.5)

@@ -34,7 +34,7 @@ def problem():
 def test_the_34_draws_are_float32_values_in_the_tutorials_shapes():
     count = 0
     for hexes in (GROUND_TRUTH_HEX, LEARNT_INIT_HEX):
-        for name, shape in SHAPES.items():
+        for name in SHAPES:
             exact = np.array([float.fromhex(h) for h in hexes[name]])
             # each stored value is exactly representable in float32: the draws lost nothing
             assert np.array_equal(exact.astype(np.float32).astype(np.float64), exact)

@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     untouched = numpy_untouched(tf)
     print(f"numpy's generator untouched by the TensorFlow draws: {untouched}")
     total = sum(w.size for w in draws["GROUND_TRUTH_HEX"].values()) * 2
-    verdict = "all identical to the stored constants" if not mismatches else f"{mismatches} of {2 * len(NAMES)} arrays differ"
+    verdict = ("all identical to the stored constants" if not mismatches
+               else f"{mismatches} of {2 * len(NAMES)} arrays differ")
     print(f"{total} values in {2 * len(NAMES)} arrays: {verdict}")
     return 0 if mismatches == 0 and untouched else 1
 
