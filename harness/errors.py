@@ -36,3 +36,8 @@ class UnstableBacksolveError(RuntimeError):
 
 class BackendUnavailableError(RuntimeError):
     """A backend (e.g. Julia) cannot run on this machine; the message says why."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training stopped at a step whose loss or gradient was not finite (or whose solve failed or
+    ran away); the outputs of the steps before it are written, with that status."""
