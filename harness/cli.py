@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Only the fault-injection tests set this: main creates the named file as it starts, before the heavy
+# imports, so that a test can interrupt it during start-up without guessing with sleeps.
+STARTED_ENV = "HARNESS_TEST_STARTED_FILE"
+
 # commands whose finished work is kept in the output folder, so that the same command resumes
 RESUMABLE = {"reproduce", "compare"}
 
@@ -237,6 +241,9 @@ def main(argv=None) -> int:
     _stdout_dropped = False
     name, command = "harness", None
     try:
+        started_file = os.environ.get(STARTED_ENV)
+        if started_file:
+            open(started_file, "w").close()
         parser = build_parser()  # the heavy imports happen here, inside the handling below
         args = parser.parse_args(argv)
         command = args.command

@@ -134,6 +134,7 @@ def reproduce(
     training_seconds = result.seconds
     diverged = result.status != "finished"
 
+    echo(f"Writing the figures and the report to {out}")
     figure_options = SolveOptions("DP5", 1e-6, 1e-4)
     figures.random_model_grid(problem.model, figure_options, out / "random_models.png", seed=seed + 2)
     phase_plot = problem.theta_true is not None and problem.model.state_dim == 2 and not diverged
@@ -172,9 +173,12 @@ def reproduce(
     if diverged:
         # kept: it holds the steps before the divergence, and a rerun with the same settings ends here
         failure = result.failure
+        remedy = (f"lower --lr (now {lr:g})" if failure["step"] > 0 else
+                  "the starting point already fails, so the problem (its scale, its data) or the tolerances "
+                  "need a look, not the learning rate")
         raise TrainingDivergedError(
-            f"training diverged at step {failure['step']}: {failure['reason']}; lower --lr (now {lr:g}). "
-            f"Report of the steps before it: {out / 'report.md'}"
+            f"training diverged at step {failure['step']}: {failure['reason']}; {remedy}. "
+            f"Report: {out / 'report.md'}"
         )
     checkpoint.unlink(missing_ok=True)  # every output is written: nothing left to resume
     gap = final - perfect
@@ -205,8 +209,8 @@ def _report(summary, reference, problem, tutorial: bool, phase_plot: bool) -> st
     if summary["status"] != "finished":
         failure = summary["failure"]
         lines += [f"**Status: {summary['status']}** at step {failure['step']}: {failure['reason']}. "
-                  "The numbers below are those of the steps before it; a lower learning rate is the usual "
-                  "remedy.", ""]
+                  "The numbers below are those of the steps before it"
+                  + ("; a lower learning rate is the usual remedy." if failure["step"] > 0 else "."), ""]
     if summary["data_loglik_per_datapoint"] is not None:
         whose = "The ground truth" if tutorial else "The file's ground truth"
         lines += [f"{whose} scores {_fmt(summary['data_loglik_per_datapoint'], '.3f')} per datapoint on its "

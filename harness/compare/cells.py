@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import __version__, memory
+from .. import __version__, _memory as memory
 from ..errors import BackendUnavailableError
 from .._forward import SolveOptions, solve_forward
 from ..problems import Problem

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import memory
+from .. import _memory as memory
 from .._io import write_json
 from .._progress import Progress
 from .cells import (
