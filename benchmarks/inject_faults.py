@@ -120,8 +120,11 @@ class Run:
         return self.signalled
 
     def finish(self) -> int:
-        _, self.stderr = self.proc.communicate(timeout=TIMEOUT)
-        if self._reader is not None:
+        if self._reader is None:
+            _, self.stderr = self.proc.communicate(timeout=TIMEOUT)
+        else:  # stdout belongs to the reader thread; communicate() would race it for lines
+            self.stderr = self.proc.stderr.read()
+            self.proc.wait(timeout=TIMEOUT)
             self._reader.join(timeout=10)
         self.ended = time.perf_counter()
         return self.proc.returncode

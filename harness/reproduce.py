@@ -129,7 +129,9 @@ def reproduce(
             problem, steps=steps, lr=lr, engine=engine, solver=solver, rtol=rtol, atol=atol,
             checkpoint=checkpoint, keep_checkpoint=True, progress=progress, on_log=on_log,
         )
-    if result.resumed_from:
+    if result.resumed_from is not None and result.resumed_from > steps:
+        echo("(resumed from the checkpoint of the finished training: only the outputs were left to write)")
+    elif result.resumed_from:
         echo(f"(resumed from the checkpoint at step {result.resumed_from})")
     training_seconds = result.seconds
     diverged = result.status != "finished"
@@ -203,7 +205,9 @@ def _report(summary, reference, problem, tutorial: bool, phase_plot: bool) -> st
         "",
         f"Problem: {problem.describe()}; observed at t = {times} (from t0 = {problem.t0:g}).",
         f"Training: {s['steps']} Adam steps, lr {s['lr']:g}; gradients by {s['engine']} with {s['solver']} "
-        f"(rtol {s['rtol']:g}, atol {s['atol']:g}); seed {s['seed']} (preset `{summary['preset']}`).",
+        f"(rtol {s['rtol']:g}, atol {s['atol']:g}); "
+        + (f"seed {s['seed']} (preset `{summary['preset']}`)." if tutorial else
+           f"the file's initial θ (preset `{summary['preset']}`; seed {s['seed']} draws only the random models)."),
         "",
     ]
     if summary["status"] != "finished":

@@ -183,7 +183,7 @@ def _save_checkpoint(path: Path, key, state: _Committed, seconds):
             v = adam.v if adam.v is not None else np.zeros_like(state.theta)
             np.savez(
                 handle, key=key, step=state.next_step, theta=state.theta, m=m, v=v, adam_t=adam.t,
-                history=json.dumps(list(state.history)), seconds=seconds, n_rhs=state.n_rhs,
+                history=json.dumps(list(state.history), allow_nan=False), seconds=seconds, n_rhs=state.n_rhs,
             )
 
 

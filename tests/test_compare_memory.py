@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness import memory
+from harness import _memory as memory
 from harness.compare import run_experiment
 
 # the tutorial's problem with 8 states: each gradient takes milliseconds
