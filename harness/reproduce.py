@@ -125,10 +125,13 @@ def reproduce(
     # training warnings (overflow in a diverging step) are not shown raw: a non-finite loss or
     # gradient ends training with status "diverged" and one line saying at which step
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        result = train(
-            problem, steps=steps, lr=lr, engine=engine, solver=solver, rtol=rtol, atol=atol,
-            checkpoint=checkpoint, keep_checkpoint=True, progress=progress, on_log=on_log,
-        )
+        try:
+            result = train(
+                problem, steps=steps, lr=lr, engine=engine, solver=solver, rtol=rtol, atol=atol,
+                checkpoint=checkpoint, keep_checkpoint=True, progress=progress, on_log=on_log,
+            )
+        except TrainingDivergedError as err:
+            result = err.result  # the steps before the divergence: reported, then the error again
     if result.resumed_from is not None and result.resumed_from > steps:
         echo("(resumed from the checkpoint of the finished training: only the outputs were left to write)")
     elif result.resumed_from:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HarnessInputError, SolverError
+from .errors import HarnessInputError, SolverError, TrainingDivergedError
 from ._io import atomic_path, to_json
 from ._progress import Progress
 from .sensitivity import gradient, resolve_engine
@@ -253,8 +253,15 @@ def train(
     Returns
     -------
     TrainingResult
-        With status "finished", or "diverged" (see `TrainingResult`). Ctrl-C saves the checkpoint
-        of the last completed step and raises KeyboardInterrupt at once, wherever the step is.
+        With status "finished".
+
+    Raises
+    ------
+    TrainingDivergedError
+        At a step whose loss or gradient is not finite, whose solve fails (after step 0) or that
+        runs past `step_timeout`; its `result` holds the steps before it (status "diverged") and
+        the checkpoint, if any, is theirs. Ctrl-C saves the checkpoint of the last completed step
+        and raises KeyboardInterrupt at once, wherever the step is.
     """
     if not isinstance(steps, int) or steps < 0:
         raise HarnessInputError(f"steps={steps!r}: expected an integer >= 0")
@@ -339,11 +346,14 @@ def train(
             save(state)
         else:
             path.unlink(missing_ok=True)  # finished: nothing to resume
-    return TrainingResult(
+    result = TrainingResult(
         theta=state.theta, history=list(state.history), seconds=elapsed(), steps=steps, n_rhs=state.n_rhs,
         resumed_from=resumed_from, settings=settings, status="finished" if failure is None else "diverged",
         failure=failure,
     )
+    if failure is not None:
+        raise TrainingDivergedError(f"training diverged at step {failure['step']}: {failure['reason']}", result)
+    return result
 
 
 def history_json(result: TrainingResult, **extra) -> str:

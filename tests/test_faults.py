@@ -24,7 +24,7 @@ import pytest
 import harness
 from harness import _io
 from harness.cli import main
-from harness.errors import HarnessInputError
+from harness.errors import HarnessInputError, TrainingDivergedError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,7 +146,9 @@ def test_a_non_finite_gradient_stops_training_and_keeps_the_last_good_step(tmp_p
 
     monkeypatch.setattr(training, "gradient", poisoned)
     ckpt = tmp_path / "ck.npz"
-    result = harness.train(problem, steps=10, log_every=1, progress=False, checkpoint=ckpt)
+    with pytest.raises(TrainingDivergedError, match="diverged at step 4") as err:
+        harness.train(problem, steps=10, log_every=1, progress=False, checkpoint=ckpt)
+    result = err.value.result
     assert result.status == "diverged" and result.failure["step"] == 4
     assert "gradient" in result.failure["reason"]
     assert [r["step"] for r in result.history] == [0, 1, 2, 3]
@@ -158,7 +160,9 @@ def test_a_runaway_step_is_stopped_by_the_step_limit():
     that runs away (which one depends on the machine's speed, not whether one does: without the
     limit, the first 20 steps take minutes)."""
     problem = harness.seed_problem(batch=20)
-    result = harness.train(problem, steps=20, lr=1e6, progress=False, step_timeout=2.0)
+    with pytest.raises(TrainingDivergedError) as err:
+        harness.train(problem, steps=20, lr=1e6, progress=False, step_timeout=2.0)
+    result = err.value.result
     assert result.status == "diverged" and result.failure["step"] >= 1
     assert "limit" in result.failure["reason"]
     assert len(result.history) == 1 and np.all(np.isfinite(result.theta))
