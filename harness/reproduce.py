@@ -220,8 +220,8 @@ def _report(summary, reference, problem, tutorial: bool, phase_plot: bool) -> st
                   + ("; a lower learning rate is the usual remedy." if failure["step"] > 0 else "."), ""]
     if summary["data_loglik_per_datapoint"] is not None:
         whose = "The ground truth" if tutorial else "The file's ground truth"
-        lines += [f"{whose} scores {_fmt(summary['data_loglik_per_datapoint'], '.3f')} per datapoint on its "
-                  f"own data (a perfect fit is -log 2π = {summary['perfect_loglik_per_datapoint']:.3f}).", ""]
+        lines += [(f"{whose} scores {_fmt(summary['data_loglik_per_datapoint'], '.3f')} per datapoint on its "
+                   f"own data (a perfect fit is -log 2π = {summary['perfect_loglik_per_datapoint']:.3f})."), ""]
     if ref:
         lines += ["| step | harness | tutorial |", "|---:|---:|---:|"]
     else:
@@ -234,14 +234,14 @@ def _report(summary, reference, problem, tutorial: bool, phase_plot: bool) -> st
         lines.append(row)
     lines += [
         "",
-        f"Final: {_fmt(summary['final_loglik_per_datapoint'])}, {_fmt(summary['gap_to_perfect'])} from the "
-        f"perfect fit; training took {summary['training_seconds']:.1f} s ({summary['n_rhs']} right-hand-side "
-        "evaluations).",
+        (f"Final: {_fmt(summary['final_loglik_per_datapoint'])}, {_fmt(summary['gap_to_perfect'])} from the "
+         f"perfect fit; training took {summary['training_seconds']:.1f} s ({summary['n_rhs']} right-hand-side "
+         "evaluations)."),
         "",
     ]
     if ref:
-        lines += ["The tutorial's numbers come from TensorFlow in float32 with scipy's `vode` and weights drawn "
-                  "from TensorFlow's generator, so the two columns follow the same course, not the same digits.",
+        lines += [("The tutorial's numbers come from TensorFlow in float32 with scipy's `vode` and weights drawn "
+                   "from TensorFlow's generator, so the two columns follow the same course, not the same digits."),
                   ""]
     lines += ["## Figures", "", "![Training curve](training_curve.png)", ""]
     if phase_plot:

@@ -176,15 +176,14 @@ def _settings_key(settings: dict) -> str:
 
 
 def _save_checkpoint(path: Path, key, state: _Committed, seconds):
-    with _signals_blocked(signal.SIGINT, signal.SIGTERM), atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            adam = state.adam
-            m = adam.m if adam.m is not None else np.zeros_like(state.theta)
-            v = adam.v if adam.v is not None else np.zeros_like(state.theta)
-            np.savez(
-                handle, key=key, step=state.next_step, theta=state.theta, m=m, v=v, adam_t=adam.t,
-                history=json.dumps(list(state.history), allow_nan=False), seconds=seconds, n_rhs=state.n_rhs,
-            )
+    adam = state.adam
+    m = adam.m if adam.m is not None else np.zeros_like(state.theta)
+    v = adam.v if adam.v is not None else np.zeros_like(state.theta)
+    with _signals_blocked(signal.SIGINT, signal.SIGTERM), atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle, key=key, step=state.next_step, theta=state.theta, m=m, v=v, adam_t=adam.t,
+            history=json.dumps(list(state.history), allow_nan=False), seconds=seconds, n_rhs=state.n_rhs,
+        )
 
 
 def _load_checkpoint(path: Path, key: str):
@@ -361,4 +360,4 @@ def history_json(result: TrainingResult, **extra) -> str:
     return to_json({"history": result.history, "settings": result.settings, **extra})
 
 
-__all__ = ["Adam", "StepTimeout", "TrainingResult", "train", "history_json"]
+__all__ = ["Adam", "StepTimeout", "TrainingResult", "history_json", "train"]

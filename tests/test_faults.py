@@ -105,7 +105,7 @@ def test_an_empty_output_path_is_refused():
 def test_an_interrupt_inside_a_gradient_saves_the_last_completed_step(tmp_path, monkeypatch):
     """Ctrl-C raised inside step 7's gradient (as it is inside a solve): 7 steps are saved, and the
     resumed run ends bit for bit where an uninterrupted one ends."""
-    import harness.training as training
+    from harness import training
 
     problem = harness.seed_problem(batch=20)
     uninterrupted = harness.train(problem, steps=12, log_every=3, progress=False)
@@ -131,7 +131,7 @@ def test_an_interrupt_inside_a_gradient_saves_the_last_completed_step(tmp_path, 
 
 
 def test_a_non_finite_gradient_stops_training_and_keeps_the_last_good_step(tmp_path, monkeypatch):
-    import harness.training as training
+    from harness import training
 
     problem = harness.seed_problem(batch=20)
     real_gradient, calls = training.gradient, []
