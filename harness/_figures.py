@@ -47,20 +47,27 @@ def random_model_grid(model, options: SolveOptions, path, *, seed: int = 1, n_tr
 
 
 def truth_vs_learnt(problem, theta_learnt, options: SolveOptions, path) -> None:
-    """Ground truth and learnt model side by side, z0 (black) and the data z1 (red) marked."""
+    """Ground truth and learnt model side by side: trajectories, z0 (black), the data (red) and
+    the model's own states at every observation time (crosses), so predictions and data can be
+    compared point by point."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 6), sharex=True, sharey=True)
-    z1 = problem.data[-1]
+    times = ", ".join(f"{t:g}" for t in problem.times)
+    data = problem.data.reshape(-1, problem.data.shape[-1])  # every observation time, (K B, N)
     for ax, theta, title, color in (
         (axes[0], problem.theta_true, "Ground truth", "green"),
         (axes[1], theta_learnt, "Learnt model", "blue"),
     ):
         paths = trajectories(problem.model, theta, problem.z0, problem.t0, problem.t1, options)
+        predicted = solve_forward(problem.model, theta, problem.z0, problem.t0, problem.times, options)
+        predicted = predicted.z_at_times.reshape(-1, problem.data.shape[-1])
         _draw(ax, paths, color)
         ax.scatter(problem.z0[:, 0], problem.z0[:, 1], s=3, color="black", zorder=2, label="$z_0$")
-        ax.scatter(z1[:, 0], z1[:, 1], s=3, color="red", zorder=3, label="$z_1$ (data)")
+        ax.scatter(data[:, 0], data[:, 1], s=6, color="red", zorder=3, label=f"data at t = {times}")
+        ax.scatter(predicted[:, 0], predicted[:, 1], s=10, marker="x", linewidths=0.6, color=color,
+                   zorder=4, label=f"{title.lower()} at t = {times}")
         ax.plot([], [], color=color, label="trajectory")
         ax.set_title(title)
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
 

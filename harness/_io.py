@@ -1,8 +1,16 @@
-"""Atomic file output: a reader sees the old file or the whole new one, never half of one."""
+"""File output: atomic (a reader sees the old file or the whole new one, never half of one), with
+the permissions of any other tool's files (the umask), and strict JSON.
+
+Every file the harness writes goes through `atomic_path`; every JSON it writes through `to_json`,
+which refuses NaN and infinities: a value that is not a finite number is written as null, with the
+reason beside it (`strict_json`).
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -12,12 +20,20 @@ import numpy as np
 
 from .errors import HarnessInputError
 
+# Only tests set this, to simulate a full disk or a read-only folder where no file system can be
+# mounted (and root ignores permission bits): "ENOSPC:report.md" makes writing that file fail with
+# ENOSPC, "EROFS:*" makes every write fail with EROFS, the folder check included.
+FAULT_ENV = "HARNESS_TEST_WRITE_FAULT"
+
 
 def ensure_writable_dir(path) -> Path:
     """Create `path` if needed and check that files can be written in it (HarnessInputError if not)."""
+    if str(path) == "":
+        raise HarnessInputError("--out '': expected a folder name (the empty name would mean the current folder)")
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
+        _inject_fault(path / ".write-test")
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as err:
@@ -25,14 +41,38 @@ def ensure_writable_dir(path) -> Path:
     return path
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; done once per write, which is cheap beside the write
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _inject_fault(path: Path) -> None:
+    fault = os.environ.get(FAULT_ENV)
+    if not fault:
+        return
+    name, _, target = fault.partition(":")
+    if target in ("*", path.name):
+        code = getattr(errno, name)
+        raise OSError(code, os.strerror(code), str(path))
+
+
 @contextmanager
 def atomic_path(path):
-    """Yields a temporary path beside `path`; on success it is renamed over `path`."""
+    """Yields a temporary path beside `path`; on success it is renamed over `path`.
+
+    The file gets mode 0666 minus the umask, as `open` would give it (mkstemp's 0600 would make
+    reports unreadable to colleagues on a shared machine). On any failure the temporary file is
+    removed and `path` is left as it was.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        _inject_fault(path)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,16 +84,44 @@ def write_text(path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _json_default(value):
+def strict_json(value, reasons: dict | None = None, where: str = ""):
+    """`value` with numpy types made plain and every NaN or infinity replaced by None.
+
+    Parameters
+    ----------
+    value : nested dicts, lists, tuples, numpy arrays and scalars
+    reasons : dict, optional
+        Filled with {JSON path: "NaN" / "Infinity" / "-Infinity"} for each value replaced, so the
+        writer can say why a number is null.
+    """
+    if isinstance(value, dict):
+        return {k: strict_json(v, reasons, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v, reasons, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+        return strict_json(value.tolist(), reasons, where)
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        if math.isfinite(value):
+            return value
+        if reasons is not None:
+            reasons[where] = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return None
+    return value
 
 
 def to_json(value) -> str:
-    return json.dumps(value, indent=2, default=_json_default, allow_nan=True)
+    """Strict JSON text (never NaN or Infinity). Non-finite numbers become null; if any did and
+    `value` is a dict, a "non_finite" entry lists where and what they were."""
+    reasons: dict = {}
+    plain = strict_json(value, reasons)
+    if reasons and isinstance(plain, dict):
+        plain["non_finite"] = reasons
+    return json.dumps(plain, indent=2, allow_nan=False)
 
 
 def write_json(path, value) -> None:
@@ -64,6 +132,8 @@ def save_figure(fig, path, dpi: int = 120) -> None:
     """Save a matplotlib figure atomically as PNG and close it."""
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)

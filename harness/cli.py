@@ -1,17 +1,24 @@
 """The `harness` command line.
 
-User mistakes (HarnessInputError) print one line and exit with status 2; numerical failures print one
-line and exit with status 1; Ctrl-C exits with 130 after saving what can be resumed.
+Every ending is one line on stderr, never a traceback: user mistakes (HarnessInputError, a folder
+that cannot be written, a problem too large for the memory) exit with status 2; failures mid-run
+(numerical failure, divergence, a full disk, a closed pipe) with status 1; Ctrl-C, wherever it
+comes (start-up, inside a solve, while figures are written), with 130 after saving what can be
+resumed.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
-from .errors import BackendError, BackendUnavailableError, HarnessInputError, SolverError, UnstableBacksolveError
-from ._io import to_json
+from .errors import (
+    BackendError, BackendUnavailableError, HarnessInputError, SolverError, TrainingDivergedError,
+    UnstableBacksolveError,
+)
 
 # Subcommands contributed by other parts of the package: module -> register(subparsers).
 PLUGINS = ("harness.julia.cli", "harness.compare.cli")
@@ -59,6 +66,31 @@ def _julia_methods() -> tuple[str, ...]:
     return ADJOINT_SENSEALGS
 
 
+def float_between(low: float, high: float, why: str):
+    """An argparse type: a number in [low, high]; `why` says what the range keeps meaningful."""
+
+    def parse(text: str) -> float:
+        value = positive_float(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [{low:g}, {high:g}] ({why})")
+        return value
+
+    return parse
+
+
+def folder_name(text: str) -> str:
+    """An argparse type: a non-empty path (an empty one would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a folder name")
+    return text
+
+
+# gradcheck's bound is GROWTH x tol (harness/gradcheck.py): beyond 1e-4 it allows errors of more than
+# 10 %, which no longer tells a right gradient from a wrong one; below 1e-12 the solvers cannot go.
+GRADCHECK_TOL_RANGE = (1e-12, 1e-4)
+
+
+
 def _julia_engine(method: str):
     """The Julia engine value for `--backend julia`."""
     from .julia import JuliaAdjoint, julia_status
@@ -78,20 +110,46 @@ def cmd_reproduce(args) -> int:
     reproduce(
         args.out, preset=args.preset, steps=args.steps, method=args.method, solver=args.solver,
         rtol=args.rtol, atol=args.atol, lr=args.lr, seed=args.seed, problem_file=args.problem_file,
-        engine=engine,
+        engine=engine, echo=_echo,
     )
     return 0
+
+
+def _echo(line: str) -> None:
+    """print, except that a reader closing the pipe (`harness reproduce | head -1`) does not stop
+    the run: the rest of stdout is dropped, the outputs are still written, and `main` says so."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        _drop_stdout()
+
+
+_stdout_dropped = False
+
+
+def _drop_stdout() -> None:
+    global _stdout_dropped
+    _stdout_dropped = True
+    # point fd 1 at /dev/null so that later prints, and the flush at exit, do not raise again
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def cmd_gradcheck(args) -> int:
     from .gradcheck import cases_to_json, format_case, run_gradcheck
 
-    echo = None if args.json else (lambda case: print(format_case(case) + "\n", flush=True))
+    if args.problem_file is not None and args.batch is not None:
+        raise HarnessInputError("--batch cannot be combined with --problem-file: the file fixes the batch")
+    batch = 500 if args.batch is None else args.batch
+    echo = None if args.json else (lambda case: _echo(format_case(case) + "\n"))
     backend = args.backend or ("python" if args.no_julia else "any")
-    cases = run_gradcheck(tol=args.tol, batch=args.batch, problem_file=args.problem_file,
+    cases = run_gradcheck(tol=args.tol, batch=batch, problem_file=args.problem_file,
                           include_julia=backend != "python", require_julia=backend == "julia", progress=echo)
     report = cases_to_json(cases, args.tol)
     if args.json:
+        from ._io import to_json
+
         print(to_json(report))
     else:
         bad = [e for e in report["engines"] if not e["ok"]]
@@ -111,6 +169,8 @@ def cmd_bench(args) -> int:
         extra = list(julia_engines(reference=False))
     report = run_bench(repeats=args.repeats, rtol=args.rtol, atol=args.atol,
                        include_stiff=not args.no_stiff, extra_engines=extra)
+    from ._io import to_json
+
     print(to_json(report) if args.json else format_bench(report))
     return 0
 
@@ -145,6 +205,8 @@ def engine_rows() -> list[dict]:
 def cmd_engines(args) -> int:
     rows = engine_rows()
     if args.json:
+        from ._io import to_json
+
         print(to_json({"engines": rows}))
         return 0
     print(f"{'engine':28s} {'backend':12s} {'solvers':8s} available")
@@ -182,14 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=positive_float, help="absolute tolerance (preset: 1e-4)")
     p.add_argument("--lr", type=positive_float, help="Adam learning rate (preset: 1e-2)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--out", default="reports/seed", help="output folder (default reports/seed)")
+    p.add_argument("--out", type=folder_name, default="runs/seed",
+                   help="output folder (default runs/seed, which git ignores)")
     p.add_argument("--problem-file", help="a problem .npz (see harness/problems/_file.py) instead of the seed problem")
     p.add_argument("--backend", default="python", choices=("python", "julia"))
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("gradcheck", help="every engine against a tight ForwardSensitivity reference")
-    p.add_argument("--tol", type=positive_float, default=1e-8, help="rtol = atol of the engines (default 1e-8)")
-    p.add_argument("--batch", type=nonnegative_int, default=500)
+    p.add_argument("--tol", type=float_between(*GRADCHECK_TOL_RANGE, "where the bound 1e3 x tol still "
+                                                "separates right from wrong gradients"),
+                   default=1e-8, help="rtol = atol of the engines (default 1e-8; at most 1e-4)")
+    p.add_argument("--batch", type=int_at_least(1), default=None,
+                   help="initial states per built-in problem (default 500; not with --problem-file)")
     p.add_argument("--problem-file", help="check this problem instead of the built-in three")
     p.add_argument("--no-julia", action="store_true", help="leave out the Julia rows (= --backend python)")
     p.add_argument("--backend", choices=("python", "julia"),
@@ -199,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gradcheck)
 
     p = sub.add_parser("bench", help="time one gradient per engine against a plain scipy baseline")
-    p.add_argument("--repeats", type=nonnegative_int, default=30)
+    p.add_argument("--repeats", type=int_at_least(1), default=30)
     p.add_argument("--rtol", type=positive_float, default=1e-4)
     p.add_argument("--atol", type=positive_float, default=1e-4)
     p.add_argument("--no-stiff", action="store_true", help="skip the stiff-variant rows")
@@ -220,33 +286,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    from .sensitivity import load_engine_plugins
+# Only the fault-injection tests set this: main creates the named file as it starts, before the heavy
+# imports, so that a test can interrupt it during start-up without guessing with sleeps.
+STARTED_ENV = "HARNESS_TEST_STARTED_FILE"
 
+# commands whose finished work is kept in the output folder, so that the same command resumes
+RESUMABLE = {"reproduce", "compare"}
+
+
+def main(argv=None) -> int:
+    """The console entry point: runs a command and turns every way it can end into an exit status."""
+    global _stdout_dropped
+    _stdout_dropped = False
+    name, command = "harness", None
     try:
+        started_file = os.environ.get(STARTED_ENV)
+        if started_file:
+            open(started_file, "w").close()
+        from .sensitivity import load_engine_plugins
+
         load_engine_plugins()  # before the parser: its help lists the engines by name
+        parser = build_parser()  # the heavy imports happen here, inside the handling below
+        args = parser.parse_args(argv)
+        command = args.command
+        name = f"harness {command}"
+        code = args.func(args)
+        if _stdout_dropped:
+            print(f"{name}: stdout was closed before the end (a pipe whose reader exited); every output "
+                  "file was written", file=sys.stderr)
+            return 1
+        return code
+    except KeyboardInterrupt:
+        hint = "; run the same command again to resume" if command in RESUMABLE else ""
+        _say(f"{name}: interrupted{hint}")
+        return 130
     except HarnessInputError as err:
-        print(f"harness: error: {err}", file=sys.stderr)
-        return 2
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except HarnessInputError as err:
-        print(f"harness {args.command}: error: {err}", file=sys.stderr)
+        _say(f"{name}: error: {err}")
         return 2
     except BackendUnavailableError as err:
-        print(f"harness {args.command}: {err}", file=sys.stderr)
+        _say(f"{name}: {err}")
         return 2
-    except (SolverError, UnstableBacksolveError) as err:
-        print(f"harness {args.command}: numerical failure: {err}", file=sys.stderr)
+    except TrainingDivergedError as err:
+        _say(f"{name}: {err}")
         return 1
     except BackendError as err:
-        print(f"harness {args.command}: backend error: {err}", file=sys.stderr)
+        _say(f"{name}: backend error: {err}")
         return 1
-    except KeyboardInterrupt:
-        print(f"harness {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except (SolverError, UnstableBacksolveError) as err:
+        _say(f"{name}: numerical failure: {err}")
+        return 1
+    except BrokenPipeError:
+        _drop_stdout()
+        _say(f"{name}: stdout was closed (a pipe whose reader exited); stopped")
+        return 1
+    except MemoryError:
+        _say(f"{name}: ran out of memory; try a smaller batch or problem")
+        return 1
+    except OSError as err:
+        where = f" {err.filename}" if err.filename else ""
+        hint = "; free some space and run the same command again to resume" if err.errno == errno.ENOSPC else ""
+        _say(f"{name}: could not write{where}: {err.strerror or err}{hint}")
+        return 1
+
+
+def _say(line: str) -> None:
+    """One line on stderr; a closed stderr is ignored (there is nobody left to tell)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -48,3 +48,16 @@ class BackendError(RuntimeError):
 class RefusedError(HarnessInputError):
     """An engine declines a problem it cannot solve reliably or affordably; the message says why
     and what to use instead."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training stopped at a step whose loss or gradient was not finite (or whose solve failed or
+    ran away).
+
+    `result` is the `TrainingResult` of the steps before it (status "diverged"), so that a caller
+    can still report them; the exception makes sure no caller takes it for a finished run.
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result

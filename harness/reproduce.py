@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 
 from . import _figures as figures
-from .errors import HarnessInputError
+from .errors import HarnessInputError, TrainingDivergedError
 from ._forward import SolveOptions, solve_forward
 from ._io import ensure_writable_dir, write_json, write_text
 from .problems import load_problem
@@ -62,7 +63,7 @@ def _loglik_of(problem, theta, options) -> float:
 
 
 def reproduce(
-    out="reports/seed",
+    out="runs/seed",
     *,
     preset: str = "tutorial",
     steps: int | None = None,
@@ -77,7 +78,22 @@ def reproduce(
     progress: bool | None = None,
     echo=print,
 ) -> dict:
-    """Run the tutorial and write `out`/report.md, figures and history.json. Returns the summary."""
+    """Run the tutorial (or a problem file) and write `out`/report.md, figures and history.json.
+
+    The checkpoint in `out` is removed only once every output is written, so an interrupt at any
+    point loses nothing: the same call resumes and ends where an uninterrupted run ends.
+
+    Returns
+    -------
+    dict
+        The summary written to history.json.
+
+    Raises
+    ------
+    TrainingDivergedError
+        After writing the report with status "diverged", when training stopped at a step whose loss
+        or gradient was not finite; the checkpoint of the steps before it is kept.
+    """
     if preset not in PRESETS:
         raise HarnessInputError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
     chosen = PRESETS[preset]
@@ -95,6 +111,7 @@ def reproduce(
     # validate every input before the output folder is created: a mistake leaves nothing behind
     problem = load_problem(problem_file) if problem_file is not None else None
     out = ensure_writable_dir(out)
+    tutorial = problem is None  # the tutorial's own problem: its printed numbers are a fair comparison
     if problem is not None:
         echo(f"Loaded {problem.describe()}")
     elif chosen.problem is not None:
@@ -107,47 +124,64 @@ def reproduce(
     data_loglik = None
     if problem.theta_true is not None:
         data_loglik = _loglik_of(problem, problem.theta_true, options)
-        echo(f"Drew {problem.batch_size} datapoints from the ground truth. "
-             f"Log-likelihood (per datapoint): {data_loglik:.3f}  (perfect fit: {perfect:.3f})")
+        source = f"Drew {problem.batch_size} datapoints from the ground truth" if tutorial else \
+            "The file's ground truth on its own data"
+        echo(f"{source}. Log-likelihood (per datapoint): {data_loglik:.3f}  (perfect fit: {perfect:.3f})")
     echo(f"Training {steps} steps: {engine.name}, {solver}, rtol {rtol:g}, atol {atol:g}, Adam lr {lr:g}")
+    show_tutorial = tutorial and preset in COMPARED_WITH_TUTORIAL
 
     def on_log(record):
-        ref = TUTORIAL_LOGLIK.get(record["step"]) if preset in COMPARED_WITH_TUTORIAL else None
+        ref = TUTORIAL_LOGLIK.get(record["step"]) if show_tutorial else None
         tail = f"   tutorial: {ref:10.3f}" if ref is not None else ""
         echo(f"step: {record['step']:4d} log-likelihood (per datapoint): "
              f"{record['loglik_per_datapoint']:10.3f}{tail}")
 
-    result = train(
-        problem, steps=steps, lr=lr, engine=engine, solver=solver, rtol=rtol, atol=atol,
-        checkpoint=out / "checkpoint.npz", progress=progress, on_log=on_log,
-    )
-    if result.resumed_from:
+    checkpoint = out / "checkpoint.npz"
+    # training warnings (overflow in a diverging step) are not shown raw: a non-finite loss or
+    # gradient ends training with status "diverged" and one line saying at which step
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        try:
+            result = train(
+                problem, steps=steps, lr=lr, engine=engine, solver=solver, rtol=rtol, atol=atol,
+                checkpoint=checkpoint, keep_checkpoint=True, progress=progress, on_log=on_log,
+            )
+        except TrainingDivergedError as err:
+            result = err.result  # the steps before the divergence: reported, then the error again
+    if result.resumed_from is not None and result.resumed_from > steps:
+        echo("(resumed from the checkpoint of the finished training: only the outputs were left to write)")
+    elif result.resumed_from:
         echo(f"(resumed from the checkpoint at step {result.resumed_from})")
     training_seconds = result.seconds
+    diverged = result.status != "finished"
 
+    echo(f"Writing the figures and the report to {out}")
     figure_options = SolveOptions("DP5", 1e-6, 1e-4)
     figures.random_model_grid(problem.model, figure_options, out / "random_models.png", seed=seed + 2)
-    if problem.theta_true is not None and problem.model.state_dim == 2:
+    phase_plot = problem.theta_true is not None and problem.model.state_dim == 2 and not diverged
+    if phase_plot:
         figures.truth_vs_learnt(problem, result.theta, figure_options, out / "truth_vs_learnt.png")
-    reference = sorted(TUTORIAL_LOGLIK.items()) if preset in COMPARED_WITH_TUTORIAL else []
+    reference = sorted(TUTORIAL_LOGLIK.items()) if show_tutorial else []
     figures.training_curve(result.history, reference, perfect, out / "training_curve.png")
 
     final = result.final_loglik_per_datapoint
     summary = {
+        "status": result.status,
+        "failure": result.failure,
         "preset": preset,
         "settings": {
             "steps": steps, "lr": lr, "engine": engine.name, "engine_config": repr(engine),
             "solver": solver, "rtol": rtol, "atol": atol, "seed": seed,
-            "problem": str(problem_file) if problem_file else problem.name,
+            "problem": str(problem_file) if problem_file else problem.name, "problem_name": problem.name,
             "batch": problem.batch_size, "t0": problem.t0, "times": problem.times.tolist(),
             "model": problem.model.describe(),
         },
-        "seeds": ({"ground_truth_and_z0": seed, "learnt_init": seed + 1, "random_model_grid": seed + 2}
-                  if chosen.problem is None else {"tutorial_draws": "its own", "random_model_grid": seed + 2}),
+        "seeds": ({"random_model_grid": seed + 2} if not tutorial else
+                  {"tutorial_draws": "its own", "random_model_grid": seed + 2} if chosen.problem is not None else
+                  {"ground_truth_and_z0": seed, "learnt_init": seed + 1, "random_model_grid": seed + 2}),
         "data_loglik_per_datapoint": data_loglik,
         "perfect_loglik_per_datapoint": perfect,
         "final_loglik_per_datapoint": final,
-        "gap_to_perfect": final - perfect,
+        "gap_to_perfect": None if final is None else final - perfect,
         "training_seconds": training_seconds,
         "total_seconds": time.perf_counter() - started,
         "n_rhs": result.n_rhs,
@@ -156,53 +190,85 @@ def reproduce(
         "provenance": provenance(),
     }
     write_json(out / "history.json", summary)
-    write_text(out / "report.md", _report(summary, reference, problem))
-    echo(f"Final log-likelihood per datapoint {final:.4f} (perfect {perfect:.4f}, gap {final - perfect:.4f}); "
+    write_text(out / "report.md", _report(summary, reference, problem, tutorial, phase_plot))
+    if diverged:
+        # kept: it holds the steps before the divergence, and a rerun with the same settings ends here
+        failure = result.failure
+        remedy = (f"lower --lr (now {lr:g})" if failure["step"] > 0 else
+                  "the starting point already fails, so the problem (its scale, its data) or the tolerances "
+                  "need a look, not the learning rate")
+        raise TrainingDivergedError(
+            f"training diverged at step {failure['step']}: {failure['reason']}; {remedy}. "
+            f"Report: {out / 'report.md'}"
+        )
+    checkpoint.unlink(missing_ok=True)  # every output is written: nothing left to resume
+    gap = final - perfect
+    echo(f"Final log-likelihood per datapoint {final:.4f} (perfect {perfect:.4f}, gap {gap:.4f}); "
          f"training {training_seconds:.1f} s, total {summary['total_seconds']:.1f} s")
     echo(f"Wrote {out / 'report.md'}")
     return summary
 
 
-def _report(summary, reference, problem) -> str:
+def _fmt(value, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _report(summary, reference, problem, tutorial: bool, phase_plot: bool) -> str:
     s = summary["settings"]
     ref = dict(reference)
+    title = ("Neural ODE trained with adjoint gradients: the tutorial, reproduced" if tutorial else
+             f"Neural ODE trained with adjoint gradients: problem `{problem.name}`")
+    times = ", ".join(f"{t:g}" for t in problem.times)
     lines = [
-        "# Neural ODE trained with adjoint gradients: the tutorial, reproduced",
+        f"# {title}",
         "",
-        f"Problem: {problem.describe()}.",
+        f"Problem: {problem.describe()}; observed at t = {times} (from t0 = {problem.t0:g}).",
         f"Training: {s['steps']} Adam steps, lr {s['lr']:g}; gradients by {s['engine']} with {s['solver']} "
-        f"(rtol {s['rtol']:g}, atol {s['atol']:g}); seed {s['seed']} (preset `{summary['preset']}`).",
+        f"(rtol {s['rtol']:g}, atol {s['atol']:g}); "
+        + (f"seed {s['seed']} (preset `{summary['preset']}`)." if tutorial else
+           f"the file's initial θ (preset `{summary['preset']}`; seed {s['seed']} draws only the random models)."),
         "",
     ]
+    if summary["status"] != "finished":
+        failure = summary["failure"]
+        lines += [f"**Status: {summary['status']}** at step {failure['step']}: {failure['reason']}. "
+                  "The numbers below are those of the steps before it"
+                  + ("; a lower learning rate is the usual remedy." if failure["step"] > 0 else "."), ""]
     if summary["data_loglik_per_datapoint"] is not None:
-        lines += [f"The ground truth scores {summary['data_loglik_per_datapoint']:.3f} per datapoint on its "
-                  f"own data (a perfect fit is -log 2π = {summary['perfect_loglik_per_datapoint']:.3f}).", ""]
-    if summary["preset"] == "tutorial-exact":
+        whose = "The ground truth" if tutorial else "The file's ground truth"
+        lines += [(f"{whose} scores {_fmt(summary['data_loglik_per_datapoint'], '.3f')} per datapoint on its "
+                   f"own data (a perfect fit is -log 2π = {summary['perfect_loglik_per_datapoint']:.3f})."), ""]
+    exact = summary["preset"] == "tutorial-exact"
+    if exact:
         lines += exact_table(summary["history"], ref)
     else:
-        lines += ["| step | harness | tutorial |", "|---:|---:|---:|"]
+        if ref:
+            lines += ["| step | harness | tutorial |", "|---:|---:|---:|"]
+        else:
+            lines += ["| step | log-likelihood per datapoint |", "|---:|---:|"]
         for record in summary["history"]:
-            tut = ref.get(record["step"])
-            lines.append(f"| {record['step']} | {record['loglik_per_datapoint']:.3f} | "
-                         f"{'' if tut is None else f'{tut:.3f}'} |")
+            row = f"| {record['step']} | {_fmt(record['loglik_per_datapoint'], '.3f')} |"
+            if ref:
+                tut = ref.get(record["step"])
+                row += f" {'' if tut is None else f'{tut:.3f}'} |"
+            lines.append(row)
     lines += [
         "",
-        f"Final: {summary['final_loglik_per_datapoint']:.4f}, {summary['gap_to_perfect']:.4f} from the perfect fit; "
-        f"training took {summary['training_seconds']:.1f} s ({summary['n_rhs']} right-hand-side evaluations).",
-        "",
-        EXACT_NOTE if summary["preset"] == "tutorial-exact" else
-        "The tutorial's numbers come from TensorFlow in float32 with scipy's `vode` and weights drawn "
-        "from TensorFlow's generator, so the two columns follow the same course, not the same digits.",
-        "",
-        "## Figures",
-        "",
-        "![Training curve](training_curve.png)",
-        "",
-        "![Ground truth and learnt model](truth_vs_learnt.png)",
-        "",
-        "![Random models](random_models.png)",
+        (f"Final: {_fmt(summary['final_loglik_per_datapoint'])}, {_fmt(summary['gap_to_perfect'])} from the "
+         f"perfect fit; training took {summary['training_seconds']:.1f} s ({summary['n_rhs']} right-hand-side "
+         "evaluations)."),
         "",
     ]
+    if exact:
+        lines += [EXACT_NOTE, ""]
+    elif ref:
+        lines += [("The tutorial's numbers come from TensorFlow in float32 with scipy's `vode` and weights drawn "
+                   "from TensorFlow's generator, so the two columns follow the same course, not the same digits."),
+                  ""]
+    lines += ["## Figures", "", "![Training curve](training_curve.png)", ""]
+    if phase_plot:
+        lines += ["![Ground truth and learnt model](truth_vs_learnt.png)", ""]
+    lines += ["![Random models](random_models.png)", ""]
     return "\n".join(lines)
 
 

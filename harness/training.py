@@ -5,7 +5,10 @@ The loop follows the tutorial: at every step the gradient is computed; every `lo
 0..steps make steps + 1 gradient evaluations and `steps` updates.
 
 A checkpoint holds θ, Adam's moments and the history, exactly (float64 in .npz), so that a run
-stopped with Ctrl-C and started again ends bit for bit where an uninterrupted run would.
+stopped with Ctrl-C (or killed) and started again ends bit for bit where an uninterrupted run would.
+Ctrl-C is not deferred: it stops a step wherever it is, and the checkpoint written is that of the
+last completed step. A step whose loss or gradient is not finite ends training with status
+"diverged" instead of feeding garbage to Adam.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .errors import HarnessInputError
+from .errors import HarnessInputError, SolverError, TrainingDivergedError
 from ._io import atomic_path, to_json
 from ._progress import Progress
 from .sensitivity import gradient, resolve_engine
@@ -55,9 +58,13 @@ class Adam:
 class TrainingResult:
     """The outcome of `train`.
 
-    theta : ndarray, shape (P,), the trained parameters.
+    theta : ndarray, shape (P,), the parameters after the last completed step.
     history : one record per logged step: {"step", "loglik_per_datapoint", "seconds"} (seconds
         since the start of training, across resumes).
+    status : "finished", or "diverged" when training stopped at a step whose loss or gradient was
+        not finite, whose solve failed or that took far longer than the first steps; `failure` then
+        says at which step and why, and θ, the history and the checkpoint are those of the steps
+        before it.
     """
 
     theta: np.ndarray
@@ -67,44 +74,116 @@ class TrainingResult:
     n_rhs: int = 0
     resumed_from: int | None = None
     settings: dict = field(default_factory=dict)
+    status: str = "finished"
+    failure: dict | None = None
 
     @property
-    def final_loglik_per_datapoint(self) -> float:
-        return self.history[-1]["loglik_per_datapoint"]
+    def final_loglik_per_datapoint(self) -> float | None:
+        return self.history[-1]["loglik_per_datapoint"] if self.history else None
+
+
+class StepTimeout(Exception):
+    """A training step ran past its time limit (raised from a SIGALRM handler inside the step)."""
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """Everything training has completed: `next_step` steps done, with the state they left.
+
+    A new value is built beside the old one and bound in one assignment, so that an interrupt
+    (which Python raises between any two bytecodes) always finds a consistent state to save.
+    """
+
+    next_step: int
+    theta: np.ndarray
+    adam: Adam
+    history: tuple
+    n_rhs: int
 
 
 @contextmanager
-def _deferred_interrupt():
-    """Ctrl-C sets a flag instead of raising mid-step; the loop stops at the next step boundary.
-
-    That way θ, Adam's moments and the history are always consistent when they are checkpointed.
-    """
-    flag = {"interrupted": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
+def _signals_blocked(*signums):
+    """Hold the given signals while a checkpoint is written (they are delivered right after)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
         return
-
-    def handler(signum, frame):
-        flag["interrupted"] = True
-
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
     try:
-        yield flag
+        yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _StepWatchdog:
+    """Raises StepTimeout inside a step that runs past its limit (main thread, POSIX only).
+
+    A step whose parameters have diverged can make the solver take millions of tiny steps; waiting
+    for the solver's own budget could take minutes. The limit is `timeout` seconds, or when None
+    max(MIN_SECONDS, FACTOR x the median of this run's completed steps): far beyond the usual
+    spread of step times while training converges, and reached in seconds by a runaway solve.
+    """
+
+    FACTOR = 100.0
+    MIN_SECONDS = 10.0
+
+    def __init__(self, timeout: float | None):
+        self.timeout = timeout
+        self.times: list[float] = []
+        self.enabled = (
+            threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+            and timeout != float("inf")
+        )
+        self._previous = None
+
+    def limit(self) -> float | None:
+        if self.timeout is not None:
+            return self.timeout
+        if not self.times:
+            return None  # the first step has nothing to compare with; the solver's budget bounds it
+        return max(self.MIN_SECONDS, self.FACTOR * float(np.median(self.times[:20])))
+
+    @contextmanager
+    def step(self):
+        limit = self.limit() if self.enabled else None
+        if limit is None:
+            started = time.perf_counter()
+            yield
+            self.times.append(time.perf_counter() - started)
+            return
+
+        if self.timeout is not None:
+            why = f"the step took more than its limit of {limit:.3g} s"
+        else:
+            why = (f"the step took more than {limit:.3g} s, against {1e3 * float(np.median(self.times[:20])):.3g} ms "
+                   "for the first steps: its solve is running away")
+
+        def expire(signum, frame):
+            raise StepTimeout(why)
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        started = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, limit)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        self.times.append(time.perf_counter() - started)
 
 
 def _settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _save_checkpoint(path: Path, key, step, theta, adam, history, seconds, n_rhs):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(
-                handle, key=key, step=step, theta=theta, m=adam.m, v=adam.v, adam_t=adam.t,
-                history=json.dumps(history), seconds=seconds, n_rhs=n_rhs,
-            )
+def _save_checkpoint(path: Path, key, state: _Committed, seconds):
+    adam = state.adam
+    m = adam.m if adam.m is not None else np.zeros_like(state.theta)
+    v = adam.v if adam.v is not None else np.zeros_like(state.theta)
+    with _signals_blocked(signal.SIGINT, signal.SIGTERM), atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle, key=key, step=state.next_step, theta=state.theta, m=m, v=v, adam_t=adam.t,
+            history=json.dumps(list(state.history), allow_nan=False), seconds=seconds, n_rhs=state.n_rhs,
+        )
 
 
 def _load_checkpoint(path: Path, key: str):
@@ -113,8 +192,17 @@ def _load_checkpoint(path: Path, key: str):
             if str(data["key"]) != key:
                 return None  # a checkpoint of other settings: start afresh, it will be replaced
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError):
         return None
+
+
+def _not_finite(result) -> str | None:
+    """Which of the loss and the gradient is not finite, or None when both are."""
+    if not np.isfinite(result.loss):
+        return f"the loss is {result.loss}"
+    if not np.all(np.isfinite(result.dtheta)):
+        return f"{int(np.count_nonzero(~np.isfinite(result.dtheta)))} gradient entries are not finite"
+    return None
 
 
 def train(
@@ -130,6 +218,8 @@ def train(
     theta0: np.ndarray | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 50,
+    keep_checkpoint: bool = False,
+    step_timeout: float | None = None,
     progress: bool | None = None,
     on_log=None,
 ) -> TrainingResult:
@@ -145,12 +235,32 @@ def train(
     theta0 : ndarray, shape (P,), optional
         Starting point (default `problem.theta`).
     checkpoint : path, optional
-        Saved every `checkpoint_every` steps and on Ctrl-C; if it exists with the same settings,
-        training resumes from it.
+        Saved every `checkpoint_every` steps, on Ctrl-C (the last completed step) and when training
+        stops; if it exists with the same settings, training resumes from it.
+    keep_checkpoint : bool
+        Keep the checkpoint of the finished run (the caller removes it once every output it derives
+        from the result is written, so that an interrupt while writing loses no training). By
+        default it is removed when training finishes.
+    step_timeout : float, optional
+        Seconds after which a step counts as diverged; default max(10 s, 100 x the median of the
+        run's first steps); `math.inf` turns the limit off.
     progress : bool, optional
         A progress bar; default: only when stderr is a terminal.
     on_log : callable(record), optional
         Called with each history record as it is logged (e.g. to print it).
+
+    Returns
+    -------
+    TrainingResult
+        With status "finished".
+
+    Raises
+    ------
+    TrainingDivergedError
+        At a step whose loss or gradient is not finite, whose solve fails (after step 0) or that
+        runs past `step_timeout`; its `result` holds the steps before it (status "diverged") and
+        the checkpoint, if any, is theirs. Ctrl-C saves the checkpoint of the last completed step
+        and raises KeyboardInterrupt at once, wherever the step is.
     """
     if not isinstance(steps, int) or steps < 0:
         raise HarnessInputError(f"steps={steps!r}: expected an integer >= 0")
@@ -158,6 +268,8 @@ def train(
         raise HarnessInputError(f"lr={lr!r}: expected a finite number > 0")
     if not isinstance(log_every, int) or log_every < 1:
         raise HarnessInputError(f"log_every={log_every!r}: expected an integer >= 1")
+    if step_timeout is not None and not (isinstance(step_timeout, (int, float)) and step_timeout > 0):
+        raise HarnessInputError(f"step_timeout={step_timeout!r}: expected a number > 0 (or None)")
     engine = resolve_engine(engine)
     theta = np.array(problem.theta if theta0 is None else problem.model.check_theta(theta0))
     settings = {
@@ -166,58 +278,81 @@ def train(
         "data": hashlib.sha256(problem.data.tobytes() + problem.z0.tobytes()).hexdigest(),
     }
     key = _settings_key(settings)
-    adam = Adam(lr=lr)
-    history: list[dict] = []
-    start_step, seconds_before, n_rhs, resumed_from = 0, 0.0, 0, None
+    state = _Committed(0, theta, Adam(lr=lr), (), 0)
+    seconds_before, resumed_from = 0.0, None
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
-        state = _load_checkpoint(path, key)
-        if state is not None:
-            start_step = resumed_from = int(state["step"])
-            theta = state["theta"].copy()
-            adam.m, adam.v, adam.t = state["m"].copy(), state["v"].copy(), int(state["adam_t"])
-            history = json.loads(str(state["history"]))
-            seconds_before, n_rhs = float(state["seconds"]), int(state["n_rhs"])
+        saved = _load_checkpoint(path, key)
+        if saved is not None:
+            resumed_from = int(saved["step"])
+            adam = Adam(lr=lr, t=int(saved["adam_t"]))
+            if adam.t > 0:
+                adam.m, adam.v = saved["m"].copy(), saved["v"].copy()
+            state = _Committed(resumed_from, saved["theta"].copy(), adam,
+                               tuple(json.loads(str(saved["history"]))), int(saved["n_rhs"]))
+            seconds_before = float(saved["seconds"])
 
     started = time.perf_counter()
-    bar = Progress(total=steps + 1, initial=start_step, enabled=progress, desc="training")
+    bar = Progress(total=steps + 1, initial=min(state.next_step, steps + 1), enabled=progress, desc="training")
+    watchdog = _StepWatchdog(step_timeout)
+    failure = None
 
-    def save(next_step):
+    def elapsed():
+        return seconds_before + time.perf_counter() - started
+
+    def save(committed):
         if path is not None:
-            elapsed = seconds_before + time.perf_counter() - started
-            _save_checkpoint(path, key, next_step, theta, adam, history, elapsed, n_rhs)
+            _save_checkpoint(path, key, committed, elapsed())
 
     try:
-        with _deferred_interrupt() as interrupt:
-            for step in range(start_step, steps + 1):
-                result = gradient(problem, theta, engine=engine, solver=solver, rtol=rtol, atol=atol)
-                n_rhs += result.n_rhs
-                if step % log_every == 0 or step == steps:
-                    record = {
-                        "step": step,
-                        "loglik_per_datapoint": result.loglik_per_datapoint,
-                        "seconds": seconds_before + time.perf_counter() - started,
-                    }
-                    history.append(record)
-                    bar.set_postfix(loglik=f"{record['loglik_per_datapoint']:.3f}")
-                    if on_log is not None:
-                        on_log(record)
-                if step < steps:
-                    theta = adam.step(theta, result.dtheta)
-                bar.update(1)
-                if interrupt["interrupted"]:
-                    save(step + 1)
-                    raise KeyboardInterrupt
-                if (step + 1) % checkpoint_every == 0 and step < steps:
-                    save(step + 1)
+        for step in range(state.next_step, steps + 1):
+            try:
+                with watchdog.step():
+                    result = gradient(problem, state.theta, engine=engine, solver=solver, rtol=rtol, atol=atol)
+                reason = _not_finite(result)
+            except StepTimeout as err:
+                reason = str(err)
+            except SolverError as err:
+                if step == 0:
+                    raise  # no step has succeeded: the problem or its settings, not divergence
+                reason = f"the solver failed ({err})"
+            if reason is not None:
+                failure = {"step": step, "reason": reason}
+                break
+            history = state.history
+            if step % log_every == 0 or step == steps:
+                record = {"step": step, "loglik_per_datapoint": result.loglik_per_datapoint,
+                          "seconds": elapsed()}
+                history = history + (record,)
+                bar.set_postfix(loglik=f"{record['loglik_per_datapoint']:.3f}")
+                if on_log is not None:
+                    on_log(record)
+            adam, theta = state.adam, state.theta
+            if step < steps:
+                adam = replace(adam)  # a copy: the committed Adam stays as it was until the swap
+                theta = adam.step(theta, result.dtheta)
+            state = _Committed(step + 1, theta, adam, history, state.n_rhs + result.n_rhs)
+            bar.update(1)
+            if state.next_step % checkpoint_every == 0 and step < steps:
+                save(state)
+    except KeyboardInterrupt:
+        save(state)  # the last completed step: θ, Adam's moments and the history agree
+        raise
     finally:
         bar.close()
     if path is not None:
-        path.unlink(missing_ok=True)  # finished: nothing to resume
-    return TrainingResult(
-        theta=theta, history=history, seconds=seconds_before + time.perf_counter() - started,
-        steps=steps, n_rhs=n_rhs, resumed_from=resumed_from, settings=settings,
+        if keep_checkpoint or failure is not None:
+            save(state)
+        else:
+            path.unlink(missing_ok=True)  # finished: nothing to resume
+    result = TrainingResult(
+        theta=state.theta, history=list(state.history), seconds=elapsed(), steps=steps, n_rhs=state.n_rhs,
+        resumed_from=resumed_from, settings=settings, status="finished" if failure is None else "diverged",
+        failure=failure,
     )
+    if failure is not None:
+        raise TrainingDivergedError(f"training diverged at step {failure['step']}: {failure['reason']}", result)
+    return result
 
 
 def history_json(result: TrainingResult, **extra) -> str:
@@ -225,4 +360,4 @@ def history_json(result: TrainingResult, **extra) -> str:
     return to_json({"history": result.history, "settings": result.settings, **extra})
 
 
-__all__ = ["Adam", "TrainingResult", "train", "history_json"]
+__all__ = ["Adam", "StepTimeout", "TrainingResult", "history_json", "train"]

@@ -109,14 +109,15 @@ def test_training_resumes_bit_for_bit(tmp_path):
         if record["step"] >= stop_after:
             raise KeyboardInterrupt
 
-    # Simulate Ctrl-C by stopping after a checkpoint was written at step 10 (checkpoint_every=5)
+    # Simulate Ctrl-C inside step 12 (after the periodic checkpoint at step 10, checkpoint_every=5):
+    # the interrupt saves the 12 completed steps, not the older periodic checkpoint
     with pytest.raises(KeyboardInterrupt):
         harness.train(problem, steps=30, log_every=4, progress=False, checkpoint=ckpt,
                       checkpoint_every=5, on_log=interrupt)
     assert ckpt.exists()
     resumed = harness.train(problem, steps=30, log_every=4, progress=False, checkpoint=ckpt,
                             checkpoint_every=5)
-    assert resumed.resumed_from == 10
+    assert resumed.resumed_from == stop_after
     uninterrupted = harness.train(problem, steps=30, log_every=4, progress=False)
     assert np.array_equal(resumed.theta, uninterrupted.theta)
     assert np.array_equal(full.theta, uninterrupted.theta)

@@ -20,6 +20,25 @@ TUTORIAL_DATA_OPTIONS = SolveOptions("DP5", rtol=1e-6, atol=1e-4)  # vode's defa
 STIFF_DECAY = (1.0, 1000.0)
 
 
+# Float64 arrays of one initial state's size that a gradient holds at once, at least: z0, the data
+# at each time, the state, the 7 stages and error estimate of DP5, and as many for the adjoint.
+ARRAYS_PER_STATE = 20
+
+
+def _check_memory(batch: int, state_dim: int, n_times: int) -> None:
+    """Refuse, before allocating, a batch whose arrays cannot fit in the memory available."""
+    import psutil
+
+    needed = 8 * batch * state_dim * (ARRAYS_PER_STATE + n_times)
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise HarnessInputError(
+            f"batch={batch}: needs at least {needed / 2**30:.3g} GiB of memory ({ARRAYS_PER_STATE + n_times} "
+            f"float64 arrays of {batch} x {state_dim}), and {available / 2**30:.3g} GiB are available: "
+            "expected a smaller batch"
+        )
+
+
 def make_problem(
     model: MLP,
     *,
@@ -34,6 +53,7 @@ def make_problem(
     """Ground truth from `seed`, z0 ~ U[-box, box]^N (B rows), data = ground truth at `times`."""
     if batch < 1:
         raise HarnessInputError(f"batch={batch}: expected an integer >= 1")
+    _check_memory(batch, model.state_dim, len(times))
     rng = np.random.default_rng(seed)
     theta_true = model.init(rng)
     z0 = rng.uniform(-box, box, size=(batch, model.state_dim))

@@ -1,0 +1,551 @@
+"""Inject faults into real `harness` runs and check that each ends cleanly and loses nothing.
+
+Every fault is injected into a subprocess running the command line, at a point found by a handshake
+(a line on stdout, a file appearing), never by a guessed sleep. For each fault the script records the
+exit status and the message, checks that the message is one line without a traceback, and that
+running the same command again ends bit for bit where an uninterrupted run ends (θ and every logged
+log-likelihood for `reproduce`; every number of results.json but timings for `compare`).
+
+    python benchmarks/inject_faults.py            # the full set, on the tutorial's problem
+    python benchmarks/inject_faults.py --quick    # the set the test suite runs (tests/test_faults.py)
+
+It ends with "N faults injected, N survived, nothing lost" (or says which did not survive) and exits
+with status 0 only if every fault survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HARNESS = [sys.executable, "-m", "harness.cli"]
+TIMEOUT = 300  # seconds: a handshake that takes longer is a hang, reported as a failure
+# One BLAS thread everywhere: the in-process and Dask runs of `compare` are then bit-identical
+# whatever the machine (multi-threaded BLAS reductions can differ in the last bit).
+BLAS_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+COMPARE_TOML = """
+title = "fault injection"
+
+[problem]
+name = "seed"
+batch = 8
+
+[grid]
+engines = ["BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint"]
+solvers = ["DP5", "BS3"]
+tolerances = [1e-4, 1e-6, 1e-8]
+memory = false
+
+[reference]
+engine = "ForwardSensitivity"
+solver = "DP8"
+rtol = 1e-10
+atol = 1e-10
+
+[training]
+engines = ["InterpolatingAdjoint"]
+steps = {steps}
+log_every = 5
+
+[plots]
+figures = ["heatmap", "work_precision", "training"]
+"""
+
+
+class Run:
+    """A `harness` subprocess whose stdout lines can be waited for."""
+
+    def __init__(self, args, env=None, stdout=None):
+        """`stdout`: None to read it here, or a file object the process writes to instead."""
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            HARNESS + [str(a) for a in args], stdout=subprocess.PIPE if stdout is None else stdout,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **BLAS_ENV, **(env or {})},
+        )
+        self.lines: queue.Queue = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr = ""
+        self._reader = None
+        if stdout is None:
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.stdout.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for_line(self, text: str) -> bool:
+        """Block until a stdout line contains `text`; False if the process ended first."""
+        deadline = time.perf_counter() + TIMEOUT
+        while time.perf_counter() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                return False
+            if text in line:
+                return True
+        return False
+
+    def wait_for_file(self, path: Path, pattern: str | None = None) -> bool:
+        """Block until `path` exists (or holds a file matching `pattern`); False if the process ended."""
+        deadline = time.perf_counter() + TIMEOUT
+        while time.perf_counter() < deadline:
+            if (path.exists() if pattern is None else path.is_dir() and any(path.glob(pattern))):
+                return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.005)
+        return False
+
+    def signal(self, signum) -> float:
+        self.signalled = time.perf_counter()
+        self.proc.send_signal(signum)
+        return self.signalled
+
+    def finish(self) -> int:
+        if self._reader is None:
+            _, self.stderr = self.proc.communicate(timeout=TIMEOUT)
+        else:  # stdout belongs to the reader thread; communicate() would race it for lines
+            self.stderr = self.proc.stderr.read()
+            self.proc.wait(timeout=TIMEOUT)
+            self._reader.join(timeout=10)
+        self.ended = time.perf_counter()
+        return self.proc.returncode
+
+    @property
+    def message(self) -> str:
+        return self.stderr.strip()
+
+
+@dataclass
+class Outcome:
+    """One injected fault: what it did and whether the harness survived it."""
+
+    name: str
+    exit_status: int | None = None
+    message: str = ""
+    problems: list[str] = field(default_factory=list)
+    timings: list[str] = field(default_factory=list)
+
+    def expect(self, condition: bool, what: str) -> None:
+        if not condition:
+            self.problems.append(what)
+
+    @property
+    def survived(self) -> bool:
+        return not self.problems
+
+
+def one_line(outcome: Outcome, run: Run, *words: str) -> None:
+    lines = run.message.splitlines()
+    outcome.message = run.message
+    outcome.expect(len(lines) == 1, f"stderr has {len(lines)} lines, expected 1: {run.message[-500:]!r}")
+    outcome.expect("Traceback" not in run.stderr, "a traceback was printed")
+    for word in words:
+        outcome.expect(word in run.message, f"the message does not say {word!r}")
+
+
+def strict_json(path: Path):
+    def refuse(constant):
+        raise ValueError(f"{path.name} holds {constant}: not strict JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def reproduce_result(out: Path):
+    """What must be bit-identical between two reproduce runs: status, θ and the logged values."""
+    data = strict_json(out / "history.json")
+    return data["status"], data["theta"], [(r["step"], r["loglik_per_datapoint"]) for r in data["history"]]
+
+
+def compare_result(out: Path):
+    try:
+        from harness.compare.experiment import comparable
+    except ImportError:  # the module may be private in later versions
+        from harness.compare._experiment import comparable
+    return comparable(strict_json(out / "results.json"))
+
+
+def no_half_written(outcome: Outcome, out: Path) -> None:
+    """No temporary file left, and every JSON present parses."""
+    if not out.exists():
+        return
+    leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    outcome.expect(not leftovers, f"temporary files left: {leftovers}")
+    for path in out.glob("*.json"):
+        try:
+            strict_json(path)
+        except ValueError as err:
+            outcome.problems.append(f"{path.name} is not valid JSON: {err}")
+
+
+# The quick set (the test suite's); the full set adds the slow ones and repeats the interrupts and the
+# full disk at other random points.
+QUICK = ("sigint_startup", "sigint_training", "sigint_figures", "sigkill_training", "non_finite_problem",
+         "disk_full", "read_only", "closed_pipe", "sigint_compare_startup", "sigint_compare_cell",
+         "dask_worker_killed")
+FULL = QUICK + ("sigint_runaway_solve", "diverging_lr", "sigint_training", "sigint_figures", "disk_full",
+                "sigint_compare_cell")
+
+
+class Faults:
+    """The scenarios, sharing a work folder, the problem and the uninterrupted references."""
+
+    def __init__(self, work: Path, quick: bool, rng: random.Random):
+        self.work, self.quick, self.rng = work, quick, rng
+        self.n = 0
+        if quick:
+            # 50 initial states instead of 500 and fewer steps: each run takes seconds
+            subprocess.run([sys.executable, "-c", (
+                "import sys, harness; harness.save_problem(harness.seed_problem(batch=50), sys.argv[1])"
+            ), str(work / "small.npz")], check=True, env={**os.environ, **BLAS_ENV})
+            self.problem = ["--problem-file", work / "small.npz"]
+            self.steps = 150
+        else:
+            self.problem, self.steps = [], 400
+        self._reference = None
+        self._compare_reference = None
+        self.compare_toml = work / "faults.toml"
+        self.compare_toml.write_text(COMPARE_TOML.replace("{steps}", "30" if quick else "100"))
+
+    def timed(self, outcome: Outcome, what: str, seconds: float, limit: float) -> None:
+        """Record a duration; the full set also requires it under `limit` (the quick set, which the
+        test suite runs on shared machines, does not assert timings)."""
+        outcome.timings.append(f"{seconds:.1f} s {what}")
+        if not self.quick:
+            outcome.expect(seconds < limit, f"took {seconds:.1f} s {what}, expected under {limit} s")
+
+    def out(self, name: str) -> Path:
+        self.n += 1
+        return self.work / f"{self.n:02d}-{name}"
+
+    def reproduce_args(self, out: Path, *extra):
+        return ["reproduce", *self.problem, "--steps", self.steps, "--out", out, *extra]
+
+    def reference(self):
+        if self._reference is None:
+            out = self.out("reference")
+            run = Run(self.reproduce_args(out))
+            if run.finish() != 0:
+                raise RuntimeError(f"the uninterrupted reference run failed: {run.message}")
+            self._reference = reproduce_result(out)
+        return self._reference
+
+    def rerun_matches(self, outcome: Outcome, out: Path, resumed: bool = True, args=None) -> None:
+        """Run the same command again (no fault): it must finish, resume if asked, match the reference."""
+        run = Run(args or self.reproduce_args(out))
+        code = run.finish()
+        outcome.expect(code == 0, f"the rerun exited {code}: {run.message}")
+        if code != 0:
+            return
+        if resumed:
+            outcome.expect(any("resumed from the checkpoint" in line for line in run.stdout),
+                           "the rerun did not resume from the checkpoint")
+        outcome.expect(not (out / "checkpoint.npz").exists(), "the checkpoint was left after a finished run")
+        outcome.expect(reproduce_result(out) == self.reference(), "the rerun differs from an uninterrupted run")
+        no_half_written(outcome, out)
+
+    # -- reproduce ------------------------------------------------------------------------------
+
+    def sigint_startup(self) -> Outcome:
+        outcome, out = Outcome("SIGINT during start-up (reproduce)"), self.out("sigint-startup")
+        started = self.work / f"started-{self.n}"
+        run = Run(self.reproduce_args(out), env={"HARNESS_TEST_STARTED_FILE": str(started)})
+        run.wait_for_file(started)
+        run.signal(signal.SIGINT)
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 130, "exit status is not 130")
+        one_line(outcome, run, "interrupted")
+        self.rerun_matches(outcome, out, resumed=False)
+        return outcome
+
+    def sigint_training(self) -> Outcome:
+        outcome, out = Outcome("SIGINT inside a training step (reproduce)"), self.out("sigint-training")
+        run = Run(self.reproduce_args(out))
+        # the first periodic checkpoint is written at step 50; random extra steps in the full set
+        run.wait_for_file(out / "checkpoint.npz")
+        if not self.quick:
+            run.wait_for_line(f"step: {self.rng.choice([100, 150, 200]):4d}")
+            time.sleep(self.rng.uniform(0, 0.2))  # a random point inside the following steps
+        run.signal(signal.SIGINT)
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 130, "exit status is not 130")
+        self.timed(outcome, "to stop", run.ended - run.signalled, 2)
+        one_line(outcome, run, "interrupted", "resume")
+        outcome.expect((out / "checkpoint.npz").exists(), "no checkpoint was saved")
+        self.rerun_matches(outcome, out)
+        return outcome
+
+    def sigint_figures(self) -> Outcome:
+        outcome, out = Outcome("SIGINT while figures are written (reproduce)"), self.out("sigint-figures")
+        run = Run(self.reproduce_args(out))
+        run.wait_for_line("Writing the figures")
+        if not self.quick:
+            time.sleep(self.rng.uniform(0, 0.5))
+        run.signal(signal.SIGINT)
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 130, "exit status is not 130")
+        one_line(outcome, run, "interrupted", "resume")
+        outcome.expect((out / "checkpoint.npz").exists(), "the checkpoint was deleted before the outputs were written")
+        self.rerun_matches(outcome, out)
+        return outcome
+
+    def sigkill_training(self) -> Outcome:
+        outcome, out = Outcome("SIGKILL during training (reproduce)"), self.out("sigkill")
+        run = Run(self.reproduce_args(out))
+        run.wait_for_file(out / "checkpoint.npz")
+        run.signal(signal.SIGKILL)
+        outcome.exit_status = run.finish()
+        outcome.message = "(killed: no message possible)"
+        outcome.expect(outcome.exit_status == -signal.SIGKILL, "the process was not killed")
+        # a kill can land inside a checkpoint write; its temporary file is the only trace allowed
+        for tmp in out.glob(".checkpoint.npz.*.tmp"):
+            tmp.unlink()
+        self.rerun_matches(outcome, out)
+        return outcome
+
+    def sigint_runaway_solve(self) -> Outcome:
+        outcome = Outcome("SIGINT inside a runaway solve (reproduce --lr 1e6)")
+        out = self.out("sigint-runaway")
+        run = Run(["reproduce", *self.problem, "--lr", "1e6", "--steps", 20, "--out", out])
+        run.wait_for_line("step:    0")  # step 1 then runs with diverged weights: a solve that runs away
+        time.sleep(1.0 if self.quick else self.rng.uniform(0.5, 3))
+        run.signal(signal.SIGINT)
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 130, "exit status is not 130")
+        self.timed(outcome, "to stop", run.ended - run.signalled, 2)
+        one_line(outcome, run, "interrupted")
+        outcome.expect((out / "checkpoint.npz").exists(), "no checkpoint was saved")
+        return outcome
+
+    def diverging_lr(self) -> Outcome:
+        outcome, out = Outcome("a diverging learning rate (reproduce --lr 1e6 --steps 20)"), self.out("diverging")
+        args = ["reproduce", *self.problem, "--lr", "1e6", "--steps", 20, "--out", out]
+        run = Run(args)
+        outcome.exit_status = run.finish()
+        seconds = run.ended - run.started
+        outcome.expect(outcome.exit_status == 1, "exit status is not 1")
+        self.timed(outcome, "in all", seconds, 30)
+        one_line(outcome, run, "diverged at step", "lower --lr")
+        first = reproduce_result(out)
+        outcome.expect(first[0] == "diverged", "history.json does not say diverged")
+        outcome.expect((out / "checkpoint.npz").exists(), "the checkpoint of the last good step was not kept")
+        again = Run(args)
+        outcome.expect(again.finish() == 1, "the rerun did not end the same way")
+        outcome.expect(reproduce_result(out) == first, "the rerun differs")
+        no_half_written(outcome, out)
+        return outcome
+
+    def non_finite_problem(self) -> Outcome:
+        """States scaled by 1e200: the loss overflows; must be a failure, never exit 0 with -inf."""
+        outcome, out = Outcome("a problem whose loss overflows (states x 1e200)"), self.out("overflow")
+        path = self.work / "huge.npz"
+        subprocess.run([sys.executable, "-c", (
+            "import sys, harness\n"
+            "p = harness.seed_problem(batch=20)\n"
+            "huge = harness.Problem(p.model, p.theta, p.z0 * 1e200, p.t0, p.times, p.data * 1e200, 'huge')\n"
+            "harness.save_problem(huge, sys.argv[1])"
+        ), str(path)], check=True)
+        args = ["reproduce", "--problem-file", path, "--steps", 10, "--out", out]
+        run = Run(args)
+        outcome.exit_status = run.finish()
+        if outcome.exit_status == 2:  # refused as input is as good as a failure: nothing reported as success
+            one_line(outcome, run)
+            return outcome
+        outcome.expect(outcome.exit_status == 1, "exit status is not 1")
+        one_line(outcome, run)
+        outcome.expect(not any("RuntimeWarning" in line for line in run.stderr.splitlines()), "raw warnings")
+        if (out / "history.json").exists():
+            outcome.expect(reproduce_result(out)[0] != "finished", "reported as finished")
+        no_half_written(outcome, out)
+        return outcome
+
+    def disk_full(self) -> Outcome:
+        outcome, out = Outcome("a full disk while the report is written (ENOSPC)"), self.out("enospc")
+        target = "report.md" if self.quick else self.rng.choice(["report.md", "history.json", "training_curve.png"])
+        run = Run(self.reproduce_args(out), env={"HARNESS_TEST_WRITE_FAULT": f"ENOSPC:{target}"})
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 1, "exit status is not 1")
+        one_line(outcome, run, "No space left")
+        outcome.expect(not (out / target).exists(), f"{target} was written")
+        outcome.expect((out / "checkpoint.npz").exists(), "the checkpoint was not kept")
+        no_half_written(outcome, out)
+        self.rerun_matches(outcome, out)
+        return outcome
+
+    def read_only(self) -> Outcome:
+        outcome, out = Outcome("a read-only output folder"), self.out("read-only")
+        out.mkdir()
+        env = {}
+        if os.geteuid() == 0:
+            env = {"HARNESS_TEST_WRITE_FAULT": "EROFS:*"}  # root writes through permission bits
+        else:
+            out.chmod(0o555)
+        run = Run(self.reproduce_args(out), env=env)
+        outcome.exit_status = run.finish()
+        out.chmod(0o755)
+        outcome.expect(outcome.exit_status == 2, "exit status is not 2")
+        one_line(outcome, run, "not writable")
+        outcome.expect(not any(out.iterdir()), "files were left in the folder")
+        self.rerun_matches(outcome, out, resumed=False)
+        return outcome
+
+    def closed_pipe(self) -> Outcome:
+        outcome, out = Outcome("a closed pipe (reproduce | head -1)"), self.out("pipe")
+        # reproduce | head -1: a pipe whose reader exits after the first line
+        reader = subprocess.Popen(["head", "-1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        run = Run(self.reproduce_args(out), stdout=reader.stdin)
+        reader.stdin.close()
+        reader.wait(timeout=TIMEOUT)
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 1, "exit status is not 1")
+        one_line(outcome, run, "stdout was closed")
+        outcome.expect((out / "report.md").exists(), "the report was not written")
+        outcome.expect(not (out / "checkpoint.npz").exists(), "the checkpoint was left")
+        outcome.expect(reproduce_result(out) == self.reference(), "the results differ from an uninterrupted run")
+        no_half_written(outcome, out)
+        return outcome
+
+    # -- compare --------------------------------------------------------------------------------
+
+    def compare_reference(self):
+        if self._compare_reference is None:
+            out = self.out("compare-reference")
+            run = Run(["compare", self.compare_toml, "--out", out])
+            if run.finish() != 0:
+                raise RuntimeError(f"the uninterrupted compare run failed: {run.message}")
+            self._compare_reference = compare_result(out)
+        return self._compare_reference
+
+    def compare_rerun_matches(self, outcome: Outcome, out: Path) -> None:
+        run = Run(["compare", self.compare_toml, "--out", out])
+        code = run.finish()
+        outcome.expect(code == 0, f"the rerun exited {code}: {run.message}")
+        if code == 0:
+            outcome.expect(compare_result(out) == self.compare_reference(),
+                           "the rerun differs from an uninterrupted run")
+        no_half_written(outcome, out)
+
+    def sigint_compare(self, when: str) -> Outcome:
+        outcome = Outcome(f"SIGINT {when} (compare)")
+        out = self.out("compare-sigint")
+        started = self.work / f"started-{self.n}"
+        run = Run(["compare", self.compare_toml, "--out", out], env={"HARNESS_TEST_STARTED_FILE": str(started)})
+        if when == "during start-up":
+            run.wait_for_file(started)
+        else:  # inside a cell: the first finished cell is stored, the next ones are computing
+            run.wait_for_file(out / "cells", "*.json")
+            if not self.quick:
+                time.sleep(self.rng.uniform(0, 1.0))
+        run.signal(signal.SIGINT)
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 130, "exit status is not 130")
+        self.timed(outcome, "to stop", run.ended - run.signalled, 2)
+        one_line(outcome, run, "interrupted")
+        self.compare_rerun_matches(outcome, out)
+        return outcome
+
+    def dask_worker_killed(self) -> Outcome:
+        outcome = Outcome("a Dask worker killed mid-run (compare --workers 2)")
+        try:
+            import distributed  # noqa: F401
+            import psutil
+        except ImportError:
+            outcome.message = "skipped: the dask extra is not installed"
+            return outcome
+        out = self.out("dask-kill")
+        run = Run(["compare", self.compare_toml, "--out", out, "--workers", 2])
+        run.wait_for_file(out / "cells", "*.json")
+        workers = []
+        try:
+            workers = [p for p in psutil.Process(run.proc.pid).children(recursive=True)
+                       if "multiprocessing" in " ".join(p.cmdline())]
+        except psutil.Error:
+            pass
+        outcome.expect(bool(workers), "no worker process found")
+        if workers:
+            workers[-1].kill()
+        outcome.exit_status = run.finish()
+        outcome.message = run.message or "(finished)"
+        outcome.expect(outcome.exit_status == 0, f"exit status {outcome.exit_status}: {run.message}")
+        if outcome.exit_status == 0:
+            outcome.expect(compare_result(out) == self.compare_reference(),
+                           "the results differ from an in-process run")
+        return outcome
+
+    def scenario(self, key: str):
+        return {
+            "sigint_startup": self.sigint_startup,
+            "sigint_training": self.sigint_training,
+            "sigint_figures": self.sigint_figures,
+            "sigkill_training": self.sigkill_training,
+            "non_finite_problem": self.non_finite_problem,
+            "disk_full": self.disk_full,
+            "read_only": self.read_only,
+            "closed_pipe": self.closed_pipe,
+            "sigint_compare_startup": lambda: self.sigint_compare("during start-up"),
+            "sigint_compare_cell": lambda: self.sigint_compare("inside a cell"),
+            "dask_worker_killed": self.dask_worker_killed,
+            "sigint_runaway_solve": self.sigint_runaway_solve,
+            "diverging_lr": self.diverging_lr,
+        }[key]
+
+    def run(self, key, scenario) -> Outcome:
+        """One scenario; an exception in the script itself counts as a fault not survived."""
+        try:
+            return scenario()
+        except Exception as err:  # noqa: BLE001 - reported, never hidden
+            return Outcome(key, problems=[f"the injection itself failed: {type(err).__name__}: {err}"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the fast set the test suite runs")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the random injection points")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
+    parser.add_argument("--only", nargs="+", metavar="KEY", help="run only these scenarios (keys as printed)")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    work = Path(tempfile.mkdtemp(prefix="harness-faults-"))
+    print(f"work folder {work}, seed {seed}", flush=True)
+    faults = Faults(work, args.quick, random.Random(seed))
+    outcomes = []
+    try:
+        for key in QUICK if args.quick else FULL:
+            if args.only and key not in args.only:
+                continue
+            outcome = faults.run(key, faults.scenario(key))
+            outcomes.append(outcome)
+            status = "survived" if outcome.survived else "NOT SURVIVED: " + "; ".join(outcome.problems)
+            first = outcome.message.splitlines()[0] if outcome.message else ""
+            timing = f" ({', '.join(outcome.timings)})" if outcome.timings else ""
+            print(f"- [{key}] {outcome.name}: exit {outcome.exit_status}, {first!r}{timing}: {status}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    survived = sum(o.survived for o in outcomes)
+    lost = len(outcomes) - survived
+    print(f"{len(outcomes)} faults injected, {survived} survived, "
+          + ("nothing lost" if not lost else f"{lost} did not survive"))
+    return 0 if not lost else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
