@@ -128,9 +128,9 @@ def test_sigint_saves_checkpoint_and_resume(tmp_path, monkeypatch, capsys):
     """A real SIGINT during `harness reproduce`, then the same command again.
 
     The signal is raised by the process itself at its 7th gradient evaluation (an event in the run,
-    not a sleep that may land before the run starts or after it ends); the handler lets that step
-    finish, saves the checkpoint, and the CLI exits with 130. Run again, it resumes and ends exactly
-    where an uninterrupted run ends.
+    not a sleep that may land before the run starts or after it ends); the interrupt stops that
+    step at once, the checkpoint of the 6 completed steps is saved, and the CLI exits with 130. Run
+    again, it resumes and ends exactly where an uninterrupted run ends.
     """
     import signal
 
@@ -153,7 +153,7 @@ def test_sigint_saves_checkpoint_and_resume(tmp_path, monkeypatch, capsys):
     assert (out / "checkpoint.npz").exists()
     monkeypatch.setattr(training, "gradient", real_gradient)
     assert main([*command, "--out", str(out)]) == 0
-    assert "resumed from the checkpoint at step 7" in capsys.readouterr().out
+    assert "resumed from the checkpoint at step 6" in capsys.readouterr().out
     assert main([*command, "--out", str(straight)]) == 0
     a = json.loads((out / "history.json").read_text())
     b = json.loads((straight / "history.json").read_text())

@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from .. import __version__
 from .. import _memory as memory
 from .._forward import SolveOptions, solve_forward
-from .._io import _json_default
+from .._io import strict_json
 from ..problems import TUTORIAL_DATA_OPTIONS, Problem, build_problem
 from ..solvers import solver_for
 from ._kind import kind
@@ -70,18 +70,11 @@ def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
 
 # -------------------------------------------------------------------------------------------- cells
 def plain(value):
-    """Diagnostics as JSON-ready values (numpy scalars and arrays to Python), as results.json has them.
-
-    The conversion of numpy values is `harness._io`'s, the one every JSON file of the harness uses;
-    anything else that JSON cannot hold (an engine's own diagnostic object) is kept as its repr.
-    """
-    def default(leaf):
-        try:
-            return _json_default(leaf)
-        except TypeError:
-            return repr(leaf)
-
-    return json.loads(json.dumps(value, default=default))
+    """Diagnostics as JSON-ready values, as results.json has them: numpy values made plain and
+    non-finite numbers made null by `harness._io.strict_json` (the conversion every JSON file of the
+    harness uses); anything else JSON cannot hold (an engine's own diagnostic object) is kept as its
+    repr."""
+    return json.loads(json.dumps(strict_json(value), default=repr, allow_nan=False))
 
 
 def one_line_error(err: BaseException) -> str:
