@@ -5,8 +5,11 @@ compiled `CompiledStageVJPs` instead when the fast path is on. It is on when num
 the environment variable ``HARNESS_COMPILED=0`` or ``set_enabled(False)`` turns it off. `status()`
 says in one line which path runs and why.
 
-The harness reaches the fast path only through `stage_vjps`: the forward right-hand side and the
-adjoint systems build their per-stage VJP records with it instead of `StageVJPs(...)`.
+The harness reaches the fast path only through `stage_vjps`, a drop-in for the `StageVJPs(...)`
+constructor with the same arguments: the forward right-hand side (`_state_layout.forward_rhs`) and
+the adjoint systems (`sensitivity._adjoint_systems`) build their per-stage VJP records with it. Any
+redesigned solver or adjoint that records stages through `StageVJPs` gets the fast path by calling
+`stage_vjps` instead; nothing else is needed. A `harness doctor` command would print `status()`.
 
 Compiled kernels are cached on disk (numba's `cache=True`, in ``__pycache__`` beside this package, or
 ``NUMBA_CACHE_DIR``): the first process compiles them once (a one-line note on stderr says so), later
