@@ -174,18 +174,30 @@ def test_gradient_matches_numpy_path_on_the_same_steps(problems, case_name, engi
 
 # ------------------------------------------------------------------------------------ the switch
 def test_switch_selects_the_implementation(numpy_path):
-    model = MLP((2, 3, 2))
+    model, wide = MLP((2, 3, 2)), MLP((2, compiled.AUTO_MAX_WIDTH + 1, 2))
     theta = np.zeros(model.n_params)
     assert type(compiled.stage_vjps(model, theta, 4, 1)) is StageVJPs
     assert compiled.status().startswith("numpy: turned off by")
-    compiled.set_enabled(None)
-    if os.environ.get(compiled.ENV_VARIABLE, "") != "0":
-        assert type(compiled.stage_vjps(model, theta, 4, 1)) is CompiledStageVJPs
-        assert compiled.status().startswith("compiled (numba ")
+    compiled.set_enabled(True)  # forced: every width
+    assert type(compiled.stage_vjps(wide, np.zeros(wide.n_params), 4, 1)) is CompiledStageVJPs
+    assert compiled.status(wide).startswith("compiled (numba ")
 
 
-def test_environment_variable_turns_it_off():
-    code = "import harness._compiled as c; print(c.enabled()); print(c.status())"
-    env = dict(os.environ, **{compiled.ENV_VARIABLE: "0"})
+@pytest.mark.parametrize(
+    "value,narrow,wide",
+    [("0", "False", "False"), ("1", "True", "True"), ("", "True", "False")],  # off, forced, automatic
+)
+def test_environment_variable(value, narrow, wide):
+    code = (
+        "import harness._compiled as c; from harness.model import MLP; "
+        f"m = MLP((2, 3, 2)); w = MLP((2, c.AUTO_MAX_WIDTH + 1, 2)); "
+        "print(c.enabled(m)); print(c.enabled(w)); print(c.status(w))"
+    )
+    env = dict(os.environ, **{compiled.ENV_VARIABLE: value})
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["False", "numpy: turned off by HARNESS_COMPILED=0"]
+    lines = out.stdout.splitlines()
+    assert lines[:2] == [narrow, wide]
+    if value == "0":
+        assert lines[2] == "numpy: turned off by HARNESS_COMPILED=0"
+    elif value == "":
+        assert lines[2].startswith(f"numpy: hidden width {compiled.AUTO_MAX_WIDTH + 1} > ")
