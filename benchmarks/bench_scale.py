@@ -15,6 +15,7 @@ measures the arithmetic limit (the kernel's GFLOP/s and activations per second a
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -40,8 +41,8 @@ TABLE = [
     ("2-50-2, B 1, 30 observation times", (2, 50, 2), 1, tuple(np.linspace(10 / 30, 10, 30))),
 ]
 # the figure's sweeps: 2-3-2 over B, and 2-H-2 at B = 500 over H (so over P = 4 H + 2)
-BATCH_SWEEP = [("2-3-2, B %d" % b, (2, 3, 2), b, (10.0,)) for b in (1, 50, 500, 5000, 50000)]
-WIDTH_SWEEP = [("2-%d-2, B 500" % h, (2, h, 2), 500, (10.0,)) for h in (3, 16, 64, 256)]
+BATCH_SWEEP = [(f"2-3-2, B {b}", (2, 3, 2), b, (10.0,)) for b in (1, 50, 500, 5000, 50000)]
+WIDTH_SWEEP = [(f"2-{h}-2, B 500", (2, h, 2), 500, (10.0,)) for h in (3, 16, 64, 256)]
 
 # column -> (worker framework, method)
 COLUMNS = {
@@ -109,7 +110,7 @@ def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dic
 def _run_worker(framework, method, problem_path, repeats) -> dict | None:
     env = dict(os.environ, HARNESS_COMPILED="0" if framework == "harness-numpy" else "1")
     cmd = [sys.executable, __file__, "--worker", framework, method, str(problem_path), "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
         print(f"  {framework} {method}: failed ({last})", file=sys.stderr)
@@ -163,8 +164,8 @@ def arithmetic_limit() -> dict:
         tape = CompiledStageVJPs(model, theta, batch, 1, -1.0)
         z, a = np.random.default_rng(2).normal(size=(2, widths[0], batch))
         f, az = np.empty_like(z), np.empty_like(z)
-        seconds = best(lambda: tape.vjp(0, z, a, f, az), 50)
-        pairs = list(zip(widths[:-1], widths[1:]))
+        seconds = best(lambda tape=tape, z=z, a=a, f=f, az=az: tape.vjp(0, z, a, f, az), 50)
+        pairs = list(itertools.pairwise(widths))
         forward = sum(2 * (i + 1) * o for i, o in pairs)  # [W | b] [x; 1]
         backward = sum(2 * i * o for i, o in pairs)  # Wᵀ g (the θ products are per step, not here)
         activations = sum(widths[1:-1])
@@ -241,11 +242,11 @@ def main(argv=None) -> int:
     limit = arithmetic_limit() if _available("harness-compiled") else None
     text = [f"CPU: {cpu_model()}", "", table, ""]
     if limit:
-        text += [
+        text.append(
             f"Arithmetic limit: a tight multiply-add loop reaches {limit['fma_loop_gflops']:.1f} GFLOP/s; "
             f"the written-out tanh {limit['tanh_per_second'] / 1e6:.0f} M/s (np.tanh "
-            f"{limit['np_tanh_per_second'] / 1e6:.0f} M/s).",
-        ]
+            f"{limit['np_tanh_per_second'] / 1e6:.0f} M/s)."
+        )
         for name, k in limit["kernels"].items():
             text.append(f"- stage kernel {name}: {k['microseconds']:.1f} µs, {k['gflops']:.2f} GFLOP/s, "
                         f"{k['activations_per_second'] / 1e6:.0f} M activations/s")

@@ -27,13 +27,18 @@ import pytest
 
 pytest.importorskip("numba", reason="the compiled path needs numba")
 
-import harness._compiled as compiled  # noqa: E402
-from harness._compiled._activations import tanh_array  # noqa: E402
-from harness._compiled._stage_vjps import CompiledStageVJPs  # noqa: E402
-from harness._stage_vjps import StageVJPs  # noqa: E402
-from harness.model import MLP  # noqa: E402
-from harness.problems import deep_problem, multi_time_problem, seed_problem, stiff_problem  # noqa: E402
-from harness.sensitivity import (  # noqa: E402
+import harness._compiled as compiled
+from harness._compiled._activations import tanh_array
+from harness._compiled._stage_vjps import CompiledStageVJPs
+from harness._stage_vjps import StageVJPs
+from harness.model import MLP
+from harness.problems import (
+    deep_problem,
+    multi_time_problem,
+    seed_problem,
+    stiff_problem,
+)
+from harness.sensitivity import (
     BacksolveAdjoint,
     InterpolatingAdjoint,
     QuadratureAdjoint,
@@ -190,7 +195,7 @@ def test_switch_selects_the_implementation(numpy_path):
 def test_environment_variable(value, narrow, wide):
     code = (
         "import harness._compiled as c; from harness.model import MLP; "
-        f"m = MLP((2, 3, 2)); w = MLP((2, c.AUTO_MAX_WIDTH + 1, 2)); "
+        "m = MLP((2, 3, 2)); w = MLP((2, c.AUTO_MAX_WIDTH + 1, 2)); "
         "print(c.enabled(m)); print(c.enabled(w)); print(c.status(w))"
     )
     env = dict(os.environ, **{compiled.ENV_VARIABLE: value})

@@ -26,8 +26,8 @@ def warm_up(on_compile) -> bool:
     compiling = not _is_cached(mlp_stage)
     if compiling:
         on_compile()
-    from ._stage_vjps import CompiledStageVJPs
     from ..model import MLP
+    from ._stage_vjps import CompiledStageVJPs
 
     model = MLP((1, 1, 1))
     tape = CompiledStageVJPs(model, np.zeros(model.n_params), 1, 1)
