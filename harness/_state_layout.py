@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .model import MLP
-from ._stage_vjps import StageVJPs
+from ._compiled import stage_vjps
 
 
 def states(y: np.ndarray, batch: int) -> np.ndarray:
@@ -51,7 +51,7 @@ def block_diagonal(blocks: np.ndarray) -> sp.csc_matrix:
 
 def forward_rhs(model: MLP, theta: np.ndarray, batch: int):
     """y ↦ f(t, y) on flat states, through a `StageVJPs` (biases folded into the weight products)."""
-    tape = StageVJPs(model, theta, batch, n_slots=1)
+    tape = stage_vjps(model, theta, batch, n_slots=1)  # compiled where numba is installed
     shape = (model.state_dim, batch)
 
     def rhs(t, y):

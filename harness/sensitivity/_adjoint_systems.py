@@ -13,7 +13,7 @@ import numpy as np
 from ..model import MLP
 from ..solvers import QuadratureTailSystem
 from .._state_layout import feature_major
-from .._stage_vjps import StageVJPs
+from .._compiled import stage_vjps
 
 
 class _TapedAdjoint(QuadratureTailSystem):
@@ -23,7 +23,7 @@ class _TapedAdjoint(QuadratureTailSystem):
         self._bn = batch * model.state_dim
         super().__init__(n_states * self._bn, model.n_params, n_slots)
         self._batch = batch
-        self._tape = StageVJPs(model, theta, batch, n_slots, cotangent_sign=-1.0)
+        self._tape = stage_vjps(model, theta, batch, n_slots, cotangent_sign=-1.0)  # compiled where available
 
     def quadrature(self, weights):
         return self._tape.theta_cotangents(weights)

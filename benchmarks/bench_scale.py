@@ -1,0 +1,287 @@
+"""How one gradient's cost grows with batch size and parameter count: harness (numpy and compiled)
+against diffrax and torchdiffeq, side by side in one run.
+
+Usage:
+    python benchmarks/bench_scale.py [--repeats 5] [--quick] [--out reports/scale]
+
+Every (framework, method, problem) runs in its own process on the same problem file (DP5, float64,
+rtol = atol = 1e-6): one untimed warm-up gradient, whose extra time over a timed one is reported apart
+as compilation (numba's kernels for the compiled harness, XLA's for diffrax), then the median of
+`--repeats` gradients. The peers are used when installed (`pip install -e ".[peers]"`) and shown as
+"-" otherwise. Writes `table.md`, `results.json` and the log-log figure `scale.png` to `--out`, and
+measures the arithmetic limit (the kernel's GFLOP/s and activations per second against a tight loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RTOL = ATOL = 1e-6
+
+# (label, widths, batch, observation times): the rows of the published table
+TABLE = [
+    ("2-3-2, B 500, 1 time", (2, 3, 2), 500, (10.0,)),
+    ("2-3-2, B 5 000", (2, 3, 2), 5000, (10.0,)),
+    ("2-3-2, B 50 000", (2, 3, 2), 50000, (10.0,)),
+    ("2-64-2, B 500", (2, 64, 2), 500, (10.0,)),
+    ("2-32-32-2, B 500", (2, 32, 32, 2), 500, (10.0,)),
+    ("8-128-128-8, B 256, t1 = 1", (8, 128, 128, 8), 256, (1.0,)),
+    ("2-50-2, B 1, 30 observation times", (2, 50, 2), 1, tuple(np.linspace(10 / 30, 10, 30))),
+]
+# the figure's sweeps: 2-3-2 over B, and 2-H-2 at B = 500 over H (so over P = 4 H + 2)
+BATCH_SWEEP = [(f"2-3-2, B {b}", (2, 3, 2), b, (10.0,)) for b in (1, 50, 500, 5000, 50000)]
+WIDTH_SWEEP = [(f"2-{h}-2, B 500", (2, h, 2), 500, (10.0,)) for h in (3, 16, 64, 256)]
+
+# column -> (worker framework, method)
+COLUMNS = {
+    "harness numpy Backsolve": ("harness-numpy", "BacksolveAdjoint"),
+    "harness numpy Interpolating": ("harness-numpy", "InterpolatingAdjoint"),
+    "harness compiled Backsolve": ("harness-compiled", "BacksolveAdjoint"),
+    "harness compiled Interpolating": ("harness-compiled", "InterpolatingAdjoint"),
+    "diffrax Backsolve": ("diffrax", "BacksolveAdjoint"),
+    "diffrax RecursiveCheckpoint": ("diffrax", "RecursiveCheckpointAdjoint"),
+    "torchdiffeq adjoint": ("torchdiffeq", "odeint_adjoint"),
+}
+SWEEP_COLUMNS = ["harness numpy Backsolve", "harness compiled Backsolve", "diffrax Backsolve"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# --------------------------------------------------------------------------------------- workers
+def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dict:
+    """Runs in its own process: warm-up, then `repeats` timed gradients. Returns the timings."""
+    started = time.perf_counter()
+    if framework.startswith("harness"):
+        import harness._compiled as compiled
+        from harness.problems import load_problem
+        from harness.sensitivity import gradient
+
+        if framework == "harness-compiled":
+            compiled._load()  # compile or load the kernels now, so their cost is reported apart
+        problem = load_problem(problem_path)
+
+        def one():
+            return gradient(problem, engine=method, solver="DP5", rtol=RTOL, atol=ATOL).seconds
+
+        note = compiled.status()
+    else:
+        if framework == "diffrax":
+            from harness.peers import diffrax_engine as adapter
+        else:
+            from harness.peers import torchdiffeq_engine as adapter
+
+        def one():
+            return adapter.gradient_from_file(problem_path, method=method, solver="DP5", rtol=RTOL, atol=ATOL).seconds
+
+        note = framework
+    setup = time.perf_counter() - started
+    before = time.perf_counter()
+    warm = one()
+    warm_wall = time.perf_counter() - before
+    times = [one() for _ in range(repeats)]
+    median = statistics.median(times)
+    # compilation: the kernels' load (harness) or the warm-up's excess over a timed gradient (peers)
+    compile_seconds = setup if framework == "harness-compiled" else max(0.0, warm_wall - median)
+    if framework == "harness-numpy":
+        compile_seconds = 0.0
+    return {"median": median, "compile": compile_seconds, "warm": warm, "times": times, "note": note}
+
+
+def _run_worker(framework, method, problem_path, repeats) -> dict | None:
+    env = dict(os.environ, HARNESS_COMPILED="0" if framework == "harness-numpy" else "1")
+    cmd = [sys.executable, __file__, "--worker", framework, method, str(problem_path), "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"  {framework} {method}: failed ({last})", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _available(framework: str) -> bool:
+    import importlib.util
+
+    module = {"diffrax": "diffrax", "torchdiffeq": "torchdiffeq", "harness-compiled": "numba"}.get(framework)
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+# ---------------------------------------------------------------------------- arithmetic limit
+def arithmetic_limit() -> dict:
+    """The stage kernel's achieved GFLOP/s and activations per second against tight loops."""
+    from numba import njit
+
+    from harness._compiled._activations import tanh_array
+    from harness._compiled._stage_vjps import CompiledStageVJPs
+    from harness.model import MLP
+
+    @njit(fastmath={"contract"}, error_model="numpy")
+    def fma_loop(out, src, w, n):  # rows of 64 in L1: the best case of the kernel's inner loop
+        for _ in range(n):
+            for b in range(out.shape[0]):
+                out[b] += w * src[b]
+
+    def best(fn, n=30):
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
+    out, src = np.zeros(64), np.ones(64) * 1e-9
+    fma_loop(out, src, 0.5, 1)
+    n_iter = 20000
+    fma_gflops = 2 * 64 * n_iter / best(lambda: fma_loop(out, src, 0.5, n_iter)) / 1e9
+    x = np.random.default_rng(0).normal(size=32000) * 3
+    y = np.empty_like(x)
+    tanh_array(x, y)
+    tanh_rate = x.size / best(lambda: tanh_array(x, y))
+    np_tanh_rate = x.size / best(lambda: np.tanh(x, out=y))
+    kernels = {}
+    for widths, batch in (((2, 3, 2), 500), ((2, 64, 2), 500), ((8, 128, 128, 8), 256)):
+        model = MLP(widths)
+        theta = model.init(np.random.default_rng(1))
+        tape = CompiledStageVJPs(model, theta, batch, 1, -1.0)
+        z, a = np.random.default_rng(2).normal(size=(2, widths[0], batch))
+        f, az = np.empty_like(z), np.empty_like(z)
+        seconds = best(lambda tape=tape, z=z, a=a, f=f, az=az: tape.vjp(0, z, a, f, az), 50)
+        pairs = list(itertools.pairwise(widths))
+        forward = sum(2 * (i + 1) * o for i, o in pairs)  # [W | b] [x; 1]
+        backward = sum(2 * i * o for i, o in pairs)  # Wᵀ g (the θ products are per step, not here)
+        activations = sum(widths[1:-1])
+        kernels["-".join(map(str, widths)) + f", B {batch}"] = {
+            "microseconds": seconds * 1e6,
+            "gflops": (forward + backward) * batch / seconds / 1e9,
+            "activations_per_second": activations * batch / seconds,
+        }
+    return {"fma_loop_gflops": fma_gflops, "tanh_per_second": tanh_rate, "np_tanh_per_second": np_tanh_rate,
+            "kernels": kernels}
+
+
+# ------------------------------------------------------------------------------------------ main
+def _make_problems(rows, folder: Path) -> dict:
+    from harness.model import MLP
+    from harness.problems import make_problem, save_problem
+
+    paths = {}
+    for label, widths, batch, times in rows:
+        if label in paths:
+            continue
+        problem = make_problem(MLP(widths), seed=0, batch=batch, times=times, name=label)
+        paths[label] = save_problem(problem, folder / f"problem{len(paths)}.npz")
+    return paths
+
+
+def _format_ms(result) -> str:
+    if result is None:
+        return "—"
+    text = f"{result['median'] * 1e3:.3g} ms"
+    if result["compile"] >= 0.05:
+        text += f" (+{result['compile']:.1f} s)"
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="skip the B = 50 000 rows and the sweeps")
+    parser.add_argument("--out", default="reports/scale")
+    parser.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "METHOD", "PROBLEM"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: expected an integer >= 1")
+    if args.worker:
+        print(json.dumps(_worker(*args.worker, args.repeats)))
+        return 0
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table_rows = [r for r in TABLE if not (args.quick and r[2] >= 50000)]
+    sweeps = [] if args.quick else [r for r in BATCH_SWEEP + WIDTH_SWEEP if r[0] not in {t[0] for t in TABLE}]
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
+    print(f"DP5, float64, rtol = atol = {RTOL:g}; median of {args.repeats} gradients after a warm-up; "
+          "compilation apart in parentheses", flush=True)
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
+        paths = _make_problems(table_rows + sweeps, Path(folder))
+        jobs = [(r, c) for r in table_rows for c in COLUMNS]
+        jobs += [(r, c) for r in sweeps for c in SWEEP_COLUMNS]
+        for (label, widths, batch, times), column in jobs:
+            framework, method = COLUMNS[column]
+            if not _available(framework):
+                results.setdefault(label, {})[column] = None
+                continue
+            result = _run_worker(framework, method, paths[label], args.repeats)
+            results.setdefault(label, {})[column] = result
+            print(f"  {label:36s} {column:32s} {_format_ms(result)}", flush=True)
+    header = "| problem | " + " | ".join(COLUMNS) + " |"
+    lines = [header, "|---|" + "---:|" * len(COLUMNS)]
+    for label, *_ in table_rows:
+        lines.append(f"| {label} | " + " | ".join(_format_ms(results[label].get(c)) for c in COLUMNS) + " |")
+    table = "\n".join(lines)
+    limit = arithmetic_limit() if _available("harness-compiled") else None
+    text = [f"CPU: {cpu_model()}", "", table, ""]
+    if limit:
+        text.append(
+            f"Arithmetic limit: a tight multiply-add loop reaches {limit['fma_loop_gflops']:.1f} GFLOP/s; "
+            f"the written-out tanh {limit['tanh_per_second'] / 1e6:.0f} M/s (np.tanh "
+            f"{limit['np_tanh_per_second'] / 1e6:.0f} M/s)."
+        )
+        for name, k in limit["kernels"].items():
+            text.append(f"- stage kernel {name}: {k['microseconds']:.1f} µs, {k['gflops']:.2f} GFLOP/s, "
+                        f"{k['activations_per_second'] / 1e6:.0f} M activations/s")
+    print("\n" + "\n".join(text))
+    (out / "table.md").write_text("\n".join(text) + "\n")
+    (out / "results.json").write_text(json.dumps({"cpu": cpu_model(), "results": results, "limit": limit}, indent=1))
+    _figure(results, out / "scale.png")
+    return 0
+
+
+def _figure(results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    rows_b = [(label, b) for label, w, b, _ in BATCH_SWEEP + TABLE[:3] if w == (2, 3, 2) and label in results]
+    rows_p = [(label, 4 * w[1] + 2) for label, w, b, _ in WIDTH_SWEEP + [TABLE[3]] if label in results]
+    for ax, rows, xlabel in ((axes[0], rows_b, "batch size B (MLP 2-3-2)"), (axes[1], rows_p, "parameters P (MLP 2-H-2, B = 500)")):
+        for column in SWEEP_COLUMNS:
+            pts = sorted({x: results[label][column]["median"] for label, x in rows
+                          if results[label].get(column)}.items())
+            if pts:
+                ax.loglog(*zip(*pts), "o-", label=column)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("one gradient (s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Cost of one gradient, DP5 rtol = atol = 1e-6 ({cpu_model()})", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)  # atomically
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""`StageVJPs` with its per-stage work done by the compiled kernel of `_stage_kernels.py`.
+
+Only `value` and `vjp` change; the records land in the same buffers, in the same layout, so
+`theta_cotangents` and `carry` are inherited unchanged and the numpy class stays the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._stage_vjps import StageVJPs
+from ..model import MLP
+from ._stage_kernels import ACTIVATION_CODES, mlp_stage
+
+
+class CompiledStageVJPs(StageVJPs):
+    """The same records and results as `StageVJPs` (see there for the parameters), one kernel a stage."""
+
+    def __init__(self, model: MLP, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0):
+        super().__init__(model, theta, batch, n_slots, cotangent_sign)
+        widths = np.array(model.widths, dtype=np.int64)
+        n = model.state_dim
+        n_inputs, n_outputs = widths[:-1], widths[1:]
+        # every layer's [x; 1] of one slot in one (R_in, B) block, every cotangent in one (R_g, B)
+        # block, and the per-layer views the numpy code reads made over them
+        input_rows = np.concatenate(([0], np.cumsum(n_inputs + 1)[:-1])).astype(np.int64)
+        cotangent_rows = np.concatenate(([0], np.cumsum(n_outputs)[:-1])).astype(np.int64)
+        inputs = np.zeros((n_slots, int(np.sum(n_inputs + 1)), batch))
+        cotangents = np.zeros((n_slots, int(np.sum(n_outputs)), batch))
+        self._inputs, self._cotangents = [], []
+        for r_in, r_g, n_in, n_out in zip(input_rows, cotangent_rows, n_inputs, n_outputs):
+            inputs[:, r_in + n_in] = 1.0
+            self._inputs.append(inputs[:, r_in : r_in + n_in + 1])
+            self._cotangents.append(cotangents[:, r_g : r_g + n_out])
+        self._views = [None] * n_slots  # the numpy views of the replaced buffers are stale
+        self._slot_inputs, self._slot_cotangents = list(inputs), list(cotangents)
+        slopes = np.empty((int(np.sum(n_inputs[1:] + 1)), batch))
+        weight_offsets = np.concatenate(([0], np.cumsum(n_outputs * (n_inputs + 1))[:-1])).astype(np.int64)
+        weights = np.concatenate([W.reshape(-1) for W in self._augmented])
+        decay = np.zeros(n) if model.decay is None else np.array(model.decay, dtype=np.float64)
+        # the kernel's arguments before x: fixed for the life of this object
+        self._fixed = (
+            widths, ACTIVATION_CODES[model.activation], weights, weight_offsets, input_rows,
+            cotangent_rows, decay, model.decay is not None,
+        )
+        self._slopes = slopes
+        self._no_cotangent = np.zeros((n, batch))
+
+    def value(self, x, out):
+        mlp_stage(
+            *self._fixed, x, self._no_cotangent, self._sign, self._slot_inputs[0], self._slot_cotangents[0],
+            self._slopes, out, out, True, False,
+        )
+
+    def vjp(self, slot, x, a, out_f, out_az):
+        buffer = self._slot_of[slot]
+        want_f = out_f is not None
+        mlp_stage(
+            *self._fixed, x, a, self._sign, self._slot_inputs[buffer], self._slot_cotangents[buffer],
+            self._slopes, out_f if want_f else out_az, out_az, want_f, True,
+        )
