@@ -226,7 +226,7 @@ def main(argv=None) -> int:
         paths = _make_problems(table_rows + sweeps, Path(folder))
         jobs = [(r, c) for r in table_rows for c in COLUMNS]
         jobs += [(r, c) for r in sweeps for c in SWEEP_COLUMNS]
-        for (label, widths, batch, times), column in jobs:
+        for (label, _widths, _batch, _times), column in jobs:
             framework, method = COLUMNS[column]
             if not _available(framework):
                 results.setdefault(label, {})[column] = None

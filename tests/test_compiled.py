@@ -206,3 +206,14 @@ def test_environment_variable(value, narrow, wide):
         assert lines[2] == "numpy: turned off by HARNESS_COMPILED=0"
     elif value == "":
         assert lines[2].startswith(f"numpy: hidden width {compiled.AUTO_MAX_WIDTH + 1} > ")
+
+
+def test_the_declared_activations_are_the_kernels_own():
+    """`COMPILED_ACTIVATIONS` decides without importing numba which models the kernels serve; it must
+    name exactly the activations the kernel implements, and other activations run numpy."""
+    from harness._compiled import COMPILED_ACTIVATIONS, enabled, status
+    from harness._compiled._stage_kernels import ACTIVATION_CODES
+
+    assert set(COMPILED_ACTIVATIONS) == set(ACTIVATION_CODES)
+    linear = MLP((2, 3, 2), activation="identity")
+    assert not enabled(linear) and "identity" in status(linear)

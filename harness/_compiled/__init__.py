@@ -37,6 +37,10 @@ ENV_VARIABLE = "HARNESS_COMPILED"
 # slower), because its hand-written products do not match BLAS on wide layers.
 AUTO_MAX_WIDTH = 8
 
+# the activations the kernels implement (`_stage_kernels.ACTIVATION_CODES`, kept equal by a test);
+# other models (the linear `identity` of the closed-form tests) run the numpy reference
+COMPILED_ACTIVATIONS = ("tanh", "sigmoid", "softplus")
+
 _state = {"enabled": None, "loaded": None}
 
 
@@ -74,6 +78,8 @@ def _decide(model=None) -> tuple[bool, str]:
         return False, f"turned off by {why}"
     if not available():
         return False, "numba is not installed (pip install numba)"
+    if model is not None and model.activation not in COMPILED_ACTIVATIONS:
+        return False, f"no compiled kernel for the {model.activation!r} activation"
     if mode == "on":
         return True, f"forced by {why}"
     if model is not None and max(model.widths[1:-1]) > AUTO_MAX_WIDTH:
