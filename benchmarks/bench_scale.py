@@ -266,7 +266,8 @@ def _figure(results, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     rows_b = [(label, b) for label, w, b, _ in BATCH_SWEEP + TABLE[:3] if w == (2, 3, 2) and label in results]
     rows_p = [(label, 4 * w[1] + 2) for label, w, b, _ in WIDTH_SWEEP + [TABLE[3]] if label in results]
-    for ax, rows, xlabel in ((axes[0], rows_b, "batch size B (MLP 2-3-2)"), (axes[1], rows_p, "parameters P (MLP 2-H-2, B = 500)")):
+    panels = ((axes[0], rows_b, "batch size B (MLP 2-3-2)"), (axes[1], rows_p, "parameters P (MLP 2-H-2, B = 500)"))
+    for ax, rows, xlabel in panels:
         for column in SWEEP_COLUMNS:
             pts = sorted({x: results[label][column]["median"] for label, x in rows
                           if results[label].get(column)}.items())

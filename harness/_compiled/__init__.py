@@ -108,9 +108,10 @@ def _load():
         from ._warmup import warm_up
 
         started = time.perf_counter()
-        compiled = warm_up(
-            lambda: print("harness: compiling the numba kernels (once; cached on disk) ...", file=sys.stderr, flush=True)
-        )
+        def say():
+            print("harness: compiling the numba kernels (once; cached on disk) ...", file=sys.stderr, flush=True)
+
+        compiled = warm_up(say)
         _state["loaded"] = CompiledStageVJPs
         _state["compile_seconds"] = time.perf_counter() - started
         _state["compiled_now"] = compiled
