@@ -73,6 +73,10 @@ class PlainStepper:
 
     def attempt(self, t: float, t_new: float, h: float) -> float:
         """Take one trial step; its RMS error norm (inf or NaN if a stage overflowed)."""
+        return math.sqrt(self._step(t, t_new, h) / self.y.size)
+
+    def _step(self, t: float, t_new: float, h: float) -> float:
+        """The trial step of y; the sum of squares of its error in units of the tolerances."""
         y_new, error = rk_step(self.stage_rhs, t, t_new, h, self.work)
         self.y_new = y_new
         self.abs_new = abs_new = np.abs(y_new)
@@ -80,7 +84,7 @@ class PlainStepper:
         scale *= self.rtol
         scale += self.atol
         error /= scale
-        return math.sqrt(float(np.dot(error, error)) / error.size)
+        return float(np.dot(error, error))
 
     def dense_step(self, h: float):
         """The trial step's interpolant, (y, Q) with y(t + x h) = y + Q [x, x², ...] (see
@@ -128,14 +132,7 @@ class QuadratureTailStepper(PlainStepper):
         return h_abs, 2
 
     def attempt(self, t: float, t_new: float, h: float) -> float:
-        y_new, error = rk_step(self.stage_rhs, t, t_new, h, self.work)
-        self.y_new = y_new
-        self.abs_new = abs_new = np.abs(y_new)
-        scale = np.maximum(self.abs_y, abs_new)
-        scale *= self.rtol
-        scale += self.atol
-        error /= scale
-        sum_of_squares = float(np.dot(error, error))
+        sum_of_squares = self._step(t, t_new, h)
         q_step, q_error = self.system.quadrature(self.work.quadrature_rows)  # the update and error rows
         self.q_new = self.q + q_step
         self.abs_q_new = np.abs(self.q_new)
