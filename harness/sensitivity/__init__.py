@@ -71,7 +71,9 @@ def gradient(
     Returns
     -------
     GradientResult
-        With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time.
+        With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time. For an augmented problem
+        (`problem.augment = A`) `dz0` is dL/dz0 of the N observed components only: the A augmented
+        ones start at 0 by definition, they are not inputs.
     """
     engine = resolve_engine(engine)
     if type(engine) in _IMPLEMENTATIONS:
@@ -85,6 +87,8 @@ def gradient(
         result = engine.compute(problem, theta, options)
     else:
         result = implementation(problem, theta, options, engine)
+    if problem.augment and result.dz0.shape[1] != problem.observed_dim:
+        result.dz0 = result.dz0[:, : problem.observed_dim]  # engines solve all N + A components
     if not result.seconds:
         # Engines that do untimed preparation (peers: file hand-off, JIT compilation, counting
         # runs) report the time of the gradient computation itself; the rest are timed here.

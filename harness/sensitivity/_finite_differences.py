@@ -20,11 +20,9 @@ def finite_difference_gradient(problem, theta, forward: SolveOptions, engine: Fi
         """L split by batch row, shape (B,): rows do not interact, so one solve gives all rows."""
         fwd = solve_forward(model, theta_, z0_, problem.t0, problem.times, forward)
         stats[0] = stats[0] + fwd.stats
-        residual = fwd.z_at_times - problem.data
-        return 0.5 * np.sum(residual * residual, axis=(0, 2))
+        return problem.loss_by_row(fwd.z_at_times)
 
-    constant = problem.loss_terms(problem.data)[0]  # the log 2π terms, independent of θ
-    loss = float(np.sum(row_losses(theta, problem.z0))) + constant
+    loss = float(np.sum(row_losses(theta, problem.z0))) + problem.loss_constant
     dtheta = np.zeros_like(theta)
     for p in range(theta.size):
         h = engine.step * max(1.0, abs(theta[p]))

@@ -57,7 +57,8 @@ def quadrature_gradient(problem, theta, forward: SolveOptions, engine: Quadratur
         weights = (half[:, None] * w_gl).reshape(-1)
         z_nodes = stacked_states(z_of_t.many(t_nodes), batch)
         a_nodes = stacked_states(traj.dense.many(t_nodes) * weights[:, None], batch)
-        dtheta += model.vjp(0.0, z_nodes, theta, a_nodes)[2]  # f is autonomous: one VJP for all nodes
+        # one VJP for all nodes, each row at its own node's time (a time-dependent f reads it)
+        dtheta += model.vjp(np.repeat(t_nodes, batch), z_nodes, theta, a_nodes)[2]
         n_quadrature_points += weights.size
         a = traj.y_end
     return GradientResult(
