@@ -49,7 +49,8 @@ ENGINES = {
     "InterpolatingAdjoint(checkpointing)": InterpolatingAdjoint(checkpointing=True, n_checkpoints=4),
     "QuadratureAdjoint": QuadratureAdjoint(),
 }
-NONSTIFF = ("seed", "multi_time", "deep")
+# augmented, time_dependent and irregular: the three extensions of issue 17, held to the same bounds
+NONSTIFF = ("seed", "multi_time", "deep", "augmented", "time_dependent", "irregular")
 # The stiff problem only with implicit solvers: explicit ones are stability-limited to thousands of
 # steps (correct, but slow for CI), and BacksolveAdjoint fails there by design (tested below).
 CASES = [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, HarnessInputError
 from ..sensitivity import GradientResult
 
 
@@ -45,6 +45,12 @@ class PeerEngine:
 
         from . import _adapter
 
+        # the adapters write the tutorial's model and loss: shared times, all of z observed, f(z)
+        unsupported = [what for what, present in (
+            ("augmented dimensions", problem.augment), ("time-dependent fields", not problem.model.autonomous),
+            ("per-trajectory observation times (a mask)", problem.mask is not None)) if present]
+        if unsupported:
+            raise HarnessInputError(f"{self.name} does not support {' or '.join(unsupported)} (problem {problem.name!r})")
         with tempfile.TemporaryDirectory(prefix="harness-peer-") as folder:
             path = save_problem(problem.with_theta(theta), Path(folder) / "problem.npz")
             result = _adapter(self.backend).gradient_from_file(

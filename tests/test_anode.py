@@ -1,0 +1,268 @@
+"""Augmented Neural ODEs, time-dependent fields and irregular observations (issue 17): the model's
+derivatives with t as an input, the fast path against them, the masked and augmented loss, problem
+files with and without the new keys, and the refusals of engines that cannot express them.
+
+The engines' gradients on the `augmented`, `time_dependent` and `irregular` catalogue problems are
+cross-validated in test_crossval.py, with the seed problem's bounds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness._stage_vjps import StageVJPs
+from harness.errors import HarnessInputError
+from harness.model import MLP
+from harness.problems import (
+    Problem,
+    augment_problem,
+    build_problem,
+    grid_and_mask,
+    load_problem,
+    make_problem,
+    save_problem,
+)
+from harness.sensitivity import ForwardSensitivity, QuadratureAdjoint, gradient
+
+# Central differences with step 1e-6 on O(1) functions: truncation ~1e-12, rounding ~1e-10; bound 1e-7.
+FD_STEP, FD_BOUND = 1e-6, 1e-7
+
+
+def _central(fn, x, step=FD_STEP):
+    """d fn / dx, column by column: fn(x) (M,) for x (D,) -> (M, D)."""
+    columns = []
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = step
+        columns.append((fn(x + e) - fn(x - e)) / (2 * step))
+    return np.stack(columns, axis=-1)
+
+
+@pytest.fixture
+def timed():
+    model = MLP((3, 5, 4, 3), time_dependent=True, decay=np.array([1.0, 2.0, 3.0]))
+    rng = np.random.default_rng(0)
+    return model, model.init(rng), rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+
+
+def test_time_dependent_layout_and_identity():
+    plain, timed = MLP((2, 3, 2)), MLP((2, 3, 2), time_dependent=True)
+    assert timed.layout[0].shape == (3, 3) and timed.n_params == plain.n_params + 3
+    assert timed.layer_widths == (3, 3, 2) and plain.layer_widths == (2, 3, 2)
+    assert plain.autonomous and not timed.autonomous
+    assert plain != timed and MLP((2, 3, 2), time_dependent=True) == timed
+    assert hash(MLP((2, 3, 2), time_dependent=True)) == hash(timed)
+    assert "time-dependent" in timed.describe()
+    with pytest.raises(HarnessInputError, match="time_dependent="):
+        MLP((2, 3, 2), time_dependent="yes")
+
+
+def test_time_dependent_field_depends_on_t(timed):
+    model, theta, z, _ = timed
+    assert np.max(np.abs(model.f(0.0, z, theta) - model.f(1.0, z, theta))) > 1e-3
+    # one time per row equals row-by-row evaluation at each row's time
+    t_rows = np.array([0.0, 0.5, 1.0, 2.0])
+    rows = np.stack([model.f(t, z[b : b + 1], theta)[0] for b, t in enumerate(t_rows)])
+    np.testing.assert_allclose(model.f(t_rows, z, theta), rows, rtol=0, atol=1e-14)
+
+
+def test_time_dependent_derivatives_match_finite_differences(timed):
+    model, theta, z, a = timed
+    t = 0.7
+    J = model.jac(t, z, theta)
+    J_fd = np.stack([_central(lambda zb: model.f(t, zb[None], theta)[0], z[b]) for b in range(z.shape[0])])
+    assert np.max(np.abs(J - J_fd)) < FD_BOUND
+    J_theta = model.jac_theta(t, z, theta)
+    J_theta_fd = _central(lambda th: model.f(t, z, th).reshape(-1), theta).reshape(J_theta.shape)
+    assert np.max(np.abs(J_theta - J_theta_fd)) < FD_BOUND
+    f, a_z, a_theta = model.vjp(t, z, theta, a)
+    # the VJPs are exact contractions of the Jacobians (no ∂f/∂t row leaks into a_z): rounding only
+    np.testing.assert_allclose(a_z, np.einsum("bij,bi->bj", J, a), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(a_theta, np.einsum("bip,bi->p", J_theta, a), rtol=0, atol=1e-13)
+
+
+def test_stage_vjps_read_each_slots_time(timed):
+    # two slots recorded at different times: the θ part of each uses its own t (rounding only)
+    model, theta, z, a = timed
+    tape = StageVJPs(model, theta, batch=4, n_slots=2)
+    outputs = []
+    for slot, t in ((0, 0.3), (1, 1.9)):
+        f, a_z = np.empty((3, 4)), np.empty((3, 4))
+        tape.set_time(t)
+        tape.vjp(slot, z.T.copy(), a.T.copy(), f, a_z)
+        outputs.append((t, f, a_z))
+    for t, f, a_z in outputs:
+        f_ref, a_z_ref, _ = model.vjp(t, z, theta, a)
+        np.testing.assert_allclose(f, f_ref.T, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(a_z, a_z_ref.T, rtol=0, atol=1e-13)
+    weights = np.array([[0.25, 0.75]])
+    expected = 0.25 * model.vjp(0.3, z, theta, a)[2] + 0.75 * model.vjp(1.9, z, theta, a)[2]
+    np.testing.assert_allclose(tape.theta_cotangents(weights)[0], expected, rtol=0, atol=1e-13)
+
+
+# ----------------------------------------------------------------------------------- augmentation
+def test_augmented_problem_pads_z0_and_reads_n_components():
+    problem = build_problem("augmented", batch=3)
+    assert problem.augment == 1 and problem.observed_dim == 2 and problem.z0.shape == (3, 3)
+    assert np.all(problem.z0[:, 2] == 0.0) and problem.data.shape == (1, 3, 2)
+    z = np.random.default_rng(1).normal(size=(1, 3, 3))
+    loss, dL_dz = problem.loss_terms(z)
+    residual = z[..., :2] - problem.data
+    assert loss == pytest.approx(0.5 * np.sum(residual**2) + 3 * math.log(2 * math.pi), rel=1e-15)
+    assert dL_dz.shape == (1, 3, 3) and np.all(dL_dz[..., 2] == 0.0)
+    np.testing.assert_array_equal(dL_dz[..., :2], residual)
+    assert problem.perfect_loglik_per_datapoint == pytest.approx(-math.log(2 * math.pi))
+
+
+def test_augmented_problem_rejects_bad_values():
+    model = MLP((3, 3, 3))
+    theta = model.init(np.random.default_rng(0))
+    base = dict(model=model, theta=theta, t0=0.0, times=[1.0], data=np.zeros((1, 2, 2)), augment=1)
+    with pytest.raises(HarnessInputError, match="augment=3"):
+        Problem(z0=np.zeros((2, 3)), **{**base, "augment": 3})
+    with pytest.raises(HarnessInputError, match="not zero"):
+        Problem(z0=np.ones((2, 3)), **base)
+    with pytest.raises(HarnessInputError, match=r"z0 has shape \(2, 4\)"):
+        Problem(z0=np.zeros((2, 4)), **base)
+    with pytest.raises(HarnessInputError, match="already augmented"):
+        augment_problem(build_problem("augmented", batch=2), 1)
+
+
+def test_augment_problem_keeps_data_and_widens_the_model():
+    plain = build_problem("seed", batch=3)
+    augmented = augment_problem(plain, 2, seed=5)
+    assert augmented.model.widths == (4, 3, 4) and augmented.augment == 2
+    np.testing.assert_array_equal(augmented.observed_z0, plain.z0)
+    np.testing.assert_array_equal(augmented.data, plain.data)
+    assert augment_problem(plain, 0) is plain
+    same = build_problem("seed", batch=3, augment=2)
+    np.testing.assert_array_equal(same.z0, augmented.z0)
+
+
+def test_make_problem_with_augmented_ground_truth_scores_the_perfect_fit():
+    # the data are the augmented ground truth's first N components, so θ_true fits them exactly up to
+    # the data solve's tolerance (1e-6 relative over t = 1): log-likelihood within 1e-6 of perfect
+    problem = make_problem(MLP((2, 4, 2)), batch=5, times=(1.0,), box=1.0, augment=1)
+    result = gradient(problem, problem.theta_true, engine=ForwardSensitivity(), solver="DP8", rtol=1e-10, atol=1e-10)
+    gap = problem.perfect_loglik_per_datapoint - problem.loglik_per_datapoint(result.loss)
+    assert 0 <= gap < 1e-6
+
+
+# ----------------------------------------------------------------------------------- irregular
+def test_grid_and_mask_from_per_trajectory_lists():
+    grid, data, mask = grid_and_mask([[1.0, 3.0], [2.0], [1.0, 2.0, 3.0]],
+                                     [[[1.0], [3.0]], [[20.0]], [[100.0], [200.0], [300.0]]])
+    np.testing.assert_array_equal(grid, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(mask, [[True, False, True], [False, True, True], [True, False, True]])
+    np.testing.assert_array_equal(data[:, :, 0], [[1.0, 0.0, 100.0], [0.0, 20.0, 200.0], [3.0, 0.0, 300.0]])
+    with pytest.raises(HarnessInputError, match="not strictly increasing"):
+        grid_and_mask([[2.0, 1.0]], [[[0.0], [0.0]]])
+    with pytest.raises(HarnessInputError, match="one of each per trajectory"):
+        grid_and_mask([[1.0]], [])
+
+
+def test_masked_loss_counts_observed_datapoints_only():
+    model = MLP((2, 3, 2))
+    theta = model.init(np.random.default_rng(0))
+    mask = np.array([[True, False], [True, True]])
+    data = np.ones((2, 2, 2))
+    data[0, 1] = np.nan  # unobserved: ignored, NaN accepted
+    problem = Problem(model, theta, np.zeros((2, 2)), 0.0, [1.0, 2.0], data, mask=mask)
+    assert problem.n_datapoints == 3 and problem.data[0, 1, 0] == 0.0
+    z = np.full((2, 2, 2), 3.0)
+    loss, dL_dz = problem.loss_terms(z)
+    # three observed pairs, each ½ ‖(2, 2)‖² = 4, plus (N/2) log 2π each
+    assert loss == pytest.approx(3 * 4.0 + 3 * math.log(2 * math.pi), rel=1e-15)
+    assert np.all(dL_dz[0, 1] == 0.0) and np.all(dL_dz[1] == 2.0)
+    assert problem.loglik_per_datapoint(loss) == pytest.approx(-loss / 3)
+    with pytest.raises(HarnessInputError, match="False everywhere"):
+        Problem(model, theta, np.zeros((2, 2)), 0.0, [1.0, 2.0], data, mask=np.zeros((2, 2), bool))
+    with pytest.raises(HarnessInputError, match="expected bool"):
+        Problem(model, theta, np.zeros((2, 2)), 0.0, [1.0, 2.0], data, mask=np.ones((2, 2)))
+
+
+def test_unobserved_trajectory_has_zero_gradient():
+    # a state observed nowhere adds nothing to L: its dL/dz0 row is exactly zero for every engine
+    problem = build_problem("irregular", batch=3)
+    mask = problem.mask.copy()
+    mask[:, 1] = False
+    mask[-1, 0] = True
+    problem = Problem(problem.model, problem.theta, problem.z0, problem.t0, problem.times, problem.data,
+                      mask=mask)
+    for engine in ("ForwardSensitivity", "InterpolatingAdjoint", "QuadratureAdjoint"):
+        result = gradient(problem, engine=engine, rtol=1e-8, atol=1e-8)
+        assert np.all(result.dz0[1] == 0.0), engine
+        assert np.any(result.dz0[0] != 0.0), engine
+
+
+# ----------------------------------------------------------------------------------------- files
+@pytest.mark.parametrize("name", ["augmented", "time_dependent", "irregular"])
+def test_problem_file_round_trip_with_new_keys(tmp_path, name):
+    problem = build_problem(name, batch=3)
+    loaded = load_problem(save_problem(problem, tmp_path / "p.npz"))
+    assert loaded.model == problem.model and loaded.augment == problem.augment
+    np.testing.assert_array_equal(loaded.z0, problem.z0)
+    np.testing.assert_array_equal(loaded.data, problem.data)
+    assert (loaded.mask is None) == (problem.mask is None)
+    if problem.mask is not None:
+        np.testing.assert_array_equal(loaded.mask, problem.mask)
+    with np.load(tmp_path / "p.npz") as npz:
+        assert npz["z0"].shape == (3, problem.observed_dim)  # the file stores the observed z0
+
+
+def test_old_problem_file_without_new_keys_loads(tmp_path):
+    # written as files were before augment, time_dependent and mask existed: the original seven keys
+    problem = build_problem("seed", batch=3)
+    path = tmp_path / "old.npz"
+    np.savez(path, widths=np.array([2, 3, 2]), activation=np.array("tanh"), theta=problem.theta,
+             z0=problem.z0, t0=np.array(0.0), times=problem.times, data=problem.data)
+    loaded = load_problem(path)
+    assert loaded.augment == 0 and loaded.mask is None and loaded.model.autonomous
+    assert loaded.model == problem.model and loaded.n_datapoints == 3
+    np.testing.assert_array_equal(loaded.z0, problem.z0)
+
+
+def test_problem_file_rejects_bad_new_keys(tmp_path):
+    problem = build_problem("seed", batch=2)
+    arrays = dict(widths=np.array([2, 3, 2]), activation=np.array("tanh"), theta=problem.theta,
+                  z0=problem.z0, t0=np.array(0.0), times=problem.times, data=problem.data)
+    for key, value, fragment in (("augment", np.array(1.5), "augment is float64"),
+                                 ("mask", np.ones((1, 2)), "mask is float64"),
+                                 ("augment", np.array(2), "augment=2")):
+        np.savez(tmp_path / "bad.npz", **arrays, **{key: value})
+        with pytest.raises(HarnessInputError, match=fragment):
+            load_problem(tmp_path / "bad.npz")
+
+
+# -------------------------------------------------------------------------------------- refusals
+@pytest.mark.parametrize("name, fragment", [
+    ("augmented", "augmented dimensions"), ("time_dependent", "time-dependent fields"),
+    ("irregular", "a mask"),
+])
+def test_peer_adapters_refuse_in_one_line(name, fragment):
+    from harness.peers.common import PeerEngine
+
+    # the refusal comes before any peer package is imported, so it holds with or without them
+    engine = PeerEngine("torchdiffeq", "odeint_adjoint", "DP5", 1e-6, 1e-6)
+    with pytest.raises(HarnessInputError, match=fragment) as err:
+        gradient(build_problem(name, batch=2), engine=engine)
+    assert "\n" not in str(err.value)
+
+
+def test_julia_native_route_refuses_time_dependent_fields():
+    from harness.julia.engines import _native_dynamics
+
+    with pytest.raises(HarnessInputError, match="time-dependent"):
+        _native_dynamics(None, MLP((2, 3, 2), time_dependent=True), 2)
+
+
+def test_quadrature_adjoint_uses_each_nodes_time():
+    # were the nodes evaluated at one t, the time-dependent gradient would be off by O(1);
+    # bound as test_crossval: 100x the solver tolerance of 1e-8
+    problem = build_problem("time_dependent", batch=2)
+    ref = gradient(problem, engine=ForwardSensitivity(), solver="DP8", rtol=1e-11, atol=1e-11)
+    got = gradient(problem, engine=QuadratureAdjoint(), rtol=1e-8, atol=1e-8)
+    assert np.max(np.abs(got.dtheta - ref.dtheta)) <= 100 * 1e-8 * np.max(np.abs(ref.dtheta))
