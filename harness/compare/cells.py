@@ -103,20 +103,22 @@ def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
 
     With `spec.times`, the catalogue problem's ground truth and initial states are observed at those
     times instead, solved with the tutorial's data settings (RadauIIA5 if the model is stiff).
+    With `spec.augment`, the data are fitted by an augmented Neural ODE (θ drawn from seed + 1).
     """
     if spec.file is not None:
-        from ..problems import load_problem
+        from ..problems import augment_problem, load_problem
 
-        return load_problem(spec.file)
-    problem = build_problem(spec.name, seed=seed, batch=spec.batch)
+        return augment_problem(load_problem(spec.file), spec.augment, seed=seed + 1)
+    problem = build_problem(spec.name, seed=seed, batch=spec.batch, augment=spec.augment)
     if spec.times is None:
         return problem
     times = np.asarray(spec.times, dtype=np.float64)
     solver = "RadauIIA5" if problem.model.decay is not None else TUTORIAL_DATA_OPTIONS.solver
     options = SolveOptions(solver, TUTORIAL_DATA_OPTIONS.rtol, TUTORIAL_DATA_OPTIONS.atol)
     data = solve_forward(problem.model, problem.theta_true, problem.z0, problem.t0, times, options)
-    return Problem(problem.model, problem.theta, problem.z0, problem.t0, times, data.z_at_times,
-                   name=f"{problem.name}_t{times[-1]:g}", theta_true=problem.theta_true)
+    return Problem(problem.model, problem.theta, problem.z0, problem.t0, times,
+                   data.z_at_times[..., : problem.observed_dim],
+                   name=f"{problem.name}_t{times[-1]:g}", theta_true=problem.theta_true, augment=problem.augment)
 
 
 # -------------------------------------------------------------------------------------------- cells
@@ -234,5 +236,22 @@ def _run_training(spec: TrainingCell, problem: Problem, engine) -> dict:
         seconds_per_step=float(result.seconds) / (spec.steps + 1),  # steps + 1 gradient evaluations
         n_rhs=int(result.n_rhs),
         theta=np.asarray(result.theta).tolist(),
+        **_trajectories(problem, result.theta, spec),
     )
     return record
+
+
+def _trajectories(problem: Problem, theta, spec: TrainingCell, n_states: int = 40, n_times: int = 41) -> dict:
+    """The trained model's paths from (up to) `n_states` initial states, sampled at `n_times` times
+    on [t0, t_K] with the training's solver settings, and what that forward solve cost (the number
+    of function evaluations Dupont et al. compare between plain and augmented models)."""
+    times = np.linspace(problem.t0, problem.t1, n_times)[1:]
+    z0 = problem.z0[:n_states]
+    fwd = solve_forward(problem.model, np.asarray(theta), z0, problem.t0, times,
+                        SolveOptions(spec.solver, spec.rtol, spec.atol))
+    paths = np.concatenate((z0[None], fwd.z_at_times))  # (n_times, B', N + A)
+    # the final forward pass alone (no sampling): its evaluations are the model's cost at the fit
+    final = solve_forward(problem.model, np.asarray(theta), problem.z0, problem.t0, problem.times,
+                          SolveOptions(spec.solver, spec.rtol, spec.atol))
+    return {"trajectory_times": [problem.t0, *times.tolist()], "trajectories": paths.tolist(),
+            "observed_dim": problem.observed_dim, "final_forward_n_rhs": int(final.stats.n_rhs)}

@@ -83,7 +83,9 @@ def analyse(experiment, records: list[dict], model, batch: int) -> dict:
       curves     : per (solver, engine), the work-precision points sorted by tolerance;
       training   : per engine, the training summary.
     """
-    names = {"dtheta": parameter_names(model), "dz0": state_names(batch, model.state_dim)}
+    # dL/dz0 is of the observed components: an augmented problem's last `augment` are not inputs
+    names = {"dtheta": parameter_names(model),
+             "dz0": state_names(batch, model.state_dim - experiment.problem.augment)}
     by_role = defaultdict(list)
     for record in records:
         by_role[record["role"]].append(record)
@@ -221,15 +223,22 @@ def _median_or_none(values):
 def _training(records) -> list[dict]:
     out = []
     for record in records:
-        entry = {"engine": record["spec"]["engine"]["label"], "status": record["status"],
+        augment = record["spec"]["problem"].get("augment", 0)
+        label = record["spec"]["engine"]["label"] + (f" (A = {augment})" if augment else "")
+        entry = {"kind": "training", "engine": label, "base_engine": record["spec"]["engine"]["label"],
+                 "augment": augment, "status": record["status"],
                  "reason": record["reason"], "steps": record["spec"]["steps"]}
         if record["status"] in ("ok", "flagged"):
             entry.update(
                 history=record["history"],
                 final_loglik_per_datapoint=record["final_loglik_per_datapoint"],
                 perfect_loglik_per_datapoint=record["perfect_loglik_per_datapoint"],
+                gap_to_perfect=record["perfect_loglik_per_datapoint"] - record["final_loglik_per_datapoint"],
                 seconds=record["seconds"], seconds_per_step=record["seconds_per_step"],
-                n_rhs=record["n_rhs"],
+                n_rhs=record["n_rhs"], n_rhs_per_step=record["n_rhs"] / (record["spec"]["steps"] + 1),
             )
+            for key in ("trajectory_times", "trajectories", "observed_dim", "final_forward_n_rhs"):
+                if key in record:  # records cached before trajectories were kept lack them
+                    entry[key] = record[key]
         out.append(entry)
     return out

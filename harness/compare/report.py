@@ -205,7 +205,21 @@ def write_figures(experiment, analysis: dict, out_dir: Path) -> dict[str, list[s
              "memory.png")
     if "training" in experiment.figures:
         save("training", figures.training(analysis), "training.png")
+    if "trajectories" in experiment.figures:
+        save("trajectories", figures.trajectories(analysis), "trajectories.png")
     return written
+
+
+def _augmentation_table(analysis: dict) -> list[str]:
+    """Plain against augmented training runs: the fit and what the model costs to evaluate."""
+    lines = ["| engine | A | final log-lik./datapoint | gap to perfect fit | f evals per training step | "
+             "f evals of the final forward pass |", "|---|---|---|---|---|---|"]
+    for t in analysis["training"]:
+        if "gap_to_perfect" in t:
+            lines.append(f"| {t['engine']} | {t['augment']} | {t['final_loglik_per_datapoint']:.5f} | "
+                         f"{t['gap_to_perfect']:.2e} | {t['n_rhs_per_step']:.1f} | "
+                         f"{t.get('final_forward_n_rhs', '—')} |")
+    return lines
 
 
 def write_report(experiment, analysis: dict, records: list[dict], out_dir: Path, *,
@@ -226,6 +240,11 @@ def write_report(experiment, analysis: dict, records: list[dict], out_dir: Path,
         **analysis,
         "cells": records,
     }
+    if experiment.claims:
+        from ._claims import evaluate
+
+        # one row per grid cell and per training run; a claim selects among them by their fields
+        results["claims"] = [c.as_dict() for c in evaluate(experiment.claims, analysis["rows"] + analysis["training"])]
     write_json(out_dir / "results.json", results)
 
     md = [f"# {experiment.title}", ""]
@@ -238,6 +257,11 @@ def write_report(experiment, analysis: dict, records: list[dict], out_dir: Path,
            f"({timing['cells_run']} cells run, {timing['cells_resumed']} resumed from "
            f"`cells/`).", "", "## Summary", ""]
     md += [f"- {line}" for line in summary] + [""]
+    if experiment.claims:
+        failed = sum(not c["holds"] for c in results["claims"])
+        md += ["## Claims", "", f"{len(results['claims']) - failed} of {len(results['claims'])} declared "
+               "claims hold (each checked against the rows of `results.json`; ✗ marks one that fails).", ""]
+        md += [f"- {'✓' if c['holds'] else '✗'} {c['says']} ({c['evidence']})" for c in results["claims"]] + [""]
     md += ["## Reference", "",
            "| seed | engine | status | time (s) | check engine | check: rel. error dL/dθ | "
            "check: rel. error dL/dz0 |", "|---|---|---|---|---|---|---|"]
@@ -279,6 +303,15 @@ def write_report(experiment, analysis: dict, records: list[dict], out_dir: Path,
         md += _training_table(analysis) + [""]
         if "training" in written:
             md += ["![training](training.png)", ""]
+        if t.augment is not None:
+            md += ["### Plain against augmented", "",
+                   "A is the number of augmented dimensions. f evals per training step: right-hand-side "
+                   "evaluations of one gradient (forward and backward pass), averaged over the run; "
+                   "f evals of the final forward pass: one solve of the trained model over the data's "
+                   "interval at the training's solver settings.", ""]
+            md += _augmentation_table(analysis) + [""]
+        if "trajectories" in written:
+            md += ["![trajectories](trajectories.png)", ""]
     prov = results["provenance"]
     md += ["## Provenance", "",
            f"harness {prov['harness_version']}, commit {prov['git_commit']}, Python {prov['python']}, "

@@ -15,6 +15,7 @@ the same record and rewrites the same file.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from .. import _memory as memory
@@ -89,9 +90,11 @@ def experiment_cells(experiment: Experiment) -> list:
                     ))
     if experiment.training is not None:
         t = experiment.training
-        for engine in t.engines:
+        variants = [experiment.problem] if t.augment is None else [
+            replace(experiment.problem, augment=a) for a in t.augment]
+        for problem, engine in ((p, e) for p in variants for e in t.engines):
             cells.append(TrainingCell(
-                problem=experiment.problem, seed=t.seed, engine=engine, solver=t.solver, rtol=t.rtol,
+                problem=problem, seed=t.seed, engine=engine, solver=t.solver, rtol=t.rtol,
                 atol=t.atol, steps=t.steps, lr=t.lr, log_every=t.log_every,
             ))
     return cells

@@ -10,6 +10,7 @@ optional training comparison and the figures to draw:
     # file = "my_problem.npz"  # ... or a problem file (see harness.problems), relative to this file
     batch = 500
     # times = [100.0]          # observe the same ground truth at other times (catalogue only)
+    # augment = 1              # fit with A augmented dimensions (an augmented Neural ODE)
 
     [grid]
     engines = ["BacksolveAdjoint", { engine = "InterpolatingAdjoint", checkpointing = true },
@@ -27,9 +28,13 @@ optional training comparison and the figures to draw:
     [training]
     engines = ["BacksolveAdjoint", "InterpolatingAdjoint"]
     steps = 200
+    # augment = [0, 1]         # train each engine with each augmentation (overrides [problem])
 
     [plots]
-    figures = ["heatmap", "work_precision", "memory", "training"]
+    figures = ["heatmap", "work_precision", "memory", "training", "trajectories"]
+
+    [[claims]]                 # findings the results must bear out (see harness.compare._claims)
+    says = "..."
 
 Every key is checked; a mistake raises one HarnessInputError naming the key, what it got, and the
 valid choices. Nothing runs until the whole file is valid.
@@ -44,6 +49,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import HarnessInputError
+from ._claims import parse_claims
 from ..problems import PROBLEMS
 from ..sensitivity import ENGINES
 from ..solvers import SOLVERS
@@ -60,7 +66,7 @@ PEER_ENGINES = {
     "diffrax": ("BacksolveAdjoint", "RecursiveCheckpointAdjoint"),
 }
 BACKENDS = ("harness", "julia", *PEER_ENGINES)
-FIGURES = ("heatmap", "work_precision", "memory", "training")
+FIGURES = ("heatmap", "work_precision", "memory", "training", "trajectories")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -71,23 +77,30 @@ class ProblemSpec:
 
     Frozen and hashable, so that a worker can build (and cache) the problem from it alone.
     `times` re-observes the catalogue problem's ground truth at other times (e.g. a long horizon).
+    `augment` fits the problem's data with that many augmented dimensions (`augment_problem`).
     """
 
     name: str | None = None
     file: str | None = None
     batch: int = 500
     times: tuple[float, ...] | None = None
+    augment: int = 0
 
     @property
     def label(self) -> str:
         base = self.name if self.name is not None else Path(self.file).stem
         if self.times is not None:
             base += f" (t = {', '.join(f'{t:g}' for t in self.times)})"
+        if self.augment:
+            base += f", augmented by {self.augment}"
         return base
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "file": self.file, "batch": self.batch,
-                "times": list(self.times) if self.times is not None else None}
+        out = {"name": self.name, "file": self.file, "batch": self.batch,
+               "times": list(self.times) if self.times is not None else None}
+        if self.augment:  # only when set, so that the cell keys of plain problems do not change
+            out["augment"] = self.augment
+        return out
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,7 @@ class TrainingSpec:
     atol: float = 1e-4
     log_every: int = 10
     seed: int = 0
+    augment: tuple[int, ...] | None = None  # train with each of these augmentations; None: [problem]'s
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,7 @@ class Experiment:
     figures: tuple[str, ...]
     measure_memory: bool = True
     path: str | None = None
+    claims: tuple = ()  # harness.compare._claims.Claim values, checked against the results
 
     def with_training_steps(self, steps: int) -> "Experiment":
         """The same experiment with the training comparison shortened (or lengthened) to `steps`."""
@@ -199,6 +214,7 @@ class Experiment:
                    if f.name != "engines"},
             },
             "figures": list(self.figures),
+            "claims": [claim.as_dict() for claim in self.claims],
         }
 
 
@@ -331,7 +347,8 @@ def _tolerance(value, where: str) -> tuple[float, float]:
 
 def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
     where = "[problem]"
-    _check_keys(table, where, (), ("name", "file", "batch", "times"))
+    _check_keys(table, where, (), ("name", "file", "batch", "times", "augment"))
+    augment = _int(table.get("augment", 0), f"{where} augment", 0)
     if ("name" in table) == ("file" in table):
         _fail(where, "expected exactly one of 'name' (a catalogue problem) or 'file' (a problem file)")
     if "file" in table:
@@ -343,7 +360,7 @@ def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
         for key in ("batch", "times"):
             if key in table:
                 _fail(f"{where} {key}", "applies to catalogue problems only: a problem file fixes it")
-        return ProblemSpec(file=str(path.resolve()), batch=0)
+        return ProblemSpec(file=str(path.resolve()), batch=0, augment=augment)
     name = _string(table["name"], f"{where} name", PROBLEMS)
     batch = _int(table.get("batch", 500), f"{where} batch", 1)
     times = None
@@ -352,7 +369,7 @@ def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
         times = tuple(_positive(t, f"{where} times") for t in raw)
         if any(b <= a for a, b in zip(times, times[1:])):
             _fail(f"{where} times", f"{list(times)} are not strictly increasing")
-    return ProblemSpec(name=name, batch=batch, times=times)
+    return ProblemSpec(name=name, batch=batch, times=times, augment=augment)
 
 
 def _parse_reference(table: dict | None) -> ReferenceSpec:
@@ -388,6 +405,9 @@ def _parse_training(table: dict) -> TrainingSpec:
         atol=_positive(table.get("atol", 1e-4), f"{where} atol"),
         log_every=_int(table.get("log_every", 10), f"{where} log_every", 1),
         seed=_int(table.get("seed", 0), f"{where} seed", 0),
+        augment=None if "augment" not in table else tuple(
+            _int(a, f"{where} augment", 0) for a in _nonempty_list(table["augment"], f"{where} augment")
+        ),
     )
 
 
@@ -395,7 +415,7 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     """Validate a parsed TOML document (a dict) into an `Experiment`; HarnessInputError if invalid."""
     where = str(path) if path else "experiment"
     _check_keys(document, where, ("problem", "grid"),
-                ("title", "description", "reference", "training", "plots"))
+                ("title", "description", "reference", "training", "plots", "claims"))
     title = _string(document.get("title", Path(path).stem if path else "experiment"), "title")
     description = _string(document.get("description", ""), "description")
     problem = _parse_problem(_table(document, "problem", where, True), base)
@@ -448,6 +468,7 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
         figures=figures,
         measure_memory=_bool(grid.get("memory", True), "[grid] memory"),
         path=str(path) if path else None,
+        claims=parse_claims(document.get("claims"), "[[claims]]"),
     )
 
 
