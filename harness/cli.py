@@ -74,7 +74,7 @@ def cmd_reproduce(args) -> int:
     reproduce(
         args.out, preset=args.preset, steps=args.steps, method=args.method, solver=args.solver,
         rtol=args.rtol, atol=args.atol, lr=args.lr, seed=args.seed, problem_file=args.problem_file,
-        engine=engine,
+        engine=engine, augment=args.augment,
     )
     return 0
 
@@ -84,7 +84,7 @@ def cmd_gradcheck(args) -> int:
 
     echo = None if args.json else (lambda case: print(format_case(case) + "\n", flush=True))
     backend = args.backend or ("python" if args.no_julia else "any")
-    cases = run_gradcheck(tol=args.tol, batch=args.batch, problem_file=args.problem_file,
+    cases = run_gradcheck(tol=args.tol, batch=args.batch, problem_file=args.problem_file, augment=args.augment,
                           include_julia=backend != "python", require_julia=backend == "julia", progress=echo)
     report = cases_to_json(cases, args.tol)
     if args.json:
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", default="reports/seed", help="output folder (default reports/seed)")
     p.add_argument("--problem-file", help="a problem .npz (see harness/problems/_file.py) instead of the seed problem")
+    p.add_argument("--augment", type=nonnegative_int, default=0, metavar="A",
+                   help="fit the data with A augmented dimensions, started at 0 (an augmented Neural ODE)")
     p.add_argument("--backend", default="python", choices=("python", "julia"))
     p.set_defaults(func=cmd_reproduce)
 
@@ -145,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=positive_float, default=1e-8, help="rtol = atol of the engines (default 1e-8)")
     p.add_argument("--batch", type=nonnegative_int, default=500)
     p.add_argument("--problem-file", help="check this problem instead of the built-in three")
+    p.add_argument("--augment", type=nonnegative_int, default=0, metavar="A",
+                   help="check every problem with A augmented dimensions added (default 0)")
     p.add_argument("--no-julia", action="store_true", help="leave out the Julia rows (= --backend python)")
     p.add_argument("--backend", choices=("python", "julia"),
                    help="python: Python engines only; julia: also the Julia engines, exit 2 if Julia is "

@@ -9,6 +9,7 @@ cross-validated in test_crossval.py, with the seed problem's bounds.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ from harness.problems import (
     save_problem,
 )
 from harness.sensitivity import ForwardSensitivity, QuadratureAdjoint, gradient
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Central differences with step 1e-6 on O(1) functions: truncation ~1e-12, rounding ~1e-10; bound 1e-7.
 FD_STEP, FD_BOUND = 1e-6, 1e-7
@@ -266,3 +269,76 @@ def test_quadrature_adjoint_uses_each_nodes_time():
     ref = gradient(problem, engine=ForwardSensitivity(), solver="DP8", rtol=1e-11, atol=1e-11)
     got = gradient(problem, engine=QuadratureAdjoint(), rtol=1e-8, atol=1e-8)
     assert np.max(np.abs(got.dtheta - ref.dtheta)) <= 100 * 1e-8 * np.max(np.abs(ref.dtheta))
+
+
+# ------------------------------------------------------------------------------ CLI and experiments
+def test_gradcheck_augment_flag(tmp_path, capsys):
+    import json
+
+    from harness.cli import main
+
+    path = save_problem(build_problem("multi_time", batch=3), tmp_path / "p.npz")
+    code = main(["gradcheck", "--problem-file", str(path), "--augment", "1", "--json", "--no-julia"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["ok"]
+    ok = [e for e in report["engines"] if e["status"] == "ok"]
+    assert ok and all(len(e["theta_grad"]) == 24 for e in ok)  # MLP 3-3-3: the augmented model's θ
+
+
+def test_reproduce_augment_flag(tmp_path):
+    from harness.reproduce import reproduce
+
+    lines = []
+    summary = reproduce(tmp_path / "rep", steps=2, augment=1, progress=False, echo=lines.append)
+    assert any("augmented dimension" in line and "MLP 3-3-3" in line for line in lines)
+    assert summary is not None and (tmp_path / "rep" / "report.md").is_file()
+    with pytest.raises(HarnessInputError, match="augment=-1"):
+        reproduce(tmp_path / "bad", steps=0, augment=-1, echo=lines.append)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_experiment_spec_augment_and_claims():
+    from harness.compare.spec import parse_experiment
+
+    document = {
+        "problem": {"name": "reflection", "batch": 10, "augment": 1},
+        "grid": {"engines": ["InterpolatingAdjoint"], "solvers": ["DP5"], "tolerances": [1e-6]},
+        "training": {"engines": ["InterpolatingAdjoint"], "augment": [0, 1], "steps": 1},
+        "claims": [{"says": "fits", "every": {"kind": "training"}, "metric": "gap_to_perfect", "at_most": 1.0}],
+    }
+    experiment = parse_experiment(document)
+    assert experiment.problem.augment == 1 and experiment.training.augment == (0, 1)
+    assert experiment.claims[0].says == "fits"
+    # the cell keys of problems without augmentation do not change: `augment` appears only when set
+    assert "augment" not in parse_experiment({**document, "problem": {"name": "seed"}}).problem.as_dict()
+    for table, key, value, fragment in (("problem", "augment", -1, "augment"),
+                                        ("training", "augment", [], "augment"),
+                                        ("claims", None, [{"says": "x"}], "expected exactly one of")):
+        bad = {**document, table: value if key is None else {**document[table], key: value}}
+        with pytest.raises(HarnessInputError, match=fragment):
+            parse_experiment(bad)
+
+
+def test_training_cells_per_augmentation():
+    from harness.compare.runner import experiment_cells
+    from harness.compare.spec import load_experiment
+
+    experiment = load_experiment(ROOT / "experiments" / "anode.toml")
+    training = [c for c in experiment_cells(experiment) if c.kind == "training"]
+    assert sorted((c.problem.augment, c.engine.label) for c in training) == [
+        (a, e) for a in (0, 1) for e in sorted(("BacksolveAdjoint", "InterpolatingAdjoint"))]
+
+
+def test_shipped_anode_report_claims_hold():
+    # the shipped results, re-read: every declared claim of the experiment holds on its rows
+    import json
+
+    from harness.compare._claims import evaluate
+    from harness.compare.spec import load_experiment
+
+    experiment = load_experiment(ROOT / "experiments" / "anode.toml")
+    results = json.loads((ROOT / "reports" / "compare" / "anode" / "results.json").read_text())
+    outcomes = evaluate(experiment.claims, results["rows"] + results["training"])
+    assert len(outcomes) >= 3
+    assert all(o.holds for o in outcomes), [o.line() for o in outcomes if not o.holds]
+    assert [c["holds"] for c in results["claims"]] == [o.holds for o in outcomes]
