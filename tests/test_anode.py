@@ -329,15 +329,16 @@ def test_training_cells_per_augmentation():
         (a, e) for a in (0, 1) for e in sorted(("BacksolveAdjoint", "InterpolatingAdjoint"))]
 
 
-def test_shipped_anode_report_claims_hold():
+@pytest.mark.parametrize("name", ["anode", "anode_annuli"])
+def test_shipped_anode_report_claims_hold(name):
     # the shipped results, re-read: every declared claim of the experiment holds on its rows
     import json
 
     from harness.compare._claims import evaluate
     from harness.compare.spec import load_experiment
 
-    experiment = load_experiment(ROOT / "experiments" / "anode.toml")
-    results = json.loads((ROOT / "reports" / "compare" / "anode" / "results.json").read_text())
+    experiment = load_experiment(ROOT / "experiments" / f"{name}.toml")
+    results = json.loads((ROOT / "reports" / "compare" / name / "results.json").read_text())
     outcomes = evaluate(experiment.claims, results["rows"] + results["training"])
     assert len(outcomes) >= 3
     assert all(o.holds for o in outcomes), [o.line() for o in outcomes if not o.holds]

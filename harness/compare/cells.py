@@ -242,11 +242,12 @@ def _run_training(spec: TrainingCell, problem: Problem, engine) -> dict:
 
 
 def _trajectories(problem: Problem, theta, spec: TrainingCell, n_states: int = 40, n_times: int = 41) -> dict:
-    """The trained model's paths from (up to) `n_states` initial states, sampled at `n_times` times
-    on [t0, t_K] with the training's solver settings, and what that forward solve cost (the number
-    of function evaluations Dupont et al. compare between plain and augmented models)."""
+    """The trained model's paths from (up to) `n_states` initial states spread over the batch, at
+    `n_times` times on [t0, t_K] with the training's solver settings, and what the final forward
+    pass costs (the number of function evaluations Dupont et al. compare between plain and augmented
+    models)."""
     times = np.linspace(problem.t0, problem.t1, n_times)[1:]
-    z0 = problem.z0[:n_states]
+    z0 = problem.z0[np.unique(np.linspace(0, problem.batch_size - 1, n_states).astype(int))]  # spread over the batch
     fwd = solve_forward(problem.model, np.asarray(theta), z0, problem.t0, times,
                         SolveOptions(spec.solver, spec.rtol, spec.atol))
     paths = np.concatenate((z0[None], fwd.z_at_times))  # (n_times, B', N + A)

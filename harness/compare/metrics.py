@@ -234,6 +234,9 @@ def _training(records) -> list[dict]:
                 final_loglik_per_datapoint=record["final_loglik_per_datapoint"],
                 perfect_loglik_per_datapoint=record["perfect_loglik_per_datapoint"],
                 gap_to_perfect=record["perfect_loglik_per_datapoint"] - record["final_loglik_per_datapoint"],
+                # Adam can spike at any step, the last included: the best logged value is the fit reached
+                best_gap_to_perfect=record["perfect_loglik_per_datapoint"]
+                - max(h["loglik_per_datapoint"] for h in record["history"]),
                 seconds=record["seconds"], seconds_per_step=record["seconds_per_step"],
                 n_rhs=record["n_rhs"], n_rhs_per_step=record["n_rhs"] / (record["spec"]["steps"] + 1),
             )

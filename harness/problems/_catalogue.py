@@ -144,6 +144,27 @@ def reflection_problem(seed: int = 0, batch: int = 100, data_options=TUTORIAL_DA
     return Problem(model, theta, z0, 0.0, np.array([1.0]), -z0[None], "reflection")
 
 
+def annuli_problem(seed: int = 0, batch: int = 100, data_options=TUTORIAL_DATA_OPTIONS) -> Problem:
+    """Dupont et al.'s concentric annuli in 2-D, as a map: half the states in the disk r < 0.5, half
+    in the annulus 1 < r < 1.5 (radius and angle uniform), to be sent to 4 x (the disk outwards, to
+    r < 2) and x / 4 (the annulus inwards, to r < 0.375) at t = 1.
+
+    No homeomorphism of the plane swaps a disk and an annulus around it (the annulus separates the
+    disk from infinity before and after), so no plain Neural ODE fits the whole sets; finitely many
+    sampled states leave gaps that a flow can squeeze through, at the price of contorted paths. One
+    augmented dimension lifts the disk over the annulus. MLP 2-32-2 tanh; no ground truth.
+    """
+    rng = np.random.default_rng(seed)
+    inner = np.arange(batch) < batch // 2
+    r = np.where(inner, rng.uniform(0.0, 0.5, batch), rng.uniform(1.0, 1.5, batch))
+    phi = rng.uniform(0.0, 2 * np.pi, batch)
+    z0 = np.stack((r * np.cos(phi), r * np.sin(phi)), axis=1)
+    data = np.where(inner[:, None], 4.0 * z0, 0.25 * z0)
+    model = MLP((2, 32, 2))
+    theta = model.init(np.random.default_rng(seed + 1))
+    return Problem(model, theta, z0, 0.0, np.array([1.0]), data[None], "annuli")
+
+
 PROBLEMS = {
     "seed": seed_problem,
     "stiff": stiff_problem,
@@ -153,6 +174,7 @@ PROBLEMS = {
     "time_dependent": time_dependent_problem,
     "irregular": irregular_problem,
     "reflection": reflection_problem,
+    "annuli": annuli_problem,
 }
 
 
