@@ -50,7 +50,9 @@ class PeerEngine:
             ("augmented dimensions", problem.augment), ("time-dependent fields", not problem.model.autonomous),
             ("per-trajectory observation times (a mask)", problem.mask is not None)) if present]
         if unsupported:
-            raise HarnessInputError(f"{self.name} does not support {' or '.join(unsupported)} (problem {problem.name!r})")
+            raise HarnessInputError(
+                f"{self.name} does not support {' or '.join(unsupported)} (problem {problem.name!r})"
+            )
         with tempfile.TemporaryDirectory(prefix="harness-peer-") as folder:
             path = save_problem(problem.with_theta(theta), Path(folder) / "problem.npz")
             result = _adapter(self.backend).gradient_from_file(

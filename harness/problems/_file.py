@@ -96,10 +96,12 @@ def load_problem(path) -> Problem:
     widths = arrays["widths"]
     if widths.ndim != 1 or not np.issubdtype(widths.dtype, np.integer):
         raise HarnessInputError(f"{label}: widths must be a 1-D integer array, got {widths.dtype} {widths.shape}")
-    for key, kinds in (("augment", "iu"), ("time_dependent", "b"), ("mask", "b")):
-        if key in arrays and (arrays[key].dtype.kind not in kinds or (key != "mask" and arrays[key].shape != ())):
-            expected = {"augment": "an integer scalar", "time_dependent": "a bool scalar", "mask": "a bool array (K, B)"}
-            raise HarnessInputError(f"{label}: {key} is {arrays[key].dtype} {arrays[key].shape}: expected {expected[key]}")
+    expected = {"augment": ("iu", "an integer scalar"), "time_dependent": ("b", "a bool scalar"),
+                "mask": ("b", "a bool array (K, B)")}
+    for key, (kinds, what) in expected.items():
+        value = arrays.get(key)
+        if value is not None and (value.dtype.kind not in kinds or (key != "mask" and value.shape != ())):
+            raise HarnessInputError(f"{label}: {key} is {value.dtype} {value.shape}: expected {what}")
     try:
         model = MLP(
             tuple(int(w) for w in widths),

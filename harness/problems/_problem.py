@@ -97,7 +97,9 @@ class Problem:
         if self.z0.ndim == 2 and self.augment and self.z0.shape[1] == n:
             self.z0 = np.concatenate((self.z0, np.zeros((self.z0.shape[0], self.augment))), axis=1)
         if self.z0.ndim != 2 or self.z0.shape[1] != width or self.z0.shape[0] < 1:
-            expected = f"(B, {n}) or (B, {width}) with zeros in the last {self.augment}" if self.augment else f"(B, {n})"
+            expected = f"(B, {n})"
+            if self.augment:
+                expected += f" or (B, {width}) with zeros in the last {self.augment}"
             raise HarnessInputError(f"z0 has shape {self.z0.shape}: expected {expected} with B >= 1")
         if self.augment and np.any(self.z0[:, n:]):
             raise HarnessInputError(
