@@ -134,6 +134,14 @@ def test_augmented_problem_rejects_bad_values():
         augment_problem(build_problem("augmented", batch=2), 1)
 
 
+def test_every_engine_reports_dz0_of_the_observed_components():
+    # the engines solve all N + A components; `gradient` hands back dL/dz0 of the N observed ones
+    problem = build_problem("augmented", batch=2)
+    for engine in ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "ForwardSensitivity",
+                   "FiniteDifferences"):
+        assert gradient(problem, engine=engine, rtol=1e-6, atol=1e-6).dz0.shape == (2, 2), engine
+
+
 def test_augment_problem_keeps_data_and_widens_the_model():
     plain = build_problem("seed", batch=3)
     augmented = augment_problem(plain, 2, seed=5)

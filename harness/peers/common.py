@@ -45,14 +45,7 @@ class PeerEngine:
 
         from . import _adapter
 
-        # the adapters write the tutorial's model and loss: shared times, all of z observed, f(z)
-        unsupported = [what for what, present in (
-            ("augmented dimensions", problem.augment), ("time-dependent fields", not problem.model.autonomous),
-            ("per-trajectory observation times (a mask)", problem.mask is not None)) if present]
-        if unsupported:
-            raise HarnessInputError(
-                f"{self.name} does not support {' or '.join(unsupported)} (problem {problem.name!r})"
-            )
+        check_supported(problem, self.name)  # before any file is written or a peer package imported
         with tempfile.TemporaryDirectory(prefix="harness-peer-") as folder:
             path = save_problem(problem.with_theta(theta), Path(folder) / "problem.npz")
             result = _adapter(self.backend).gradient_from_file(
@@ -65,6 +58,16 @@ class PeerEngine:
         if not (np.all(np.isfinite(result.dtheta)) and np.all(np.isfinite(result.dz0))):
             raise FloatingPointError(f"{self.name} returned a non-finite gradient")
         return result
+
+
+def check_supported(problem, name: str) -> None:
+    """Refuse, in one line, what the adapters cannot express: they write the tutorial's model and
+    loss (f(z) without t, every component observed at the shared times)."""
+    unsupported = [what for what, present in (
+        ("augmented dimensions", problem.augment), ("time-dependent fields", not problem.model.autonomous),
+        ("per-trajectory observation times (a mask)", problem.mask is not None)) if present]
+    if unsupported:
+        raise HarnessInputError(f"{name} does not support {' or '.join(unsupported)} (problem {problem.name!r})")
 
 
 def check_solver(backend: str, solver: str, table: dict) -> str:
