@@ -272,7 +272,7 @@ def test_julia_native_route_refuses_time_dependent_fields():
 
 def test_quadrature_adjoint_uses_each_nodes_time():
     # were the nodes evaluated at one t, the time-dependent gradient would be off by O(1);
-    # bound as test_crossval: 100x the solver tolerance of 1e-8
+    # bound as test_gradients.py's solver catalogue: 100x the solver tolerance of 1e-8
     problem = build_problem("time_dependent", batch=2)
     ref = gradient(problem, engine=ForwardSensitivity(), solver="DP8", rtol=1e-11, atol=1e-11)
     got = gradient(problem, engine=QuadratureAdjoint(), rtol=1e-8, atol=1e-8)
