@@ -11,6 +11,11 @@ of ones appended (for the bias) and the cotangent g of its output. `theta_cotang
 Why: at B = 500 the cost of a numpy call, not its arithmetic, dominates, and this replaces four small
 products per stage by two per step. Keeping [x; 1] also folds every bias add into its matrix product,
 W x + b = [W | b] [x; 1]. The numbers are those of `MLP.vjp` up to rounding (tests check both).
+
+A time-dependent field's first layer reads [x; t; 1]: `set_time(t)` says which t the next
+evaluations take (the adjoint systems call it once per stage), and the t row is written with x, so
+each slot's record keeps its own stage's t for the θ part. (∂f/∂z)ᵀa then uses W1's first N columns
+only: the adjoint needs no ∂f/∂t (see `model.py`).
 """
 
 from __future__ import annotations
@@ -40,12 +45,14 @@ class StageVJPs:
 
     def __init__(self, model: MLP, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0):
         theta = model.check_theta(theta)
-        shapes = list(zip(model.widths[:-1], model.widths[1:]))  # (in, out) per layer
-        to_theta, offsets = _augmented_layout(model.widths)
+        shapes = list(zip(model.layer_widths[:-1], model.widths[1:]))  # (in, out) per layer
+        to_theta, offsets = _augmented_layout(model.layer_widths)
         self._sigma = ACTIVATIONS[model.activation]
         self._decay = None if model.decay is None else model.decay[:, None]
         self._sign = float(cotangent_sign)
         self._n_state = model.state_dim
+        self._time_dependent = model.time_dependent
+        self._t = 0.0
         # [W | b] per layer and Wᵀ, both contiguous: np.dot with `out` then goes straight to BLAS, about
         # half the cost of np.matmul's ufunc machinery at these sizes
         augmented = np.empty(model.n_params)
@@ -54,7 +61,9 @@ class StageVJPs:
             augmented[offset : offset + n_out * (n_in + 1)].reshape(n_out, n_in + 1)
             for offset, (n_in, n_out) in zip(offsets, shapes)
         ]
-        self._transposed = [np.ascontiguousarray(W[:, :-1].T) for W in self._augmented]
+        # the first layer's Wᵀ without its t row (if any): (∂f/∂z)ᵀa only
+        self._transposed = [np.ascontiguousarray(W[:, : (self._n_state if layer == 0 else -1)].T)
+                            for layer, W in enumerate(self._augmented)]
         # per layer: inputs [x; 1] (n_slots, in + 1, B), the ones row written once; output cotangents
         self._inputs, self._cotangents = [], []
         for n_in, n_out in shapes:
@@ -90,10 +99,21 @@ class StageVJPs:
             views = self._views[i] = (inputs[0][: self._n_state], hidden, inputs[-1], [c[i] for c in self._cotangents])
         return views
 
+    def set_time(self, t: float) -> None:
+        """The t of the evaluations that follow (a time-dependent field only; others ignore t)."""
+        self._t = float(t)
+
+    def _write_input(self, i: int, x: np.ndarray):
+        """x (and t, if the field is time-dependent) into buffer i's first-layer input; its views."""
+        views = self._views_of(i)
+        views[0][...] = x
+        if self._time_dependent:
+            self._inputs[0][i, self._n_state] = self._t
+        return views
+
     def value(self, x: np.ndarray, out: np.ndarray) -> None:
         """f alone, into `out` (N, B), C-contiguous; x: (N, B). Uses slot 0 as scratch."""
-        x_rows, hidden, last_input, _ = self._views_of(0)
-        x_rows[...] = x
+        _, hidden, last_input, _ = self._write_input(0, x)
         self._hidden(hidden, with_slopes=False)
         self._output(last_input, x, out)
 
@@ -107,8 +127,7 @@ class StageVJPs:
         out_az : ndarray, shape (N, B), C-contiguous
             Receives (∂f/∂z)ᵀ(sign a).
         """
-        x_rows, hidden, last_input, cotangents = self._views_of(self._slot_of[slot])
-        x_rows[...] = x
+        _, hidden, last_input, cotangents = self._write_input(self._slot_of[slot], x)
         slopes = self._hidden(hidden, with_slopes=True)
         if out_f is not None:
             self._output(last_input, x, out_f)

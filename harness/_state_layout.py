@@ -54,8 +54,12 @@ def forward_rhs(model: MLP, theta: np.ndarray, batch: int):
     tape = stage_vjps(model, theta, batch, n_slots=1)  # compiled where numba is installed
     shape = (model.state_dim, batch)
 
+    timed = not model.autonomous
+
     def rhs(t, y):
         dy = np.empty(y.shape)
+        if timed:
+            tape.set_time(t)
         tape.value(y.reshape(shape), out=dy.reshape(shape))  # feature-major views
         return dy
 

@@ -110,7 +110,7 @@ def cmd_reproduce(args) -> int:
     reproduce(
         args.out, preset=args.preset, steps=args.steps, method=args.method, solver=args.solver,
         rtol=args.rtol, atol=args.atol, lr=args.lr, seed=args.seed, problem_file=args.problem_file,
-        engine=engine, echo=_echo,
+        engine=engine, echo=_echo, augment=args.augment,
     )
     return 0
 
@@ -144,7 +144,7 @@ def cmd_gradcheck(args) -> int:
     batch = 500 if args.batch is None else args.batch
     echo = None if args.json else (lambda case: _echo(format_case(case) + "\n"))
     backend = args.backend or ("python" if args.no_julia else "any")
-    cases = run_gradcheck(tol=args.tol, batch=batch, problem_file=args.problem_file,
+    cases = run_gradcheck(tol=args.tol, batch=batch, problem_file=args.problem_file, augment=args.augment,
                           include_julia=backend != "python", require_julia=backend == "julia", progress=echo)
     report = cases_to_json(cases, args.tol)
     if args.json:
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=folder_name, default="runs/seed",
                    help="output folder (default runs/seed, which git ignores)")
     p.add_argument("--problem-file", help="a problem .npz (see harness/problems/_file.py) instead of the seed problem")
+    p.add_argument("--augment", type=nonnegative_int, default=0, metavar="A",
+                   help="fit the data with A augmented dimensions, started at 0 (an augmented Neural ODE)")
     p.add_argument("--backend", default="python", choices=("python", "julia"))
     p.set_defaults(func=cmd_reproduce)
 
@@ -257,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int_at_least(1), default=None,
                    help="initial states per built-in problem (default 500; not with --problem-file)")
     p.add_argument("--problem-file", help="check this problem instead of the built-in three")
+    p.add_argument("--augment", type=nonnegative_int, default=0, metavar="A",
+                   help="check every problem with A augmented dimensions added (default 0)")
     p.add_argument("--no-julia", action="store_true", help="leave out the Julia rows (= --backend python)")
     p.add_argument("--backend", choices=("python", "julia"),
                    help="python: Python engines only; julia: also the Julia engines, exit 2 if Julia is "

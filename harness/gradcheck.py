@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import BackendError, BackendUnavailableError, RefusedError, SolverError, UnstableBacksolveError
 from ._forward import SolveOptions
-from .problems import load_problem
+from .problems import augment_problem, load_problem
 from .problems import multi_time_problem, seed_problem, stiff_problem
 from .solvers import solver_for
 from .sensitivity import (
@@ -138,8 +138,10 @@ def julia_unavailable_row() -> Row | None:
 
 
 def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, include_julia: bool = True,
-                  progress=None, require_julia: bool = False) -> list[Case]:
+                  progress=None, require_julia: bool = False, augment: int = 0) -> list[Case]:
     """The gradcheck cases: the seed problem, the stiff variant and a multi-time loss (or a file).
+
+    augment : check each problem fitted with this many augmented dimensions (`augment_problem`).
 
     require_julia : raise BackendUnavailableError (one line) when the Julia engines cannot run,
     instead of showing an "unavailable" row (`harness gradcheck --backend julia`).
@@ -161,6 +163,7 @@ def run_gradcheck(*, tol: float = 1e-8, batch: int = 500, problem_file=None, inc
             (stiff_problem(batch=min(batch, 100), data_options=data), "RadauIIA5"),
             (multi_time_problem(batch=batch, data_options=data), "DP5"),
         ]
+    specs = [(augment_problem(problem, augment, seed=1), solver) for problem, solver in specs]
     cases = []
     for problem, solver in specs:
         engines, extra = gradcheck_engines(), []

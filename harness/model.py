@@ -1,13 +1,17 @@
 """The Neural ODE vector field: an MLP over a batch of states, with exact derivatives.
 
-dz/dt = f(z, θ, t) = MLP_θ(z) - Λ z
+dz/dt = f(z, θ, t) = MLP_θ(z) - Λ z,   or MLP_θ([z, t]) - Λ z for a time-dependent field
 
 - z is a batch of B states of dimension N, shape (B, N); each row evolves independently.
 - θ is one flat float64 vector. Its layout, layer by layer, is W1 (row-major, shape (H1, N)), b1 (H1,),
   W2, b2, ..., W_L (N, H_{L-1}), b_L (N,): the tutorial's layout, so that its W1 (H x N) is `W1` here.
 - Λ is an optional fixed diagonal decay (the stiff variant); it is not a parameter.
-- f does not depend on t (autonomous), but every method takes t so that solvers and adjoints have
-  one calling convention.
+- By default f does not depend on t (autonomous), but every method takes t so that solvers and
+  adjoints have one calling convention. With `time_dependent=True`, t is one more input of the first
+  layer (the usual concatenation [z, t]): W1 has shape (H1, N + 1), its last column multiplies t.
+  The derivatives with respect to z and θ are unchanged in form; ∂f/∂t is never needed, because the
+  loss depends on z at fixed observation times, not on the time grid, so the adjoint ODE has no
+  ∂f/∂t term (only a time-grid sensitivity would).
 
 Every derivative here is exact (hand-written backpropagation through the layers), because the
 pure-Python adjoint is the reference that other engines are checked against. The solves evaluate
@@ -81,7 +85,7 @@ class ParameterView:
 
 @dataclass(frozen=True)
 class MLP:
-    """MLP vector field f(z, θ) = W_L σ(... σ(W1 z + b1) ...) + b_L - Λ z.
+    """MLP vector field f(z, θ) = W_L σ(... σ(W1 z + b1) ...) + b_L - Λ z (W1 [z, t] if time-dependent).
 
     Parameters
     ----------
@@ -91,11 +95,16 @@ class MLP:
         One of `ACTIVATIONS` ("tanh" default).
     decay : ndarray, shape (N,), optional
         The diagonal of Λ for the stiff variant f = -Λ z + MLP(z); None means Λ = 0.
+    time_dependent : bool
+        If True, f(z, t, θ) = MLP([z, t]): the first layer takes N + 1 inputs, W1 has shape (H1, N + 1).
+        An augmented Neural ODE is an ordinary MLP whose N counts the augmented dimensions too (see
+        `harness.problems.Problem.augment`).
     """
 
     widths: tuple[int, ...]
     activation: str = "tanh"
     decay: np.ndarray | None = field(default=None, compare=False)
+    time_dependent: bool = False
 
     def __post_init__(self):
         widths = tuple(int(w) for w in self.widths)
@@ -114,6 +123,9 @@ class MLP:
                 f"activation={self.activation!r}: expected one of {sorted(ACTIVATIONS)}"
             )
         object.__setattr__(self, "widths", widths)
+        if not isinstance(self.time_dependent, (bool, np.bool_)):
+            raise HarnessInputError(f"time_dependent={self.time_dependent!r}: expected True or False")
+        object.__setattr__(self, "time_dependent", bool(self.time_dependent))
         if self.decay is not None:
             decay = np.array(self.decay, dtype=np.float64).reshape(-1)
             if decay.shape != (widths[0],) or not np.all(np.isfinite(decay)):
@@ -124,7 +136,7 @@ class MLP:
             decay.flags.writeable = False
             object.__setattr__(self, "decay", decay)
         views, start = [], 0
-        for layer, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+        for layer, (n_in, n_out) in enumerate(zip(self.layer_widths[:-1], widths[1:]), start=1):
             views.append(ParameterView(f"W{layer}", start, (n_out, n_in)))
             start += n_out * n_in
             views.append(ParameterView(f"b{layer}", start, (n_out,)))
@@ -142,7 +154,8 @@ class MLP:
     # model (the stiff variant is a different vector field), so it takes part as a tuple of floats.
     def _identity(self) -> tuple:
         decay = None if self.decay is None else tuple(self.decay.tolist())
-        return (self.widths, self.activation, decay)
+        # time_dependent changes the first layer's shape and what f reads: a different model
+        return (self.widths, self.activation, decay, self.time_dependent)
 
     def __eq__(self, other):
         if other.__class__ is not self.__class__:
@@ -157,6 +170,16 @@ class MLP:
     def state_dim(self) -> int:
         """N, the dimension of one state."""
         return self.widths[0]
+
+    @property
+    def autonomous(self) -> bool:
+        """Whether f ignores t. Fast paths that assume it (compiled kernels) fall back to numpy otherwise."""
+        return not self.time_dependent
+
+    @property
+    def layer_widths(self) -> tuple[int, ...]:
+        """The layers' input widths and the output width: `widths` with N + 1 first if time-dependent."""
+        return (self.widths[0] + self.time_dependent, *self.widths[1:])
 
     @property
     def n_params(self) -> int:
@@ -219,14 +242,26 @@ class MLP:
         return layers
 
     # ------------------------------------------------------------------------------ evaluation
+    def _input(self, t, z: np.ndarray) -> np.ndarray:
+        """The first layer's input, feature-major: zᵀ (N, B), or [zᵀ; t] (N + 1, B) if time-dependent.
+
+        t is a float, or an array of shape (B,) with one time per row (a quadrature over many nodes
+        evaluates them as one batch)."""
+        if not self.time_dependent:
+            return z.T
+        x = np.empty((z.shape[1] + 1, z.shape[0]))
+        x[:-1] = z.T
+        x[-1] = t
+        return x
+
     # Internally the batch is feature-major, x = zᵀ of shape (N, B): products are then (H, N) @ (N, B)
     # and biases broadcast along contiguous rows, about twice as fast in numpy as the (B, N) layout.
     # Callers that keep their states as transposed views of (N, B) arrays (see `_state_layout.py`) pay no
     # copies at all.
     def f(self, t: float, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        """The vector field. z: (B, N) -> (B, N)."""
+        """The vector field. z: (B, N) -> (B, N); t: float, or (B,) per row."""
         layers = self._layers(theta)
-        x = z.T
+        x = self._input(t, z)
         for W, b in layers[:-1]:
             u = W @ x
             u += b
@@ -245,6 +280,8 @@ class MLP:
 
         Parameters
         ----------
+        t : float or ndarray, shape (B,)
+            The time, or one per row; used only by a time-dependent field.
         z, a : ndarray, shape (B, N)
             States and cotangents (the adjoint), one row per batch member.
         per_sample : bool
@@ -260,7 +297,7 @@ class MLP:
         """
         layers = self._layers(theta)
         sigma = self._sigma
-        xs, us = [z.T], []  # layer inputs (N or H, B) and pre-activations
+        xs, us = [self._input(t, z)], []  # layer inputs (N or H, B) and pre-activations
         for W, b in layers[:-1]:
             u = W @ xs[-1]
             u += b
@@ -286,7 +323,7 @@ class MLP:
                 g = W.T @ g
                 if layer > 0:
                     g *= sigma.slope(us[layer - 1], xs[layer])
-            a_z = g
+            a_z = g[: self.state_dim]  # a time-dependent field's t row is ∂f/∂t, which no adjoint needs
         if self.decay is not None:
             f -= self.decay[:, None] * z.T
             a_z = a_z - self.decay[:, None] * a.T
@@ -300,6 +337,7 @@ class MLP:
             g = layers[layer][0].T @ g
             if layer > 0:
                 g = g * self._sigma.slope(us[layer - 1], xs[layer])
+        g = g[: self.state_dim]
         batch = g.shape[1]
         pieces = []
         for dW, db in reversed(grads):
@@ -313,14 +351,14 @@ class MLP:
         The Jacobian of the whole batch is block-diagonal with these blocks (see `_state_layout.py`).
         """
         layers = self._layers(theta)
-        x = z.T
+        x = self._input(t, z)
         J = None  # (B, width, N): derivative of the current layer's output w.r.t. z
         for W, b in layers[:-1]:
             u = W @ x
             u += b
             s = self._sigma.value(u)
             ds = self._sigma.slope(u, s)
-            WJ = W if J is None else np.einsum("ij,bjk->bik", W, J)
+            WJ = W[:, : self.state_dim] if J is None else np.einsum("ij,bjk->bik", W, J)
             J = ds.T[:, :, None] * WJ
             x = s
         J = np.einsum("ij,bjk->bik", layers[-1][0], J)
@@ -343,4 +381,6 @@ class MLP:
         text = f"MLP {'-'.join(map(str, self.widths))} {self.activation}"
         if self.decay is not None:
             text += ", Λ = diag(" + ", ".join(f"{d:g}" for d in self.decay) + ")"
+        if self.time_dependent:
+            text += ", time-dependent"
         return text

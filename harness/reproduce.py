@@ -18,7 +18,7 @@ from .errors import HarnessInputError, TrainingDivergedError
 from ._forward import SolveOptions, solve_forward
 from ._io import ensure_writable_dir, write_json, write_text
 from .problems import load_problem
-from .problems import seed_problem
+from .problems import augment_problem, seed_problem
 from .problems._tutorial_exact import EXACT_NOTE, exact_table, tutorial_exact_problem
 from ._provenance import provenance
 from .sensitivity import resolve_engine, uses_harness_solvers
@@ -75,6 +75,7 @@ def reproduce(
     seed: int = 0,
     problem_file=None,
     engine=None,
+    augment: int = 0,
     progress: bool | None = None,
     echo=print,
 ) -> dict:
@@ -110,6 +111,8 @@ def reproduce(
     started = time.perf_counter()
     # validate every input before the output folder is created: a mistake leaves nothing behind
     problem = load_problem(problem_file) if problem_file is not None else None
+    if isinstance(augment, bool) or not isinstance(augment, int) or augment < 0:
+        raise HarnessInputError(f"augment={augment!r}: expected an integer >= 0")
     out = ensure_writable_dir(out)
     tutorial = problem is None  # the tutorial's own problem: its printed numbers are a fair comparison
     if problem is not None:
@@ -120,6 +123,9 @@ def reproduce(
     else:
         problem = seed_problem(seed=seed, data_options=SolveOptions("DP5", rtol, atol))
         echo(f"Problem: {problem.describe()}")
+    if augment:
+        problem = augment_problem(problem, augment, seed=seed + 1)
+        echo(f"Fitted with {augment} augmented dimension(s): {problem.model.describe()}")
     perfect = problem.perfect_loglik_per_datapoint
     data_loglik = None
     if problem.theta_true is not None:

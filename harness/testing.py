@@ -37,7 +37,7 @@ def _names(problem, key: str) -> list[str]:
 
     if key == "dtheta":
         return parameter_names(problem.model)
-    return state_names(problem.batch_size, problem.model.state_dim)
+    return state_names(problem.batch_size, problem.observed_dim)
 
 
 def assert_gradients_agree(

@@ -183,7 +183,8 @@ def test_catalogue_variants():
     deep = deep_problem(batch=10)
     assert deep.model.widths == (2, 8, 8, 2)
     assert deep.model.n_params == 2 * 8 + 8 + 8 * 8 + 8 + 8 * 2 + 2
-    assert set(PROBLEMS) == {"seed", "stiff", "multi_time", "deep"}
+    assert set(PROBLEMS) == {"seed", "stiff", "multi_time", "deep", "augmented", "time_dependent", "irregular",
+                             "reflection", "annuli"}
     np.testing.assert_array_equal(build_problem("deep", batch=10).data, deep.data)
 
 

@@ -80,6 +80,10 @@ def _decide(model=None) -> tuple[bool, str]:
         return False, "numba is not installed (pip install numba)"
     if model is not None and model.activation not in COMPILED_ACTIVATIONS:
         return False, f"no compiled kernel for the {model.activation!r} activation"
+    if model is not None and not model.autonomous:
+        # the kernels' first layer reads z only, and CompiledStageVJPs has no `set_time`: t as an
+        # input would be dropped, so a time-dependent field (forced on or not) runs the numpy tape
+        return False, "a time-dependent field (t as an input), which the kernels do not take"
     if mode == "on":
         return True, f"forced by {why}"
     if model is not None and max(model.widths[1:-1]) > AUTO_MAX_WIDTH:

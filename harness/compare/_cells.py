@@ -52,20 +52,22 @@ def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
 
     With `spec.times`, the catalogue problem's ground truth and initial states are observed at those
     times instead, solved with the tutorial's data settings (RadauIIA5 if the model is stiff).
+    With `spec.augment`, the data are fitted by an augmented Neural ODE (θ drawn from seed + 1).
     """
     if spec.file is not None:
-        from ..problems import load_problem
+        from ..problems import augment_problem, load_problem
 
-        return load_problem(spec.file)
-    problem = build_problem(spec.name, seed=seed, batch=spec.batch)
+        return augment_problem(load_problem(spec.file), spec.augment, seed=seed + 1)
+    problem = build_problem(spec.name, seed=seed, batch=spec.batch, augment=spec.augment)
     if spec.times is None:
         return problem
     times = np.asarray(spec.times, dtype=np.float64)
     solver = solver_for(problem.model, TUTORIAL_DATA_OPTIONS.solver).name
     options = SolveOptions(solver, TUTORIAL_DATA_OPTIONS.rtol, TUTORIAL_DATA_OPTIONS.atol)
     data = solve_forward(problem.model, problem.theta_true, problem.z0, problem.t0, times, options)
-    return Problem(problem.model, problem.theta, problem.z0, problem.t0, times, data.z_at_times,
-                   name=f"{problem.name}_t{times[-1]:g}", theta_true=problem.theta_true)
+    return Problem(problem.model, problem.theta, problem.z0, problem.t0, times,
+                   data.z_at_times[..., : problem.observed_dim],
+                   name=f"{problem.name}_t{times[-1]:g}", theta_true=problem.theta_true, augment=problem.augment)
 
 
 # -------------------------------------------------------------------------------------------- cells

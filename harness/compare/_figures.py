@@ -309,3 +309,42 @@ def training(runs: list[dict]):
                  "same data, initial θ and Adam settings", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def trajectories(runs: list[dict]):
+    """Each trained model's paths: the first observed component against t, one panel per training
+    run, coloured by the initial value; with augmentation, a second row shows the first augmented
+    component against the observed one (where the paths go to pass each other)."""
+    runs = [r for r in runs if "trajectories" in r]
+    if not runs:
+        return None
+    augmented = any(r["augment"] for r in runs)
+    fig, axes = plt.subplots(1 + augmented, len(runs), figsize=(3.6 * len(runs), 3.2 * (1 + augmented)),
+                             squeeze=False)
+    cmap = plt.get_cmap("coolwarm")
+    for column, run in enumerate(runs):
+        t = np.asarray(run["trajectory_times"])
+        paths = np.asarray(run["trajectories"])  # (times, states, N + A)
+        start = paths[0, :, 0]
+        span = max(np.max(np.abs(start)), 1e-12)
+        colours = [cmap(0.5 + 0.5 * s / span) for s in start]
+        ax = axes[0][column]
+        for b in range(paths.shape[1]):
+            ax.plot(t, paths[:, b, 0], color=colours[b], linewidth=1)
+        ax.set_title(run["engine"], fontsize=9)
+        ax.set_xlabel("t")
+        ax.set_ylabel("z₁(t) (observed)")
+        ax.grid(True, alpha=0.3)
+        if augmented:
+            ax = axes[1][column]
+            if paths.shape[2] > run["observed_dim"]:
+                for b in range(paths.shape[1]):
+                    ax.plot(paths[:, b, 0], paths[:, b, run["observed_dim"]], color=colours[b], linewidth=1)
+                ax.set_xlabel("z₁ (observed)")
+                ax.set_ylabel("first augmented component")
+                ax.grid(True, alpha=0.3)
+            else:
+                ax.axis("off")  # a plain model has no augmented component to draw
+    fig.suptitle("Trained models' trajectories from the training states (colour: initial z₁)", fontsize=10)
+    fig.tight_layout()
+    return fig

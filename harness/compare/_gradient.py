@@ -298,7 +298,8 @@ class GradientKind(ExperimentKind):
         """
         model = problem.model
         names = {"dtheta": parameter_names(model),
-                 "dz0": state_names(problem.batch_size, model.state_dim)}
+                 # dL/dz0 is of the observed components: augmented ones start at 0, not inputs
+                 "dz0": state_names(problem.batch_size, problem.observed_dim)}
         by_role = defaultdict(list)
         for record in records:
             by_role[record["role"]].append(record)

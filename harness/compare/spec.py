@@ -10,6 +10,7 @@ optional training comparison and the figures to draw:
     # file = "my_problem.npz"  # ... or a problem file (see harness.problems), relative to this file
     batch = 500
     # times = [100.0]          # observe the same ground truth at other times (catalogue only)
+    # augment = 1              # fit with A augmented dimensions (an augmented Neural ODE)
 
     [grid]
     engines = ["BacksolveAdjoint", { engine = "InterpolatingAdjoint", checkpointing = true },
@@ -27,9 +28,10 @@ optional training comparison and the figures to draw:
     [training]
     engines = ["BacksolveAdjoint", "InterpolatingAdjoint"]
     steps = 200
+    # augment = [0, 1]         # train each engine with each augmentation (overrides [problem])
 
     [plots]
-    figures = ["heatmap", "work_precision", "memory", "training"]
+    figures = ["heatmap", "work_precision", "memory", "training", "trajectories"]
 
 [problem], [plots] and the top-level keys are read here; every other table belongs to an experiment
 kind ([grid] and [reference] to the gradient kind, [training] to the training kind, a user's table
@@ -71,23 +73,30 @@ class ProblemSpec:
 
     Frozen and hashable, so that a worker can build (and cache) the problem from it alone.
     `times` re-observes the catalogue problem's ground truth at other times (e.g. a long horizon).
+    `augment` fits the problem's data with that many augmented dimensions (`augment_problem`).
     """
 
     name: str | None = None
     file: str | None = None
     batch: int = 500
     times: tuple[float, ...] | None = None
+    augment: int = 0
 
     @property
     def label(self) -> str:
         base = self.name if self.name is not None else Path(self.file).stem
         if self.times is not None:
             base += f" (t = {', '.join(f'{t:g}' for t in self.times)})"
+        if self.augment:
+            base += f", augmented by {self.augment}"
         return base
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "file": self.file, "batch": self.batch,
-                "times": list(self.times) if self.times is not None else None}
+        out = {"name": self.name, "file": self.file, "batch": self.batch,
+               "times": list(self.times) if self.times is not None else None}
+        if self.augment:  # only when set, so that the cell keys of plain problems do not change
+            out["augment"] = self.augment
+        return out
 
 
 @dataclass(frozen=True)
@@ -308,7 +317,8 @@ def _tolerance(value, where: str) -> tuple[float, float]:
 
 def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
     where = "[problem]"
-    _check_keys(table, where, (), ("name", "file", "batch", "times"))
+    _check_keys(table, where, (), ("name", "file", "batch", "times", "augment"))
+    augment = _int(table.get("augment", 0), f"{where} augment", 0)
     if ("name" in table) == ("file" in table):
         _fail(where, "expected exactly one of 'name' (a catalogue problem) or 'file' (a problem file)")
     if "file" in table:
@@ -320,7 +330,7 @@ def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
         for key in ("batch", "times"):
             if key in table:
                 _fail(f"{where} {key}", "applies to catalogue problems only: a problem file fixes it")
-        return ProblemSpec(file=str(path.resolve()), batch=0)
+        return ProblemSpec(file=str(path.resolve()), batch=0, augment=augment)
     name = _string(table["name"], f"{where} name", PROBLEMS)
     batch = _int(table.get("batch", 500), f"{where} batch", 1)
     times = None
@@ -329,7 +339,7 @@ def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
         times = tuple(_positive(t, f"{where} times") for t in raw)
         if any(b <= a for a, b in zip(times, times[1:])):
             _fail(f"{where} times", f"{list(times)} are not strictly increasing")
-    return ProblemSpec(name=name, batch=batch, times=times)
+    return ProblemSpec(name=name, batch=batch, times=times, augment=augment)
 
 
 def parse_experiment(document: dict, *, base: Path | None = None, path: str | None = None) -> Experiment:
@@ -344,7 +354,8 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     where = str(path) if path else "experiment"
     kinds = registered_kinds()
     tables = [t for k in kinds for t in k.tables]
-    _check_keys(document, where, ("problem",), ("title", "description", "plots", *tables))
+    # `claims` ([[claims]], declared findings) is accepted and left for the claims checker to read
+    _check_keys(document, where, ("problem",), ("title", "description", "plots", "claims", *tables))
     title = _string(document.get("title", Path(path).stem if path else "experiment"), "title")
     description = _string(document.get("description", ""), "description")
     problem = _parse_problem(_table(document, "problem", where, True), base)

@@ -87,6 +87,10 @@ def _check_common(engine) -> None:
 
 
 def _native_dynamics(jl, model: MLP, batch: int):
+    if not model.autonomous:  # HarnessJL's native MLP has no t input; the Python routes pass t
+        raise HarnessInputError(
+            "the Julia native route has no time-dependent fields: use route='python_vjp' or 'python_fd'"
+        )
     decay = np.zeros(0) if model.decay is None else np.asarray(model.decay, dtype=np.float64)
     return jl.native_dynamics(np.asarray(model.widths, dtype=np.int64), model.activation, decay, batch)
 

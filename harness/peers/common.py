@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, HarnessInputError
 from ..sensitivity import GradientResult, register_engine
 
 
@@ -47,6 +47,7 @@ class PeerEngine:
 
         from . import _adapter
 
+        check_supported(problem, self.name)  # before any file is written or a peer package imported
         with tempfile.TemporaryDirectory(prefix="harness-peer-") as folder:
             path = save_problem(problem.with_theta(theta), Path(folder) / "problem.npz")
             result = _adapter(self.backend).gradient_from_file(
@@ -80,6 +81,16 @@ class DiffraxEngine(PeerEngine):
 
     # The first call compiles; the comparison makes one untimed call first.
     needs_warmup = True
+
+
+def check_supported(problem, name: str) -> None:
+    """Refuse, in one line, what the adapters cannot express: they write the tutorial's model and
+    loss (f(z) without t, every component observed at the shared times)."""
+    unsupported = [what for what, present in (
+        ("augmented dimensions", problem.augment), ("time-dependent fields", not problem.model.autonomous),
+        ("per-trajectory observation times (a mask)", problem.mask is not None)) if present]
+    if unsupported:
+        raise HarnessInputError(f"{name} does not support {' or '.join(unsupported)} (problem {problem.name!r})")
 
 
 def check_solver(backend: str, solver: str, table: dict) -> str:

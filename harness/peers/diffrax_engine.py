@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 from ..problems import load_problem  # noqa: E402
 from ..solvers import SolverStats  # noqa: E402
 from . import PEER_METHODS  # noqa: E402
-from .common import DiffraxEngine, PeerEngine, PeerGradientResult, check_solver  # noqa: E402
+from .common import DiffraxEngine, PeerEngine, PeerGradientResult, check_solver, check_supported  # noqa: E402
 
 METHODS = PEER_METHODS["diffrax"]
 SOLVERS = {"DP5": "Dopri5", "BS3": "Bosh3", "DP8": "Dopri8"}  # the same tableaus as ours
@@ -112,6 +112,7 @@ def gradient_from_file(path, *, method: str = "BacksolveAdjoint", solver: str = 
     if method not in METHODS:
         raise ValueError(f"unknown diffrax method {method!r}: expected one of {METHODS}")
     problem = load_problem(path)
+    check_supported(problem, f"diffrax:{method}")
     model = problem.model
     weights = model.unflatten(problem.theta)
     params = tuple(jnp.asarray(weights[n]) for n in model.parameter_names)

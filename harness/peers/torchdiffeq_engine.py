@@ -17,7 +17,7 @@ import torchdiffeq
 from ..problems import load_problem
 from ..solvers import SolverStats
 from . import PEER_METHODS
-from .common import PeerEngine, PeerGradientResult, TorchdiffeqEngine, check_solver
+from .common import PeerEngine, PeerGradientResult, TorchdiffeqEngine, check_solver, check_supported
 
 METHODS = PEER_METHODS["torchdiffeq"]
 SOLVERS = {"DP5": "dopri5", "BS3": "bosh3", "DP8": "dopri8"}  # the same tableaus as ours
@@ -98,6 +98,7 @@ def gradient_from_file(path, *, method: str = "odeint_adjoint", solver: str = "D
 
 def _gradient(path, method, solver, rtol, atol, backward_solver, backward_rtol, backward_atol):
     problem = load_problem(path)
+    check_supported(problem, f"torchdiffeq:{method}")
     start = time.perf_counter()  # timed from tensors in hand to gradients out, like our engines
     field = MLPField(problem.model, problem.theta)
     z0 = torch.tensor(problem.z0, dtype=torch.float64, requires_grad=True)

@@ -9,27 +9,40 @@ from ._catalogue import (
     PROBLEMS,
     STIFF_DECAY,
     TUTORIAL_DATA_OPTIONS,
+    annuli_problem,
+    augment_problem,
+    augmented_problem,
     build_problem,
     deep_problem,
+    irregular_problem,
     make_problem,
     multi_time_problem,
+    reflection_problem,
     seed_problem,
     stiff_problem,
+    time_dependent_problem,
 )
 from ._file import load_problem, save_problem
-from ._problem import Problem
+from ._problem import Problem, grid_and_mask
 
 __all__ = [
     "PROBLEMS",
     "STIFF_DECAY",
     "TUTORIAL_DATA_OPTIONS",
     "Problem",
+    "annuli_problem",
+    "augment_problem",
+    "augmented_problem",
     "build_problem",
     "deep_problem",
+    "grid_and_mask",
+    "irregular_problem",
     "load_problem",
     "make_problem",
     "multi_time_problem",
+    "reflection_problem",
     "save_problem",
     "seed_problem",
     "stiff_problem",
+    "time_dependent_problem",
 ]

@@ -59,7 +59,9 @@ def gradient(
     Returns
     -------
     GradientResult
-        With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time.
+        With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time. For an augmented problem
+        (`problem.augment = A`) `dz0` is dL/dz0 of the N observed components only: the A augmented
+        ones start at 0 by definition, they are not inputs.
     """
     engine = resolve_engine(engine)
     declaration = declaration_of(engine)
@@ -69,6 +71,8 @@ def gradient(
     theta = problem.theta if theta is None else problem.model.check_theta(theta)
     start = time.perf_counter()
     result = declaration.compute(engine, problem, theta, SolveOptions(solver, rtol, atol))
+    if problem.augment and result.dz0.shape[1] != problem.observed_dim:
+        result.dz0 = result.dz0[:, : problem.observed_dim]  # engines solve all N + A components
     if not result.seconds:
         # Engines that do untimed preparation (peers: file hand-off, JIT compilation, counting
         # runs) report the time of the gradient computation itself; the rest are timed here.

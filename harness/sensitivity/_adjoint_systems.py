@@ -23,7 +23,9 @@ class _TapedAdjoint(QuadratureTailSystem):
         self._bn = batch * model.state_dim
         super().__init__(n_states * self._bn, model.n_params, n_slots)
         self._batch = batch
-        self._tape = stage_vjps(model, theta, batch, n_slots, cotangent_sign=-1.0)  # compiled where available
+        # compiled where available; a time-dependent field gets the numpy tape (it has set_time)
+        self._tape = stage_vjps(model, theta, batch, n_slots, cotangent_sign=-1.0)
+        self._timed = not model.autonomous  # a time-dependent field: each stage's t goes to the tape
 
     def quadrature(self, weights):
         return self._tape.theta_cotangents(weights)
@@ -41,6 +43,8 @@ class BacksolveSystem(_TapedAdjoint):
 
     def stage_rhs(self, t, u, slot, out):
         u, out = u.reshape(self._shape), out.reshape(self._shape)  # [z, a] as (2, N, B), views
+        if self._timed:
+            self._tape.set_time(t)
         self._tape.vjp(slot, u[0], u[1], out_f=out[0], out_az=out[1])
 
 
@@ -53,6 +57,8 @@ class InterpolatingSystem(_TapedAdjoint):
 
     def stage_rhs(self, t, u, slot, out):
         batch = self._batch
+        if self._timed:
+            self._tape.set_time(t)
         self._tape.vjp(
             slot, feature_major(self.z_of_t(t), batch), feature_major(u, batch),
             out_f=None, out_az=feature_major(out, batch),

@@ -51,8 +51,8 @@ class Quadrature(AdjointSystem):
         weights = (half[:, None] * self._w_gl).reshape(-1)
         z_nodes = stacked_states(self._adjoint.z_of_t.many(t_nodes), self.batch)
         a_nodes = stacked_states(traj.dense.many(t_nodes) * weights[:, None], self.batch)
-        # f is autonomous: one VJP for all nodes
-        self.dtheta += self.model.vjp(0.0, z_nodes, self.theta, a_nodes)[2]
+        # one VJP for all nodes, each row at its own node's time (a time-dependent f reads it)
+        self.dtheta += self.model.vjp(np.repeat(t_nodes, self.batch), z_nodes, self.theta, a_nodes)[2]
         self.n_quadrature_points += weights.size
         return traj.y_end
 
