@@ -332,9 +332,15 @@ def _ratio(claim: Claim, rows) -> ClaimResult:
         return ClaimResult(claim.says, False, "no numerator row pairs with a denominator row", 0)
     low, high = min(ratios), max(ratios)
     holds = all(_within(r, spec) for r, _ in ratios)
+    # Enough digits to tell the ends apart (ratios near one, e.g. of two log-likelihoods).
+    digits = next((d for d in range(3, 12) if f"{low[0]:.{d}g}" != f"{high[0]:.{d}g}"), 3)
+
+    def pair(key):
+        return f" ({' '.join(map(str, key))})" if key else ""
+
     evidence = (
         f"{metric} ratio {_bound_text(spec)} wanted; {len(ratios)} pairs range "
-        f"{low[0]:.3g} ({' '.join(map(str, low[1]))}) to {high[0]:.3g} ({' '.join(map(str, high[1]))})"
+        f"{low[0]:.{digits}g}{pair(low[1])} to {high[0]:.{digits}g}{pair(high[1])}"
     )
     return ClaimResult(claim.says, holds, evidence, len(ratios))
 
