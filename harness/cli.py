@@ -294,12 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
 # imports, so that a test can interrupt it during start-up without guessing with sleeps.
 STARTED_ENV = "HARNESS_TEST_STARTED_FILE"
 
+# `harness compare` finished, but a declared claim of the experiment failed: a finding scripts can gate on
+CLAIM_FAILED = 3
+
 # commands whose finished work is kept in the output folder, so that the same command resumes
 RESUMABLE = {"reproduce", "compare"}
 
 
 def main(argv=None) -> int:
-    """The console entry point: runs a command and turns every way it can end into an exit status."""
+    """The console entry point: runs a command and turns every way it can end into an exit status.
+
+    Exit statuses: 0 done; 1 a failure while running (numerical, backend, I/O, memory, a closed
+    pipe); 2 bad input (a usage mistake, an invalid file, an unavailable backend); 3 `harness compare`
+    ran to the end and wrote its report, but a claim the experiment declares does not hold
+    (`CLAIM_FAILED`); 130 interrupted.
+    """
     global _stdout_dropped
     _stdout_dropped = False
     name, command = "harness", None

@@ -273,8 +273,8 @@ def _quantified(claim: Claim, rows) -> ClaimResult:
     offenders = [row for row in chosen if (row in passing) == (claim.form == "none")]
     if not holds and offenders and claim.form != "any":
         evidence += f"; first exception: {_label(offenders[0])} ({offenders[0].get('status')}"
-        value = lookup(offenders[0], metric) if metric else None
-        evidence += f", {metric} = {value:.3g})" if _is_number(value) else ")"
+        worst = lookup(offenders[0], metric) if metric else None
+        evidence += f", {metric} = {worst:.3g})" if _is_number(worst) else ")"
     return ClaimResult(claim.says, holds, evidence, len(chosen))
 
 
@@ -307,8 +307,8 @@ def _monotone(claim: Claim, rows) -> ClaimResult:
                 break
     if checked == 0:
         return ClaimResult(claim.says, False, "no group has two or more rows to compare", len(chosen))
-    evidence = (f"{checked - len(broken)} of {checked} groups ({', '.join(keys) or 'all rows'}) move "
-                f"{spec['direction']} along {over}")
+    evidence = (f"{checked - len(broken)} of {checked} groups ({', '.join(keys) or 'all rows'}) "
+                f"move {spec['direction']} along {over}")
     if broken:
         key, x0, y0, x1, y1 = broken[0]
         name = " ".join(str(k) for k in key)
@@ -332,11 +332,54 @@ def _ratio(claim: Claim, rows) -> ClaimResult:
         return ClaimResult(claim.says, False, "no numerator row pairs with a denominator row", 0)
     low, high = min(ratios), max(ratios)
     holds = all(_within(r, spec) for r, _ in ratios)
+    # Enough digits to tell the ends apart (ratios near one, e.g. of two log-likelihoods).
+    digits = next((d for d in range(3, 12) if f"{low[0]:.{d}g}" != f"{high[0]:.{d}g}"), 3)
+
+    def pair(key):
+        return f" ({' '.join(map(str, key))})" if key else ""
+
     evidence = (
         f"{metric} ratio {_bound_text(spec)} wanted; {len(ratios)} pairs range "
-        f"{low[0]:.3g} ({' '.join(map(str, low[1]))}) to {high[0]:.3g} ({' '.join(map(str, high[1]))})"
+        f"{low[0]:.{digits}g}{pair(low[1])} to {high[0]:.{digits}g}{pair(high[1])}"
     )
     return ClaimResult(claim.says, holds, evidence, len(ratios))
 
 
 _EVALUATORS = {"every": _quantified, "any": _quantified, "none": _quantified, "monotone": _monotone, "ratio": _ratio}
+
+
+# ------------------------------------------------------------------------------- an experiment's
+KINDS = ("gradient", "training")  # the kinds whose rows claims read; a row's `kind` says which
+
+
+def experiment_rows(analysis: dict) -> list[dict]:
+    """The rows an experiment's claims are evaluated over: the gradient grid's and the training's.
+
+    Each row gains `kind` ("gradient" or "training"); a training row drops its history (a claim
+    reads numbers, not curves).
+    """
+    rows = [{"kind": "gradient", **row} for row in analysis.get("rows", [])]
+    rows += [{"kind": "training", **{k: v for k, v in row.items() if k != "history"}}
+             for row in analysis.get("training", [])]
+    return rows
+
+
+def _on_kind(claim: Claim) -> Claim:
+    """The claim with `kind = "gradient"` added to each selection that does not name a kind."""
+    keys = {"monotone": ("among",), "ratio": ("numerator", "denominator")}.get(claim.form, (claim.form,))
+    spec = dict(claim.spec)
+    for key in keys:
+        selection = dict(spec.get(key, {}))
+        selection.setdefault("kind", "gradient")
+        spec[key] = selection
+    return Claim(claim.says, claim.form, spec)
+
+
+def evaluate_experiment(claims, analysis: dict) -> list[ClaimResult]:
+    """Each claim over the experiment's rows; a selection without `kind` reads the gradient rows."""
+    return evaluate([_on_kind(c) for c in claims], experiment_rows(analysis))
+
+
+def failed_first(results) -> list[ClaimResult]:
+    """Failed claims first (they are the news), each group in declaration order."""
+    return [r for r in results if not r.holds] + [r for r in results if r.holds]

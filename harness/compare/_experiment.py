@@ -17,10 +17,11 @@ from .spec import Experiment, load_experiment
 # What differs between two runs of the same grid without being a result of it:
 # - `provenance` (commit, machine, creation time) and `timing` (wall time, cells run and resumed,
 #   the executor): where and when the run happened;
-# - `summary`: generated prose; its training line quotes the fastest engine's time per step, and
-#   every other fact in it is derived from the numbers that are compared;
-# - wall-clock `seconds` and `seconds_per_step` wherever they appear (cell records, rows,
-#   work-precision curves, training summaries, each training-history entry);
+# - `summary`: generated prose; its training line quotes times per step, and every other fact in
+#   it is derived from the numbers that are compared;
+# - `claims`: the declared claims' verdicts and evidence; a claim may read timings;
+# - wall-clock `seconds`, `seconds_min`, `seconds_max`, `seconds_per_step` and `step_seconds_*`
+#   wherever they appear (cell records, rows, work-precision curves, training summaries, each training-history entry);
 # - `peak_memory_bytes`: tracemalloc's peak over the whole process during the traced call (other
 #   cells of the process wait meanwhile, `harness._memory`), so it moves by a few hundred bytes
 #   between repeats in one process and, on a Dask worker, includes whatever the worker's own event
@@ -29,9 +30,10 @@ from .spec import Experiment, load_experiment
 # Everything else in results.json (gradients, loss, errors against the reference, cosines,
 # worst entries, f-eval, Jacobian and LU counts, training histories' log-likelihoods, final θ,
 # statuses and reasons) is a function of the cells' settings and must match to the last bit.
-RUN_SECTIONS = ("provenance", "timing", "summary")
-RUN_KEYS = frozenset({"seconds", "seconds_per_step", "peak_memory_bytes", "worker",
-                      "backend_available"})
+RUN_SECTIONS = ("provenance", "timing", "summary", "claims")
+RUN_KEYS = frozenset({"seconds", "seconds_min", "seconds_max", "seconds_per_step",
+                      "step_seconds_median", "step_seconds_min", "step_seconds_max",
+                      "peak_memory_bytes", "worker", "backend_available"})
 
 
 def comparable(results: dict) -> dict:

@@ -161,7 +161,7 @@ def work_precision(curves: list[dict], solvers, floor_label: str, floor: float |
     for row, solver in enumerate(solvers):
         mine = [c for c in curves if c["solver"] == solver]
         for col, (x_key, x_label) in enumerate((
-            ("seconds", "wall time of one gradient (s)"),
+            ("seconds", "wall time of one gradient (s, median of repeated calls)"),
             ("n_rhs", "right-hand-side evaluations, forward + backward"),
         )):
             ax = axes[row][col]
@@ -214,7 +214,7 @@ def work_precision(curves: list[dict], solvers, floor_label: str, floor: float |
         handles.append(plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
                                   markeredgecolor=FLAGGED_COLOUR, markersize=10))
         labels.append("flagged by the engine (e.g. reconstruction check)")
-    point = ("one run per point" if seeds == 1 else
+    point = ("one cell per point" if seeds == 1 else
              f"each point: geometric mean of the error, median of the cost over {seeds} seeds")
     fig.suptitle(f"Gradient error against cost over the tolerance sweep ({point}; tighter tolerance "
                  "→ lower right)", fontsize=10)

@@ -1,15 +1,19 @@
 """The comparison's outputs: `report.md`, `results.json` and the figures, assembled from its kinds.
 
-The report is a header (title, description, problem, run), one summary gathered from every kind,
+The report is a header (title, description, problem, run), the experiment's declared claims with
+✓ or ✗ (failed ones first), one summary gathered from every kind,
 one note for the engines that could not run here, then each kind's own section, then provenance.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 from .._io import save_figure, write_json, write_text
 from .._provenance import provenance
+from ._claims import evaluate_experiment, failed_first
 from ._gradient import AGREEMENT_FACTOR
 from ._kind import kind
 
@@ -34,6 +38,31 @@ def summarise(experiment, analysis: dict, records: list[dict]) -> list[str]:
     return lines
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), so that a reader can weigh the times quoted."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def claims_section(claims) -> list[str]:
+    """The claims' section of report.md: a failed claim first, in bold, never dropped."""
+    if not claims:
+        return []
+    failed = sum(not c.holds for c in claims)
+    head = (f"**{failed} of {len(claims)} declared claims FAIL** (listed first)." if failed else
+            f"All {len(claims)} declared claims hold.")
+    lines = ["## Claims", "", head + " Each is checked against this run's rows; the numbers in "
+             "brackets decide it.", ""]
+    for c in failed_first(claims):
+        lines.append(f"- **{c.line()}**" if not c.holds else f"- {c.line()}")
+    return lines + [""]
+
+
 def write_figures(experiment, analysis: dict, out_dir: Path) -> dict[str, list[str]]:
     """Draw the figures the experiment asks for; returns figure name -> file names written."""
     written: dict[str, list[str]] = {}
@@ -54,12 +83,14 @@ def write_report(experiment, analysis: dict, records: list[dict], out_dir: Path,
     out_dir = Path(out_dir)
     written = write_figures(experiment, analysis, out_dir)
     summary = summarise(experiment, analysis, records)
+    claims = evaluate_experiment(experiment.claims, analysis)
     settings = experiment.as_dict()
     results = {
         "provenance": provenance(backends=backend_versions, settings=settings,
                                  seeds=list(experiment.seeds)),
         "problem": problem_description,
         "summary": summary,
+        "claims": [c.as_dict() for c in claims],
         "timing": timing,
         "figures": written,
         "agreement_factor": AGREEMENT_FACTOR,
@@ -73,7 +104,10 @@ def write_report(experiment, analysis: dict, records: list[dict], out_dir: Path,
         md += [experiment.description.strip(), ""]
     md += [f"Problem: {problem_description}.", "",
            f"Wall time of this run: {timing['seconds']:.1f} s ({timing['cells_run']} cells run, "
-           f"{timing['cells_resumed']} resumed from `cells/`).", "", "## Summary", ""]
+           f"{timing['cells_resumed']} resumed from `cells/`) on {cpu_name()}, {os.cpu_count()} logical "
+           "cores; times in this report are of this machine.", ""]
+    md += claims_section(claims)
+    md += ["## Summary", ""]
     md += [f"- {line}" for line in summary] + [""]
     for name, section in experiment.sections:
         md += kind(name).report(experiment, section, analysis, written)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 from ..cli import int_at_least
@@ -18,7 +19,9 @@ def register(subparsers) -> None:
         "compare",
         help="run a comparison experiment (TOML) and write report.md, results.json and figures",
         description="Cross-validate gradient engines on one problem: errors against a reference, "
-        "work-precision, memory and training, as described by an experiment file (see experiments/).",
+        "work-precision, memory and training, as described by an experiment file (see experiments/). "
+        "The file's [[claims]] are checked against the results: exit status 3 when the report was "
+        "written but a declared claim does not hold (2: bad input, 1: a failure while running).",
     )
     p.add_argument("experiment", help="experiment file (.toml)")
     p.add_argument("--out", default=None,
@@ -74,5 +77,16 @@ def cmd_compare(args) -> int:
             executor.close()
     for line in results["summary"]:
         print(f"- {line.replace('**', '')}")
+    from ..cli import CLAIM_FAILED
+    from ._claims import ClaimResult, failed_first
+
+    claims = failed_first([ClaimResult(**c) for c in results["claims"]])
+    for claim in claims:
+        print(claim.line())
     print(f"report: {out / 'report.md'}")
+    failed = [c for c in claims if not c.holds]
+    if failed:
+        print(f"harness compare: {len(failed)} of {len(claims)} declared claims do not hold "
+              f"(exit status {CLAIM_FAILED})", file=sys.stderr)
+        return CLAIM_FAILED
     return 0

@@ -33,7 +33,14 @@ optional training comparison and the figures to draw:
     [plots]
     figures = ["heatmap", "work_precision", "memory", "training", "trajectories"]
 
-[problem], [plots] and the top-level keys are read here; every other table belongs to an experiment
+    [[claims]]                 # the findings the experiment expects (harness.compare._claims)
+    says = "every adjoint is within 100x rtol of the reference at rtol <= 1e-6"
+    every = { backend = "harness", rtol = { at_most = 1e-6 }, status = "ok" }
+    metric = "dtheta.relative_error"
+    per = "rtol"
+    at_most = 100
+
+[problem], [plots], [[claims]] and the top-level keys are read here; every other table belongs to an experiment
 kind ([grid] and [reference] to the gradient kind, [training] to the training kind, a user's table
 to the kind that registered it), which validates it. Every key is checked; a mistake raises one
 HarnessInputError naming the key, what it got, and the valid choices. Nothing runs until the whole
@@ -139,6 +146,7 @@ class Experiment:
     sections: tuple[tuple[str, object], ...]
     figures: tuple[str, ...]
     path: str | None = None
+    claims: tuple = ()  # harness.compare._claims.Claim, validated with the rest of the file
 
     def settings(self, kind: str):
         """The settings of `kind` (a kind's name), or None if this experiment does not use it."""
@@ -179,6 +187,7 @@ class Experiment:
         for name, settings in self.sections:
             out.update(kind(name).settings_as_dict(settings))
         out["figures"] = list(self.figures)
+        out["claims"] = [c.as_dict() for c in self.claims]
         return out
 
 
@@ -354,7 +363,8 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     where = str(path) if path else "experiment"
     kinds = registered_kinds()
     tables = [t for k in kinds for t in k.tables]
-    # `claims` ([[claims]], declared findings) is accepted and left for the claims checker to read
+    from ._claims import parse_claims
+
     _check_keys(document, where, ("problem",), ("title", "description", "plots", "claims", *tables))
     title = _string(document.get("title", Path(path).stem if path else "experiment"), "title")
     description = _string(document.get("description", ""), "description")
@@ -377,6 +387,7 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     if not isinstance(figures, list):
         _fail("[plots] figures", f"expected a list, got {figures!r}")
     figures = tuple(_string(f, "[plots] figures", valid_figures) for f in figures)
+    claims = parse_claims(document.get("claims"), "[[claims]]")
     return Experiment(
         title=title,
         description=description,
@@ -384,6 +395,7 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
         sections=tuple(sections),
         figures=figures,
         path=str(path) if path else None,
+        claims=claims,
     )
 
 
