@@ -105,6 +105,7 @@ def test_threaded_run_reports_the_same_peaks_as_in_process(tmp_path):
 
     assert peaks(serial).keys() == peaks(threaded).keys() and len(peaks(serial)) == 6
     for key, expected in peaks(serial).items():
-        # Runs of the same cell differ by up to about 3% (Python objects: frames, warnings, caches);
-        # another cell's arrays or a stored record in the window add 10 KB or more (30%) here.
-        assert peaks(threaded)[key] == pytest.approx(expected, rel=0.06), key
+        # Runs of the same cell differ by up to about 2 KB (6% of these ~35 KB peaks: Python objects,
+        # frames, warnings, caches; seen on a loaded machine); another cell's arrays or a stored
+        # record in the window add 10 KB or more (30%) here, so 5 KB separates the two.
+        assert abs(peaks(threaded)[key] - expected) <= 5_000, (key, peaks(threaded)[key], expected)
