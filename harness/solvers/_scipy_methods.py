@@ -47,8 +47,10 @@ class ScipySolver(Solver):
             if not np.all(np.isfinite(solver.y)):
                 raise SolverError(self.name, solver.t, t1, "the state became inf or NaN: the solution blows up here")
             if on_step is not None:
-                local = solver.dense_output()
-                on_step(t_before, solver.t - t_before, lambda ts, local=local: local(np.asarray(ts)).T)
+                # the step's interpolant is formed only if the callback asks for it (a step-size
+                # recorder never does)
+                on_step(t_before, solver.t - t_before,
+                        lambda ts, solver=solver: solver.dense_output()(np.asarray(ts)).T)
             if dense:
                 interpolants.append(solver.dense_output())
                 ts.append(solver.t)
