@@ -344,7 +344,8 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     where = str(path) if path else "experiment"
     kinds = registered_kinds()
     tables = [t for k in kinds for t in k.tables]
-    _check_keys(document, where, ("problem",), ("title", "description", "plots", *tables))
+    # "claims": declared findings, read and checked by the claims module where it is wired in
+    _check_keys(document, where, ("problem",), ("title", "description", "plots", "claims", *tables))
     title = _string(document.get("title", Path(path).stem if path else "experiment"), "title")
     description = _string(document.get("description", ""), "description")
     problem = _parse_problem(_table(document, "problem", where, True), base)
