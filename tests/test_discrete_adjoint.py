@@ -40,7 +40,7 @@ def fd_of_discrete_loss(problem, pieces, solver, step=1e-3):
         e = np.zeros_like(theta)
         e[i] = h
 
-        def loss(k):
+        def loss(k, e=e):
             return discrete_loss(problem, theta + k * e, problem.z0, pieces, solver)
 
         out[i] = (8.0 * (loss(1) - loss(-1)) - (loss(2) - loss(-2))) / (12.0 * h)
@@ -117,7 +117,8 @@ def test_peak_memory_bounded_over_a_ten_times_longer_horizon():
         for checkpoints in (None, 4):
             engine = RecursiveCheckpointAdjoint(checkpoints=checkpoints)
             result = gradient(problem, engine=engine, rtol=1e-9, atol=1e-9)
-            peaks[t1, checkpoints] = peak_memory(lambda: gradient(problem, engine=engine, rtol=1e-9, atol=1e-9))
+            peaks[t1, checkpoints] = peak_memory(
+                lambda p=problem, e=engine: gradient(p, engine=e, rtol=1e-9, atol=1e-9))
             steps[t1], held[t1, checkpoints] = result.diagnostics["n_steps"], result.diagnostics["peak_stored_states"]
     assert steps[100.0] >= 3 * steps[10.0]
     state_bytes = 200 * 2 * 8

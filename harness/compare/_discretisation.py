@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _memory as memory
-from .._forward import SolveOptions
 from ..errors import BackendUnavailableError
 from ..sensitivity import ForwardSensitivity, RecursiveCheckpointAdjoint, gradient
 from ._cells import base_record, build_problem_from_spec, one_line_error, plain, prepare
