@@ -4,7 +4,8 @@ Every adjoint (BacksolveAdjoint, InterpolatingAdjoint with and without checkpoin
 QuadratureAdjoint, GaussAdjoint, and the discretise-then-optimise RecursiveCheckpointAdjoint,
 whose gradient of the discrete loss converges to the ODE's like the solution itself) is compared,
 for dL/dθ and dL/dz0, with ForwardSensitivity (z and ∂z/∂(θ, z0) solved forwards together; no
-backward pass) and with FiniteDifferences (fourth-order central differences of the solved loss; no derivative code at all), as SciMLSensitivity and diffrax do.
+backward pass) and with FiniteDifferences (fourth-order central differences of the solved loss; no
+derivative code at all), as SciMLSensitivity and diffrax do.
 
 Why 1e-7 at rtol = atol = 1e-10
 -------------------------------
