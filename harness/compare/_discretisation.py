@@ -226,6 +226,25 @@ class DiscretisationKind(ExperimentKind):
                 f"discrete loss by construction; the closest continuous adjoint to it, {nearest['engine']}, is "
                 f"{nearest['discrete_error']:.1e} away, while against the ODE's gradient the DTO gradient is "
                 f"{dto[0]['ode_error']:.1e} off and {nearest['engine']} {nearest['ode_error']:.1e}.")
+        by_tol = {}
+        for r in rows:
+            by_tol.setdefault(r["rtol"], []).append(r)
+        ratios = []
+        for tol, group in by_tol.items():
+            d = [r for r in group if r["engine"] == "RecursiveCheckpointAdjoint"]
+            o = [r["ode_error"] for r in group if r["engine"] != "RecursiveCheckpointAdjoint"
+                 and r["backend"] == "harness" and r["ode_error"] > 0]
+            if d and o:
+                ratios.append(d[0]["ode_error"] / min(o))
+        if ratios:
+            lines.append(f"Against the ODE's gradient, the DTO gradient is {min(ratios):.1f}x to {max(ratios):.1f}x "
+                         "the error of the closest continuous adjoint, tolerance by tolerance (this problem, "
+                         f"{s.solver}): exact for what was computed is not closer to the ODE's gradient.")
+        otd_rows = [r for r in rows if r["engine"] != "RecursiveCheckpointAdjoint" and r["backend"] == "harness"]
+        if otd_rows:
+            closer = sum(r["ode_error"] < r["discrete_error"] for r in otd_rows)
+            lines.append(f"The continuous adjoints are closer to the ODE's gradient than to the discrete loss's in "
+                         f"{closer} of {len(otd_rows)} cells.")
         tightest = min(s.tolerances)
         at_tight = [r for r in rows if r["rtol"] == tightest]
         if at_tight:

@@ -7,8 +7,13 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from ._figures import engine_colour  # noqa: E402
+
+# engines whose curves coincide (QuadratureAdjoint and GaussAdjoint sum the same Gauss nodes) stay
+# visible: each engine its own marker and dash
+_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("x", "--")]
 
 # a zero distance (the DTO engine to itself) cannot sit on a log axis: drawn at this floor, marked
 FLOOR = 1e-17
@@ -23,11 +28,13 @@ def errors(rows: list[dict], solver: str):
     engines = list(dict.fromkeys(r["engine"] for r in rows))
     for ax, key, title in ((axes[0], "ode_error", "against the ODE's gradient (tight reference)"),
                            (axes[1], "discrete_error", "against the discrete loss's gradient (same steps)")):
-        for engine in engines:
+        for i, engine in enumerate(engines):
             mine = sorted((r for r in rows if r["engine"] == engine), key=lambda r: r["rtol"])
             xs = [r["rtol"] for r in mine]
             ys = [max(r[key], FLOOR) for r in mine]
-            ax.plot(xs, ys, marker="o", color=engine_colour(engine), label=engine)
+            marker, dash = _STYLES[i % len(_STYLES)]
+            ax.plot(xs, ys, marker=marker, linestyle=dash, markerfacecolor="none" if i % 2 else None,
+                    color=engine_colour(engine), label=engine)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(f"rtol = atol ({solver})")
@@ -49,15 +56,21 @@ def memory_against_steps(rows: list[dict], solver: str, tolerance: float):
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for engine in dict.fromkeys(r["engine"] for r in rows):
+    for i, engine in enumerate(dict.fromkeys(r["engine"] for r in rows)):
         mine = sorted((r for r in rows if r["engine"] == engine), key=lambda r: r["n_steps"])
-        ax.plot([r["n_steps"] for r in mine], [r["peak_memory_bytes"] / 2**20 for r in mine], marker="o",
-                color=engine_colour(engine), label=engine)
-        last = mine[-1]
-        ax.annotate(f"t1={last['horizon']:g}", (last["n_steps"], last["peak_memory_bytes"] / 2**20),
-                    fontsize=7, xytext=(4, 0), textcoords="offset points")
+        marker, dash = _STYLES[i % len(_STYLES)]
+        ax.plot([r["n_steps"] for r in mine], [r["peak_memory_bytes"] / 2**20 for r in mine], marker=marker,
+                linestyle=dash, color=engine_colour(engine), label=engine)
+    # the horizons once, above the axis: every engine solves the same forward steps
+    steps = sorted({(r["n_steps"], r["horizon"]) for r in rows})
     ax.set_xscale("log")
     ax.set_yscale("log")
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([n for n, _ in steps], [f"t1 = {h:g}" for _, h in steps], fontsize=8)
+    top.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks([n for n, _ in steps])
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"accepted forward steps ({solver}, rtol = atol = {tolerance:g}; horizon lengthened)")
     ax.set_ylabel("peak traced memory of one gradient (MiB)")
     ax.set_title("Memory against the number of steps", fontsize=10)
