@@ -230,7 +230,7 @@ class DiscretisationKind(ExperimentKind):
         for r in rows:
             by_tol.setdefault(r["rtol"], []).append(r)
         ratios = []
-        for tol, group in by_tol.items():
+        for group in by_tol.values():
             d = [r for r in group if r["engine"] == "RecursiveCheckpointAdjoint"]
             o = [r["ode_error"] for r in group if r["engine"] != "RecursiveCheckpointAdjoint"
                  and r["backend"] == "harness" and r["ode_error"] > 0]
