@@ -36,6 +36,7 @@ class Piece:
     y_start: np.ndarray  # (B N,), flat as in `_state_layout.py`
     h_start: float | None
     dense: object | None  # callable t -> (B N,), or None when only a checkpoint is kept
+    steps: list[float] | None = None  # the accepted step sizes (signed), when the solve recorded them
 
 
 class ForwardSolution:
@@ -76,7 +77,7 @@ def _field(model, theta, batch, options: SolveOptions):
     return forward_rhs(model, theta, batch), (forward_jac(model, theta, batch) if implicit else None)
 
 
-def _solve_piece(field, options: SolveOptions, piece: Piece, dense: bool):
+def _solve_piece(field, options: SolveOptions, piece: Piece, dense: bool, on_step=None):
     rhs, jac = field
     return integrate(
         rhs,
@@ -89,7 +90,17 @@ def _solve_piece(field, options: SolveOptions, piece: Piece, dense: bool):
         jac=jac,
         dense=dense,
         h0=piece.h_start,
+        on_step=on_step,
     )
+
+
+def _step_recorder(steps: list[float]):
+    """An `on_step` callback appending each accepted step's h; the interpolant is never built."""
+
+    def on_step(t, h, local):
+        steps.append(float(h))
+
+    return on_step
 
 
 def solve_forward(
@@ -102,6 +113,7 @@ def solve_forward(
     *,
     dense: bool = False,
     n_checkpoints: int = 0,
+    record_steps: bool = False,
 ) -> ForwardSolution:
     """Solve dz/dt = f(z, θ) from t0 through `times`.
 
@@ -115,6 +127,10 @@ def solve_forward(
         If > 0, cut [t0, t_K] at this many extra evenly spaced times and keep only each piece's start
         state; `ForwardSolution.dense(i)` re-solves a piece on demand. Memory is then bounded by the
         checkpoints plus one piece's dense output.
+    record_steps : bool
+        Record each piece's accepted step sizes in `Piece.steps` (one float per step, the solver
+        loop's own h, passed by `on_step`; no dense output is formed). A discrete adjoint replays
+        exactly these steps.
     """
     batch = z0.shape[0]
     nodes = [float(t) for t in times]
@@ -132,7 +148,11 @@ def solve_forward(
     field = _field(model, theta, batch, options)
     for t_next in nodes:
         piece = Piece(t_prev, t_next, y, h, None)
-        traj = _solve_piece(field, options, piece, dense=keep_dense)
+        on_step = None
+        if record_steps:
+            piece.steps = []
+            on_step = _step_recorder(piece.steps)
+        traj = _solve_piece(field, options, piece, dense=keep_dense, on_step=on_step)
         piece.dense = traj.dense if keep_dense else None
         pieces.append(piece)
         stats = stats + traj.stats

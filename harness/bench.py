@@ -19,6 +19,8 @@ from .sensitivity import (
     BacksolveAdjoint,
     InterpolatingAdjoint,
     QuadratureAdjoint,
+    GaussAdjoint,
+    RecursiveCheckpointAdjoint,
     gradient,
 )
 
@@ -52,7 +54,8 @@ def run_bench(*, repeats: int = 30, rtol: float = 1e-4, atol: float = 1e-4, incl
     problem = seed_problem(data_options=data)
     baseline = "baseline: scipy solve_ivp RK45 + backsolve"
     named = [(baseline, lambda: baseline_gradient(problem, rtol=rtol, atol=atol))]
-    for engine in (BacksolveAdjoint(), InterpolatingAdjoint(), QuadratureAdjoint(), *extra_engines):
+    for engine in (BacksolveAdjoint(), InterpolatingAdjoint(), QuadratureAdjoint(), GaussAdjoint(),
+                   RecursiveCheckpointAdjoint(), *extra_engines):
         named.append((engine.name, lambda e=engine: gradient(problem, engine=e, rtol=rtol, atol=atol)))
     measured = _measure_interleaved(named, repeats)
     baseline_ms = measured[baseline]["median_ms"]
@@ -65,7 +68,7 @@ def run_bench(*, repeats: int = 30, rtol: float = 1e-4, atol: float = 1e-4, incl
         stiff = stiff_problem(data_options=data)
         named = [
             (engine.name, lambda e=engine: gradient(stiff, engine=e, solver="RadauIIA5", rtol=rtol, atol=atol))
-            for engine in (QuadratureAdjoint(), InterpolatingAdjoint())
+            for engine in (QuadratureAdjoint(), InterpolatingAdjoint(), GaussAdjoint())
         ]
         for name, row in _measure_interleaved(named, max(3, repeats // 5)).items():
             rows.append({"name": name, "problem": "stiff", "solver": "RadauIIA5", **row,

@@ -30,8 +30,10 @@ from .sensitivity import (
     BacksolveAdjoint,
     FiniteDifferences,
     ForwardSensitivity,
+    GaussAdjoint,
     InterpolatingAdjoint,
     QuadratureAdjoint,
+    RecursiveCheckpointAdjoint,
     declaration_of,
     gradient,
 )
@@ -72,6 +74,9 @@ def python_engines():
         InterpolatingAdjoint(),
         InterpolatingAdjoint(checkpointing=True),
         QuadratureAdjoint(),
+        GaussAdjoint(),
+        RecursiveCheckpointAdjoint(),
+        RecursiveCheckpointAdjoint(checkpoints=4),
         FiniteDifferences(),
     ]
 
@@ -87,6 +92,8 @@ def gradcheck_engines() -> list:
 def engine_label(engine) -> str:
     if isinstance(engine, InterpolatingAdjoint) and engine.checkpointing:
         return "InterpolatingAdjoint (checkpointing)"
+    if isinstance(engine, RecursiveCheckpointAdjoint) and engine.checkpoints is not None:
+        return f"RecursiveCheckpointAdjoint ({engine.checkpoints} checkpoints)"
     return engine.name
 
 

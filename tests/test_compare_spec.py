@@ -47,7 +47,7 @@ def test_valid_file(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (("[grid]", "[grid]\ncolour = 1"), "unknown key ['colour']: valid keys are"),
     (('batch = 4', 'batch = "four"'), "[problem] batch: expected an integer >= 1"),
-    (('"BacksolveAdjoint",', '"GaussAdjoint",'), "unknown engine 'GaussAdjoint': expected one of"),
+    (('"BacksolveAdjoint",', '"ReverseDiffAdjoint",'), "unknown engine 'ReverseDiffAdjoint': expected one of"),
     (('"BacksolveAdjoint",', '"torchdiffeq:Backsolve",'), "unknown engine 'torchdiffeq:Backsolve'"),
     (("checkpointing = true", "checkpoints = 3"), "unknown option 'checkpoints' for InterpolatingAdjoint"),
     (('solvers = ["DP5"]', "solvers = []"), "[grid] solvers: is empty"),

@@ -1,9 +1,11 @@
 """The gradient catalogue: problems x engines x solvers against two independent references.
 
 Every adjoint (BacksolveAdjoint, InterpolatingAdjoint with and without checkpointing,
-QuadratureAdjoint) is compared, for dL/dθ and dL/dz0, with ForwardSensitivity (z and ∂z/∂(θ, z0)
-solved forwards together; no backward pass) and with FiniteDifferences (fourth-order central
-differences of the solved loss; no derivative code at all), as SciMLSensitivity and diffrax do.
+QuadratureAdjoint, GaussAdjoint, and the discretise-then-optimise RecursiveCheckpointAdjoint,
+whose gradient of the discrete loss converges to the ODE's like the solution itself) is compared,
+for dL/dθ and dL/dz0, with ForwardSensitivity (z and ∂z/∂(θ, z0) solved forwards together; no
+backward pass) and with FiniteDifferences (fourth-order central differences of the solved loss; no
+derivative code at all), as SciMLSensitivity and diffrax do.
 
 Why 1e-7 at rtol = atol = 1e-10
 -------------------------------
@@ -71,8 +73,10 @@ from harness.sensitivity import (
     BacksolveAdjoint,
     FiniteDifferences,
     ForwardSensitivity,
+    GaussAdjoint,
     InterpolatingAdjoint,
     QuadratureAdjoint,
+    RecursiveCheckpointAdjoint,
     gradient,
 )
 from harness.sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION, first_backward_step
@@ -96,9 +100,14 @@ ADJOINTS = {
     "InterpolatingAdjoint": InterpolatingAdjoint(),
     "InterpolatingAdjoint-checkpointed": InterpolatingAdjoint(checkpointing=True),
     "QuadratureAdjoint": QuadratureAdjoint(),
+    "GaussAdjoint": GaussAdjoint(),
+    "RecursiveCheckpointAdjoint": RecursiveCheckpointAdjoint(),
 }
-# BacksolveAdjoint cannot run on the stiff problem: it must refuse (test_backsolve_refuses_stiff).
-CATALOGUE = [(c, e) for c in CASES for e in ADJOINTS if not (c == "stiff" and e == "BacksolveAdjoint")]
+# Not on the stiff problem: BacksolveAdjoint must refuse it (test_backsolve_refuses_stiff), and
+# RecursiveCheckpointAdjoint differentiates explicit steps only (its implicit solvers are refused,
+# tests/test_discrete_adjoint.py).
+NOT_STIFF = ("BacksolveAdjoint", "RecursiveCheckpointAdjoint")
+CATALOGUE = [(c, e) for c in CASES for e in ADJOINTS if not (c == "stiff" and e in NOT_STIFF)]
 
 
 # dL/dθ against ForwardSensitivity at TOL, per problem: ~4-5x the largest distance measured for a correct
@@ -156,7 +165,7 @@ def test_adjoint_matches_both_references(case, case_name, engine_name):
         f"adjoints agree to {OBSERVED[case_name]:.0e}: a quadrature or interpolation order too low?")
 
 
-@pytest.mark.parametrize("engine_name", [e for e in ADJOINTS if e != "BacksolveAdjoint"])
+@pytest.mark.parametrize("engine_name", [e for e in ADJOINTS if e not in NOT_STIFF])
 def test_stiff_adjoints_with_bdf(case, engine_name):
     """The stiff problem solved with BDF, checked against the RadauIIA5 references (so the
     references are independent of the solver too).
@@ -220,15 +229,17 @@ SMALL_ADJOINTS = dict(ADJOINTS, **{"InterpolatingAdjoint-checkpointed":
                                    InterpolatingAdjoint(checkpointing=True, n_checkpoints=4)})
 # The stiff problem only with implicit solvers: explicit ones are stability-limited to thousands of
 # steps (correct, but slow), and BacksolveAdjoint refuses it by design (tested above).
+# RecursiveCheckpointAdjoint only with the explicit solvers it differentiates.
 SOLVER_CATALOGUE = [
     (problem, engine, solver)
     # augmented, time_dependent and irregular: issue 17's extensions, held to the same bounds
     for problem in ("seed", "multi_time", "deep", "augmented", "time_dependent", "irregular")
     for engine in SMALL_ADJOINTS
     for solver in sorted(SOLVERS)
+    if not (engine == "RecursiveCheckpointAdjoint" and SOLVERS[solver].implicit)
 ] + [
     ("stiff", engine, solver)
-    for engine in SMALL_ADJOINTS if engine != "BacksolveAdjoint"
+    for engine in SMALL_ADJOINTS if engine not in NOT_STIFF
     for solver in ("RadauIIA5", "BDF")
 ]
 
@@ -355,7 +366,8 @@ def test_loss_equals_forward_solve_loss(case, case_name):
     options = SolveOptions(solver, TOL, TOL)
     fwd = solve_forward(problem.model, problem.theta, problem.z0, problem.t0, problem.times, options)
     expected = problem.loss_terms(fwd.z_at_times)[0]
-    for name in ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint"):
+    for name in ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint",
+                 "RecursiveCheckpointAdjoint"):
         result = gradient(problem, engine=ADJOINTS[name], solver=solver, rtol=TOL, atol=TOL)
         assert result.loss == expected, name
         assert result.loglik_per_datapoint == -expected / problem.n_datapoints
@@ -418,15 +430,15 @@ def test_engine_by_name_class_or_instance():
         np.testing.assert_array_equal(result.dz0, by_instance.dz0)
     default = gradient(problem)  # documented default: InterpolatingAdjoint
     assert default.engine == "InterpolatingAdjoint"
-    assert set(ENGINES) == {"BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint",
-                            "ForwardSensitivity", "FiniteDifferences"}
+    assert set(ENGINES) == {"BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint",
+                            "RecursiveCheckpointAdjoint", "ForwardSensitivity", "FiniteDifferences"}
 
 
 def test_unknown_engine_name_lists_names():
     with pytest.raises(HarnessInputError) as err:
-        gradient(seed_problem(batch=5), engine="GaussAdjoint")
+        gradient(seed_problem(batch=5), engine="ReverseDiffAdjoint")
     message = str(err.value)
-    assert "'GaussAdjoint'" in message and all(name in message for name in ENGINES)
+    assert "'ReverseDiffAdjoint'" in message and all(name in message for name in ENGINES)
 
 
 @pytest.mark.parametrize("kwargs,fragment", [({"solver": "RK4"}, "RK4"), ({"rtol": 0.0}, "rtol="),

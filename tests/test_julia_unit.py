@@ -131,7 +131,10 @@ def test_engine_names_and_rows():
     assert JuliaAdjoint(route="finite_difference").name == "Julia GaussAdjoint (finite differences)"
     rows = julia_engines()
     assert len({e.name for e in rows}) == len(rows)
-    assert {e.sensealg for e in rows if isinstance(e, JuliaAdjoint)} == set(names.ADJOINT_SENSEALGS)
+    assert {e.sensealg for e in rows if isinstance(e, JuliaAdjoint)} == set(names.ADJOINT_SENSEALGS
+                                                                           + names.DISCRETE_SENSEALGS)
+    # the discrete adjoint only where Julia AD can see f
+    assert {e.route for e in rows if getattr(e, "sensealg", None) in names.DISCRETE_SENSEALGS} == {"native"}
     assert all(callable(e.compute) for e in rows)
     hash(rows[0])  # frozen values
 

@@ -23,8 +23,8 @@ using OrdinaryDiffEqVerner: Vern7, Vern9
 using PythonCall: Py, PyArray
 using SciMLBase: ODEFunction, ODEProblem, solve, successful_retcode
 using SciMLSensitivity: BacksolveAdjoint, ForwardSensitivity, GaussAdjoint,
-    InterpolatingAdjoint, ODEForwardSensitivityProblem, QuadratureAdjoint, ZygoteVJP,
-    adjoint_sensitivities, extract_local_sensitivities
+    InterpolatingAdjoint, ODEForwardSensitivityProblem, QuadratureAdjoint, ReverseDiffAdjoint,
+    ZygoteVJP, adjoint_sensitivities, extract_local_sensitivities
 using Zygote: pullback
 
 # ------------------------------------------------------------------------------ solvers
@@ -311,6 +311,43 @@ end
 function with_start_time(ts::Vector{Float64}, G::Matrix{Float64}, t0::Float64)
     (!isempty(ts) && ts[1] == t0) && return (ts, G)
     return (vcat(t0, ts), hcat(zeros(size(G, 1)), G))
+end
+
+# ------------------------------------------------------------------------------ discretise-then-optimise
+
+"""
+    discrete_gradient(d, u0, t0, ts, θ, G, solver; abstol, reltol, maxiters)
+        -> (dL/du0, dL/dθ, retcode)
+
+Reverse mode through the solver's own steps (SciMLSensitivity's `ReverseDiffAdjoint`, the
+counterpart of harness's RecursiveCheckpointAdjoint): `solve` with `sensealg = ReverseDiffAdjoint()`
+inside a Zygote pullback reaches SciMLSensitivity's `_concrete_solve_adjoint(prob, alg,
+sensealg::ReverseDiffAdjoint, u0, p, originator, ...)` (concrete_solve.jl), which tapes the whole
+solve with ReverseDiff; the pullback of the states at `ts` with G (n×K, column k = ∂L/∂z(t_k))
+is the gradient of the discrete loss. ReverseDiff traces f, so only the native route's Julia MLP
+(out of place) can be differentiated; the Python routes are refused in names.py. `saveat = ts`
+with `tstops = ts`, so that the solve stops on each observation time as harness's does.
+UNVERIFIED: written against upstream source; it has not run on a machine with Julia.
+"""
+function discrete_gradient(
+        d::Dynamics, u0::AbstractVector, t0::Real, ts::AbstractVector, θ::AbstractVector,
+        G::AbstractMatrix, solver::AbstractString; abstol::Real, reltol::Real, maxiters::Integer
+    )
+    is_native(d) || throw(ArgumentError("ReverseDiffAdjoint needs the native Julia MLP (route native)"))
+    times = collect(Float64, ts)
+    y0 = collect(Float64, u0)
+    prob = ODEProblem(ode_function(d, length(y0), "ReverseDiffAdjoint"), y0, (Float64(t0), times[end]),
+        collect(Float64, θ))
+    retcode = Ref{Any}(nothing)
+    states = function (u, p)
+        sol = solve(prob, algorithm(d, solver); u0 = u, p = p, saveat = times, tstops = times,
+            abstol, reltol, maxiters, sensealg = ReverseDiffAdjoint())
+        retcode[] = sol.retcode
+        return reduce(hcat, sol.u)  # n×K
+    end
+    _, back = pullback(states, y0, collect(Float64, θ))
+    du0, dp = back(collect(Float64, G))
+    return (collect(Float64, du0), collect(Float64, vec(dp)), string(retcode[]))
 end
 
 # ------------------------------------------------------------------------------ forward sensitivities

@@ -39,6 +39,7 @@ from .guards import (
 from .layout import flat_state, loss_gradient_table, states_at_times
 from .names import (
     ADJOINT_SENSEALGS,
+    DISCRETE_SENSEALGS,
     FORWARD_ROUTES,
     ROUTES,
     check_julia_solver,
@@ -111,7 +112,9 @@ class JuliaAdjoint:
     Parameters
     ----------
     sensealg : str
-        "BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint" or "GaussAdjoint".
+        "BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint" or "GaussAdjoint"; on route
+        "native" also "ReverseDiffAdjoint" (discretise-then-optimise, harness's
+        RecursiveCheckpointAdjoint; unverified: it has not run with Julia here).
     route : str
         "python_vjp", "finite_difference" or "native" (module docstring).
     solver : str, optional
@@ -171,6 +174,19 @@ class JuliaAdjoint:
             check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
             z_at_times = states_at_times(jl.states_at(sol, problem.times), batch)
             loss, dL_dz = problem.loss_terms(z_at_times)
+            if self.sensealg in DISCRETE_SENSEALGS:
+                # the gradient of Julia's own discrete solve, stopped on every observation time
+                du0, dp, retcode = jl.discrete_gradient(
+                    dynamics, flat_state(problem.z0), problem.t0, problem.times, theta,
+                    loss_gradient_table(dL_dz), s.solver, **tolerances)
+                dtheta, dz0 = adjoint_result(du0, dp, batch, model.n_params)
+                finite_gradient(dtheta, dz0, self.name)
+                return GradientResult(
+                    engine=self.name, loss=loss, dtheta=dtheta, dz0=dz0,
+                    forward_stats=solver_stats(counts), backward_stats=SolverStats(n_rejected=None),
+                    n_datapoints=problem.n_datapoints,
+                    diagnostics={"solver": s.solver, "retcode": str(retcode)},
+                )
             if self.sensealg == "BacksolveAdjoint":
                 self._check_backwards_reconstruction(jl, dynamics, problem, theta, z_at_times, s)
             forward_calls = dict(python.calls) if python else {}
@@ -304,7 +320,7 @@ def julia_engines(*, reference: bool = True) -> list:
     the forward sensitivity reference, which refuses problems too large for it (RefusedError)."""
     engines = [JuliaAdjoint(s, route="python_vjp") for s in ADJOINT_SENSEALGS]
     engines.append(JuliaAdjoint("GaussAdjoint", route="finite_difference"))
-    engines += [JuliaAdjoint(s, route="native") for s in ADJOINT_SENSEALGS]
+    engines += [JuliaAdjoint(s, route="native") for s in ADJOINT_SENSEALGS + DISCRETE_SENSEALGS]
     if reference:
         engines.append(JuliaForwardSensitivity(route="python_jacobian"))
     return engines

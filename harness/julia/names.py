@@ -50,6 +50,11 @@ PYTHON_TO_JULIA_SOLVER: dict[str, str] = {
 }
 
 ADJOINT_SENSEALGS = ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint")
+# Discretise-then-optimise: reverse mode through the solver's steps, the counterpart of harness's
+# RecursiveCheckpointAdjoint. ReverseDiff traces f itself, so only on route "native".
+DISCRETE_SENSEALGS = ("ReverseDiffAdjoint",)
+# harness engine name -> its SciMLSensitivity counterpart where the names differ
+HARNESS_TO_JULIA_SENSEALG = {"RecursiveCheckpointAdjoint": "ReverseDiffAdjoint"}
 
 # How f's derivatives reach SciMLSensitivity.
 ROUTES: dict[str, str] = {
@@ -104,8 +109,10 @@ def check_sensealg(name: str, route: str) -> str:
             "SciMLSensitivity#334); use route 'python_vjp' or 'finite_difference' with one of "
             f"{list(ADJOINT_SENSEALGS)}, or route 'native'"
         )
+    if name in DISCRETE_SENSEALGS:
+        return name  # route "native" here: the Python routes were refused above
     if name not in ADJOINT_SENSEALGS:
-        raise _unknown("sensealg", name, ADJOINT_SENSEALGS)
+        raise _unknown("sensealg", name, ADJOINT_SENSEALGS + DISCRETE_SENSEALGS)
     return name
 
 

@@ -14,6 +14,10 @@ comparison shows the row as unavailable. Install both with the `peers` extra.
 | torchdiffeq:odeint | backpropagation through torchdiffeq's solver steps (discretise-then-optimise) |
 | diffrax:BacksolveAdjoint | diffrax's continuous adjoint, z re-integrated backwards |
 | diffrax:RecursiveCheckpointAdjoint | backpropagation through diffrax's steps with checkpoints |
+
+Solvers: our explicit ones are the same tableaus in both (torchdiffeq dopri5/bosh3/dopri8, diffrax
+Dopri5/Bosh3/Dopri8). diffrax also stands in for our implicit ones, mapped by class and order:
+RadauIIA5 -> Kvaerno5, BDF -> KenCarp4 (`diffrax_engine.SOLVERS`).
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ from .algorithms import (
     BacksolveAdjoint,
     FiniteDifferences,
     ForwardSensitivity,
+    GaussAdjoint,
     InterpolatingAdjoint,
     QuadratureAdjoint,
+    RecursiveCheckpointAdjoint,
 )
 from ._registry import (
     ENGINES,
@@ -30,7 +32,7 @@ from ._registry import (
 from ._result import GradientResult
 
 # Importing the behaviour modules registers the harness engines, in this order.
-from . import _backsolve, _interpolating, _quadrature  # noqa: E402,F401  (adjoints)
+from . import _backsolve, _interpolating, _quadrature, _gauss, _discrete  # noqa: E402,F401  (adjoints)
 from . import _forward_sensitivity, _finite_differences  # noqa: E402,F401  (references)
 
 
@@ -88,9 +90,11 @@ __all__ = [
     "EngineDeclaration",
     "FiniteDifferences",
     "ForwardSensitivity",
+    "GaussAdjoint",
     "GradientResult",
     "InterpolatingAdjoint",
     "QuadratureAdjoint",
+    "RecursiveCheckpointAdjoint",
     "declaration_of",
     "gradient",
     "load_engine_plugins",

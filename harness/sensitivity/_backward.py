@@ -57,7 +57,8 @@ class AdjointSystem:
     Built once per gradient with the problem, θ, the engine value and the backward settings. The
     driver calls, from the last piece of the forward solution to the first: `jump` (at the end of a
     piece that is an observation time), `enter_piece`, then integrates `system` (with `jacobian` for
-    implicit solvers) from the piece's end to its start, and hands the trajectory to `leave_piece`.
+    implicit solvers) from the piece's end to its start, calling `on_step` (if set) after each accepted
+step, and hands the trajectory to `leave_piece`.
 
     Attributes
     ----------
@@ -99,6 +100,10 @@ class AdjointSystem:
     def solver_failed(self, err: SolverError) -> Exception | None:
         """The exception to raise instead of a failed backward solve's, or None to re-raise it."""
         return None
+
+    # callable (t, h, local) -> None, called after every accepted backward step with the step's own
+    # interpolant (see `harness.solvers.integrate`): what accumulates step by step (GaussAdjoint)
+    on_step = None
 
     def leave_piece(self, traj) -> np.ndarray:
         """y at the piece's start, after what the adjoint accumulates over the piece."""
@@ -147,7 +152,7 @@ def adjoint_gradient(problem, theta, forward: SolveOptions, engine, adjoint: typ
             traj = integrate(
                 backward.system, piece.t_end, piece.t_start, y, method=options.solver,
                 rtol=options.rtol, atol=options.atol, jac=backward.jacobian if implicit else None,
-                dense=backward.dense_backward, h0=h,
+                dense=backward.dense_backward, h0=h, on_step=backward.on_step,
             )
         except SolverError as err:
             replacement = backward.solver_failed(err)

@@ -1,8 +1,8 @@
 """Gradient engines as configuration values, named as SciMLSensitivity names them.
 
 An engine is passed to `harness.gradient(problem, engine=...)`; its behaviour lives in one module per
-engine (`_backsolve.py`, `_interpolating.py`, `_quadrature.py`, `_forward_sensitivity.py`,
-`_finite_differences.py`), which registers it (`_registry.register_engine`). Backward-pass
+engine (`_backsolve.py`, `_interpolating.py`, `_quadrature.py`, `_gauss.py`, `_discrete.py`,
+`_forward_sensitivity.py`, `_finite_differences.py`), which registers it (`_registry.register_engine`). Backward-pass
 settings left as None take the forward pass's.
 
 All adjoints solve, backwards from t_K to t0, the adjoint a(t) = ∂L/∂z(t):
@@ -10,7 +10,8 @@ All adjoints solve, backwards from t_K to t0, the adjoint a(t) = ∂L/∂z(t):
     da/dt = -(∂f/∂z)ᵀ a,   a(t_k⁻) = a(t_k⁺) + ∂L/∂z(t_k),   a(t_K) = ∂L/∂z(t_K),
     dL/dθ = ∫_{t0}^{t_K} (∂f/∂θ)ᵀ a dt,   dL/dz0 = a(t0).
 
-They differ in where z(t) comes from and how the θ integral is computed.
+They differ in where z(t) comes from and how the θ integral is computed. RecursiveCheckpointAdjoint is
+the other kind (discretise-then-optimise): it differentiates the solver's steps themselves.
 """
 
 from __future__ import annotations
@@ -87,6 +88,47 @@ class QuadratureAdjoint:
 
 
 @dataclass(frozen=True)
+class GaussAdjoint:
+    """Solve a backwards alone, accumulating ∂L/∂θ by Gauss-Legendre quadrature on each backward step.
+
+    SciMLSensitivity's `GaussAdjoint`: on every accepted backward step, n = div(order + 1, 2)
+    Gauss-Legendre nodes of the step (order: the backward solver's; DP5 and RadauIIA5 3 nodes, BS3 2,
+    DP8 4), the integrand (∂f/∂θ)ᵀ a with z from the dense forward solution and a from the step's own
+    interpolant, summed by a step callback (DiffEqCallbacks' integrating sum). Unlike
+    QuadratureAdjoint, no dense backward solution is stored: the backward state is a alone (B N) and
+    the quadrature costs one batched VJP per backward step.
+    """
+
+    solver: str | None = None
+    rtol: float | None = None
+    atol: float | None = None
+
+    name = "GaussAdjoint"
+
+
+@dataclass(frozen=True)
+class RecursiveCheckpointAdjoint:
+    """Discretise-then-optimise: the exact gradient of the computed solution, by reverse mode through
+    the accepted explicit Runge-Kutta steps (held fixed), with binomial checkpointing.
+
+    Counterparts: diffrax's `RecursiveCheckpointAdjoint` (its default), torchdiffeq's plain `odeint`
+    under backprop, SciMLSensitivity's `ReverseDiffAdjoint` (and `ZygoteAdjoint`). `checkpoints=None`
+    stores every step's start state; `checkpoints=c` holds at most c of them (plus each piece's start)
+    and recomputes the others (Griewank's revolve), so memory does not grow with the number of steps.
+    Explicit solvers only (DP5, BS3, DP8): implicit ones are refused with the reason.
+    """
+
+    checkpoints: int | None = None
+
+    name = "RecursiveCheckpointAdjoint"
+
+    def __post_init__(self):
+        c = self.checkpoints
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+            raise HarnessInputError(f"checkpoints={c!r}: expected None (store every step) or an integer >= 1")
+
+
+@dataclass(frozen=True)
 class ForwardSensitivity:
     """Reference: solve z with S = ∂z/∂θ (B, N, P) and ∂z/∂z0 (B, N, N) forwards, in one system.
 
@@ -111,5 +153,5 @@ class FiniteDifferences:
     name = "FiniteDifferences"
 
 
-ADJOINTS = (BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint)
+ADJOINTS = (BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint, GaussAdjoint, RecursiveCheckpointAdjoint)
 REFERENCES = (ForwardSensitivity, FiniteDifferences)

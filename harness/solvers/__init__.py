@@ -60,6 +60,7 @@ def integrate(
     dense: bool = False,
     h0: float | None = None,
     max_steps: int | None = None,
+    on_step=None,
 ) -> Trajectory:
     """Integrate dy/dt = rhs(t, y) from t0 to t1 (t1 < t0 integrates backwards).
 
@@ -84,6 +85,12 @@ def integrate(
         cannot finish within it fails as soon as that is clear (see `_step_budget.py`), not when
         the budget is spent.
 
+    on_step : callable (t, h, local) -> None, optional
+        Called after every accepted step from t to t + h (h signed, the step the solver took), with
+        `local(ts)`, the step's own interpolant: states at the times `ts` (M,) inside the step, shape
+        (M, D), valid during the call only. What needs the solution step by step without storing it
+        (GaussAdjoint's quadrature, the step sizes a discrete adjoint replays) reads it here.
+
     Raises
     ------
     SolverError
@@ -96,7 +103,7 @@ def integrate(
     if solver.implicit and jac is None:
         raise HarnessInputError(f"solver {method!r} is implicit and needs a Jacobian")
     return solver.integrate(rhs, t0, t1, y0, rtol=rtol, atol=atol, jac=jac, dense=dense, h0=h0,
-                            max_steps=max_steps)
+                            max_steps=max_steps, on_step=on_step)
 
 
 __all__ = [

@@ -49,6 +49,7 @@ class Solver(ABC):
         dense: bool = False,
         h0: float | None = None,
         max_steps: int | None = None,
+        on_step=None,
     ) -> Trajectory:
         """Integrate from t0 to t1; the arguments are those of `harness.solvers.integrate`, already
         checked."""

@@ -153,12 +153,14 @@ class QuadratureTailStepper(PlainStepper):
 
 
 def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name: str, t0: float, t1: float,
-              h_abs: float, dense: bool) -> tuple[float, SolverStats, PiecewisePolynomial | None]:
+              h_abs: float, dense: bool, on_step=None) -> tuple[float, SolverStats, PiecewisePolynomial | None]:
     """Step from t0 to t1, starting with step size `h_abs`.
 
     `stepper` is a `PlainStepper` or a `QuadratureTailStepper` (or anything with their `attempt`,
     `accept`, `dense_step` and `state`, and a `work` workspace): the loop knows nothing of the
     system's structure, the stepper nothing of time, acceptance or budgets.
+
+    `on_step(t, h, local)`, if given, is called after each accepted step (see `integrate`).
 
     Returns (the next step size, stats, the dense output or None); raises SolverError if the step
     size underflows or the budget cannot suffice. `stats.n_rhs` counts the steps' evaluations only.
@@ -192,6 +194,8 @@ def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name:
                 hs.append(h)
                 Qs.append(Q)
                 ts.append(t_new)
+            if on_step is not None:
+                on_step(t, h, _StepInterpolant(stepper, t, h))
             stepper.accept()
             t = t_new
             n_accepted += 1
@@ -205,6 +209,19 @@ def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name:
     stats = SolverStats(n_rhs=n_rhs, n_accepted=n_accepted, n_rejected=n_rejected)
     poly = PiecewisePolynomial(ts, ys, hs, Qs) if dense and hs else None
     return h_abs, stats, poly
+
+
+class _StepInterpolant:
+    """The dense output of the step just taken, for `on_step`: built only if called."""
+
+    def __init__(self, stepper, t: float, h: float):
+        self._stepper, self._t, self._h = stepper, t, h
+
+    def __call__(self, ts) -> np.ndarray:
+        y, Q = self._stepper.dense_step(self._h)
+        x = (np.asarray(ts, dtype=np.float64) - self._t) / self._h  # (M,) in [0, 1]
+        powers = x[:, None] ** np.arange(1, Q.shape[1] + 1)  # (M, degree)
+        return y[None, :] + powers @ Q.T
 
 
 def _underflow_reason(nonfinite: bool, y: np.ndarray) -> str:
@@ -236,8 +253,9 @@ class ExplicitRungeKutta(Solver):
         # stage i records in slot i, and the first-same-as-last stage in slot s
         return self.tableau.n_stages + 1
 
-    def integrate(self, rhs, t0, t1, y0, *, rtol, atol, jac=None, dense=False, h0=None, max_steps=None):
-        if isinstance(rhs, QuadratureTailSystem) and not dense:
+    def integrate(self, rhs, t0, t1, y0, *, rtol, atol, jac=None, dense=False, h0=None, max_steps=None,
+                  on_step=None):
+        if isinstance(rhs, QuadratureTailSystem) and not dense and on_step is None:
             stepper = QuadratureTailStepper(rhs, self.tableau, y0, rtol, atol)
         else:
             stepper = PlainStepper(rhs.joint_rhs if isinstance(rhs, QuadratureTailSystem) else rhs,
@@ -250,6 +268,7 @@ class ExplicitRungeKutta(Solver):
             h_abs, n_start = stepper.start(t0, h0, direction, self.tableau.error_order)
             budget = StepBudget(self.name, self.implicit, t0, t1, h_abs, max_steps)
             controller = StepSizeController(self.tableau.error_order)
-            h_abs, stats, poly = run_steps(stepper, controller, budget, self.name, t0, t1, h_abs, dense)
+            h_abs, stats, poly = run_steps(stepper, controller, budget, self.name, t0, t1, h_abs, dense,
+                                           on_step)
         stats.n_rhs += n_start
         return Trajectory(t0, t1, stepper.state(), stats, poly, h_abs, self.name)

@@ -23,7 +23,8 @@ class ScipySolver(Solver):
 
     scipy_class: type
 
-    def integrate(self, rhs, t0, t1, y0, *, rtol, atol, jac=None, dense=False, h0=None, max_steps=None):
+    def integrate(self, rhs, t0, t1, y0, *, rtol, atol, jac=None, dense=False, h0=None, max_steps=None,
+                  on_step=None):
         if isinstance(rhs, QuadratureTailSystem):
             rhs = rhs.joint_rhs  # scipy steps the state as a whole
         # a step carried over from a longer previous piece may exceed this one; scipy rejects that
@@ -38,12 +39,18 @@ class ScipySolver(Solver):
         while solver.status == "running":
             if n_steps >= budget.next_check:
                 budget.check(n_steps, solver.t, solver.h_abs)
+            t_before = solver.t
             message = solver.step()
             n_steps += 1
             if solver.status == "failed":
                 raise SolverError(self.name, solver.t, t1, message or "step failed")
             if not np.all(np.isfinite(solver.y)):
                 raise SolverError(self.name, solver.t, t1, "the state became inf or NaN: the solution blows up here")
+            if on_step is not None:
+                # the step's interpolant is formed only if the callback asks for it (a step-size
+                # recorder never does)
+                on_step(t_before, solver.t - t_before,
+                        lambda ts, solver=solver: solver.dense_output()(np.asarray(ts)).T)
             if dense:
                 interpolants.append(solver.dense_output())
                 ts.append(solver.t)
