@@ -81,13 +81,15 @@ def write_report(experiment, analysis: dict, records: list[dict], out_dir: Path,
                  problem_description: str, backend_versions: dict, timing: dict) -> dict:
     """Write figures, `report.md` and `results.json` into `out_dir`; returns the results dict."""
     out_dir = Path(out_dir)
+    settings = experiment.as_dict()
+    # taken before anything is written: regenerating a shipped report in its tracked folder must not
+    # record the commit as "+dirty" because of the figures this very call rewrites
+    run_provenance = provenance(backends=backend_versions, settings=settings, seeds=list(experiment.seeds))
     written = write_figures(experiment, analysis, out_dir)
     summary = summarise(experiment, analysis, records)
     claims = evaluate_experiment(experiment.claims, analysis)
-    settings = experiment.as_dict()
     results = {
-        "provenance": provenance(backends=backend_versions, settings=settings,
-                                 seeds=list(experiment.seeds)),
+        "provenance": run_provenance,
         "problem": problem_description,
         "summary": summary,
         "claims": [c.as_dict() for c in claims],
