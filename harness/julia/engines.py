@@ -170,23 +170,16 @@ class JuliaAdjoint:
             tolerances = dict(abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
             sol = jl.forward_solve(dynamics, flat_state(problem.z0), problem.t0, problem.t1, theta, s.solver,
                                    self.sensealg, **tolerances)
-            success, retcode, t_reached, counts = jl.solve_summary(sol)
-            check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
-            z_at_times = states_at_times(jl.states_at(sol, problem.times), batch)
-            loss, dL_dz = problem.loss_terms(z_at_times)
+            retcode, counts, z_at_times, loss, dL_dz = _observed(jl, sol, jl.states_at(sol, problem.times),
+                                                                 problem, s)
             if self.sensealg in DISCRETE_SENSEALGS:
                 # the gradient of Julia's own discrete solve, stopped on every observation time
                 du0, dp, retcode = jl.discrete_gradient(
                     dynamics, flat_state(problem.z0), problem.t0, problem.times, theta,
                     loss_gradient_table(dL_dz), s.solver, **tolerances)
                 dtheta, dz0 = adjoint_result(du0, dp, batch, model.n_params)
-                finite_gradient(dtheta, dz0, self.name)
-                return GradientResult(
-                    engine=self.name, loss=loss, dtheta=dtheta, dz0=dz0,
-                    forward_stats=solver_stats(counts), backward_stats=SolverStats(n_rejected=None),
-                    n_datapoints=problem.n_datapoints,
-                    diagnostics={"solver": s.solver, "retcode": str(retcode)},
-                )
+                return _result(self.name, problem, loss, dtheta, dz0, counts, SolverStats(n_rejected=None),
+                               {"solver": s.solver, "retcode": str(retcode)})
             if self.sensealg == "BacksolveAdjoint":
                 self._check_backwards_reconstruction(jl, dynamics, problem, theta, z_at_times, s)
             forward_calls = dict(python.calls) if python else {}
@@ -197,23 +190,11 @@ class JuliaAdjoint:
                 **tolerances)
             check_adjoint_reached_start(bool(reached_start), float(earliest), problem.t0, self.name)
             dtheta, dz0 = adjoint_result(du0, dp, batch, model.n_params)
-        finite_gradient(dtheta, dz0, self.name)
         backward_calls = dict(python.calls) if python else {}
-        return GradientResult(
-            engine=self.name,
-            loss=loss,
-            dtheta=dtheta,
-            dz0=dz0,
-            forward_stats=solver_stats(counts),
-            backward_stats=SolverStats(n_rhs=sum(backward_calls.values()), n_rejected=None),
-            n_datapoints=problem.n_datapoints,
-            diagnostics={
-                "solver": s.solver,
-                "retcode": str(retcode),
-                "python_calls_forward": forward_calls,
-                "python_calls_backward": backward_calls,
-            },
-        )
+        return _result(self.name, problem, loss, dtheta, dz0, counts,
+                       SolverStats(n_rhs=sum(backward_calls.values()), n_rejected=None),
+                       {"solver": s.solver, "retcode": str(retcode), "python_calls_forward": forward_calls,
+                        "python_calls_backward": backward_calls})
 
     def _check_backwards_reconstruction(self, jl, dynamics, problem, theta, z_at_times, s) -> None:
         """Solve z backwards from the first observation time after t0 to t0, with the same solver
@@ -277,25 +258,34 @@ class JuliaForwardSensitivity:
             dynamics, python = _dynamics(jl, model, batch, self.route, jac=exact, paramjac=exact)
             sol = jl.forward_sensitivity_solve(dynamics, z0, problem.t0, problem.t1, theta, s.solver,
                                                abstol=s.atol, reltol=s.rtol, maxiters=self.maxiters)
-            success, retcode, t_reached, counts = jl.solve_summary(sol)
-            check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
-            z_at_times = states_at_times(jl.sensitivity_states_at(sol, problem.times, z0), batch)
-            loss, dL_dz = problem.loss_terms(z_at_times)
+            retcode, counts, _, loss, dL_dz = _observed(
+                jl, sol, jl.sensitivity_states_at(sol, problem.times, z0), problem, s)
             G = loss_gradient_table(dL_dz)
             grad_q = jl.sensitivity_gradient(sol, problem.times, G)
             dtheta, dz0 = forward_sensitivity_result(grad_q, G, batch, model.n_params)
-        finite_gradient(dtheta, dz0, self.name)
-        return GradientResult(
-            engine=self.name,
-            loss=loss,
-            dtheta=dtheta,
-            dz0=dz0,
-            forward_stats=solver_stats(counts),
-            backward_stats=SolverStats(),
-            n_datapoints=problem.n_datapoints,
-            diagnostics={"solver": s.solver, "retcode": str(retcode),
-                         "python_calls": dict(python.calls) if python else {}},
-        )
+        return _result(self.name, problem, loss, dtheta, dz0, counts, SolverStats(),
+                       {"solver": s.solver, "retcode": str(retcode),
+                        "python_calls": dict(python.calls) if python else {}})
+
+
+def _observed(jl, sol, states, problem, s: _Settings):
+    """What both engines read from a finished Julia forward solve: (retcode, counts, z at the
+    observation times (K, B, N), the loss, dL/dz (K, B, N)); a solve that stopped early raises.
+    `states` is the solution's flat states at `problem.times`, however the solve stores them."""
+    success, retcode, t_reached, counts = jl.solve_summary(sol)
+    check_retcode(bool(success), str(retcode), float(t_reached), problem.t1, s.solver)
+    z_at_times = states_at_times(states, problem.batch_size)
+    loss, dL_dz = problem.loss_terms(z_at_times)
+    return retcode, counts, z_at_times, loss, dL_dz
+
+
+def _result(name, problem, loss, dtheta, dz0, counts, backward_stats, diagnostics) -> GradientResult:
+    """A Julia engine's result, once its gradient is known to be finite."""
+    finite_gradient(dtheta, dz0, name)
+    return GradientResult(
+        engine=name, loss=loss, dtheta=dtheta, dz0=dz0, forward_stats=solver_stats(counts),
+        backward_stats=backward_stats, n_datapoints=problem.n_datapoints, diagnostics=diagnostics,
+    )
 
 
 def _dynamics(jl, model: MLP, batch: int, route: str, *, vjp=False, jac=False, paramjac=False):
