@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._state_layout import block_diagonal, flat, stacked_states, states
+from .._state_layout import states
 from ..solvers import check_solver
-from ._adjoint_systems import InterpolatingSystem
-from ._backward import AdjointSystem, adjoint_gradient
+from ._backward import adjoint_gradient
+from ._quadrature import AdjointAlone
 from ._registry import register_engine
 from .algorithms import GaussAdjoint
 
@@ -24,49 +24,22 @@ def gauss_nodes(order: int) -> int:
     return max(1, (order + 1) // 2)
 
 
-class Gauss(AdjointSystem):
+class Gauss(AdjointAlone):
     """y = a alone (B N,); `on_step` adds each backward step's Gauss-Legendre sum to ∂L/∂θ."""
 
-    dense_forward = True
     dense_backward = False  # the quadrature reads a from each step's interpolant, during the step
 
     def __init__(self, problem, theta, engine, options):
         super().__init__(problem, theta, engine, options)
-        # the adjoint ODE of InterpolatingAdjoint, of which only a is integrated
-        self._adjoint = InterpolatingSystem(self.model, theta, self.batch, n_slots=1)
         self.n_nodes = gauss_nodes(check_solver(options.solver).order)
         self._x_gl, self._w_gl = np.polynomial.legendre.leggauss(self.n_nodes)
-        self.dtheta = np.zeros(self.model.n_params)
-        self.n_quadrature_points = 0
         self.n_quadrature_vjps = 0
-
-    def system(self, t, a):
-        da = np.empty(self.bn)
-        self._adjoint.stage_rhs(t, a, 0, da)
-        return da
-
-    def initial_state(self, fwd):
-        return np.zeros(self.bn)
-
-    def jump(self, a, fwd, k, dL_dz_k):
-        return a + flat(dL_dz_k)
-
-    def enter_piece(self, fwd, i):
-        self._adjoint.z_of_t = fwd.dense(i)
-
-    def jacobian(self, t, a):
-        J = self.model.jac(t, states(self._adjoint.z_of_t(t), self.batch), self.theta)
-        return block_diagonal(-J.transpose(0, 2, 1))
 
     def on_step(self, t, h, local):
         """The backward step from t to t + h (h < 0) covers [t + h, t]: its share of ∫ (∂f/∂θ)ᵀ a dt."""
         half = 0.5 * abs(h)
         t_nodes = (t + 0.5 * h) + half * self._x_gl
-        z_nodes = stacked_states(self._adjoint.z_of_t.many(t_nodes), self.batch)
-        a_nodes = stacked_states(local(t_nodes) * (half * self._w_gl)[:, None], self.batch)
-        # f is autonomous: one VJP for the step's nodes
-        self.dtheta += self.model.vjp(0.0, z_nodes, self.theta, a_nodes)[2]
-        self.n_quadrature_points += self.n_nodes
+        self.add_quadrature(t_nodes, local(t_nodes) * (half * self._w_gl)[:, None])
         self.n_quadrature_vjps += 1
 
     def gradients(self, a):

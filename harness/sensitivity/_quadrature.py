@@ -11,17 +11,16 @@ from ._registry import register_engine
 from .algorithms import QuadratureAdjoint
 
 
-class Quadrature(AdjointSystem):
-    """y = a alone (B N,); ∂L/∂θ summed over Gauss-Legendre nodes on every backward step."""
+class AdjointAlone(AdjointSystem):
+    """y = a alone (B N,), with z read from the dense forward solution; ∂L/∂θ = ∫ (∂f/∂θ)ᵀ a dt is
+    summed by Gauss-Legendre quadrature outside the ODE (QuadratureAdjoint after each piece,
+    GaussAdjoint during each step). The backward ODE is InterpolatingAdjoint's, without its θ part."""
 
     dense_forward = True
-    dense_backward = True  # the quadrature reads a(t) between the backward steps
 
     def __init__(self, problem, theta, engine, options):
         super().__init__(problem, theta, engine, options)
-        # the adjoint ODE of InterpolatingAdjoint, of which only a is integrated here
         self._adjoint = InterpolatingSystem(self.model, theta, self.batch, n_slots=1)
-        self._x_gl, self._w_gl = np.polynomial.legendre.leggauss(engine.quadrature_nodes)
         self.dtheta = np.zeros(self.model.n_params)
         self.n_quadrature_points = 0
 
@@ -43,17 +42,31 @@ class Quadrature(AdjointSystem):
         J = self.model.jac(t, states(self._adjoint.z_of_t(t), self.batch), self.theta)
         return block_diagonal(-J.transpose(0, 2, 1))
 
+    def add_quadrature(self, t_nodes: np.ndarray, weighted_a: np.ndarray) -> None:
+        """∂L/∂θ += Σₙ (∂f/∂θ)ᵀ(z(tₙ)) aₙ wₙ, with `weighted_a` (M, B N) the flat aₙ wₙ at `t_nodes` (M,)."""
+        z_nodes = stacked_states(self._adjoint.z_of_t.many(t_nodes), self.batch)
+        a_nodes = stacked_states(weighted_a, self.batch)
+        # one VJP for all nodes, each row at its own node's time (a time-dependent f reads it)
+        self.dtheta += self.model.vjp(np.repeat(t_nodes, self.batch), z_nodes, self.theta, a_nodes)[2]
+        self.n_quadrature_points += len(t_nodes)
+
+
+class Quadrature(AdjointAlone):
+    """∂L/∂θ summed over Gauss-Legendre nodes on every step of each piece's dense backward solution."""
+
+    dense_backward = True  # the quadrature reads a(t) between the backward steps
+
+    def __init__(self, problem, theta, engine, options):
+        super().__init__(problem, theta, engine, options)
+        self._x_gl, self._w_gl = np.polynomial.legendre.leggauss(engine.quadrature_nodes)
+
     def leave_piece(self, traj):
         # Gauss-Legendre on every backward step: both interpolants are smooth inside a step.
         edges = np.sort(traj.dense.t_nodes)
         mid, half = 0.5 * (edges[1:] + edges[:-1]), 0.5 * np.diff(edges)
         t_nodes = (mid[:, None] + half[:, None] * self._x_gl).reshape(-1)
         weights = (half[:, None] * self._w_gl).reshape(-1)
-        z_nodes = stacked_states(self._adjoint.z_of_t.many(t_nodes), self.batch)
-        a_nodes = stacked_states(traj.dense.many(t_nodes) * weights[:, None], self.batch)
-        # one VJP for all nodes, each row at its own node's time (a time-dependent f reads it)
-        self.dtheta += self.model.vjp(np.repeat(t_nodes, self.batch), z_nodes, self.theta, a_nodes)[2]
-        self.n_quadrature_points += weights.size
+        self.add_quadrature(t_nodes, traj.dense.many(t_nodes) * weights[:, None])
         return traj.y_end
 
     def gradients(self, a):
