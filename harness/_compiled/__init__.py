@@ -41,7 +41,7 @@ AUTO_MAX_WIDTH = 8
 # other models (the linear `identity` of the closed-form tests) run the numpy reference
 COMPILED_ACTIVATIONS = ("tanh", "sigmoid", "softplus")
 
-_state = {"enabled": None, "loaded": None}
+_state = {"enabled": None, "loaded": None, "loop_runs": 0}
 
 
 def _mode() -> tuple[str, str]:
@@ -121,6 +121,51 @@ def _load():
 def load_seconds() -> float | None:
     """Seconds this process spent compiling or loading the kernels (None before the first use)."""
     return _state.get("compile_seconds")
+
+
+# The whole adaptive loop (`_adaptive_loop.py`) is used in the automatic mode for batches of at most
+# this many rows. MEASURED_LATER
+AUTO_MAX_LOOP_BATCH = 64
+
+
+def _decide_loop(model, batch: int | None) -> tuple[bool, str]:
+    """(use the compiled whole loop for this model and batch, why)."""
+    mode, why = _mode()
+    if mode == "off":
+        return False, f"turned off by {why}"
+    if not available():
+        return False, "numba is not installed (pip install numba)"
+    if model is not None and model.activation not in COMPILED_ACTIVATIONS:
+        return False, f"no compiled kernel for the {model.activation!r} activation"
+    if mode == "on":
+        return True, f"forced by {why}"
+    if batch is not None and batch > AUTO_MAX_LOOP_BATCH:
+        return False, f"batch {batch} > {AUTO_MAX_LOOP_BATCH}, where the numpy loop's per-call overhead no longer dominates"
+    return True, f"used for batches <= {AUTO_MAX_LOOP_BATCH}"
+
+
+def loop_runs() -> int:
+    """How many gradients this process computed with the compiled whole loop (for tests and benchmarks)."""
+    return _state["loop_runs"]
+
+
+def adjoint_gradient(problem, theta, forward, options, engine, adjoint):
+    """The gradient by the compiled whole loop, or None where it does not apply (the numpy driver runs).
+
+    The arguments are those of `harness.sensitivity._backward.adjoint_gradient`, with `options` the
+    backward pass's solver and tolerances.
+    """
+    if not _decide_loop(problem.model, problem.batch_size)[0]:
+        return None
+    from ._whole_gradient import whole_loop_applies, whole_loop_gradient
+
+    if not whole_loop_applies(problem, forward, options, engine, adjoint):
+        return None
+    _load()
+    result = whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
+    if result is not None:
+        _state["loop_runs"] += 1
+    return result
 
 
 def stage_vjps(model, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0) -> StageVJPs:
