@@ -33,7 +33,7 @@ from ._activations import FASTMATH
 from ._stage_kernels import mlp_stage
 
 FORWARD, BACKSOLVE, INTERPOLATING = 0, 1, 2  # what a stage evaluates
-OK, FAILED = 0, 1
+OK, FAILED, NEED_ROOM = 0, 1, 2
 
 # harness.solvers._step_control and _step_budget, as numbers (a test keeps them equal)
 SAFETY, MIN_FACTOR, MAX_FACTOR, NONFINITE_ERROR_NORM = 0.9, 0.2, 10.0, 1e10
@@ -145,28 +145,15 @@ def _initial_step(net, shape, t0, y0, f0, direction, error_order, rtol, atol, y1
 
 
 @njit(**_OPTIONS)
-def _grow(d_t, d_h, d_y, d_q, needed):
-    """The dense-output store with room for `needed` steps (doubling)."""
-    capacity = d_t.shape[0]
-    if needed <= capacity:
-        return d_t, d_h, d_y, d_q
-    new = max(needed, 2 * capacity)
-    t2, h2 = np.empty(new), np.empty(new)
-    y2 = np.empty((new, d_y.shape[1]))
-    q2 = np.empty((new, d_q.shape[1], d_q.shape[2]))
-    t2[:capacity], h2[:capacity], y2[:capacity], q2[:capacity] = d_t, d_h, d_y, d_q
-    return t2, h2, y2, q2
-
-
-@njit(**_OPTIONS)
 def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, dense, store, n_stored, keep):
     """Integrate one piece from t0 to t1 (`run_steps` with its stepper's `start`), u and q in place.
 
     u is the flat state (n_blocks N B,) of `shape` (n_blocks, N, B); q the ∂L/∂θ tail (empty forward).
     h_given > 0 is the first step (else the initial-step heuristic, forward only). With `keep`, every
-    accepted step's (t, h, y, Q) is appended to `store` from index `n_stored` (forward only).
+    accepted step's (t, h, y, Q) is appended to `store` from index `n_stored` (forward only); a full
+    store stops the solve with NEED_ROOM.
 
-    Returns (status, h_abs for the next piece, n_rhs, n_accepted, n_rejected, store, n_stored).
+    Returns (status, h_abs for the next piece, n_rhs, n_accepted, n_rejected, n_stored).
     """
     A, B, C, E, P, error_order = tab
     K, products, u_stage, u_new, zbuf, q_new, scratch = work
@@ -204,10 +191,10 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
             projected = n_steps + min(at_current_step, at_average_rate)
             margin = EARLY_MARGIN if n_steps < PATIENT_STEPS else 1.0
             if n_steps >= max_steps or projected > margin * max_steps:
-                return FAILED, h_abs, n_rhs, n_accepted, n_rejected, (d_t, d_h, d_y, d_q), n_stored
+                return FAILED, h_abs, n_rhs, n_accepted, n_rejected, n_stored
             next_check = min(2 * n_steps, max_steps)
         if h_abs < 10 * abs(np.nextafter(t, direction * math.inf) - t):
-            return FAILED, h_abs, n_rhs, n_accepted, n_rejected, (d_t, d_h, d_y, d_q), n_stored
+            return FAILED, h_abs, n_rhs, n_accepted, n_rejected, n_stored
         h = h_abs * direction
         t_new = t + h
         if direction * (t_new - t1) > 0:
@@ -255,7 +242,8 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
                 factor = min(1.0, factor)
             after_rejection = False
             if keep:
-                d_t, d_h, d_y, d_q = _grow(d_t, d_h, d_y, d_q, n_stored + 1)
+                if n_stored == d_t.shape[0]:
+                    return NEED_ROOM, h_abs, n_rhs, n_accepted, n_rejected, n_stored
                 d_t[n_stored], d_h[n_stored] = t, h
                 for d in range(size):
                     d_y[n_stored, d] = u[d]
@@ -278,18 +266,28 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
             n_rejected += 1
             after_rejection = True
     n_rhs += s * (n_accepted + n_rejected)
-    return OK, h_abs, n_rhs, n_accepted, n_rejected, (d_t, d_h, d_y, d_q), n_stored
+    return OK, h_abs, n_rhs, n_accepted, n_rejected, n_stored
 
 
-@njit(**_OPTIONS)
-def _workspace(s, size, n_z, n_q):
-    """(K, products, u_stage, u_new, zbuf, q_new, scratch) for one solve of a flat state of `size`."""
+def workspace(n_stages, size, n_z, n_q):
+    """(K, products, u_stage, u_new, zbuf, q_new, scratch) for one solve of a flat state of `size`.
+
+    Every array a solve needs beyond a few numbers is allocated here, by numpy, rather than inside the
+    compiled functions: numpy's allocations are the ones Python's tracemalloc sees, so the peak memory
+    that `harness compare` reports stays true for the compiled loop too.
+    """
+    s = n_stages
     return (np.empty((s + 1, size)), np.zeros((s + 1, n_q)), np.empty(size), np.empty(size), np.empty(n_z),
             np.empty(n_q), np.empty(size))
 
 
+def dense_store(capacity, size, degree):
+    """Room for `capacity` steps of dense output: (t (M,), h (M,), y (M, size), Q (M, size, degree))."""
+    return np.empty(capacity), np.empty(capacity), np.empty((capacity, size)), np.empty((capacity, size, degree))
+
+
 @njit(**_OPTIONS)
-def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense):
+def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, piece_first):
     """Solve dz/dt = f(z) from t0 through every observation time, one piece per time (`solve_forward`).
 
     Parameters
@@ -297,36 +295,32 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense):
     z0 : (N, B)
     times : (K,)
     keep_dense : bool
-        Keep every step's dense output (InterpolatingAdjoint reads z(t) from it).
+        Keep every step's dense output in `store` (InterpolatingAdjoint reads z(t) from it).
+    work : `workspace(s, N B, N B, 0)`
+    store : `dense_store(...)`, filled with every accepted step; piece k's steps are
+        piece_first[k] .. piece_first[k + 1] - 1.
+    z_at : (K, N, B), receives z at the times
+    piece_first : int64 (K + 1,)
 
     Returns
     -------
-    status, z_at_times (K, N, B), h_last, (n_rhs, n_accepted, n_rejected), store = (t (M,), h (M,),
-    y (M, N B), Q (M, N B, degree)), piece_first (K + 1,): piece k's steps are
-    piece_first[k] .. piece_first[k + 1] - 1 of the store.
+    status (NEED_ROOM: a larger store is needed), h_last, (n_rhs, n_accepted, n_rejected).
     """
     n, batch = z0.shape
     size = n * batch
     shape = (1, n, batch)
-    s = tab[1].shape[0]
-    degree = tab[4].shape[1]
     n_times = times.shape[0]
-    work = _workspace(s, size, size, 0)
     u = z0.copy().reshape(size)
-    q = np.empty(0)
-    capacity = 64 if keep_dense else 0
-    store = (np.empty(capacity), np.empty(capacity), np.empty((capacity, size)),
-             np.empty((capacity, size, degree)))
+    q = work[5]  # empty: no quadrature tail forward
     no_dense = (0, 0, store[0], store[1], store[2], store[3])
-    z_at = np.empty((n_times, n, batch))
-    piece_first = np.zeros(n_times + 1, dtype=np.int64)
+    piece_first[0] = 0
     n_stored = 0
     h = -1.0  # the first piece uses the initial-step heuristic
     t_prev = t0
     n_rhs = n_accepted = n_rejected = 0
     status = OK
     for k in range(n_times):
-        status, h, rhs_k, acc_k, rej_k, store, n_stored = _solve_piece(
+        status, h, rhs_k, acc_k, rej_k, n_stored = _solve_piece(
             FORWARD, net, tab, shape, u, q, t_prev, times[k], h, rtol, atol, work, no_dense, store, n_stored,
             keep_dense,
         )
@@ -338,11 +332,11 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense):
         z_at[k] = u.reshape((n, batch))
         piece_first[k + 1] = n_stored
         t_prev = times[k]
-    return status, z_at, h, (n_rhs, n_accepted, n_rejected), store, piece_first
+    return status, h, (n_rhs, n_accepted, n_rejected)
 
 
 @njit(**_OPTIONS)
-def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, piece_first, n_params):
+def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, piece_first, work, u, q):
     """The backward solve of BacksolveAdjoint (mode BACKSOLVE) or InterpolatingAdjoint (INTERPOLATING),
     piece by piece from t_K to t0 (`adjoint_gradient`), with the adjoint's jump at every time.
 
@@ -354,22 +348,18 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
         The first backward step (`first_backward_step`).
     store, piece_first
         The forward dense output (`forward_pass`; INTERPOLATING only).
-    n_params : int
-        P, the length of the ∂L/∂θ tail.
+    work : `workspace(s, len(u), N B, P)`
+    u : (2 N B,) for [z, a] or (N B,) for a, zeros; receives the state at t0
+    q : (P,), zeros; receives ∂L/∂θ in the [W | b] layout
 
     Returns
     -------
-    status, u at t0 (flat: [z, a] or a, each N B), ∂L/∂θ in the [W | b] layout (P,),
-    (n_rhs, n_accepted, n_rejected).
+    status, (n_rhs, n_accepted, n_rejected).
     """
     n_times, n, batch = z_at.shape
     bn = n * batch
-    s = tab[1].shape[0]
     n_blocks = 2 if mode == BACKSOLVE else 1
     shape = (n_blocks, n, batch)
-    work = _workspace(s, n_blocks * bn, bn, n_params)
-    u = np.zeros(n_blocks * bn)
-    q = np.zeros(n_params)
     a0 = (n_blocks - 1) * bn
     h = h0
     n_rhs = n_accepted = n_rejected = 0
@@ -383,7 +373,7 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
             u[a0 + d] += dL_k[d]
         t_start = t0 if k == 0 else times[k - 1]
         dense = (piece_first[k], piece_first[k + 1] - piece_first[k], d_t, d_h, d_y, d_q)
-        status, h, rhs_k, acc_k, rej_k, _, _ = _solve_piece(
+        status, h, rhs_k, acc_k, rej_k, _ = _solve_piece(
             mode, net, tab, shape, u, q, times[k], t_start, h, rtol, atol, work, dense, store, 0, False,
         )
         n_rhs += rhs_k
@@ -391,4 +381,4 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
         n_rejected += rej_k
         if status != OK:
             break
-    return status, u, q, (n_rhs, n_accepted, n_rejected)
+    return status, (n_rhs, n_accepted, n_rejected)

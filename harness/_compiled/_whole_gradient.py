@@ -63,24 +63,42 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     the compiled loop, or None (see the module docstring). `options`: the backward pass's settings."""
     from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
     from ..sensitivity._result import GradientResult
-    from ._adaptive_loop import OK, backward_pass, forward_pass
+    from ._adaptive_loop import BACKSOLVE, NEED_ROOM, OK, backward_pass, dense_store, forward_pass, workspace
 
     mode = MODES[adjoint.compiled_loop]
     model, batch = problem.model, problem.batch_size
+    bn = batch * model.state_dim
     net = network_arguments(model, theta, batch)
     times = np.ascontiguousarray(problem.times, dtype=np.float64)
     z0 = np.ascontiguousarray(problem.z0.T)
-    status, z_at, h_last, fwd_counts, store, piece_first = forward_pass(
-        net, tableau_arguments(check_solver(forward.solver)), z0, problem.t0, times, forward.rtol, forward.atol,
-        mode == MODES["interpolating"],
-    )
+    forward_solver = check_solver(forward.solver)
+    tableau = tableau_arguments(forward_solver)
+    keep_dense = mode != BACKSOLVE
+    # room for 32 steps per observation time, doubled (and the forward pass re-run) when too small
+    capacity = 32 * len(times) if keep_dense else 0
+    z_at = np.empty((len(times), model.state_dim, batch))
+    piece_first = np.zeros(len(times) + 1, dtype=np.int64)
+    work = workspace(forward_solver.tableau.n_stages, bn, bn, 0)
+    while True:
+        store = dense_store(capacity, bn, forward_solver.tableau.dense_degree)
+        status, h_last, fwd_counts = forward_pass(
+            net, tableau, z0, problem.t0, times, forward.rtol, forward.atol, keep_dense, work, store, z_at,
+            piece_first,
+        )
+        if status != NEED_ROOM:
+            break
+        capacity *= 2
     if status != OK:
         return None
     loss, dL_dz = problem.loss_terms(z_at.transpose(0, 2, 1))
     dL_dz = np.ascontiguousarray(np.transpose(dL_dz, (0, 2, 1)))
-    status, u, q, bwd_counts = backward_pass(
-        mode, net, tableau_arguments(check_solver(options.solver)), z_at, dL_dz, problem.t0, times,
-        BACKWARD_FIRST_STEP_FRACTION * h_last, options.rtol, options.atol, store, piece_first, model.n_params,
+    backward_solver = check_solver(options.solver)
+    n_blocks = 2 if mode == BACKSOLVE else 1
+    u, q = np.zeros(n_blocks * bn), np.zeros(model.n_params)
+    status, bwd_counts = backward_pass(
+        mode, net, tableau_arguments(backward_solver), z_at, dL_dz, problem.t0, times,
+        BACKWARD_FIRST_STEP_FRACTION * h_last, options.rtol, options.atol, store, piece_first,
+        workspace(backward_solver.tableau.n_stages, n_blocks * bn, bn, model.n_params), u, q,
     )
     if status != OK:
         return None
