@@ -229,7 +229,8 @@ def main(argv=None) -> int:
     table_rows = [r for r in TABLE if not (args.quick and r[2] >= 50000)]
     if args.rows:
         table_rows = [r for r in table_rows if any(text in r[0] for text in args.rows)]
-    sweeps = [] if args.quick or args.rows else [r for r in BATCH_SWEEP + WIDTH_SWEEP if r[0] not in {t[0] for t in TABLE}]
+    sweeps = [] if args.quick or args.rows else [
+        r for r in BATCH_SWEEP + WIDTH_SWEEP if r[0] not in {t[0] for t in TABLE}]
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
     print(f"DP5, float64, rtol = atol = {RTOL:g}; median of {args.repeats} gradients after a warm-up; "
           "compilation apart in parentheses", flush=True)
