@@ -2,12 +2,14 @@
 against diffrax and torchdiffeq, side by side in one run.
 
 Usage:
-    python benchmarks/bench_scale.py [--repeats 5] [--quick] [--out reports/scale]
+    python benchmarks/bench_scale.py [--repeats 5] [--quick] [--rows TEXT ...] [--out reports/scale]
 
 Every (framework, method, problem) runs in its own process on the same problem file (DP5, float64,
 rtol = atol = 1e-6): one untimed warm-up gradient, whose extra time over a timed one is reported apart
 as compilation (numba's kernels for the compiled harness, XLA's for diffrax), then the median of
-`--repeats` gradients. The peers are used when installed (`pip install -e ".[peers]"`) and shown as
+`--repeats` gradients. "harness compiled" is the default mode (the whole compiled loop for small batch
+x parameters, the stage kernels for narrow networks, numpy elsewhere; its note says which), "harness
+numpy" HARNESS_COMPILED=0. The peers are used when installed (`pip install -e ".[peers]"`) and shown as
 "-" otherwise. Writes `table.md`, `results.json` and the log-log figure `scale.png` to `--out`, and
 measures the arithmetic limit (the kernel's GFLOP/s and activations per second against a tight loop).
 """
@@ -77,13 +79,15 @@ def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dic
         from harness.sensitivity import gradient
 
         if framework == "harness-compiled":
-            compiled._load()  # compile or load the kernels now, so their cost is reported apart
+            # compile or load the stage kernels and the whole loop now, so their cost is reported apart
+            compiled._load()
+            compiled._load_loop()
         problem = load_problem(problem_path)
 
         def one():
             return gradient(problem, engine=method, solver="DP5", rtol=RTOL, atol=ATOL).seconds
 
-        note = compiled.status()
+        note = compiled.status(problem.model, problem.batch_size)
     else:
         if framework == "diffrax":
             from harness.peers import diffrax_engine as adapter
@@ -108,7 +112,11 @@ def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dic
 
 
 def _run_worker(framework, method, problem_path, repeats) -> dict | None:
-    env = dict(os.environ, HARNESS_COMPILED="0" if framework == "harness-numpy" else "1")
+    # "harness compiled" is the default (automatic) mode, what a user gets: the whole compiled loop
+    # for small batch x parameters, the stage kernels for narrow networks, numpy elsewhere
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_COMPILED"}
+    if framework == "harness-numpy":
+        env["HARNESS_COMPILED"] = "0"
     cmd = [sys.executable, __file__, "--worker", framework, method, str(problem_path), "--repeats", str(repeats)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -206,6 +214,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="skip the B = 50 000 rows and the sweeps")
     parser.add_argument("--out", default="reports/scale")
+    parser.add_argument("--rows", metavar="TEXT", nargs="+",
+                        help="only the table rows whose label contains one of these (and no sweeps)")
     parser.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "METHOD", "PROBLEM"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -217,7 +227,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table_rows = [r for r in TABLE if not (args.quick and r[2] >= 50000)]
-    sweeps = [] if args.quick else [r for r in BATCH_SWEEP + WIDTH_SWEEP if r[0] not in {t[0] for t in TABLE}]
+    if args.rows:
+        table_rows = [r for r in table_rows if any(text in r[0] for text in args.rows)]
+    sweeps = [] if args.quick or args.rows else [
+        r for r in BATCH_SWEEP + WIDTH_SWEEP if r[0] not in {t[0] for t in TABLE}]
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
     print(f"DP5, float64, rtol = atol = {RTOL:g}; median of {args.repeats} gradients after a warm-up; "
           "compilation apart in parentheses", flush=True)
@@ -240,7 +253,15 @@ def main(argv=None) -> int:
         lines.append(f"| {label} | " + " | ".join(_format_ms(results[label].get(c)) for c in COLUMNS) + " |")
     table = "\n".join(lines)
     limit = arithmetic_limit() if _available("harness-compiled") else None
-    text = [f"CPU: {cpu_model()}", "", table, ""]
+    command = "python benchmarks/bench_scale.py " + " ".join(
+        f'"{a}"' if " " in a else a for a in (argv if argv is not None else sys.argv[1:]))
+    text = [f"CPU: {cpu_model()} ({os.cpu_count()} logical cores)", "", f"Command: `{command.strip()}`", "",
+            table, ""]
+    paths_used = {label: results[label].get("harness compiled Backsolve") for label, *_ in table_rows}
+    for label, result in paths_used.items():
+        if result:
+            text.append(f"- {label}, harness compiled: {result['note']}")
+    text.append("")
     if limit:
         text.append(
             f"Arithmetic limit: a tight multiply-add loop reaches {limit['fma_loop_gflops']:.1f} GFLOP/s; "
@@ -253,7 +274,8 @@ def main(argv=None) -> int:
     print("\n" + "\n".join(text))
     (out / "table.md").write_text("\n".join(text) + "\n")
     (out / "results.json").write_text(json.dumps({"cpu": cpu_model(), "results": results, "limit": limit}, indent=1))
-    _figure(results, out / "scale.png")
+    if not args.rows:  # the figure needs the sweeps
+        _figure(results, out / "scale.png")
     return 0
 
 

@@ -11,7 +11,14 @@ The harness reaches the fast path only through `stage_vjps`, a drop-in for the `
 constructor with the same arguments: the forward right-hand side (`_state_layout.forward_rhs`) and
 the adjoint systems (`sensitivity._adjoint_systems`) build their per-stage VJP records with it. Any
 redesigned solver or adjoint that records stages through `StageVJPs` gets the fast path by calling
-`stage_vjps` instead; nothing else is needed. A `harness doctor` command would print `status()`.
+`stage_vjps` instead; nothing else is needed. `harness doctor` prints `status()`.
+
+For small batches the whole adaptive loop of a gradient is compiled too (`_adaptive_loop.py`): the
+forward solve over the observation times and the backward solve of BacksolveAdjoint or
+InterpolatingAdjoint, with DP5, BS3 or any `ExplicitRungeKutta`, taking the numpy loop's steps.
+`harness.sensitivity._backward.adjoint_gradient` asks `adjoint_gradient` below first; it returns None
+(and the numpy driver runs) outside its scope: larger batches (`AUTO_MAX_LOOP_WORK`), implicit
+solvers, checkpointing, QuadratureAdjoint, models other than the plain MLP, activations without a kernel.
 
 Compiled kernels are cached on disk (numba's `cache=True`, in ``__pycache__`` beside this package, or
 ``NUMBA_CACHE_DIR``): the first process compiles them once (a one-line note on stderr says so), later
@@ -41,7 +48,7 @@ AUTO_MAX_WIDTH = 8
 # other models (the linear `identity` of the closed-form tests) run the numpy reference
 COMPILED_ACTIVATIONS = ("tanh", "sigmoid", "softplus")
 
-_state = {"enabled": None, "loaded": None}
+_state = {"enabled": None, "loaded": None, "loop_runs": 0}
 
 
 def _mode() -> tuple[str, str]:
@@ -94,15 +101,18 @@ def _decide(model=None) -> tuple[bool, str]:
     return True, f"numba is installed; used for hidden widths <= {AUTO_MAX_WIDTH}"
 
 
-def status(model=None) -> str:
-    """One line: which path runs (for `model`, if given) and why, e.g.
-    'compiled (numba 0.68.1): numba is installed; used for hidden widths <= 8; HARNESS_COMPILED=0 selects numpy'."""
+def status(model=None, batch: int | None = None) -> str:
+    """One line: which path runs (for `model` and `batch`, if given) and why, e.g. 'compiled (numba
+    0.68.1): stage kernels: used for hidden widths <= 8; whole adaptive loop (DP5/BS3, Backsolve and
+    Interpolating adjoints): used while batch x parameters <= 32768; HARNESS_COMPILED=0 selects numpy'."""
     on, why = _decide(model)
-    if on:
-        import numba
+    loop_on, loop_why = _decide_loop(model, batch)
+    if not (on or loop_on):
+        return f"numpy: {why}"
+    import numba
 
-        return f"compiled (numba {numba.__version__}): {why}; {ENV_VARIABLE}=0 selects numpy"
-    return f"numpy: {why}"
+    loop = f"whole adaptive loop (explicit RK, Backsolve and Interpolating adjoints): {loop_why}"
+    return f"compiled (numba {numba.__version__}): stage kernels: {why}; {loop}; {ENV_VARIABLE}=0 selects numpy"
 
 
 def _load():
@@ -122,9 +132,75 @@ def _load():
     return _state["loaded"]
 
 
+def _load_loop() -> None:
+    """Compile (or load from the disk cache) the whole-loop functions, saying so on stderr if compiled."""
+    if not _state.get("loop_loaded"):
+        from ._warmup import warm_up_loop
+
+        started = time.perf_counter()
+
+        def say():
+            print("harness: compiling the numba adaptive loop (once, about a minute; cached on disk) ...",
+                  file=sys.stderr, flush=True)
+
+        warm_up_loop(say)
+        _state["compile_seconds"] = _state.get("compile_seconds", 0.0) + time.perf_counter() - started
+        _state["loop_loaded"] = True
+
+
 def load_seconds() -> float | None:
     """Seconds this process spent compiling or loading the kernels (None before the first use)."""
     return _state.get("compile_seconds")
+
+
+# The whole adaptive loop (`_adaptive_loop.py`) is used in the automatic mode while batch x parameters
+# is at most this. Measured per gradient (2-core AMD EPYC, DP5, rtol = atol = 1e-6): where B P is small
+# numpy's per-call overhead dominates and the loop is 2-10x faster (2-3-2 up to B = 1024, 2-50-2 up to
+# B = 64, 2-32-32-2 at B = 1); from B P of about 6e4 on (2-50-2 at B = 256, 2-32-32-2 at B = 64) the
+# two are even and then BLAS's products win.
+AUTO_MAX_LOOP_WORK = 32_768
+
+
+def _decide_loop(model=None, batch: int | None = None) -> tuple[bool, str]:
+    """(use the compiled whole loop for this model and batch, why)."""
+    mode, why = _mode()
+    if mode == "off":
+        return False, f"turned off by {why}"
+    if not available():
+        return False, "numba is not installed (pip install numba)"
+    if model is not None and model.activation not in COMPILED_ACTIVATIONS:
+        return False, f"no compiled kernel for the {model.activation!r} activation"
+    if mode == "on":
+        return True, f"forced by {why}"
+    if model is not None and batch is not None and batch * model.n_params > AUTO_MAX_LOOP_WORK:
+        return False, (f"batch x parameters = {batch * model.n_params} > {AUTO_MAX_LOOP_WORK}, where the "
+                       "numpy loop's products are as fast")
+    return True, f"used while batch x parameters <= {AUTO_MAX_LOOP_WORK}"
+
+
+def loop_runs() -> int:
+    """How many gradients this process computed with the compiled whole loop (for tests and benchmarks)."""
+    return _state["loop_runs"]
+
+
+def adjoint_gradient(problem, theta, forward, options, engine, adjoint):
+    """The gradient by the compiled whole loop, or None where it does not apply (the numpy driver runs).
+
+    The arguments are those of `harness.sensitivity._backward.adjoint_gradient`, with `options` the
+    backward pass's solver and tolerances.
+    """
+    if not _decide_loop(problem.model, problem.batch_size)[0]:
+        return None
+    from ._whole_gradient import whole_loop_applies, whole_loop_gradient
+
+    if not whole_loop_applies(problem, forward, options, engine, adjoint):
+        return None
+    _load()
+    _load_loop()
+    result = whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
+    if result is not None:
+        _state["loop_runs"] += 1
+    return result
 
 
 def stage_vjps(model, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0) -> StageVJPs:

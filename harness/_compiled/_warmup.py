@@ -36,3 +36,27 @@ def warm_up(on_compile) -> bool:
     tape.vjp(0, x, x, out, out)
     tape.vjp(0, x, x, None, out)
     return compiling
+
+
+def warm_up_loop(on_compile) -> bool:
+    """Make the whole-loop functions ready (one tiny gradient of each adjoint); call `on_compile()`
+    first if they must be compiled. Returns whether they were."""
+    from ._adaptive_loop import backward_pass, forward_pass
+
+    compiling = not (_is_cached(forward_pass) and _is_cached(backward_pass))
+    if compiling:
+        on_compile()
+    from .._forward import SolveOptions
+    from ..model import MLP
+    from ..problems import Problem
+    from ..sensitivity import BacksolveAdjoint, InterpolatingAdjoint
+    from ..sensitivity._backsolve import Backsolve
+    from ..sensitivity._interpolating import Interpolating
+    from ._whole_gradient import whole_loop_gradient
+
+    model = MLP((1, 1, 1))
+    problem = Problem(model, np.zeros(model.n_params), np.zeros((1, 1)), 0.0, np.array([1.0]), np.zeros((1, 1, 1)))
+    options = SolveOptions()
+    whole_loop_gradient(problem, problem.theta, options, options, BacksolveAdjoint(), Backsolve)
+    whole_loop_gradient(problem, problem.theta, options, options, InterpolatingAdjoint(), Interpolating)
+    return compiling

@@ -217,7 +217,10 @@ def julia_status(*, run_julia: bool = False, environ=os.environ) -> JuliaStatus:
 def doctor_report(status: JuliaStatus) -> str:
     """The `harness doctor` text: one line per backend, then the Julia checks."""
     julia_line = "available" if status.available else f"unavailable: {status.reason}"
-    lines = ["backends:", "  python  available (pure-Python solvers and adjoints)", f"  julia   {julia_line}"]
+    from .._compiled import status as compiled_status  # noqa: PLC0415
+
+    lines = ["backends:", "  python  available (pure-Python solvers and adjoints)",
+             f"  compiled  {compiled_status()}", f"  julia   {julia_line}"]
     lines.append("julia checks:")
     width = max(len(c.name) for c in status.checks)
     lines += [f"  [{'ok' if c.ok else '--'}] {c.name:<{width}}  {c.detail}" for c in status.checks]

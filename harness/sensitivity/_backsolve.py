@@ -21,6 +21,8 @@ ADVICE = "use InterpolatingAdjoint or QuadratureAdjoint, which read z from the f
 class Backsolve(AdjointSystem):
     """y = [z, a | ∂L/∂θ], z re-created backwards; checked against the true z0 at the end."""
 
+    compiled_loop = "backsolve"
+
     def __init__(self, problem, theta, engine, options):
         super().__init__(problem, theta, engine, options)
         self.system = BacksolveSystem(self.model, theta, self.batch, stage_slots(options.solver))

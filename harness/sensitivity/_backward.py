@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._compiled import adjoint_gradient as compiled_adjoint_gradient
 from .._forward import ForwardSolution, SolveOptions, solve_forward
 from ..errors import SolverError
 from ..solvers import SolverStats, check_solver, integrate
@@ -68,10 +69,14 @@ step, and hands the trajectory to `leave_piece`.
         Whether the forward solve must keep its dense output (the adjoint reads z(t) from it).
     dense_backward : bool
         Whether the backward solve of each piece must return dense output.
+    compiled_loop : str or None
+        "backsolve" or "interpolating" if `harness._compiled` has a compiled whole loop for this
+        adjoint (used for small batches); None runs the numpy driver always.
     """
 
     dense_forward = False
     dense_backward = False
+    compiled_loop = None  # the mode of harness._compiled's whole loop that computes this adjoint, if any
 
     def __init__(self, problem, theta: np.ndarray, engine, options: SolveOptions):
         self.problem, self.theta, self.engine, self.options = problem, theta, engine, options
@@ -132,6 +137,10 @@ def adjoint_gradient(problem, theta, forward: SolveOptions, engine, adjoint: typ
     GradientResult
     """
     options = backward_options(engine, forward)
+    # the whole loop compiled, where it applies (small batches, explicit RK; see harness._compiled)
+    compiled = compiled_adjoint_gradient(problem, theta, forward, options, engine, adjoint)
+    if compiled is not None:
+        return compiled
     implicit = check_solver(options.solver).implicit
     backward = adjoint(problem, theta, engine, options)
     fwd = solve_forward(

@@ -16,6 +16,8 @@ from .algorithms import InterpolatingAdjoint
 class Interpolating(AdjointSystem):
     """y = [a | ∂L/∂θ]; z(t) from the forward solution's dense output (re-solved if checkpointed)."""
 
+    compiled_loop = "interpolating"
+
     dense_forward = True
 
     def __init__(self, problem, theta, engine, options):

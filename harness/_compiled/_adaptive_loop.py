@@ -1,0 +1,462 @@
+"""The whole adaptive Runge-Kutta loop of a gradient in two compiled calls: the forward solve over the
+observation times, then the backward solve of BacksolveAdjoint or InterpolatingAdjoint.
+
+This is the numpy loop of `harness.solvers._explicit_rk` (`rk_step`, `StepSizeController`, `StepBudget`,
+`PlainStepper` / `QuadratureTailStepper`, `run_steps`) and the piece walk of
+`harness.sensitivity._backward.adjoint_gradient`, written out statement for statement so that it takes
+THE SAME STEPS: the same stage combinations (h aᵢⱼ formed first, then multiplied by Kⱼ), the same error
+norm (RMS over the state and, for an adjoint, the ∂L/∂θ tail, scaled by atol + rtol max(|y|, |y_new|)),
+the same controller (safety 0.9, factors within [0.2, 10], no growth after a rejection), the same
+clipping at each piece's end and the same step carried from one piece to the next. Only the order of a
+few sums differs, so results agree with the numpy path to rounding (tests/test_compiled_loop.py).
+
+Each stage is the fused MLP kernel `mlp_stage`; an adjoint stage's (∂f/∂θ)ᵀ(-a) is formed right after it
+in the [W | b] layout (the ∂L/∂θ tail is kept in that layout and reordered into θ's once, at the end).
+
+Shapes: a state is (n_blocks, N, B) feature-major, n_blocks = 1 for z alone (forward) or a alone
+(InterpolatingAdjoint), 2 for [z, a] (BacksolveAdjoint). `net` is the tuple `network_arguments` builds
+(see `_whole_gradient.py`): the MLP's fixed kernel arguments and its scratch buffers.
+
+A solve that would fail in the numpy loop (step-size underflow, a step budget that cannot suffice)
+returns FAILED instead of raising: the caller re-runs the numpy path, which raises the error with its
+full explanation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ._activations import FASTMATH, sigmoid, softplus, tanh
+from ._stage_kernels import mlp_stage
+
+FORWARD, BACKSOLVE, INTERPOLATING = 0, 1, 2  # what a stage evaluates
+OK, FAILED, NEED_ROOM = 0, 1, 2
+
+# harness.solvers._step_control and _step_budget, as numbers (a test keeps them equal)
+SAFETY, MIN_FACTOR, MAX_FACTOR, NONFINITE_ERROR_NORM = 0.9, 0.2, 10.0, 1e10
+MIN_STEPS, MAX_STEPS, STEPS_PER_NATURAL_STEP = 10_000, 1_000_000, 100
+FIRST_CHECK, EARLY_MARGIN, PATIENT_STEPS = 100, 1e4, 5_000
+
+_OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
+
+# Up to this many columns a stage runs column by column (`_column_stage`): `mlp_stage`'s loops along
+# the batch, made for SIMD over hundreds of columns, cost about 1.5 µs a stage in slicing and loop set-up
+# at B = 1 (2-50-2), several times the arithmetic.
+COLUMN_BATCH = 4
+
+
+@njit(**_OPTIONS)
+def _column_stage(net, x, a, sign, out_f, out_az, want_f, want_vjp):
+    """`mlp_stage` (same arguments, records and results up to rounding) one column at a time."""
+    widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
+    n_layers = widths.shape[0] - 1
+    n = widths[0]
+    last = n_layers - 1
+    for b in range(x.shape[1]):
+        for i in range(n):
+            inputs[i, b] = x[i, b]
+        for layer in range(last):
+            n_in, n_out = widths[layer], widths[layer + 1]
+            w0, r_in, r_out = w_off[layer], in_rows[layer], in_rows[layer + 1]
+            for j in range(n_out):
+                row = w0 + j * (n_in + 1)
+                u = weights[row + n_in]
+                for k in range(n_in):
+                    u += weights[row + k] * inputs[r_in + k, b]
+                if act == 0:
+                    value = tanh(u)
+                    slope = 1.0 - value * value
+                elif act == 1:
+                    value = sigmoid(u)
+                    slope = value * (1.0 - value)
+                else:
+                    slope = sigmoid(u)  # softplus' = σ, as the numpy path
+                    value = softplus(u)
+                inputs[r_out + j, b] = value
+                slopes[r_out - n - 1 + j, b] = slope
+        n_in, w0, r_in = widths[last], w_off[last], in_rows[last]
+        if want_f:
+            for j in range(n):
+                row = w0 + j * (n_in + 1)
+                value = weights[row + n_in]
+                for k in range(n_in):
+                    value += weights[row + k] * inputs[r_in + k, b]
+                if has_decay:
+                    value -= decay[j] * x[j, b]
+                out_f[j, b] = value
+        if not want_vjp:
+            continue
+        r_top = cot_rows[last]
+        for i in range(n):
+            cots[r_top + i, b] = sign * a[i, b]
+        for layer in range(last, -1, -1):
+            n_in, n_out = widths[layer], widths[layer + 1]
+            w0, r_g = w_off[layer], cot_rows[layer]
+            for k in range(n_in):
+                value = 0.0
+                for j in range(n_out):
+                    value += weights[w0 + j * (n_in + 1) + k] * cots[r_g + j, b]
+                if layer > 0:
+                    cots[cot_rows[layer - 1] + k, b] = value * slopes[in_rows[layer] - n - 1 + k, b]
+                else:
+                    if has_decay:
+                        value -= decay[k] * cots[r_top + k, b]
+                    out_az[k, b] = value
+
+
+@njit(**_OPTIONS)
+def _value(net, x, out):
+    """f(x) into out, both (N, B)."""
+    widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
+    if x.shape[1] <= COLUMN_BATCH:
+        _column_stage(net, x, dummy, 1.0, out, out, True, False)
+        return
+    mlp_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, dummy, 1.0, inputs, cots,
+              slopes, out, out, True, False)
+
+
+@njit(**_OPTIONS)
+def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
+    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, and -(∂f/∂θ)ᵀa into `products` ([W | b] layout)."""
+    widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
+    if x.shape[1] <= COLUMN_BATCH:
+        _column_stage(net, x, a, -1.0, out_f, out_az, want_f, True)
+    else:
+        mlp_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, -1.0, inputs, cots,
+                  slopes, out_f, out_az, want_f, True)
+    batch = x.shape[1]
+    for layer in range(widths.shape[0] - 1):
+        n_in, n_out = widths[layer], widths[layer + 1]
+        w0, r_in, r_g = w_off[layer], in_rows[layer], cot_rows[layer]
+        if batch <= COLUMN_BATCH:  # plain indexing: no row views to set up per product
+            for j in range(n_out):
+                for k in range(n_in + 1):
+                    total = 0.0
+                    for b in range(batch):
+                        total += cots[r_g + j, b] * inputs[r_in + k, b]
+                    products[w0 + j * (n_in + 1) + k] = total
+            continue
+        for j in range(n_out):
+            g = cots[r_g + j]
+            for k in range(n_in + 1):
+                x_row = inputs[r_in + k]
+                # four partial sums: a single running sum is one long dependency chain (latency-
+                # bound); four chains run in parallel, in a fixed order, so results stay reproducible
+                s0 = s1 = s2 = s3 = 0.0
+                b = 0
+                while b + 4 <= batch:
+                    s0 += g[b] * x_row[b]
+                    s1 += g[b + 1] * x_row[b + 1]
+                    s2 += g[b + 2] * x_row[b + 2]
+                    s3 += g[b + 3] * x_row[b + 3]
+                    b += 4
+                while b < batch:
+                    s0 += g[b] * x_row[b]
+                    b += 1
+                products[w0 + j * (n_in + 1) + k] = (s0 + s1) + (s2 + s3)
+
+
+@njit(**_OPTIONS)
+def _dense_z(t, first, count, d_t, d_h, d_y, d_q, out):
+    """z(t) (flat, N B) from the forward dense output of one piece (steps first .. first + count - 1),
+    as `PiecewisePolynomial.__call__`: the step whose start is the last one <= t, clipped to the piece."""
+    lo, hi = 0, count  # bisect_right over the step starts
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if t < d_t[first + mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    i = first + min(max(lo - 1, 0), count - 1)
+    x = (t - d_t[i]) / d_h[i]
+    degree = d_q.shape[2]
+    powers = np.empty(degree)  # x, x², ... once per call (pow, as numpy's x ** powers)
+    for m in range(degree):
+        powers[m] = x ** (m + 1.0)
+    for r in range(out.shape[0]):
+        total = 0.0
+        for m in range(degree):
+            total += d_q[i, r, m] * powers[m]
+        out[r] = d_y[i, r] + total
+
+
+@njit(**_OPTIONS)
+def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
+    """One stage at (t, u) into k_out (flat states); an adjoint's θ products into `products`."""
+    u3, k3 = u.reshape(shape), k_out.reshape(shape)
+    if mode == FORWARD:
+        _value(net, u3[0], k3[0])
+    elif mode == BACKSOLVE:
+        _adjoint_stage(net, u3[0], u3[1], k3[0], k3[1], True, products)
+    else:
+        first, count, d_t, d_h, d_y, d_q = dense
+        _dense_z(t, first, count, d_t, d_h, d_y, d_q, zbuf)
+        z = zbuf.reshape(shape[1:])
+        _adjoint_stage(net, z, u3[0], k3[0], k3[0], False, products)
+
+
+@njit(**_OPTIONS)
+def _rms(x, scale):
+    total = 0.0
+    for i in range(x.shape[0]):
+        total += (x[i] / scale[i]) ** 2
+    return math.sqrt(total / x.shape[0])
+
+
+@njit(**_OPTIONS)
+def _initial_step(net, shape, t0, y0, f0, direction, error_order, rtol, atol, y1, f1):
+    """`harness.solvers._explicit_rk.initial_step` (forward solves)."""
+    scale = atol + np.abs(y0) * rtol
+    d0, d1 = _rms(y0 / scale, np.ones_like(y0)), _rms(f0 / scale, np.ones_like(y0))
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    y1[:] = y0 + h0 * direction * f0
+    _value(net, y1.reshape(shape)[0], f1.reshape(shape)[0])
+    d2 = _rms((f1 - f0) / scale, np.ones_like(y0)) / h0
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (error_order + 1))
+    return min(100 * h0, h1)
+
+
+@njit(**_OPTIONS)
+def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, dense, store, n_stored, keep):
+    """Integrate one piece from t0 to t1 (`run_steps` with its stepper's `start`), u and q in place.
+
+    u is the flat state (n_blocks N B,) of `shape` (n_blocks, N, B); q the ∂L/∂θ tail (empty forward).
+    h_given > 0 is the first step (else the initial-step heuristic, forward only). With `keep`, every
+    accepted step's (t, h, y, Q) is appended to `store` from index `n_stored` (forward only); a full
+    store stops the solve with NEED_ROOM.
+
+    Returns (status, h_abs for the next piece, n_rhs, n_accepted, n_rejected, n_stored).
+    """
+    A, B, C, E, P, error_order = tab
+    K, products, u_stage, u_new, zbuf, q_new, scratch = work
+    s = B.shape[0]
+    size = u.shape[0]
+    n_q = q.shape[0]
+    degree = P.shape[1]
+    exponent = -1.0 / (error_order + 1)
+    direction = 1.0 if t1 >= t0 else -1.0
+    t = t0
+    _stage(mode, net, shape, t, u, K[0], products[0], dense, zbuf)
+    n_rhs = 1
+    if h_given > 0:
+        h_abs = h_given
+    else:
+        h_abs = _initial_step(net, shape, t0, u, K[0], direction, error_order, rtol, atol, u_stage, scratch)
+        n_rhs = 2
+    # StepBudget with the default max_steps
+    span = abs(t1 - t0)
+    if h_abs > 0 and math.isfinite(span / h_abs):
+        max_steps = int(min(MAX_STEPS, max(MIN_STEPS, STEPS_PER_NATURAL_STEP * span / h_abs)))
+    else:
+        max_steps = MAX_STEPS
+    next_check = min(FIRST_CHECK, max_steps)
+    n_accepted = n_rejected = 0
+    after_rejection = False
+    n_total = size + n_q
+    d_t, d_h, d_y, d_q = store
+    while direction * (t1 - t) > 0:
+        n_steps = n_accepted + n_rejected
+        if n_steps >= next_check:
+            remaining, done = abs(t1 - t), abs(t - t0)
+            at_current_step = remaining / h_abs if h_abs > 0 else math.inf
+            at_average_rate = n_steps * remaining / done if done > 0 else math.inf
+            projected = n_steps + min(at_current_step, at_average_rate)
+            margin = EARLY_MARGIN if n_steps < PATIENT_STEPS else 1.0
+            if n_steps >= max_steps or projected > margin * max_steps:
+                return FAILED, h_abs, n_rhs, n_accepted, n_rejected, n_stored
+            next_check = min(2 * n_steps, max_steps)
+        if h_abs < 10 * abs(np.nextafter(t, direction * math.inf) - t):
+            return FAILED, h_abs, n_rhs, n_accepted, n_rejected, n_stored
+        h = h_abs * direction
+        t_new = t + h
+        if direction * (t_new - t1) > 0:
+            t_new = t1
+            h = t1 - t
+            h_abs = abs(h)
+        # rk_step: the stages, the solution, the last (first-same-as-last) stage, the error estimate
+        for i in range(1, s):
+            for d in range(size):
+                value = u[d]
+                for j in range(i):
+                    value += (h * A[i, j]) * K[j, d]
+                u_stage[d] = value
+            _stage(mode, net, shape, t + C[i] * h, u_stage, K[i], products[i], dense, zbuf)
+        for d in range(size):
+            value = u[d]
+            for j in range(s):
+                value += (h * B[j]) * K[j, d]
+            u_new[d] = value
+        _stage(mode, net, shape, t_new, u_new, K[s], products[s], dense, zbuf)
+        total = 0.0
+        for d in range(size):
+            err = 0.0
+            for j in range(s + 1):
+                err += (h * E[j]) * K[j, d]
+            err /= max(abs(u[d]), abs(u_new[d])) * rtol + atol
+            total += err * err
+        for p in range(n_q):
+            step = 0.0
+            err = 0.0
+            for j in range(s):
+                step += (h * B[j]) * products[j, p]
+            for j in range(s + 1):
+                err += (h * E[j]) * products[j, p]
+            q_new[p] = q[p] + step
+            err /= atol + rtol * max(abs(q[p]), abs(q_new[p]))
+            total += err * err
+        error_norm = math.sqrt(total / n_total)
+        if error_norm < 1.0:
+            if error_norm == 0:
+                factor = MAX_FACTOR
+            else:
+                factor = min(MAX_FACTOR, SAFETY * error_norm**exponent)
+            if after_rejection:
+                factor = min(1.0, factor)
+            after_rejection = False
+            if keep:
+                if n_stored == d_t.shape[0]:
+                    return NEED_ROOM, h_abs, n_rhs, n_accepted, n_rejected, n_stored
+                d_t[n_stored], d_h[n_stored] = t, h
+                for d in range(size):
+                    d_y[n_stored, d] = u[d]
+                    for m in range(degree):
+                        value = 0.0
+                        for j in range(s + 1):
+                            value += K[j, d] * (h * P[j, m])
+                        d_q[n_stored, d, m] = value
+                n_stored += 1
+            u[:] = u_new
+            q[:] = q_new
+            K[0, :] = K[s]
+            products[0, :] = products[s]
+            t = t_new
+            n_accepted += 1
+            h_abs *= factor
+        else:
+            norm = error_norm if math.isfinite(error_norm) else NONFINITE_ERROR_NORM
+            h_abs *= max(MIN_FACTOR, SAFETY * norm**exponent)
+            n_rejected += 1
+            after_rejection = True
+    n_rhs += s * (n_accepted + n_rejected)
+    return OK, h_abs, n_rhs, n_accepted, n_rejected, n_stored
+
+
+def workspace(n_stages, size, n_z, n_q):
+    """(K, products, u_stage, u_new, zbuf, q_new, scratch) for one solve of a flat state of `size`.
+
+    Every array a solve needs beyond a few numbers is allocated here, by numpy, rather than inside the
+    compiled functions: numpy's allocations are the ones Python's tracemalloc sees, so the peak memory
+    that `harness compare` reports stays true for the compiled loop too.
+    """
+    s = n_stages
+    return (np.empty((s + 1, size)), np.zeros((s + 1, n_q)), np.empty(size), np.empty(size), np.empty(n_z),
+            np.empty(n_q), np.empty(size))
+
+
+def dense_store(capacity, size, degree):
+    """Room for `capacity` steps of dense output: (t (M,), h (M,), y (M, size), Q (M, size, degree))."""
+    return np.empty(capacity), np.empty(capacity), np.empty((capacity, size)), np.empty((capacity, size, degree))
+
+
+@njit(**_OPTIONS)
+def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, piece_first):
+    """Solve dz/dt = f(z) from t0 through every observation time, one piece per time (`solve_forward`).
+
+    Parameters
+    ----------
+    z0 : (N, B)
+    times : (K,)
+    keep_dense : bool
+        Keep every step's dense output in `store` (InterpolatingAdjoint reads z(t) from it).
+    work : `workspace(s, N B, N B, 0)`
+    store : `dense_store(...)`, filled with every accepted step; piece k's steps are
+        piece_first[k] .. piece_first[k + 1] - 1.
+    z_at : (K, N, B), receives z at the times
+    piece_first : int64 (K + 1,)
+
+    Returns
+    -------
+    status (NEED_ROOM: a larger store is needed), h_last, (n_rhs, n_accepted, n_rejected).
+    """
+    n, batch = z0.shape
+    size = n * batch
+    shape = (1, n, batch)
+    n_times = times.shape[0]
+    u = z0.copy().reshape(size)
+    q = work[5]  # empty: no quadrature tail forward
+    no_dense = (0, 0, store[0], store[1], store[2], store[3])
+    piece_first[0] = 0
+    n_stored = 0
+    h = -1.0  # the first piece uses the initial-step heuristic
+    t_prev = t0
+    n_rhs = n_accepted = n_rejected = 0
+    status = OK
+    for k in range(n_times):
+        status, h, rhs_k, acc_k, rej_k, n_stored = _solve_piece(
+            FORWARD, net, tab, shape, u, q, t_prev, times[k], h, rtol, atol, work, no_dense, store, n_stored,
+            keep_dense,
+        )
+        n_rhs += rhs_k
+        n_accepted += acc_k
+        n_rejected += rej_k
+        if status != OK:
+            break
+        z_at[k] = u.reshape((n, batch))
+        piece_first[k + 1] = n_stored
+        t_prev = times[k]
+    return status, h, (n_rhs, n_accepted, n_rejected)
+
+
+@njit(**_OPTIONS)
+def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, piece_first, work, u, q):
+    """The backward solve of BacksolveAdjoint (mode BACKSOLVE) or InterpolatingAdjoint (INTERPOLATING),
+    piece by piece from t_K to t0 (`adjoint_gradient`), with the adjoint's jump at every time.
+
+    Parameters
+    ----------
+    z_at, dL_dz : (K, N, B)
+        The forward states at the times and ∂L/∂z there.
+    h0 : float
+        The first backward step (`first_backward_step`).
+    store, piece_first
+        The forward dense output (`forward_pass`; INTERPOLATING only).
+    work : `workspace(s, len(u), N B, P)`
+    u : (2 N B,) for [z, a] or (N B,) for a, zeros; receives the state at t0
+    q : (P,), zeros; receives ∂L/∂θ in the [W | b] layout
+
+    Returns
+    -------
+    status, (n_rhs, n_accepted, n_rejected).
+    """
+    n_times, n, batch = z_at.shape
+    bn = n * batch
+    n_blocks = 2 if mode == BACKSOLVE else 1
+    shape = (n_blocks, n, batch)
+    a0 = (n_blocks - 1) * bn
+    h = h0
+    n_rhs = n_accepted = n_rejected = 0
+    status = OK
+    d_t, d_h, d_y, d_q = store
+    for k in range(n_times - 1, -1, -1):
+        z_k, dL_k = z_at[k].reshape(bn), dL_dz[k].reshape(bn)
+        if mode == BACKSOLVE:
+            u[:bn] = z_k  # z reset to the forward value, as torchdiffeq does
+        for d in range(bn):
+            u[a0 + d] += dL_k[d]
+        t_start = t0 if k == 0 else times[k - 1]
+        dense = (piece_first[k], piece_first[k + 1] - piece_first[k], d_t, d_h, d_y, d_q)
+        status, h, rhs_k, acc_k, rej_k, _ = _solve_piece(
+            mode, net, tab, shape, u, q, times[k], t_start, h, rtol, atol, work, dense, store, 0, False,
+        )
+        n_rhs += rhs_k
+        n_accepted += acc_k
+        n_rejected += rej_k
+        if status != OK:
+            break
+    return status, (n_rhs, n_accepted, n_rejected)

@@ -1,0 +1,120 @@
+"""A continuous adjoint's gradient with its whole adaptive loop compiled (`_adaptive_loop.py`).
+
+`adjoint_gradient` (harness.sensitivity._backward) asks `whole_loop_gradient` first; it answers None
+where the compiled loop does not apply (see `whole_loop_applies`) or where the compiled solve did not
+finish (a step-size underflow or a step budget that cannot suffice), and the numpy driver then runs
+as before, raising its own explained error in the second case.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._stage_vjps import _augmented_layout
+from ..model import MLP
+from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
+from ._stage_kernels import ACTIVATION_CODES
+
+# what an `AdjointSystem` subclass declares in `compiled_loop` -> the loop's mode
+MODES = {"backsolve": 1, "interpolating": 2}
+
+
+def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
+    """The `net` tuple of `_adaptive_loop`: the kernel's fixed arguments for (model, θ) and its scratch
+    buffers for `batch` columns (the layout of `CompiledStageVJPs`)."""
+    widths = np.array(model.widths, dtype=np.int64)
+    n_inputs, n_outputs = widths[:-1], widths[1:]
+    input_rows = np.concatenate(([0], np.cumsum(n_inputs + 1)[:-1])).astype(np.int64)
+    cotangent_rows = np.concatenate(([0], np.cumsum(n_outputs)[:-1])).astype(np.int64)
+    weight_offsets = np.concatenate(([0], np.cumsum(n_outputs * (n_inputs + 1))[:-1])).astype(np.int64)
+    to_theta, _ = _augmented_layout(model.widths)
+    weights = np.empty(model.n_params)
+    weights[to_theta] = theta
+    inputs = np.zeros((int(np.sum(n_inputs + 1)), batch))
+    inputs[input_rows + n_inputs] = 1.0  # the ones rows of every [x; 1]
+    cotangents = np.zeros((int(np.sum(n_outputs)), batch))
+    slopes = np.empty((int(np.sum(n_inputs[1:] + 1)), batch))
+    decay = np.zeros(model.state_dim) if model.decay is None else np.array(model.decay, dtype=np.float64)
+    return (widths, ACTIVATION_CODES[model.activation], weights, weight_offsets, input_rows, cotangent_rows,
+            decay, model.decay is not None, inputs, cotangents, slopes, np.zeros((model.state_dim, batch)))
+
+
+def tableau_arguments(solver: ExplicitRungeKutta) -> tuple:
+    t = solver.tableau
+    arrays = (t.A, t.B, t.C, t.E, t.P)
+    return (*(np.ascontiguousarray(a, dtype=np.float64) for a in arrays), int(t.error_order))
+
+
+def whole_loop_applies(problem, forward, options, engine, adjoint) -> bool:
+    """The compiled loop covers this gradient: an adjoint that declares a loop, the plain MLP (not a
+    subclass: a time-dependent field is not autonomous), explicit Runge-Kutta solvers both ways, no
+    checkpointing, and the backward pass started from the forward's last step."""
+    from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
+
+    if getattr(adjoint, "compiled_loop", None) not in MODES or type(problem.model) is not MLP:
+        return False
+    if getattr(engine, "checkpointing", False) or BACKWARD_FIRST_STEP_FRACTION is None:
+        return False
+    return all(isinstance(check_solver(o.solver), ExplicitRungeKutta) for o in (forward, options))
+
+
+def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
+    """The `GradientResult` of `adjoint_gradient(problem, theta, forward, engine, adjoint)`, computed by
+    the compiled loop, or None (see the module docstring). `options`: the backward pass's settings."""
+    from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
+    from ..sensitivity._result import GradientResult
+    from ._adaptive_loop import BACKSOLVE, NEED_ROOM, OK, backward_pass, dense_store, forward_pass, workspace
+
+    mode = MODES[adjoint.compiled_loop]
+    model, batch = problem.model, problem.batch_size
+    bn = batch * model.state_dim
+    net = network_arguments(model, theta, batch)
+    times = np.ascontiguousarray(problem.times, dtype=np.float64)
+    z0 = np.ascontiguousarray(problem.z0.T)
+    forward_solver = check_solver(forward.solver)
+    tableau = tableau_arguments(forward_solver)
+    keep_dense = mode != BACKSOLVE
+    # room for 32 steps per observation time, doubled (and the forward pass re-run) when too small
+    capacity = 32 * len(times) if keep_dense else 0
+    z_at = np.empty((len(times), model.state_dim, batch))
+    piece_first = np.zeros(len(times) + 1, dtype=np.int64)
+    work = workspace(forward_solver.tableau.n_stages, bn, bn, 0)
+    while True:
+        store = dense_store(capacity, bn, forward_solver.tableau.dense_degree)
+        status, h_last, fwd_counts = forward_pass(
+            net, tableau, z0, problem.t0, times, forward.rtol, forward.atol, keep_dense, work, store, z_at,
+            piece_first,
+        )
+        if status != NEED_ROOM:
+            break
+        capacity *= 2
+    if status != OK:
+        return None
+    loss, dL_dz = problem.loss_terms(z_at.transpose(0, 2, 1))
+    dL_dz = np.ascontiguousarray(np.transpose(dL_dz, (0, 2, 1)))
+    backward_solver = check_solver(options.solver)
+    n_blocks = 2 if mode == BACKSOLVE else 1
+    u, q = np.zeros(n_blocks * bn), np.zeros(model.n_params)
+    status, bwd_counts = backward_pass(
+        mode, net, tableau_arguments(backward_solver), z_at, dL_dz, problem.t0, times,
+        BACKWARD_FIRST_STEP_FRACTION * h_last, options.rtol, options.atol, store, piece_first,
+        workspace(backward_solver.tableau.n_stages, n_blocks * bn, bn, model.n_params), u, q,
+    )
+    if status != OK:
+        return None
+    to_theta, _ = _augmented_layout(model.widths)
+    # the flat backward state at t0 in the numpy layout ([z, a | ∂L/∂θ] or [a | ∂L/∂θ]); the adjoint's
+    # own `gradients` turns it into the result (BacksolveAdjoint's reconstruction check included)
+    system = adjoint(problem, theta, engine, options)
+    system.n_pieces = len(times)
+    dtheta, dz0, diagnostics = system.gradients(np.concatenate((u, q[to_theta])))
+    return GradientResult(
+        engine=engine.name,
+        loss=loss,
+        dtheta=dtheta,
+        dz0=dz0,
+        forward_stats=SolverStats(n_rhs=fwd_counts[0], n_accepted=fwd_counts[1], n_rejected=fwd_counts[2]),
+        backward_stats=SolverStats(n_rhs=bwd_counts[0], n_accepted=bwd_counts[1], n_rejected=bwd_counts[2]),
+        n_datapoints=problem.n_datapoints,
+        diagnostics=diagnostics,
+    )

@@ -1,0 +1,167 @@
+"""The compiled whole adaptive loop (harness._compiled._adaptive_loop) against the numpy driver.
+
+Why these bounds
+----------------
+The loop is the numpy loop written out: the same stage combinations, error norm, controller, budget
+and piece walk, so the step counts must be EQUAL (asserted), and the results differ only by the
+order of a few sums and the kernel's own tanh, a few ulps per stage. Over the at most few hundred
+steps of these solves, carried by stable dynamics, that stays far below 1e-12 relative (measured:
+1e-15 to 4e-15), while a real error (a wrong tableau entry, index or sign) is O(1e-3) or more.
+
+The stiff problem under an explicit solver takes thousands of steps at the edge of stability, where
+each stage's rounding is ε Λ|z| rather than ε |f| (Λ = diag(1, 1000)) and is amplified by the
+stability-limited steps: the bound there is 1e-12 x max Λ = 1e-9, as in tests/test_compiled.py
+(measured: dθ 4e-15, dz0 up to 7e-11).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba", reason="the compiled path needs numba")
+
+import harness._compiled as compiled
+from harness._compiled import _adaptive_loop as loop
+from harness.errors import UnstableBacksolveError
+from harness.julia import doctor_report, julia_status
+from harness.model import MLP
+from harness.problems import deep_problem, make_problem, multi_time_problem, seed_problem, stiff_problem
+from harness.sensitivity import BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint, gradient
+from harness.solvers import _step_budget, _step_control
+
+AGREEMENT = 1e-12  # relative; see the module docstring
+STIFF_AGREEMENT = 1e-9  # 1e-12 x max Λ; see the module docstring
+
+BUILDERS = {"seed": seed_problem, "multi_time": multi_time_problem, "deep": deep_problem}
+ADJOINTS = {"Backsolve": BacksolveAdjoint(), "Interpolating": InterpolatingAdjoint()}
+
+
+def rel(x, ref):
+    return float(np.max(np.abs(x - ref)) / np.max(np.abs(ref)))
+
+
+def numpy_gradient(problem, engine, **kwargs):
+    compiled.set_enabled(False)
+    try:
+        return gradient(problem, engine=engine, **kwargs)
+    finally:
+        compiled.set_enabled(None)
+
+
+def loop_gradient(problem, engine, **kwargs):
+    """The gradient by the compiled loop (asserting that the loop, not a fallback, computed it)."""
+    before = compiled.loop_runs()
+    result = gradient(problem, engine=engine, **kwargs)
+    assert compiled.loop_runs() == before + 1
+    return result
+
+
+def assert_same(got, ref, bound):
+    assert got.forward_stats == ref.forward_stats  # the same steps, accepted and rejected
+    assert got.backward_stats == ref.backward_stats
+    assert abs(got.loss - ref.loss) <= bound * abs(ref.loss)
+    assert rel(got.dtheta, ref.dtheta) <= bound
+    assert rel(got.dz0, ref.dz0) <= bound
+
+
+@pytest.mark.parametrize("solver", ["DP5", "BS3"])
+@pytest.mark.parametrize("adjoint", sorted(ADJOINTS))
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_loop_takes_the_numpy_steps_and_agrees(name, batch, adjoint, solver):
+    problem = BUILDERS[name](batch=batch)
+    engine = ADJOINTS[adjoint]
+    ref = numpy_gradient(problem, engine, solver=solver)
+    got = loop_gradient(problem, engine, solver=solver)
+    assert_same(got, ref, AGREEMENT)
+    if adjoint == "Backsolve":
+        assert got.diagnostics["unstable"] is False
+        assert got.diagnostics["reconstruction_error"] == pytest.approx(
+            ref.diagnostics["reconstruction_error"], rel=1e-6, abs=1e-9)
+    else:
+        assert got.diagnostics == ref.diagnostics
+
+
+@pytest.mark.parametrize("solver", ["DP5", "BS3"])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_loop_on_the_stiff_model_under_an_explicit_solver(batch, solver):
+    problem = stiff_problem(batch=batch)
+    engine = InterpolatingAdjoint()
+    assert_same(loop_gradient(problem, engine, solver=solver), numpy_gradient(problem, engine, solver=solver),
+                STIFF_AGREEMENT)
+
+
+def test_loop_with_other_tolerances_and_a_different_backward_solver():
+    problem = multi_time_problem(batch=3)
+    engine = InterpolatingAdjoint(solver="BS3", rtol=1e-8, atol=1e-9)
+    ref = numpy_gradient(problem, engine, solver="DP5", rtol=1e-7, atol=1e-7)
+    assert_same(loop_gradient(problem, engine, solver="DP5", rtol=1e-7, atol=1e-7), ref, AGREEMENT)
+
+
+def test_a_failing_backsolve_falls_back_to_the_numpy_error():
+    # Backsolve of the stiff model blows up backwards: the loop reports FAILED, and the numpy driver
+    # re-runs and raises its explained error
+    problem = stiff_problem(batch=1)
+    with pytest.raises(UnstableBacksolveError, match="backward solve of z failed"):
+        gradient(problem, engine=BacksolveAdjoint())
+
+
+@pytest.mark.parametrize(
+    "engine, kwargs",
+    [
+        (QuadratureAdjoint(), {}),
+        (InterpolatingAdjoint(checkpointing=True), {}),
+        (InterpolatingAdjoint(), {"solver": "RadauIIA5"}),
+        (InterpolatingAdjoint(solver="BDF"), {}),
+        (InterpolatingAdjoint(), {"solver": "DP8"}),
+    ],
+    ids=["quadrature", "checkpointing", "implicit-forward", "implicit-backward", "scipy-explicit"],
+)
+def test_outside_its_scope_the_numpy_driver_runs(engine, kwargs):
+    problem = seed_problem(batch=2)
+    before = compiled.loop_runs()
+    gradient(problem, engine=engine, **kwargs)
+    assert compiled.loop_runs() == before
+
+
+def test_automatic_mode_uses_the_loop_for_small_work_only():
+    small = make_problem(MLP((2, 3, 2)), batch=4)
+    large = make_problem(MLP((2, 3, 2)), batch=compiled.AUTO_MAX_LOOP_WORK // 17 + 1)
+    identity = make_problem(MLP((2, 3, 2), activation="identity"), batch=1)
+    before = compiled.loop_runs()
+    gradient(small, engine="BacksolveAdjoint")
+    assert compiled.loop_runs() == before + 1
+    gradient(large, engine="BacksolveAdjoint")
+    gradient(identity, engine="BacksolveAdjoint")
+    assert compiled.loop_runs() == before + 1
+    assert "batch x parameters" in compiled.status(large.model, large.batch_size)
+    compiled.set_enabled(True)  # forced: every batch
+    try:
+        gradient(large, engine="BacksolveAdjoint")
+        assert compiled.loop_runs() == before + 2
+    finally:
+        compiled.set_enabled(None)
+
+
+def test_the_loop_uses_the_numpy_controller_and_budget_constants():
+    assert (loop.SAFETY, loop.MIN_FACTOR, loop.MAX_FACTOR, loop.NONFINITE_ERROR_NORM) == (
+        _step_control.SAFETY, _step_control.MIN_FACTOR, _step_control.MAX_FACTOR,
+        _step_control.NONFINITE_ERROR_NORM)
+    assert (loop.MIN_STEPS, loop.MAX_STEPS, loop.STEPS_PER_NATURAL_STEP, loop.FIRST_CHECK, loop.EARLY_MARGIN,
+            loop.PATIENT_STEPS) == (
+        _step_budget.MIN_STEPS, _step_budget.MAX_STEPS, _step_budget.STEPS_PER_NATURAL_STEP,
+        _step_budget.FIRST_CHECK, _step_budget.EARLY_MARGIN, _step_budget.PATIENT_STEPS)
+
+
+def test_doctor_prints_the_compiled_path():
+    report = doctor_report(julia_status(run_julia=False))
+    line = next(line for line in report.splitlines() if line.strip().startswith("compiled"))
+    assert compiled.status() in line
+    assert "whole adaptive loop" in line
+    compiled.set_enabled(False)
+    try:
+        assert "numpy: turned off by harness._compiled.set_enabled(False)" in doctor_report(
+            julia_status(run_julia=False))
+    finally:
+        compiled.set_enabled(None)
