@@ -94,17 +94,27 @@ def test_threaded_run_reports_the_same_peaks_as_in_process(tmp_path):
     path = tmp_path / "small.toml"
     path.write_text(SMALL)
     run_experiment(path, tmp_path / "warm", progress=False)  # one-time caches out of the way
-    serial = run_experiment(path, tmp_path / "serial", progress=False)
-    with ThreadPoolExecutor(4) as pool:
-        threaded = run_experiment(path, tmp_path / "threaded", executor=pool, progress=False)
 
     def peaks(results):
         return {(r["engine"], r["rtol"]): r["peak_memory_bytes"] for r in results["rows"]
                 if r["peak_memory_bytes"] is not None}
 
-    assert peaks(serial).keys() == peaks(threaded).keys() and len(peaks(serial)) == 6
-    for key, expected in peaks(serial).items():
-        # Runs of the same cell differ by up to about 2 KB (6% of these ~35 KB peaks: Python objects,
-        # frames, warnings, caches; seen on a loaded machine); another cell's arrays or a stored
-        # record in the window add 10 KB or more (30%) here, so 5 KB separates the two.
-        assert abs(peaks(threaded)[key] - expected) <= 5_000, (key, peaks(threaded)[key], expected)
+    def lowest_peaks(executor=None, runs=2):
+        # each cell's smallest peak over two runs: the run-to-run noise (Python objects, frames,
+        # warnings, caches) only ever adds, while contamination by another cell would be in both
+        out = {}
+        for i in range(runs):
+            got = peaks(run_experiment(path, tmp_path / f"{executor is not None}{i}", executor=executor,
+                                       progress=False))
+            out = {k: min(v, out.get(k, v)) for k, v in got.items()}
+        return out
+
+    serial = lowest_peaks()
+    with ThreadPoolExecutor(4) as pool:
+        threaded = lowest_peaks(pool)
+    assert serial.keys() == threaded.keys() and len(serial) == 6
+    for key, expected in serial.items():
+        # Single runs of the same cell differ by up to about 5 KB on a loaded machine (15% of these
+        # ~35 KB peaks); another cell's arrays or a stored record in the window add 10 KB or more
+        # (30%) to every run, so 5 KB between the lowest of two runs separates the two.
+        assert abs(threaded[key] - expected) <= 5_000, (key, threaded[key], expected)

@@ -170,6 +170,8 @@ def _decide_loop(model=None, batch: int | None = None) -> tuple[bool, str]:
         return False, "numba is not installed (pip install numba)"
     if model is not None and model.activation not in COMPILED_ACTIVATIONS:
         return False, f"no compiled kernel for the {model.activation!r} activation"
+    if model is not None and not model.autonomous:
+        return False, "a time-dependent field (t as an input), which the compiled loop does not take"
     if mode == "on":
         return True, f"forced by {why}"
     if model is not None and batch is not None and batch * model.n_params > AUTO_MAX_LOOP_WORK:

@@ -46,12 +46,13 @@ def tableau_arguments(solver: ExplicitRungeKutta) -> tuple:
 
 
 def whole_loop_applies(problem, forward, options, engine, adjoint) -> bool:
-    """The compiled loop covers this gradient: an adjoint that declares a loop, the plain MLP (not a
-    subclass: a time-dependent field is not autonomous), explicit Runge-Kutta solvers both ways, no
-    checkpointing, and the backward pass started from the forward's last step."""
+    """The compiled loop covers this gradient: an adjoint that declares a loop, the plain autonomous
+    MLP (the loop's kernels take no t), explicit Runge-Kutta solvers both ways, no checkpointing, and
+    the backward pass started from the forward's last step."""
     from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
 
-    if getattr(adjoint, "compiled_loop", None) not in MODES or type(problem.model) is not MLP:
+    model = problem.model
+    if getattr(adjoint, "compiled_loop", None) not in MODES or type(model) is not MLP or not model.autonomous:
         return False
     if getattr(engine, "checkpointing", False) or BACKWARD_FIRST_STEP_FRACTION is None:
         return False
