@@ -349,19 +349,13 @@ _EVALUATORS = {"every": _quantified, "any": _quantified, "none": _quantified, "m
 
 
 # ------------------------------------------------------------------------------- an experiment's
-KINDS = ("gradient", "training")  # the kinds whose rows claims read; a row's `kind` says which
-
-
 def experiment_rows(analysis: dict) -> list[dict]:
-    """The rows an experiment's claims are evaluated over: the gradient grid's and the training's.
+    """The rows an experiment's claims are evaluated over: every registered kind's `claim_rows`
+    (the gradient grid's, the training runs' without their histories, ...), each row marked with
+    its `kind`."""
+    from ._kind import registered_kinds
 
-    Each row gains `kind` ("gradient" or "training"); a training row drops its history (a claim
-    reads numbers, not curves).
-    """
-    rows = [{"kind": "gradient", **row} for row in analysis.get("rows", [])]
-    rows += [{"kind": "training", **{k: v for k, v in row.items() if k != "history"}}
-             for row in analysis.get("training", [])]
-    return rows
+    return [{**row, "kind": k.name} for k in registered_kinds() for row in k.claim_rows(analysis)]
 
 
 def _on_kind(claim: Claim) -> Claim:

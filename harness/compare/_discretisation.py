@@ -109,6 +109,9 @@ def _rel(g, ref) -> float:
 
 class DiscretisationKind(ExperimentKind):
     name = "otd_vs_dto"
+
+    def claim_rows(self, analysis):
+        return analysis.get("otd_vs_dto", [])
     tables = ("otd_vs_dto",)
     figures = ("otd_vs_dto_errors", "otd_vs_dto_memory")
 

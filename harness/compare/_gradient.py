@@ -157,6 +157,9 @@ def _floor(analysis: dict) -> float | None:
 # -------------------------------------------------------------------------------------------- kind
 class GradientKind(ExperimentKind):
     name = "gradient"
+
+    def claim_rows(self, analysis):
+        return analysis.get("rows", [])
     tables = ("grid", "reference")
     required = True
     figures = ("heatmap", "work_precision", "memory")

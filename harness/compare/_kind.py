@@ -73,6 +73,11 @@ class ExperimentKind:
         """Its report.md section, as lines; `written` maps figure names to the files saved."""
         return []
 
+    def claim_rows(self, analysis: dict) -> list[dict]:
+        """The rows of its analysis that declared claims read (`harness.compare._claims`); each gets
+        `kind` = this kind's name, which a claim's selection names to read them."""
+        return []
+
 
 _KINDS: dict[str, ExperimentKind] = {}
 
