@@ -15,7 +15,7 @@ import pytest
 from harness.compare import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("tutorial", "stiff", "long_horizon", "tolerance_sweep")
+SHIPPED = ("tutorial", "stiff", "stiff_peers", "long_horizon", "tolerance_sweep", "otd_vs_dto", "anode", "anode_annuli")
 BEGIN = "<!-- claims table: generated from reports/compare/*/results.json -->"
 END = "<!-- end of claims table -->"
 
