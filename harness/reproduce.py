@@ -114,6 +114,9 @@ def reproduce(
     if isinstance(augment, bool) or not isinstance(augment, int) or augment < 0:
         raise HarnessInputError(f"augment={augment!r}: expected an integer >= 0")
     out = ensure_writable_dir(out)
+    # taken before anything is written: rerunning into a tracked folder (the shipped reports) must not
+    # record the commit as "+dirty" because of the files this run rewrites
+    run_provenance = provenance()
     tutorial = problem is None  # the tutorial's own problem: its printed numbers are a fair comparison
     if problem is not None:
         echo(f"Loaded {problem.describe()}")
@@ -193,7 +196,7 @@ def reproduce(
         "n_rhs": result.n_rhs,
         "history": result.history,
         "theta": result.theta,
-        "provenance": provenance(),
+        "provenance": run_provenance,
     }
     write_json(out / "history.json", summary)
     write_text(out / "report.md", _report(summary, reference, problem, tutorial, phase_plot))
