@@ -79,18 +79,27 @@ def enabled(model=None) -> bool:
     return _decide(model)[0]
 
 
+def _refusal(model=None) -> str | None:
+    """Why no compiled code can serve `model` (if given) whatever the mode, or None: what the stage
+    kernels and the whole loop both need."""
+    if not available():
+        return "numba is not installed (pip install numba)"
+    if model is not None and model.activation not in COMPILED_ACTIVATIONS:
+        return f"no compiled kernel for the {model.activation!r} activation"
+    if model is not None and not model.autonomous:
+        # the kernels' first layer reads z only, and CompiledStageVJPs has no `set_time`: t as an
+        # input would be dropped, so a time-dependent field (forced on or not) runs numpy
+        return "a time-dependent field (t as an input), which the kernels do not take"
+    return None
+
+
 def _decide(model=None) -> tuple[bool, str]:
     mode, why = _mode()
     if mode == "off":
         return False, f"turned off by {why}"
-    if not available():
-        return False, "numba is not installed (pip install numba)"
-    if model is not None and model.activation not in COMPILED_ACTIVATIONS:
-        return False, f"no compiled kernel for the {model.activation!r} activation"
-    if model is not None and not model.autonomous:
-        # the kernels' first layer reads z only, and CompiledStageVJPs has no `set_time`: t as an
-        # input would be dropped, so a time-dependent field (forced on or not) runs the numpy tape
-        return False, "a time-dependent field (t as an input), which the kernels do not take"
+    refusal = _refusal(model)
+    if refusal is not None:
+        return False, refusal
     if mode == "on":
         return True, f"forced by {why}"
     if model is not None and max(model.widths[1:-1]) > AUTO_MAX_WIDTH:
@@ -166,12 +175,9 @@ def _decide_loop(model=None, batch: int | None = None) -> tuple[bool, str]:
     mode, why = _mode()
     if mode == "off":
         return False, f"turned off by {why}"
-    if not available():
-        return False, "numba is not installed (pip install numba)"
-    if model is not None and model.activation not in COMPILED_ACTIVATIONS:
-        return False, f"no compiled kernel for the {model.activation!r} activation"
-    if model is not None and not model.autonomous:
-        return False, "a time-dependent field (t as an input), which the compiled loop does not take"
+    refusal = _refusal(model)
+    if refusal is not None:
+        return False, refusal
     if mode == "on":
         return True, f"forced by {why}"
     if model is not None and batch is not None and batch * model.n_params > AUTO_MAX_LOOP_WORK:
