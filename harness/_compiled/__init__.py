@@ -93,7 +93,9 @@ def _refusal(model=None) -> str | None:
     return None
 
 
-def _decide(model=None) -> tuple[bool, str]:
+def _forced_or_refused(model=None) -> tuple[bool, str] | None:
+    """The decision where the mode (``HARNESS_COMPILED``, `set_enabled`) or the model settles it for
+    both compiled paths, with its reason; None where each path's own automatic rule decides."""
     mode, why = _mode()
     if mode == "off":
         return False, f"turned off by {why}"
@@ -102,6 +104,13 @@ def _decide(model=None) -> tuple[bool, str]:
         return False, refusal
     if mode == "on":
         return True, f"forced by {why}"
+    return None
+
+
+def _decide(model=None) -> tuple[bool, str]:
+    decided = _forced_or_refused(model)
+    if decided is not None:
+        return decided
     if model is not None and max(model.widths[1:-1]) > AUTO_MAX_WIDTH:
         return False, (
             f"hidden width {max(model.widths[1:-1])} > {AUTO_MAX_WIDTH}, where numpy's BLAS products are "
@@ -172,14 +181,9 @@ AUTO_MAX_LOOP_WORK = 32_768
 
 def _decide_loop(model=None, batch: int | None = None) -> tuple[bool, str]:
     """(use the compiled whole loop for this model and batch, why)."""
-    mode, why = _mode()
-    if mode == "off":
-        return False, f"turned off by {why}"
-    refusal = _refusal(model)
-    if refusal is not None:
-        return False, refusal
-    if mode == "on":
-        return True, f"forced by {why}"
+    decided = _forced_or_refused(model)
+    if decided is not None:
+        return decided
     if model is not None and batch is not None and batch * model.n_params > AUTO_MAX_LOOP_WORK:
         return False, (f"batch x parameters = {batch * model.n_params} > {AUTO_MAX_LOOP_WORK}, where the "
                        "numpy loop's products are as fast")
