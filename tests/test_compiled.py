@@ -83,6 +83,10 @@ STAGE_CASES = [
     ((2, 8, 8, 2), "sigmoid", None, 130),  # two blocks and a remainder
     ((3, 5, 3), "softplus", None, 64),
     ((2, 9, 6, 5, 2), "tanh", (0.5, 2.0), 1),  # depth 4, widths not multiples of the 4-row unroll
+    # layers of at least BLAS_MIN_PRODUCT weights: the layer-by-layer stage with BLAS products
+    ((2, 40, 2), "tanh", None, 70),
+    ((2, 6, 33, 2), "softplus", (1.0, 5.0), 9),  # BLAS and written-out products in one network, decay
+    ((8, 16, 8), "sigmoid", None, 1),
 ]
 
 

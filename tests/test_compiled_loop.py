@@ -33,7 +33,13 @@ from harness.solvers import _step_budget, _step_control
 AGREEMENT = 1e-12  # relative; see the module docstring
 STIFF_AGREEMENT = 1e-9  # 1e-12 x max Λ; see the module docstring
 
-BUILDERS = {"seed": seed_problem, "multi_time": multi_time_problem, "deep": deep_problem}
+def wide_problem(batch):
+    """2-12-12-2: the 12 x 12 layer's products go to BLAS (`_stage_kernels.BLAS_MIN_PRODUCT`), the 12 x 2
+    ones are written out; at B = 8 the θ products are BLAS products too."""
+    return make_problem(MLP((2, 12, 12, 2)), seed=0, batch=batch, name="wide")
+
+
+BUILDERS = {"seed": seed_problem, "multi_time": multi_time_problem, "deep": deep_problem, "wide": wide_problem}
 ADJOINTS = {"Backsolve": BacksolveAdjoint(), "Interpolating": InterpolatingAdjoint()}
 
 
@@ -125,23 +131,17 @@ def test_outside_its_scope_the_numpy_driver_runs(engine, kwargs):
     assert compiled.loop_runs() == before
 
 
-def test_automatic_mode_uses_the_loop_for_small_work_only():
+def test_automatic_mode_uses_the_loop_at_every_size_and_refuses_kernelless_models():
     small = make_problem(MLP((2, 3, 2)), batch=4)
-    large = make_problem(MLP((2, 3, 2)), batch=compiled.AUTO_MAX_LOOP_WORK // 17 + 1)
+    wide = make_problem(MLP((2, 40, 2)), batch=300)  # 40 x 2 products and B P = 49 200: BLAS in the loop
     identity = make_problem(MLP((2, 3, 2), activation="identity"), batch=1)
     before = compiled.loop_runs()
     gradient(small, engine="BacksolveAdjoint")
-    assert compiled.loop_runs() == before + 1
-    gradient(large, engine="BacksolveAdjoint")
+    gradient(wide, engine="BacksolveAdjoint")
+    assert compiled.loop_runs() == before + 2
     gradient(identity, engine="BacksolveAdjoint")
-    assert compiled.loop_runs() == before + 1
-    assert "batch x parameters" in compiled.status(large.model, large.batch_size)
-    compiled.set_enabled(True)  # forced: every batch
-    try:
-        gradient(large, engine="BacksolveAdjoint")
-        assert compiled.loop_runs() == before + 2
-    finally:
-        compiled.set_enabled(None)
+    assert compiled.loop_runs() == before + 2
+    assert "identity" in compiled.status(identity.model, identity.batch_size)
 
 
 def test_the_loop_uses_the_numpy_controller_and_budget_constants():

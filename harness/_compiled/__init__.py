@@ -17,7 +17,7 @@ For small batches the whole adaptive loop of a gradient is compiled too (`_adapt
 forward solve over the observation times and the backward solve of BacksolveAdjoint or
 InterpolatingAdjoint, with DP5, BS3 or any `ExplicitRungeKutta`, taking the numpy loop's steps.
 `harness.sensitivity._backward.adjoint_gradient` asks `adjoint_gradient` below first; it returns None
-(and the numpy driver runs) outside its scope: larger batches (`AUTO_MAX_LOOP_WORK`), implicit
+(and the numpy driver runs) outside its scope: implicit
 solvers, checkpointing, QuadratureAdjoint, models other than the plain MLP, activations without a kernel.
 
 Compiled kernels are cached on disk (numba's `cache=True`, in ``__pycache__`` beside this package, or
@@ -122,7 +122,7 @@ def _decide(model=None) -> tuple[bool, str]:
 def status(model=None, batch: int | None = None) -> str:
     """One line: which path runs (for `model` and `batch`, if given) and why, e.g. 'compiled (numba
     0.68.1): stage kernels: used for hidden widths <= 8; whole adaptive loop (DP5/BS3, Backsolve and
-    Interpolating adjoints): used while batch x parameters <= 32768; HARNESS_COMPILED=0 selects numpy'."""
+    Interpolating adjoints): used at every size; HARNESS_COMPILED=0 selects numpy'."""
     on, why = _decide(model)
     loop_on, loop_why = _decide_loop(model, batch)
     if not (on or loop_on):
@@ -171,23 +171,15 @@ def load_seconds() -> float | None:
     return _state.get("compile_seconds")
 
 
-# The whole adaptive loop (`_adaptive_loop.py`) is used in the automatic mode while batch x parameters
-# is at most this. Measured per gradient (2-core AMD EPYC, DP5, rtol = atol = 1e-6): where B P is small
-# numpy's per-call overhead dominates and the loop is 2-10x faster (2-3-2 up to B = 1024, 2-50-2 up to
-# B = 64, 2-32-32-2 at B = 1); from B P of about 6e4 on (2-50-2 at B = 256, 2-32-32-2 at B = 64) the
-# two are even and then BLAS's products win.
-AUTO_MAX_LOOP_WORK = 32_768
-
-
 def _decide_loop(model=None, batch: int | None = None) -> tuple[bool, str]:
-    """(use the compiled whole loop for this model and batch, why)."""
+    """(use the compiled whole loop for this model and batch, why). In the automatic mode it runs at
+    every size: with wide products handed to BLAS it was the faster path at every problem measured
+    (README: 2-3-2 from B = 1 to 50 000, 2-64-2, 2-32-32-2, 8-128-128-8), which the numpy loop with its
+    per-call overhead was not. `batch` is accepted so callers need not know that."""
     decided = _forced_or_refused(model)
     if decided is not None:
         return decided
-    if model is not None and batch is not None and batch * model.n_params > AUTO_MAX_LOOP_WORK:
-        return False, (f"batch x parameters = {batch * model.n_params} > {AUTO_MAX_LOOP_WORK}, where the "
-                       "numpy loop's products are as fast")
-    return True, f"used while batch x parameters <= {AUTO_MAX_LOOP_WORK}"
+    return True, "used at every size"
 
 
 def loop_runs() -> int:

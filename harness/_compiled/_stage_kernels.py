@@ -10,16 +10,69 @@ last; the weights are the [W | b] matrices, row-major, one after another. The ba
 of `BLOCK` columns so that a block's activations of every layer stay in cache; inside a block the
 innermost loops run along the batch, contiguous in memory, and are vectorised by LLVM (the activations
 are written out for that, see `_activations.py`).
+
+Wide layers go to BLAS instead. A product whose matrix has at least `BLAS_MIN_PRODUCT` entries (a
+32 x 32 hidden layer, 8-128-128-8's every layer) is one `np.dot` over the whole batch, which numba
+hands to the BLAS scipy ships (about 45 GFLOP/s on one core of the machine the README names, against
+about 14 for the loops here); a network with such a layer is then walked layer by layer over the
+whole batch (`_layerwise_stage`) rather than block by block. The weights array carries each layer's
+Wᵀ after the [W | b] blocks (`kernel_weights`), so the backward products are contiguous too.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
+from .._stage_vjps import _augmented_layout
 from ._activations import FASTMATH, sigmoid, softplus, tanh
 
 ACTIVATION_CODES = {"tanh": 0, "sigmoid": 1, "softplus": 2}
 BLOCK = 64  # batch columns per block: a 129-row layer input of 64 columns is 66 KB
+# A layer's products go to BLAS when its weight matrix has at least this many entries (n_out x n_in).
+# Measured per adjoint stage at B = 500 on the README's machine (one BLAS thread): 2-32-2 37 µs with
+# BLAS against 57 µs written out, 2-64-2 70 against 110, 2-32-32-2 118 against 143; 2-16-2 about even;
+# below (2-8-2, the tutorial's 2-3-2) the written-out loops, walked block by block, are faster.
+BLAS_MIN_PRODUCT = 32
+
+
+def kernel_weights(widths, theta: np.ndarray) -> np.ndarray:
+    """θ as the kernels read it: the [W_l | b_l] blocks, row-major, one after another (P entries), then
+    each layer's Wᵀ, (n_in, n_out) row-major, one after another.
+
+    widths : tuple of int (L + 1,); theta : (P,). Returns (P + Σ n_in n_out,).
+    """
+    to_theta, offsets = _augmented_layout(tuple(widths))
+    augmented = np.empty(len(to_theta))
+    augmented[to_theta] = theta
+    transposed = [
+        augmented[o : o + n_out * (n_in + 1)].reshape(n_out, n_in + 1)[:, :n_in].T.reshape(-1)
+        for o, n_in, n_out in zip(offsets, widths[:-1], widths[1:])
+    ]
+    return np.concatenate([augmented, *transposed])
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH, inline="always")
+def _transposed_offset(widths, weight_offsets, layer):
+    """Where layer `layer`'s Wᵀ starts in `kernel_weights`."""
+    last = widths.shape[0] - 2
+    start = weight_offsets[last] + widths[last + 1] * (widths[last] + 1)  # P
+    for k in range(layer):
+        start += widths[k] * widths[k + 1]
+    return start
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH, inline="always")
+def _uses_blas(n_in, n_out):
+    return n_in * n_out >= BLAS_MIN_PRODUCT
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def _any_wide(widths):
+    for layer in range(widths.shape[0] - 1):
+        if _uses_blas(widths[layer], widths[layer + 1]):
+            return True
+    return False
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH, inline="always")
@@ -52,6 +105,25 @@ def _accumulate(out, weights, first, stride, count, rows, row0, b0, b1):
         k += 1
 
 
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH, inline="always")
+def _activate_row(activation, u, slope, m):
+    """u[:m] = σ(u[:m]) in place, slope[:m] = σ'(u) (σ' from σ where it can be)."""
+    if activation == 0:
+        for b in range(m):
+            s = tanh(u[b])
+            u[b] = s
+            slope[b] = 1.0 - s * s
+    elif activation == 1:
+        for b in range(m):
+            s = sigmoid(u[b])
+            u[b] = s
+            slope[b] = s * (1.0 - s)
+    else:
+        for b in range(m):
+            slope[b] = sigmoid(u[b])  # softplus' = σ, as the numpy path
+            u[b] = softplus(u[b])
+
+
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 def mlp_stage(
     widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay, has_decay,
@@ -65,8 +137,9 @@ def mlp_stage(
         (N, H1, ..., N).
     activation : int
         A code of `ACTIVATION_CODES`.
-    weights : float64 array (P,)
-        θ rearranged as the [W_l | b_l] matrices, row-major, one after another.
+    weights : float64 array (P + Σ n_in n_out,)
+        θ rearranged as the [W_l | b_l] matrices, row-major, one after another, then each Wᵀ
+        (`kernel_weights`).
     weight_offsets, input_rows, cotangent_rows : int64 arrays (L,)
         Where layer l's [W | b] starts in `weights`, its input's first row in `inputs`, its output
         cotangent's first row in `cotangents`; the hidden layer l's slopes sit at `input_rows[l + 1] -
@@ -84,6 +157,20 @@ def mlp_stage(
     out_f, out_az : float64 arrays (N, B)
         Receive f (with `want_f`) and (∂f/∂z)ᵀ(sign a) (with `want_vjp`).
     """
+    if _any_wide(widths):
+        _layerwise_stage(widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay,
+                         has_decay, x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp)
+    else:
+        _blocked_stage(widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay,
+                       has_decay, x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp)
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def _blocked_stage(
+    widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay, has_decay,
+    x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp,
+):
+    """`mlp_stage` for narrow networks: the batch in blocks of `BLOCK` columns, every layer per block."""
     n_layers = widths.shape[0] - 1
     n = widths[0]
     batch = x.shape[1]
@@ -109,21 +196,7 @@ def mlp_stage(
                 for b in range(m):
                     u[b] = bias
                 _accumulate(u, weights, row, 1, n_in, inputs, r_in, b0, b1)
-                slope = slopes[r_slope + j, b0:b1]
-                if activation == 0:
-                    for b in range(m):
-                        s = tanh(u[b])
-                        u[b] = s
-                        slope[b] = 1.0 - s * s
-                elif activation == 1:
-                    for b in range(m):
-                        s = sigmoid(u[b])
-                        u[b] = s
-                        slope[b] = s * (1.0 - s)
-                else:
-                    for b in range(m):
-                        slope[b] = sigmoid(u[b])  # softplus' = σ, as the numpy path
-                        u[b] = softplus(u[b])
+                _activate_row(activation, u, slopes[r_slope + j, b0:b1], m)
         # the output layer
         n_in = widths[last]
         w0, r_in = weight_offsets[last], input_rows[last]
@@ -170,3 +243,86 @@ def mlp_stage(
                         d, g = decay[k], cotangents[r_top + k, b0:b1]
                         for b in range(m):
                             out_z[b] -= d * g[b]
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def _layerwise_stage(
+    widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay, has_decay,
+    x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp,
+):
+    """`mlp_stage` for networks with a wide layer: layer by layer over the whole batch, each wide
+    product one BLAS call (on the internal buffers only, which are C-contiguous; the products that
+    write the caller's out_f / out_az have N rows and stay written out)."""
+    n_layers = widths.shape[0] - 1
+    n = widths[0]
+    batch = x.shape[1]
+    last = n_layers - 1
+    for i in range(n):
+        dst, src = inputs[i], x[i]
+        for b in range(batch):
+            dst[b] = src[b]
+    for layer in range(last):
+        n_in, n_out = widths[layer], widths[layer + 1]
+        w0, r_in, r_out = weight_offsets[layer], input_rows[layer], input_rows[layer + 1]
+        if _uses_blas(n_in, n_out):
+            augmented = weights[w0 : w0 + n_out * (n_in + 1)].reshape((n_out, n_in + 1))
+            np.dot(augmented, inputs[r_in : r_in + n_in + 1], inputs[r_out : r_out + n_out])
+        else:
+            for j in range(n_out):
+                row = w0 + j * (n_in + 1)
+                u = inputs[r_out + j]
+                bias = weights[row + n_in]
+                for b in range(batch):
+                    u[b] = bias
+                _accumulate(u, weights, row, 1, n_in, inputs, r_in, 0, batch)
+        for j in range(n_out):
+            _activate_row(activation, inputs[r_out + j], slopes[r_out - n - 1 + j], batch)
+    n_in = widths[last]
+    w0, r_in = weight_offsets[last], input_rows[last]
+    if want_f:
+        for j in range(n):
+            row = w0 + j * (n_in + 1)
+            out = out_f[j]
+            bias = weights[row + n_in]
+            for b in range(batch):
+                out[b] = bias
+            _accumulate(out, weights, row, 1, n_in, inputs, r_in, 0, batch)
+            if has_decay:
+                d, z = decay[j], x[j]
+                for b in range(batch):
+                    out[b] -= d * z[b]
+    if not want_vjp:
+        return
+    r_top = cotangent_rows[last]
+    for i in range(n):
+        dst, src = cotangents[r_top + i], a[i]
+        for b in range(batch):
+            dst[b] = sign * src[b]
+    for layer in range(last, 0, -1):
+        n_in, n_out = widths[layer], widths[layer + 1]
+        w0, r_g, r_below = weight_offsets[layer], cotangent_rows[layer], cotangent_rows[layer - 1]
+        if _uses_blas(n_in, n_out):
+            t0 = _transposed_offset(widths, weight_offsets, layer)
+            transposed = weights[t0 : t0 + n_in * n_out].reshape((n_in, n_out))
+            np.dot(transposed, cotangents[r_g : r_g + n_out], cotangents[r_below : r_below + n_in])
+        else:
+            for k in range(n_in):
+                out = cotangents[r_below + k]
+                for b in range(batch):
+                    out[b] = 0.0
+                _accumulate(out, weights, w0 + k, n_in + 1, n_out, cotangents, r_g, 0, batch)
+        for k in range(n_in):
+            out, slope = cotangents[r_below + k], slopes[input_rows[layer] - n - 1 + k]
+            for b in range(batch):
+                out[b] *= slope[b]
+    n_in, n_out = widths[0], widths[1]
+    r_g = cotangent_rows[0]
+    for k in range(n_in):
+        out_z = out_az[k]
+        for b in range(batch):
+            out_z[b] = 0.0
+        _accumulate(out_z, weights, weight_offsets[0] + k, n_in + 1, n_out, cotangents, r_g, 0, batch)
+        if has_decay:
+            d, g = decay[k], cotangents[r_top + k]
+            for b in range(batch):
+                out_z[b] -= d * g[b]

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._stage_vjps import StageVJPs
 from ..model import MLP
-from ._stage_kernels import ACTIVATION_CODES, mlp_stage
+from ._stage_kernels import ACTIVATION_CODES, kernel_weights, mlp_stage
 
 
 class CompiledStageVJPs(StageVJPs):
@@ -36,7 +36,7 @@ class CompiledStageVJPs(StageVJPs):
         self._slot_inputs, self._slot_cotangents = list(inputs), list(cotangents)
         slopes = np.empty((int(np.sum(n_inputs[1:] + 1)), batch))
         weight_offsets = np.concatenate(([0], np.cumsum(n_outputs * (n_inputs + 1))[:-1])).astype(np.int64)
-        weights = np.concatenate([W.reshape(-1) for W in self._augmented])
+        weights = kernel_weights(model.widths, model.check_theta(theta))
         decay = np.zeros(n) if model.decay is None else np.array(model.decay, dtype=np.float64)
         # the kernel's arguments before x: fixed for the life of this object
         self._fixed = (

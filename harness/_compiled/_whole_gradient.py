@@ -8,12 +8,14 @@ as before, raising its own explained error in the second case.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .._stage_vjps import _augmented_layout
 from ..model import MLP
 from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
-from ._stage_kernels import ACTIVATION_CODES
+from ._stage_kernels import ACTIVATION_CODES, kernel_weights
 
 # what an `AdjointSystem` subclass declares in `compiled_loop` -> the loop's mode
 MODES = {"backsolve": 1, "interpolating": 2}
@@ -27,9 +29,7 @@ def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
     input_rows = np.concatenate(([0], np.cumsum(n_inputs + 1)[:-1])).astype(np.int64)
     cotangent_rows = np.concatenate(([0], np.cumsum(n_outputs)[:-1])).astype(np.int64)
     weight_offsets = np.concatenate(([0], np.cumsum(n_outputs * (n_inputs + 1))[:-1])).astype(np.int64)
-    to_theta, _ = _augmented_layout(model.widths)
-    weights = np.empty(model.n_params)
-    weights[to_theta] = theta
+    weights = kernel_weights(model.widths, theta)
     inputs = np.zeros((int(np.sum(n_inputs + 1)), batch))
     inputs[input_rows + n_inputs] = 1.0  # the ones rows of every [x; 1]
     cotangents = np.zeros((int(np.sum(n_outputs)), batch))
@@ -59,9 +59,32 @@ def whole_loop_applies(problem, forward, options, engine, adjoint) -> bool:
     return all(isinstance(check_solver(o.solver), ExplicitRungeKutta) for o in (forward, options))
 
 
+# OpenBLAS splits a product over threads from 2^18 multiply-adds on; a layer's product has at most
+# B P of them, so below this no product of the loop is threaded and the thread limit is not needed
+THREADED_PRODUCT_WORK = 2**18
+
+
+@lru_cache(maxsize=1)
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     """The `GradientResult` of `adjoint_gradient(problem, theta, forward, engine, adjoint)`, computed by
     the compiled loop, or None (see the module docstring). `options`: the backward pass's settings."""
+    if problem.batch_size * problem.model.n_params < THREADED_PRODUCT_WORK:
+        return _whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
+    # One BLAS thread: a stage's products (a few hundred columns) are too small to split across cores
+    # with profit, and OpenBLAS's threads spin-wait for each other, so on a core shared with another
+    # job a two-thread product costs several times a one-thread one (measured: 8-128-128-8 at B = 256,
+    # 64 ms a gradient with one thread, 590 ms with two while another process ran). 13 µs a call.
+    with _blas_threads().limit(limits=1, user_api="blas"):
+        return _whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
+
+
+def _whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
     from ..sensitivity._result import GradientResult
     from ._adaptive_loop import BACKSOLVE, NEED_ROOM, OK, backward_pass, dense_store, forward_pass, workspace
