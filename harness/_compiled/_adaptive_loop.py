@@ -46,6 +46,7 @@ _OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
 # the batch, made for SIMD over hundreds of columns, cost about 1.5 µs a stage in slicing and loop set-up
 # at B = 1 (2-50-2), several times the arithmetic.
 COLUMN_BATCH = 4
+CHUNK = 512  # entries of the state per chunk of a stage combination (`_combine`): 4 KB a row
 
 
 @njit(**_OPTIONS)
@@ -158,15 +159,15 @@ def _dense_z(t, first, count, d_t, d_h, d_y, d_q, out):
             lo = mid + 1
     i = first + min(max(lo - 1, 0), count - 1)
     x = (t - d_t[i]) / d_h[i]
-    degree = d_q.shape[2]
-    powers = np.empty(degree)  # x, x², ... once per call (pow, as numpy's x ** powers)
+    degree = d_q.shape[1]
+    out[:] = 0.0
     for m in range(degree):
-        powers[m] = x ** (m + 1.0)
+        power, q_m = x ** (m + 1.0), d_q[i, m]  # pow, as numpy's x ** powers
+        for r in range(out.shape[0]):
+            out[r] += q_m[r] * power
+    y = d_y[i]
     for r in range(out.shape[0]):
-        total = 0.0
-        for m in range(degree):
-            total += d_q[i, r, m] * powers[m]
-        out[r] = d_y[i, r] + total
+        out[r] += y[r]  # Σ q x^m first, then y: the numpy order
 
 
 @njit(**_OPTIONS)
@@ -182,6 +183,28 @@ def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
         _dense_z(t, first, count, d_t, d_h, d_y, d_q, zbuf)
         z = zbuf.reshape(shape[1:])
         _adjoint_stage(net, z, u3[0], k3[0], k3[0], False, products)
+
+
+@njit(**_OPTIONS)
+def _combine(start, h, weights, count, K, out, from_zero):
+    """out = start + Σ_{j < count} (h weights[j]) K[j] (or the sum alone, `from_zero`), the terms added
+    in j order, as the numpy loop does. The state is walked in chunks of `CHUNK` entries, every term per
+    chunk: each pass is contiguous (vectorised), and a chunk stays in L1 across its terms, where whole-
+    state passes would stream a large batch's state through memory once per term."""
+    n = out.shape[0]
+    for c0 in range(0, n, CHUNK):
+        m = min(CHUNK, n - c0)
+        o = out[c0 : c0 + m]
+        if from_zero:
+            o[:] = 0.0
+        else:
+            src = start[c0 : c0 + m]
+            for d in range(m):
+                o[d] = src[d]
+        for j in range(count):
+            c, k_j = h * weights[j], K[j, c0 : c0 + m]
+            for d in range(m):
+                o[d] += c * k_j[d]
 
 
 @njit(**_OPTIONS)
@@ -267,24 +290,14 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
             h_abs = abs(h)
         # rk_step: the stages, the solution, the last (first-same-as-last) stage, the error estimate
         for i in range(1, s):
-            for d in range(size):
-                value = u[d]
-                for j in range(i):
-                    value += (h * A[i, j]) * K[j, d]
-                u_stage[d] = value
+            _combine(u, h, A[i], i, K, u_stage, False)
             _stage(mode, net, shape, t + C[i] * h, u_stage, K[i], products[i], dense, zbuf)
-        for d in range(size):
-            value = u[d]
-            for j in range(s):
-                value += (h * B[j]) * K[j, d]
-            u_new[d] = value
+        _combine(u, h, B, s, K, u_new, False)
         _stage(mode, net, shape, t_new, u_new, K[s], products[s], dense, zbuf)
+        _combine(u, h, E, s + 1, K, scratch, True)
         total = 0.0
         for d in range(size):
-            err = 0.0
-            for j in range(s + 1):
-                err += (h * E[j]) * K[j, d]
-            err /= max(abs(u[d]), abs(u_new[d])) * rtol + atol
+            err = scratch[d] / (max(abs(u[d]), abs(u_new[d])) * rtol + atol)
             total += err * err
         for p in range(n_q):
             step = 0.0
@@ -309,13 +322,9 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
                 if n_stored == d_t.shape[0]:
                     return NEED_ROOM, h_abs, n_rhs, n_accepted, n_rejected, n_stored
                 d_t[n_stored], d_h[n_stored] = t, h
-                for d in range(size):
-                    d_y[n_stored, d] = u[d]
-                    for m in range(degree):
-                        value = 0.0
-                        for j in range(s + 1):
-                            value += K[j, d] * (h * P[j, m])
-                        d_q[n_stored, d, m] = value
+                d_y[n_stored] = u
+                for m in range(degree):
+                    _combine(u, h, P[:, m], s + 1, K, d_q[n_stored, m], True)
                 n_stored += 1
             u[:] = u_new
             q[:] = q_new
@@ -346,8 +355,9 @@ def workspace(n_stages, size, n_z, n_q):
 
 
 def dense_store(capacity, size, degree):
-    """Room for `capacity` steps of dense output: (t (M,), h (M,), y (M, size), Q (M, size, degree))."""
-    return np.empty(capacity), np.empty(capacity), np.empty((capacity, size)), np.empty((capacity, size, degree))
+    """Room for `capacity` steps of dense output: (t (M,), h (M,), y (M, size), Q (M, degree, size)),
+    Q[k, m] the coefficient of x^(m+1) on step k (degree-major, so that a step's rows are contiguous)."""
+    return np.empty(capacity), np.empty(capacity), np.empty((capacity, size)), np.empty((capacity, degree, size))
 
 
 @njit(**_OPTIONS)
