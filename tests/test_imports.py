@@ -29,8 +29,8 @@ def test_importing_harness_never_imports_julia():
 
 def test_a_gradient_with_an_explicit_solver_leaves_out_what_it_does_not_use():
     """The gradient path (problem, engines, solvers) with DP5 imports neither scipy.integrate (the
-    DP5/BS3 tableaus are written out; scipy's own methods are imported when first used), about 23 MB
-    of resident memory, nor scipy.sparse (the implicit solvers' Jacobians), about 15 MB
+    DP5/BS3 tableaus are written out; scipy's own methods are imported when first used), 23-29 MB
+    of resident memory, nor scipy.sparse (the implicit solvers' Jacobians), about 11 MB
     (benchmarks/bench_memory.py), nor matplotlib, tqdm or the compare package."""
     code = (
         "import sys\n"

@@ -25,7 +25,7 @@ class ScipySolver(Solver):
 
     @property
     def scipy_class(self) -> type:
-        # imported on first use: `scipy.integrate` costs about 23 MB of resident memory, which a
+        # imported on first use: `scipy.integrate` costs 23-29 MB of resident memory, which a
         # gradient with the explicit solvers (their tableaus are in `_tableaus.py`) does not need
         import scipy.integrate
 

@@ -4,9 +4,9 @@ They are the numbers of scipy's `RK45` (Dormand-Prince 5(4), with Shampine's 4th
 and `RK23` (Bogacki-Shampine 3(2), cubic Hermite dense output), the same fractions evaluated to the
 same float64 values, so a step here is scipy's step (`tests/test_solvers.py` checks every array bit
 for bit). They are written here rather than read from `scipy.integrate` because importing that
-package is what a gradient would otherwise pay for them: about 23 MB of resident memory, a third of
-the numpy path's (`python benchmarks/bench_memory.py`). scipy's own methods (DP8, Radau, BDF) are
-imported when one is first used.
+package is what a gradient would otherwise pay for them: 29 MB of peak resident memory on the numpy
+path (79 MB with it, 50 MB without), 23 MB with numba loaded (`python benchmarks/bench_memory.py`).
+scipy's own methods (DP8, Radau, BDF) are imported when one is first used.
 
 Shapes, for s stages: A (s, s), B (s,), C (s,), E (s + 1,), P (s + 1, degree).
 """
