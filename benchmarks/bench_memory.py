@@ -1,7 +1,7 @@
 """Where the resident memory of one tutorial-size gradient goes: peak RSS of fresh processes, step by step.
 
 Usage:
-    python benchmarks/bench_memory.py [--repeats 3] [--no-cold] [--no-reproduce] [--json]
+    python benchmarks/bench_memory.py [--repeats 3] [--no-cold] [--no-reproduce] [--rows N ...] [--json]
 
 Every configuration runs in its own fresh Python process (the same interpreter as this script) and
 reports its peak resident set size twice: `/proc/self/status` VmHWM, the high-water mark of the
@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per configuration (median)")
     parser.add_argument("--no-cold", action="store_true", help="skip the run with an empty numba cache")
     parser.add_argument("--no-reproduce", action="store_true", help="skip the `harness reproduce` rows")
+    parser.add_argument("--rows", type=int, nargs="+", metavar="N",
+                        help="measure only these rows of the table (numbered from 1)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
@@ -224,6 +226,11 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     configurations = CONFIGURATIONS + ([] if args.no_reproduce else REPRODUCE_CONFIGURATIONS)
+    if args.rows:
+        bad = [n for n in args.rows if not 1 <= n <= len(configurations)]
+        if bad:
+            parser.error(f"--rows: no row {bad[0]}; the rows are 1 to {len(configurations)}")
+        configurations = [configurations[n - 1] for n in args.rows]
     with tempfile.TemporaryDirectory() as scratch:
         Path(scratch, "floor_kernel.py").write_text(textwrap.dedent(FLOOR_MODULE))
         rows, cold_row = measure(configurations, args.repeats, scratch, not args.no_cold)
