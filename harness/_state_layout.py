@@ -7,11 +7,15 @@ solve in the harness (forward, adjoint, forward sensitivity) reaches the model t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import scipy.sparse as sp
 
 from .model import MLP
 from ._compiled import stage_vjps
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 
 def states(y: np.ndarray, batch: int) -> np.ndarray:
@@ -42,6 +46,8 @@ def block_diagonal(blocks: np.ndarray) -> sp.csc_matrix:
     O(B N³) instead of O((B N)³). In the feature-major layout block b sits at rows and columns
     {i B + b}, a permuted block diagonal.
     """
+    import scipy.sparse as sp  # only implicit solvers need it; it costs memory (benchmarks/bench_memory.py)
+
     batch, n, _ = blocks.shape
     i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     rows = (i[None] * batch + np.arange(batch)[:, None, None]).reshape(-1)

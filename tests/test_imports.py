@@ -25,3 +25,25 @@ def test_importing_harness_never_imports_julia():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHON_JULIACALL_INIT": "no"})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_gradient_with_an_explicit_solver_leaves_out_what_it_does_not_use():
+    """The gradient path (problem, engines, solvers) with DP5 imports neither scipy.integrate (the
+    DP5/BS3 tableaus are written out; scipy's own methods are imported when first used), 23-29 MB
+    of resident memory, nor scipy.sparse (the implicit solvers' Jacobians), about 11 MB
+    (benchmarks/bench_memory.py), nor matplotlib, tqdm or the compare package."""
+    code = (
+        "import sys\n"
+        "from harness.problems import seed_problem\n"
+        "from harness.sensitivity import gradient\n"
+        "gradient(seed_problem(batch=8), engine='BacksolveAdjoint', solver='DP5', rtol=1e-6, atol=1e-4)\n"
+        "bad = [m for m in ('scipy.integrate', 'scipy.sparse', 'matplotlib', 'harness.compare', 'tqdm')\n"
+        "       if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "from harness.solvers import SOLVERS\n"
+        "assert SOLVERS['DP8'].scipy_class.__name__ == 'DOP853' and 'scipy.integrate' in sys.modules\n"
+    )
+    for compiled in ("0", "1"):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "HARNESS_COMPILED": compiled})
+        assert proc.returncode == 0, (compiled, proc.stderr)

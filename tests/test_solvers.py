@@ -304,6 +304,19 @@ def test_tableau_invariants():
         assert np.all(np.triu(tab.A) == 0)
 
 
+@pytest.mark.parametrize("method,cls", [("DP5", RK45), ("BS3", RK23)])
+def test_written_out_tableaus_are_scipys_bit_for_bit(method, cls):
+    """DP5's and BS3's coefficients are written out (`_tableaus.py`, so that a gradient need not
+    import scipy.integrate); they must be scipy's RK45 / RK23 arrays exactly, float for float, and of
+    the same type (writeable float64: the compiled loop is specialised on it)."""
+    tab = SOLVERS[method].tableau
+    for name in "ABCEP":
+        ours, scipys = getattr(tab, name), getattr(cls, name)
+        assert ours.dtype == scipys.dtype and ours.shape == scipys.shape and ours.flags.writeable, name
+        assert np.array_equal(ours, scipys), name
+    assert (tab.order, tab.error_order) == (cls.order, cls.error_estimator_order)
+
+
 # ----------------------------------------------------------------------------------------- stats
 @pytest.mark.parametrize("method,stages", [("DP5", 6), ("BS3", 3)])
 def test_explicit_rk_counters(method, stages):

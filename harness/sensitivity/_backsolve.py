@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import UnstableBacksolveError
 from ..solvers import stage_slots
@@ -39,6 +38,8 @@ class Backsolve(AdjointSystem):
     def jacobian(self, t, y):
         # For Newton only: the exact Jacobian also has ∂((∂f/∂z)ᵀa)/∂z (second derivatives of f);
         # dropping it slows Newton's convergence but does not change the solution.
+        import scipy.sparse as sp  # for implicit solvers only; it costs memory (benchmarks/bench_memory.py)
+
         J = self.model.jac(t, states(y[: self.bn], self.batch), self.theta)
         return sp.block_diag(
             (block_diagonal(J), block_diagonal(-J.transpose(0, 2, 1)),

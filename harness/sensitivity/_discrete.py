@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from math import comb
 
 import numpy as np
-from scipy.integrate import DOP853, RK23, RK45
 
 from ..errors import RefusedError
 from .._forward import SolveOptions, solve_forward
@@ -43,8 +42,10 @@ from ._registry import register_engine
 from ._result import GradientResult
 from .algorithms import RecursiveCheckpointAdjoint
 
-# The tableaus of the explicit solvers, as scipy holds them: (A, B, C), A[i, :i] the stage weights.
-_TABLEAUS = {"DP5": RK45, "BS3": RK23, "DP8": DOP853}
+# The tableaus of the explicit solvers, as scipy holds them: (A, B, C), A[i, :i] the stage weights; the
+# classes' names in `scipy.integrate`, imported only when this engine runs (it costs memory, see
+# `harness/solvers/_tableaus.py`).
+_TABLEAUS = {"DP5": "RK45", "BS3": "RK23", "DP8": "DOP853"}
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,9 @@ def explicit_tableau(solver: str):
             f"RecursiveCheckpointAdjoint differentiates explicit Runge-Kutta steps ({', '.join(_TABLEAUS)}); "
             f"solver {solver!r} is implicit: use QuadratureAdjoint or InterpolatingAdjoint for stiff problems"
         )
-    return _TABLEAUS[solver]
+    import scipy.integrate
+
+    return getattr(scipy.integrate, _TABLEAUS[solver])
 
 
 def discrete_loss(problem, theta, z0, pieces: list[ExplicitSteps], solver: str) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from .._forward import SolveOptions
 from ..solvers import SolverStats, check_solver, integrate
@@ -34,6 +33,8 @@ def forward_sensitivity_gradient(engine: ForwardSensitivity, problem, theta, for
         # Newton only needs an approximation: ∂(J S)/∂S = J acting on every column of S; the
         # second-derivative terms ∂(J S + f_θ)/∂z are left out (CVODES's simultaneous corrector does
         # the same), which slows Newton's convergence but not the solution's accuracy.
+        import scipy.sparse as sp  # for implicit solvers only; it costs memory (benchmarks/bench_memory.py)
+
         J = model.jac(t, unpack(y)[0], theta)
         blocks = [block_diagonal(J)]
         for width in (n_params, n):

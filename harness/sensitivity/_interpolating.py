@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..solvers import stage_slots
 from .._state_layout import block_diagonal, flat, states
@@ -40,6 +39,8 @@ class Interpolating(AdjointSystem):
         self.system.z_of_t = fwd.dense(i)
 
     def jacobian(self, t, y):
+        import scipy.sparse as sp  # for implicit solvers only; it costs memory (benchmarks/bench_memory.py)
+
         bn, n_params = self.bn, self.model.n_params
         z = states(self.system.z_of_t(t), self.batch)
         J = self.model.jac(t, z, self.theta)

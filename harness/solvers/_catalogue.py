@@ -7,40 +7,37 @@ Julia's QNDF. They are registered in `harness/solvers/__init__.py`.
 
 from __future__ import annotations
 
-from scipy.integrate import BDF as ScipyBDF
-from scipy.integrate import DOP853, RK23, RK45, Radau
-
 from ._explicit_rk import ExplicitRungeKutta
-from ._rk_step import Tableau
 from ._scipy_methods import ScipySolver
+from ._tableaus import BOGACKI_SHAMPINE_32, DORMAND_PRINCE_54
 
 
 class DP5(ExplicitRungeKutta):
     name = "DP5"
-    tableau = Tableau.from_scipy(RK45)  # Dormand-Prince 5(4), as Julia's DP5 and scipy's RK45
+    tableau = DORMAND_PRINCE_54  # Dormand-Prince 5(4), as Julia's DP5 and scipy's RK45
     description = "Dormand-Prince 5(4) (scipy RK45's tableau), vectorised"
 
 
 class BS3(ExplicitRungeKutta):
     name = "BS3"
-    tableau = Tableau.from_scipy(RK23)  # Bogacki-Shampine 3(2), as Julia's BS3 and scipy's RK23
+    tableau = BOGACKI_SHAMPINE_32  # Bogacki-Shampine 3(2), as Julia's BS3 and scipy's RK23
     description = "Bogacki-Shampine 3(2) (scipy RK23's tableau), vectorised"
 
 
 class DP8(ScipySolver):
-    name, scipy_class = "DP8", DOP853
+    name, scipy_method = "DP8", "DOP853"
     implicit, order, dense_output = False, 8, 7
     description = "Dormand-Prince 8(5,3) (scipy DOP853)"
 
 
 class RadauIIA5(ScipySolver):
-    name, scipy_class = "RadauIIA5", Radau
+    name, scipy_method = "RadauIIA5", "Radau"
     # the dense output is the cubic collocation polynomial of the step
     implicit, order, dense_output = True, 5, 3
     description = "Radau IIA order 5 (scipy Radau), analytic Jacobian"
 
 
 class BDF(ScipySolver):
-    name, scipy_class = "BDF", ScipyBDF
+    name, scipy_method = "BDF", "BDF"
     implicit, order, dense_output = True, 5, "the current order (1-5)"
     description = "variable-order BDF/NDF (scipy BDF), analytic Jacobian"

@@ -8,7 +8,6 @@ a `SolverError` that names the method and the time reached.
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate import OdeSolution
 
 from ..errors import SolverError
 from ._base import Solver
@@ -18,10 +17,19 @@ from ._trajectory import ScipyDense, SolverStats, Trajectory
 
 
 class ScipySolver(Solver):
-    """One of scipy's `OdeSolver` classes; a subclass sets `scipy_class` and the declared attributes
-    (see `_catalogue.py`). Implicit ones are given the Jacobian."""
+    """One of scipy's `OdeSolver` classes; a subclass sets `scipy_method` (the class's name in
+    `scipy.integrate`) and the declared attributes (see `_catalogue.py`). Implicit ones are given the
+    Jacobian."""
 
-    scipy_class: type
+    scipy_method: str
+
+    @property
+    def scipy_class(self) -> type:
+        # imported on first use: `scipy.integrate` costs 23-29 MB of resident memory, which a
+        # gradient with the explicit solvers (their tableaus are in `_tableaus.py`) does not need
+        import scipy.integrate
+
+        return getattr(scipy.integrate, self.scipy_method)
 
     def integrate(self, rhs, t0, t1, y0, *, rtol, atol, jac=None, dense=False, h0=None, max_steps=None,
                   on_step=None):
@@ -57,6 +65,8 @@ class ScipySolver(Solver):
         stats = SolverStats(
             n_rhs=solver.nfev, n_jac=solver.njev, n_lu=solver.nlu, n_accepted=n_steps, n_rejected=None
         )
+        from scipy.integrate import OdeSolution
+
         dense_out = ScipyDense(OdeSolution(ts, interpolants)) if dense and interpolants else None
         h_last = getattr(solver, "h_abs", None)
         return Trajectory(t0, t1, solver.y.copy(), stats, dense_out, h_last, self.name)
