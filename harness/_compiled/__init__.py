@@ -22,7 +22,11 @@ solvers, checkpointing, QuadratureAdjoint, models other than the plain MLP, acti
 
 Compiled kernels are cached on disk (numba's `cache=True`, in ``__pycache__`` beside this package, or
 ``NUMBA_CACHE_DIR``): the first process compiles them once (a one-line note on stderr says so), later
-processes load them.
+processes load them. For whoever edits these files: numba keys each cache entry on its own source
+file's timestamp only, and a caller's entry embeds the callees it was compiled with, so after editing
+`_stage_kernels.py` or `_activations.py` delete ``__pycache__/*.nbi`` and ``*.nbc`` here, or
+`_adaptive_loop.py`'s cached functions keep running the old kernels (an installed release is not
+affected: installing rewrites every file).
 """
 
 from __future__ import annotations
