@@ -28,6 +28,7 @@ class Gauss(AdjointAlone):
     """y = a alone (B N,); `on_step` adds each backward step's Gauss-Legendre sum to ∂L/∂θ."""
 
     dense_backward = False  # the quadrature reads a from each step's interpolant, during the step
+    compiled_loop = "gauss"
 
     def __init__(self, problem, theta, engine, options):
         super().__init__(problem, theta, engine, options)
@@ -41,6 +42,10 @@ class Gauss(AdjointAlone):
         t_nodes = (t + 0.5 * h) + half * self._x_gl
         self.add_quadrature(t_nodes, local(t_nodes) * (half * self._w_gl)[:, None])
         self.n_quadrature_vjps += 1
+
+    def take_quadrature(self, dtheta, n_steps):
+        super().take_quadrature(dtheta, n_steps)
+        self.n_quadrature_vjps = n_steps  # one (batched over the nodes) per step
 
     def gradients(self, a):
         diagnostics = {"quadrature_points": self.n_quadrature_points, "gauss_nodes": self.n_nodes,

@@ -50,15 +50,23 @@ class AdjointAlone(AdjointSystem):
         self.dtheta += self.model.vjp(np.repeat(t_nodes, self.batch), z_nodes, self.theta, a_nodes)[2]
         self.n_quadrature_points += len(t_nodes)
 
+    def take_quadrature(self, dtheta: np.ndarray, n_steps: int) -> None:
+        """The compiled loop's sum instead (harness._compiled): ∂L/∂θ (P,) over `n_steps` accepted
+        backward steps of `n_nodes` nodes each."""
+        self.dtheta = dtheta
+        self.n_quadrature_points = n_steps * self.n_nodes
+
 
 class Quadrature(AdjointAlone):
     """∂L/∂θ summed over Gauss-Legendre nodes on every step of each piece's dense backward solution."""
 
     dense_backward = True  # the quadrature reads a(t) between the backward steps
+    compiled_loop = "quadrature"
 
     def __init__(self, problem, theta, engine, options):
         super().__init__(problem, theta, engine, options)
-        self._x_gl, self._w_gl = np.polynomial.legendre.leggauss(engine.quadrature_nodes)
+        self.n_nodes = engine.quadrature_nodes  # per backward step
+        self._x_gl, self._w_gl = np.polynomial.legendre.leggauss(self.n_nodes)
 
     def leave_piece(self, traj):
         # Gauss-Legendre on every backward step: both interpolants are smooth inside a step.
