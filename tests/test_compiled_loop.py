@@ -114,6 +114,14 @@ def test_loop_with_other_tolerances_and_a_different_backward_solver(engine):
     assert got.diagnostics == ref.diagnostics
 
 
+def test_a_failing_backsolve_falls_back_to_the_numpy_error():
+    # Backsolve of the stiff model blows up backwards: the loop reports FAILED, and the numpy driver
+    # re-runs and raises its explained error
+    problem = stiff_problem(batch=1)
+    with pytest.raises(UnstableBacksolveError, match="backward solve of z failed"):
+        gradient(problem, engine=BacksolveAdjoint())
+
+
 @pytest.mark.parametrize(
     "engine, kwargs",
     [

@@ -285,9 +285,10 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
                  nodes):
     """Integrate one piece from t0 to t1 (`run_steps` with its stepper's `start`), u and q in place.
 
-    u is the flat state (n_blocks N B,) of `shape` (n_blocks, N, B); q the ∂L/∂θ tail (empty forward),
-    in mode ALONE summed by quadrature on the Gauss-Legendre `nodes` (x, w) of every accepted step
-    (`_step_quadrature`) and left out of the error norm (empty arrays in the other modes). h_given > 0 is the first step (else the initial-step heuristic, forward only). With `keep`, every
+    u is the flat state (n_blocks N B,) of `shape` (n_blocks, N, B); q the ∂L/∂θ tail (empty forward).
+    In mode ALONE q is left out of the ODE and its error norm, and summed instead on the Gauss-Legendre
+    `nodes` (x, w) of every accepted step (`_step_quadrature`); other modes pass empty `nodes`.
+    h_given > 0 is the first step (else the initial-step heuristic, forward only). With `keep`, every
     accepted step's (t, h, y, Q) is appended to `store` from index `n_stored` (forward only); a full
     store stops the solve with NEED_ROOM.
 
