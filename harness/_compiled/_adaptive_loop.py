@@ -221,36 +221,42 @@ def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
 
 
 @njit(**_OPTIONS)
-def _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, z_node, a_node, discard, products, q):
+def _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, z_node, discard, products, q):
     """q += Σₙ (∂f/∂θ)ᵀ(z(tₙ)) a(tₙ) wₙ ([W | b] layout) over the Gauss-Legendre nodes of the accepted
     step from (t, u) to t + h (h < 0 backwards), as `_gauss.Gauss.on_step`.
 
-    a(tₙ) is the step's interpolant u + Σₘ Qₘ xᵐ, Qₘ = Σⱼ Kⱼ h Pⱼₘ (`PlainStepper.dense_step`), z(tₙ)
-    the forward dense output. `nodes` = (x, w) on [-1, 1]; z_node, a_node, discard: flat (N B,)
-    scratch; products: (P,) scratch.
+    a(tₙ) is the step's interpolant u + Σₘ Qₘ xₙᵐ, Qₘ = Σⱼ Kⱼ h Pⱼₘ (`PlainStepper.dense_step`), z(tₙ)
+    the forward dense output. `nodes` = (x (M,), w (M,)) on [-1, 1] with scratch powers (M, degree)
+    and a_nodes (M, N B); z_node, discard: flat (N B,) scratch; products: (P,) scratch.
     """
-    x_gl, w_gl = nodes
+    x_gl, w_gl, powers, a_nodes = nodes
     first, count, d_t, d_h, d_y, d_q = dense
     n_coefficients, degree = P.shape
+    n_nodes = x_gl.shape[0]
     plane = shape[1:]
     half = 0.5 * abs(h)
     mid = t + 0.5 * h
-    for n in range(x_gl.shape[0]):
-        t_n = mid + half * x_gl[n]
-        x = (t_n - t) / h
-        weight = half * w_gl[n]
-        for d in range(u.shape[0]):
-            total = 0.0
-            x_power = x
-            for m in range(degree):
-                coefficient = 0.0
-                for j in range(n_coefficients):
-                    coefficient += K[j, d] * (h * P[j, m])
-                total += coefficient * x_power
-                x_power *= x
-            a_node[d] = (u[d] + total) * weight
-        _dense_z(t_n, first, count, d_t, d_h, d_y, d_q, z_node)
-        _adjoint_stage(net, z_node.reshape(plane), a_node.reshape(plane), discard.reshape(plane),
+    for n in range(n_nodes):
+        x = (mid + half * x_gl[n] - t) / h
+        x_power = x
+        for m in range(degree):
+            powers[n, m] = x_power
+            x_power *= x
+    # each Qₘ once for all nodes: forming it is most of the interpolation's cost
+    for d in range(u.shape[0]):
+        for n in range(n_nodes):
+            a_nodes[n, d] = 0.0
+        for m in range(degree):
+            coefficient = 0.0
+            for j in range(n_coefficients):
+                coefficient += K[j, d] * (h * P[j, m])
+            for n in range(n_nodes):
+                a_nodes[n, d] += coefficient * powers[n, m]
+        for n in range(n_nodes):
+            a_nodes[n, d] = (u[d] + a_nodes[n, d]) * (half * w_gl[n])
+    for n in range(n_nodes):
+        _dense_z(mid + half * x_gl[n], first, count, d_t, d_h, d_y, d_q, z_node)
+        _adjoint_stage(net, z_node.reshape(plane), a_nodes[n].reshape(plane), discard.reshape(plane),
                        discard.reshape(plane), False, products)
         for p in range(q.shape[0]):
             q[p] -= products[p]  # `_adjoint_stage` forms -(∂f/∂θ)ᵀa
@@ -287,7 +293,7 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
 
     u is the flat state (n_blocks N B,) of `shape` (n_blocks, N, B); q the ∂L/∂θ tail (empty forward).
     In mode ALONE q is left out of the ODE and its error norm, and summed instead on the Gauss-Legendre
-    `nodes` (x, w) of every accepted step (`_step_quadrature`); other modes pass empty `nodes`.
+    `nodes` of every accepted step (`_step_quadrature`); other modes pass empty `nodes` arrays.
     h_given > 0 is the first step (else the initial-step heuristic, forward only). With `keep`, every
     accepted step's (t, h, y, Q) is appended to `store` from index `n_stored` (forward only); a full
     store stops the solve with NEED_ROOM.
@@ -395,7 +401,7 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
                         d_q[n_stored, d, m] = value
                 n_stored += 1
             if mode == ALONE:  # after the step's dense output, before u moves on (as `on_step`)
-                _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, zbuf, scratch, u_stage, products[0], q)
+                _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, zbuf, u_stage, products[0], q)
             else:
                 q[:] = q_new
                 products[0, :] = products[s]
@@ -423,6 +429,16 @@ def workspace(n_stages, size, n_z, n_q):
     s = n_stages
     return (np.empty((s + 1, size)), np.zeros((s + 1, n_q)), np.empty(size), np.empty(size), np.empty(n_z),
             np.empty(n_q), np.empty(size))
+
+
+def quadrature_rule(n_nodes, degree, size):
+    """`nodes` for mode ALONE: the n-point Gauss-Legendre rule on [-1, 1] (x, w), and scratch for the
+    nodes' powers x¹ .. x^degree and for a (flat, of `size`) at every node; n_nodes = 0: empty arrays
+    for the other modes. Allocated by numpy for the reason `workspace` gives."""
+    if n_nodes == 0:
+        return np.empty(0), np.empty(0), np.empty((0, 0)), np.empty((0, 0))
+    x, w = np.polynomial.legendre.leggauss(n_nodes)
+    return x, w, np.empty((n_nodes, degree)), np.empty((n_nodes, size))
 
 
 def dense_store(capacity, size, degree):
@@ -457,7 +473,7 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     u = z0.copy().reshape(size)
     q = work[5]  # empty: no quadrature tail forward
     no_dense = (0, 0, store[0], store[1], store[2], store[3])
-    no_nodes = (q, q)
+    no_nodes = (q, q, work[1], work[1])  # empty: no quadrature forward
     piece_first[0] = 0
     n_stored = 0
     h = -1.0  # the first piece uses the initial-step heuristic
@@ -497,9 +513,9 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
     work : `workspace(s, len(u), N B, P)`
     u : (2 N B,) for [z, a] or (N B,) for a, zeros; receives the state at t0
     q : (P,), zeros; receives ∂L/∂θ in the [W | b] layout
-    nodes : ((M,), (M,))
-        ALONE: the Gauss-Legendre nodes on [-1, 1] and weights used on every accepted step; other
-        modes: empty arrays.
+    nodes : ((M,), (M,), (M, degree), (M, len(u)))
+        ALONE: the Gauss-Legendre nodes on [-1, 1] and weights used on every accepted step, and
+        scratch for their powers and for a at the nodes (`quadrature_rule`); other modes: empty arrays.
 
     Returns
     -------

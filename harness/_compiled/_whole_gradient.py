@@ -66,7 +66,8 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     the compiled loop, or None (see the module docstring). `options`: the backward pass's settings."""
     from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
     from ..sensitivity._result import GradientResult
-    from ._adaptive_loop import ALONE, BACKSOLVE, NEED_ROOM, OK, backward_pass, dense_store, forward_pass, workspace
+    from ._adaptive_loop import (ALONE, BACKSOLVE, NEED_ROOM, OK, backward_pass, dense_store, forward_pass,
+                                 quadrature_rule, workspace)
 
     mode = MODES[adjoint.compiled_loop]
     model, batch = problem.model, problem.batch_size
@@ -100,7 +101,7 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     n_blocks = 2 if mode == BACKSOLVE else 1
     u, q = np.zeros(n_blocks * bn), np.zeros(model.n_params)
     # ALONE: the Gauss-Legendre rule of every backward step, the adjoint's own (`n_nodes`)
-    nodes = np.polynomial.legendre.leggauss(system.n_nodes) if mode == ALONE else (np.empty(0), np.empty(0))
+    nodes = quadrature_rule(system.n_nodes if mode == ALONE else 0, backward_solver.tableau.dense_degree, bn)
     status, bwd_counts = backward_pass(
         mode, net, tableau_arguments(backward_solver), z_at, dL_dz, problem.t0, times,
         BACKWARD_FIRST_STEP_FRACTION * h_last, options.rtol, options.atol, store, piece_first,
