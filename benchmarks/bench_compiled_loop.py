@@ -5,7 +5,7 @@ One gradient of `harness bench`'s seed problem (2-3-2 tanh, B = 500, DP5) per ad
 slows them alike: medians and their ratio side by side, for the `harness bench` tolerances (1e-4)
 and the tutorial's (rtol 1e-6, atol 1e-4).
 
-    python benchmarks/bench_compiled_loop.py [--repeats 30]
+    python benchmarks/bench_compiled_loop.py [--repeats 30] [--batch 500]
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ def timed(problem, engine, rtol, atol, use_loop: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=500, help="initial states (bench: 500)")
     args = parser.parse_args()
-    problem = seed_problem(data_options=SolveOptions("DP5", 1e-6, 1e-4))  # as `harness bench`
-    print(f"CPU: {cpu_name()}; median of {args.repeats}, numpy and compiled alternating")
+    problem = seed_problem(batch=args.batch, data_options=SolveOptions("DP5", 1e-6, 1e-4))  # as `harness bench`
+    print(f"CPU: {cpu_name()}; B = {args.batch}; median of {args.repeats}, numpy and compiled alternating")
     print(f"{'settings':34s} {'adjoint':22s} {'numpy':>9s} {'compiled':>9s} {'speed-up':>8s}")
     for label, (rtol, atol) in SETTINGS.items():
         for engine in ADJOINTS:

@@ -431,14 +431,13 @@ def workspace(n_stages, size, n_z, n_q):
             np.empty(n_q), np.empty(size))
 
 
-def quadrature_rule(n_nodes, degree, size):
-    """`nodes` for mode ALONE: the n-point Gauss-Legendre rule on [-1, 1] (x, w), and scratch for the
-    nodes' powers x¹ .. x^degree and for a (flat, of `size`) at every node; n_nodes = 0: empty arrays
-    for the other modes. Allocated by numpy for the reason `workspace` gives."""
-    if n_nodes == 0:
-        return np.empty(0), np.empty(0), np.empty((0, 0)), np.empty((0, 0))
-    x, w = np.polynomial.legendre.leggauss(n_nodes)
-    return x, w, np.empty((n_nodes, degree)), np.empty((n_nodes, size))
+def quadrature_rule(x, w, degree, size):
+    """`nodes` for mode ALONE: the Gauss-Legendre rule on [-1, 1] (x, w), copied (writable arrays: a
+    read-only one would be another numba type, another compilation), and scratch for the nodes'
+    powers x¹ .. x^degree and for a (flat, of `size`) at every node; empty x and w give the empty
+    arrays of the other modes. Allocated by numpy for the reason `workspace` gives."""
+    n = len(x)
+    return np.array(x, dtype=np.float64), np.array(w, dtype=np.float64), np.empty((n, degree)), np.empty((n, size))
 
 
 def dense_store(capacity, size, degree):

@@ -65,6 +65,7 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     """The `GradientResult` of `adjoint_gradient(problem, theta, forward, engine, adjoint)`, computed by
     the compiled loop, or None (see the module docstring). `options`: the backward pass's settings."""
     from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
+    from ..sensitivity._quadrature import gauss_legendre
     from ..sensitivity._result import GradientResult
     from ._adaptive_loop import (ALONE, BACKSOLVE, NEED_ROOM, OK, backward_pass, dense_store, forward_pass,
                                  quadrature_rule, workspace)
@@ -101,7 +102,8 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     n_blocks = 2 if mode == BACKSOLVE else 1
     u, q = np.zeros(n_blocks * bn), np.zeros(model.n_params)
     # ALONE: the Gauss-Legendre rule of every backward step, the adjoint's own (`n_nodes`)
-    nodes = quadrature_rule(system.n_nodes if mode == ALONE else 0, backward_solver.tableau.dense_degree, bn)
+    rule = gauss_legendre(system.n_nodes) if mode == ALONE else ((), ())
+    nodes = quadrature_rule(*rule, backward_solver.tableau.dense_degree, bn)
     status, bwd_counts = backward_pass(
         mode, net, tableau_arguments(backward_solver), z_at, dL_dz, problem.t0, times,
         BACKWARD_FIRST_STEP_FRACTION * h_last, options.rtol, options.atol, store, piece_first,

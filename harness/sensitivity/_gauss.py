@@ -8,12 +8,10 @@ solution and a from the step's own interpolant. Nothing of the backward solution
 
 from __future__ import annotations
 
-import numpy as np
-
 from .._state_layout import states
 from ..solvers import check_solver
 from ._backward import adjoint_gradient
-from ._quadrature import AdjointAlone
+from ._quadrature import AdjointAlone, gauss_legendre
 from ._registry import register_engine
 from .algorithms import GaussAdjoint
 
@@ -33,7 +31,7 @@ class Gauss(AdjointAlone):
     def __init__(self, problem, theta, engine, options):
         super().__init__(problem, theta, engine, options)
         self.n_nodes = gauss_nodes(check_solver(options.solver).order)
-        self._x_gl, self._w_gl = np.polynomial.legendre.leggauss(self.n_nodes)
+        self._x_gl, self._w_gl = gauss_legendre(self.n_nodes)
         self.n_quadrature_vjps = 0
 
     def on_step(self, t, h, local):
