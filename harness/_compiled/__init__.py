@@ -13,12 +13,14 @@ the adjoint systems (`sensitivity._adjoint_systems`) build their per-stage VJP r
 redesigned solver or adjoint that records stages through `StageVJPs` gets the fast path by calling
 `stage_vjps` instead; nothing else is needed. `harness doctor` prints `status()`.
 
-For small batches the whole adaptive loop of a gradient is compiled too (`_adaptive_loop.py`): the
-forward solve over the observation times and the backward solve of BacksolveAdjoint or
-InterpolatingAdjoint, with DP5, BS3 or any `ExplicitRungeKutta`, taking the numpy loop's steps.
-`harness.sensitivity._backward.adjoint_gradient` asks `adjoint_gradient` below first; it returns None
-(and the numpy driver runs) outside its scope: implicit
-solvers, checkpointing, QuadratureAdjoint, models other than the plain MLP, activations without a kernel.
+The whole adaptive loop of a gradient is compiled too (`_adaptive_loop.py`): the
+forward solve over the observation times and the backward solve of BacksolveAdjoint,
+InterpolatingAdjoint, QuadratureAdjoint or GaussAdjoint (the last two: a alone, with their
+Gauss-Legendre sums on every accepted step), with DP5, BS3 or any `ExplicitRungeKutta`, taking the
+numpy loop's steps, at every batch size (wide products go to BLAS). `harness.sensitivity._backward.
+adjoint_gradient` asks `adjoint_gradient` below first; it returns None (and the numpy driver runs)
+outside its scope: implicit solvers and scipy's (DP8), checkpointing, RecursiveCheckpointAdjoint and
+the other discrete engines, models other than the plain MLP, activations without a kernel.
 
 Compiled kernels are cached on disk (numba's `cache=True`, in ``__pycache__`` beside this package, or
 ``NUMBA_CACHE_DIR``): the first process compiles them once (a one-line note on stderr says so), later
@@ -125,15 +127,15 @@ def _decide(model=None) -> tuple[bool, str]:
 
 def status(model=None, batch: int | None = None) -> str:
     """One line: which path runs (for `model` and `batch`, if given) and why, e.g. 'compiled (numba
-    0.68.1): stage kernels: used for hidden widths <= 8; whole adaptive loop (DP5/BS3, Backsolve and
-    Interpolating adjoints): used at every size; HARNESS_COMPILED=0 selects numpy'."""
+    0.68.1): stage kernels: used for hidden widths <= 8; whole adaptive loop (explicit RK; Backsolve,
+    Interpolating, Quadrature and Gauss adjoints): used at every size; HARNESS_COMPILED=0 selects numpy'."""
     on, why = _decide(model)
     loop_on, loop_why = _decide_loop(model, batch)
     if not (on or loop_on):
         return f"numpy: {why}"
     import numba
 
-    loop = f"whole adaptive loop (explicit RK, Backsolve and Interpolating adjoints): {loop_why}"
+    loop = f"whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature and Gauss adjoints): {loop_why}"
     return f"compiled (numba {numba.__version__}): stage kernels: {why}; {loop}; {ENV_VARIABLE}=0 selects numpy"
 
 

@@ -1,5 +1,6 @@
 """The whole adaptive Runge-Kutta loop of a gradient in two compiled calls: the forward solve over the
-observation times, then the backward solve of BacksolveAdjoint or InterpolatingAdjoint.
+observation times, then the backward solve of BacksolveAdjoint, InterpolatingAdjoint, or a alone with
+∂L/∂θ by Gauss-Legendre quadrature (QuadratureAdjoint and GaussAdjoint, mode ALONE).
 
 This is the numpy loop of `harness.solvers._explicit_rk` (`rk_step`, `StepSizeController`, `StepBudget`,
 `PlainStepper` / `QuadratureTailStepper`, `run_steps`) and the piece walk of
@@ -13,8 +14,15 @@ few sums differs, so results agree with the numpy path to rounding (tests/test_c
 Each stage is the fused MLP kernel `mlp_stage`; an adjoint stage's (∂f/∂θ)ᵀ(-a) is formed right after it
 in the [W | b] layout (the ∂L/∂θ tail is kept in that layout and reordered into θ's once, at the end).
 
+In mode ALONE (the numpy `AdjointAlone`) the state is a alone and ∂L/∂θ is not part of the ODE: the
+stages skip the θ products, the error norm is over a only (the numpy `PlainStepper`'s), and every
+accepted step adds Σₙ (∂f/∂θ)ᵀ(z(tₙ)) a(tₙ) wₙ over Gauss-Legendre nodes tₙ of the step, with a(tₙ)
+from the step's own interpolant (`_step_quadrature`). That is GaussAdjoint's `on_step`, and also
+QuadratureAdjoint's sum: its nodes lie on every step of the backward dense output, whose polynomial on
+a step is that step's interpolant. The two differ only in the number of nodes.
+
 Shapes: a state is (n_blocks, N, B) feature-major, n_blocks = 1 for z alone (forward) or a alone
-(InterpolatingAdjoint), 2 for [z, a] (BacksolveAdjoint). `net` is the tuple `network_arguments` builds
+(InterpolatingAdjoint, ALONE), 2 for [z, a] (BacksolveAdjoint). `net` is the tuple `network_arguments` builds
 (see `_whole_gradient.py`): the MLP's fixed kernel arguments and its scratch buffers.
 
 A solve that would fail in the numpy loop (step-size underflow, a step budget that cannot suffice)
@@ -32,7 +40,7 @@ from numba import njit
 from ._activations import FASTMATH, sigmoid, softplus, tanh
 from ._stage_kernels import mlp_stage
 
-FORWARD, BACKSOLVE, INTERPOLATING = 0, 1, 2  # what a stage evaluates
+FORWARD, BACKSOLVE, INTERPOLATING, ALONE = 0, 1, 2, 3  # what a stage evaluates
 OK, FAILED, NEED_ROOM = 0, 1, 2
 
 # harness.solvers._step_control and _step_budget, as numbers (a test keeps them equal)
@@ -147,6 +155,17 @@ def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
 
 
 @njit(**_OPTIONS)
+def _cotangent_stage(net, x, a, out_az):
+    """-(∂f/∂z)ᵀa at x into out_az, all (N, B): `_adjoint_stage` without f and the θ products."""
+    widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
+    if x.shape[1] <= COLUMN_BATCH:
+        _column_stage(net, x, a, -1.0, out_az, out_az, False, True)
+    else:
+        mlp_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, -1.0, inputs, cots,
+                  slopes, out_az, out_az, False, True)
+
+
+@njit(**_OPTIONS)
 def _dense_z(t, first, count, d_t, d_h, d_y, d_q, out):
     """z(t) (flat, N B) from the forward dense output of one piece (steps first .. first + count - 1),
     as `PiecewisePolynomial.__call__`: the step whose start is the last one <= t, clipped to the piece."""
@@ -182,7 +201,52 @@ def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
         first, count, d_t, d_h, d_y, d_q = dense
         _dense_z(t, first, count, d_t, d_h, d_y, d_q, zbuf)
         z = zbuf.reshape(shape[1:])
-        _adjoint_stage(net, z, u3[0], k3[0], k3[0], False, products)
+        if mode == INTERPOLATING:
+            _adjoint_stage(net, z, u3[0], k3[0], k3[0], False, products)
+        else:
+            _cotangent_stage(net, z, u3[0], k3[0])
+
+
+@njit(**_OPTIONS)
+def _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, z_node, discard, products, q):
+    """q += Σₙ (∂f/∂θ)ᵀ(z(tₙ)) a(tₙ) wₙ ([W | b] layout) over the Gauss-Legendre nodes of the accepted
+    step from (t, u) to t + h (h < 0 backwards), as `_gauss.Gauss.on_step`.
+
+    a(tₙ) is the step's interpolant u + Σₘ Qₘ xₙᵐ, Qₘ = Σⱼ Kⱼ h Pⱼₘ (`PlainStepper.dense_step`), z(tₙ)
+    the forward dense output. `nodes` = (x (M,), w (M,)) on [-1, 1] with scratch powers (M, degree)
+    and a_nodes (M, N B); z_node, discard: flat (N B,) scratch; products: (P,) scratch.
+    """
+    x_gl, w_gl, powers, a_nodes = nodes
+    first, count, d_t, d_h, d_y, d_q = dense
+    n_coefficients, degree = P.shape
+    n_nodes = x_gl.shape[0]
+    plane = shape[1:]
+    half = 0.5 * abs(h)
+    mid = t + 0.5 * h
+    for n in range(n_nodes):
+        x = (mid + half * x_gl[n] - t) / h
+        x_power = x
+        for m in range(degree):
+            powers[n, m] = x_power
+            x_power *= x
+    # each Qₘ once for all nodes: forming it is most of the interpolation's cost
+    for d in range(u.shape[0]):
+        for n in range(n_nodes):
+            a_nodes[n, d] = 0.0
+        for m in range(degree):
+            coefficient = 0.0
+            for j in range(n_coefficients):
+                coefficient += K[j, d] * (h * P[j, m])
+            for n in range(n_nodes):
+                a_nodes[n, d] += coefficient * powers[n, m]
+        for n in range(n_nodes):
+            a_nodes[n, d] = (u[d] + a_nodes[n, d]) * (half * w_gl[n])
+    for n in range(n_nodes):
+        _dense_z(mid + half * x_gl[n], first, count, d_t, d_h, d_y, d_q, z_node)
+        _adjoint_stage(net, z_node.reshape(plane), a_nodes[n].reshape(plane), discard.reshape(plane),
+                       discard.reshape(plane), False, products)
+        for p in range(q.shape[0]):
+            q[p] -= products[p]  # `_adjoint_stage` forms -(∂f/∂θ)ᵀa
 
 
 @njit(**_OPTIONS)
@@ -232,10 +296,13 @@ def _initial_step(net, shape, t0, y0, f0, direction, error_order, rtol, atol, y1
 
 
 @njit(**_OPTIONS)
-def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, dense, store, n_stored, keep):
+def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, dense, store, n_stored, keep,
+                 nodes):
     """Integrate one piece from t0 to t1 (`run_steps` with its stepper's `start`), u and q in place.
 
     u is the flat state (n_blocks N B,) of `shape` (n_blocks, N, B); q the ∂L/∂θ tail (empty forward).
+    In mode ALONE q is left out of the ODE and its error norm, and summed instead on the Gauss-Legendre
+    `nodes` of every accepted step (`_step_quadrature`); other modes pass empty `nodes` arrays.
     h_given > 0 is the first step (else the initial-step heuristic, forward only). With `keep`, every
     accepted step's (t, h, y, Q) is appended to `store` from index `n_stored` (forward only); a full
     store stops the solve with NEED_ROOM.
@@ -267,7 +334,9 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
     next_check = min(FIRST_CHECK, max_steps)
     n_accepted = n_rejected = 0
     after_rejection = False
-    n_total = size + n_q
+    # ALONE: ∂L/∂θ is no part of the ODE, so neither of its error norm (the numpy `PlainStepper` of a)
+    n_tail = 0 if mode == ALONE else n_q
+    n_total = size + n_tail
     d_t, d_h, d_y, d_q = store
     while direction * (t1 - t) > 0:
         n_steps = n_accepted + n_rejected
@@ -299,7 +368,7 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
         for d in range(size):
             err = scratch[d] / (max(abs(u[d]), abs(u_new[d])) * rtol + atol)
             total += err * err
-        for p in range(n_q):
+        for p in range(n_tail):
             step = 0.0
             err = 0.0
             for j in range(s):
@@ -326,10 +395,13 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
                 for m in range(degree):
                     _combine(u, h, P[:, m], s + 1, K, d_q[n_stored, m], True)
                 n_stored += 1
+            if mode == ALONE:  # after the step's dense output, before u moves on (as `on_step`)
+                _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, zbuf, u_stage, products[0], q)
+            else:
+                q[:] = q_new
+                products[0, :] = products[s]
             u[:] = u_new
-            q[:] = q_new
             K[0, :] = K[s]
-            products[0, :] = products[s]
             t = t_new
             n_accepted += 1
             h_abs *= factor
@@ -352,6 +424,15 @@ def workspace(n_stages, size, n_z, n_q):
     s = n_stages
     return (np.empty((s + 1, size)), np.zeros((s + 1, n_q)), np.empty(size), np.empty(size), np.empty(n_z),
             np.empty(n_q), np.empty(size))
+
+
+def quadrature_rule(x, w, degree, size):
+    """`nodes` for mode ALONE: the Gauss-Legendre rule on [-1, 1] (x, w), copied (writable arrays: a
+    read-only one would be another numba type, another compilation), and scratch for the nodes'
+    powers x¹ .. x^degree and for a (flat, of `size`) at every node; empty x and w give the empty
+    arrays of the other modes. Allocated by numpy for the reason `workspace` gives."""
+    n = len(x)
+    return np.array(x, dtype=np.float64), np.array(w, dtype=np.float64), np.empty((n, degree)), np.empty((n, size))
 
 
 def dense_store(capacity, size, degree):
@@ -387,6 +468,7 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     u = z0.copy().reshape(size)
     q = work[5]  # empty: no quadrature tail forward
     no_dense = (0, 0, store[0], store[1], store[2], store[3])
+    no_nodes = (q, q, work[1], work[1])  # empty: no quadrature forward
     piece_first[0] = 0
     n_stored = 0
     h = -1.0  # the first piece uses the initial-step heuristic
@@ -396,7 +478,7 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     for k in range(n_times):
         status, h, rhs_k, acc_k, rej_k, n_stored = _solve_piece(
             FORWARD, net, tab, shape, u, q, t_prev, times[k], h, rtol, atol, work, no_dense, store, n_stored,
-            keep_dense,
+            keep_dense, no_nodes,
         )
         n_rhs += rhs_k
         n_accepted += acc_k
@@ -410,9 +492,10 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
 
 
 @njit(**_OPTIONS)
-def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, piece_first, work, u, q):
-    """The backward solve of BacksolveAdjoint (mode BACKSOLVE) or InterpolatingAdjoint (INTERPOLATING),
-    piece by piece from t_K to t0 (`adjoint_gradient`), with the adjoint's jump at every time.
+def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, piece_first, work, u, q, nodes):
+    """The backward solve of BacksolveAdjoint (mode BACKSOLVE), InterpolatingAdjoint (INTERPOLATING) or
+    a alone with quadrature (ALONE: QuadratureAdjoint, GaussAdjoint), piece by piece from t_K to t0
+    (`adjoint_gradient`), with the adjoint's jump at every time.
 
     Parameters
     ----------
@@ -421,10 +504,13 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
     h0 : float
         The first backward step (`first_backward_step`).
     store, piece_first
-        The forward dense output (`forward_pass`; INTERPOLATING only).
+        The forward dense output (`forward_pass`; INTERPOLATING and ALONE).
     work : `workspace(s, len(u), N B, P)`
     u : (2 N B,) for [z, a] or (N B,) for a, zeros; receives the state at t0
     q : (P,), zeros; receives ∂L/∂θ in the [W | b] layout
+    nodes : ((M,), (M,), (M, degree), (M, len(u)))
+        ALONE: the Gauss-Legendre nodes on [-1, 1] and weights used on every accepted step, and
+        scratch for their powers and for a at the nodes (`quadrature_rule`); other modes: empty arrays.
 
     Returns
     -------
@@ -448,7 +534,7 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
         t_start = t0 if k == 0 else times[k - 1]
         dense = (piece_first[k], piece_first[k + 1] - piece_first[k], d_t, d_h, d_y, d_q)
         status, h, rhs_k, acc_k, rej_k, _ = _solve_piece(
-            mode, net, tab, shape, u, q, times[k], t_start, h, rtol, atol, work, dense, store, 0, False,
+            mode, net, tab, shape, u, q, times[k], t_start, h, rtol, atol, work, dense, store, 0, False, nodes,
         )
         n_rhs += rhs_k
         n_accepted += acc_k

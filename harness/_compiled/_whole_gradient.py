@@ -17,8 +17,10 @@ from ..model import MLP
 from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
 from ._stage_kernels import ACTIVATION_CODES, kernel_weights
 
-# what an `AdjointSystem` subclass declares in `compiled_loop` -> the loop's mode
-MODES = {"backsolve": 1, "interpolating": 2}
+# what an `AdjointSystem` subclass declares in `compiled_loop` -> the loop's mode (`_adaptive_loop`'s
+# BACKSOLVE, INTERPOLATING, ALONE; not imported from there, which would import numba). QuadratureAdjoint
+# and GaussAdjoint share ALONE: their sums differ only in the number of nodes per step (`n_nodes`).
+MODES = {"backsolve": 1, "interpolating": 2, "quadrature": 3, "gauss": 3}
 
 
 def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
@@ -86,8 +88,10 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
 
 def _whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
+    from ..sensitivity._quadrature import gauss_legendre
     from ..sensitivity._result import GradientResult
-    from ._adaptive_loop import BACKSOLVE, NEED_ROOM, OK, backward_pass, dense_store, forward_pass, workspace
+    from ._adaptive_loop import (ALONE, BACKSOLVE, NEED_ROOM, OK, backward_pass, dense_store, forward_pass,
+                                 quadrature_rule, workspace)
 
     mode = MODES[adjoint.compiled_loop]
     model, batch = problem.model, problem.batch_size
@@ -117,21 +121,30 @@ def _whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     loss, dL_dz = problem.loss_terms(z_at.transpose(0, 2, 1))
     dL_dz = np.ascontiguousarray(np.transpose(dL_dz, (0, 2, 1)))
     backward_solver = check_solver(options.solver)
+    system = adjoint(problem, theta, engine, options)
     n_blocks = 2 if mode == BACKSOLVE else 1
     u, q = np.zeros(n_blocks * bn), np.zeros(model.n_params)
+    # ALONE: the Gauss-Legendre rule of every backward step, the adjoint's own (`n_nodes`)
+    rule = gauss_legendre(system.n_nodes) if mode == ALONE else ((), ())
+    nodes = quadrature_rule(*rule, backward_solver.tableau.dense_degree, bn)
     status, bwd_counts = backward_pass(
         mode, net, tableau_arguments(backward_solver), z_at, dL_dz, problem.t0, times,
         BACKWARD_FIRST_STEP_FRACTION * h_last, options.rtol, options.atol, store, piece_first,
-        workspace(backward_solver.tableau.n_stages, n_blocks * bn, bn, model.n_params), u, q,
+        workspace(backward_solver.tableau.n_stages, n_blocks * bn, bn, model.n_params), u, q, nodes,
     )
     if status != OK:
         return None
     to_theta, _ = _augmented_layout(model.widths)
-    # the flat backward state at t0 in the numpy layout ([z, a | ∂L/∂θ] or [a | ∂L/∂θ]); the adjoint's
-    # own `gradients` turns it into the result (BacksolveAdjoint's reconstruction check included)
-    system = adjoint(problem, theta, engine, options)
-    system.n_pieces = len(times)
-    dtheta, dz0, diagnostics = system.gradients(np.concatenate((u, q[to_theta])))
+    # the adjoint's own `gradients` turns the state at t0 into the result (BacksolveAdjoint's
+    # reconstruction check included): the flat numpy layout [z, a | ∂L/∂θ] or [a | ∂L/∂θ], or for
+    # ALONE a, with the quadrature's ∂L/∂θ handed over first
+    if mode == ALONE:
+        system.take_quadrature(q[to_theta], n_steps=bwd_counts[1])
+        state = u
+    else:
+        system.n_pieces = len(times)
+        state = np.concatenate((u, q[to_theta]))
+    dtheta, dz0, diagnostics = system.gradients(state)
     return GradientResult(
         engine=engine.name,
         loss=loss,

@@ -70,8 +70,8 @@ step, and hands the trajectory to `leave_piece`.
     dense_backward : bool
         Whether the backward solve of each piece must return dense output.
     compiled_loop : str or None
-        "backsolve" or "interpolating" if `harness._compiled` has a compiled whole loop for this
-        adjoint (used for small batches); None runs the numpy driver always.
+        "backsolve", "interpolating", "quadrature" or "gauss" if `harness._compiled` has a compiled
+        whole loop for this adjoint (used for small batches); None runs the numpy driver always.
     """
 
     dense_forward = False

@@ -8,12 +8,10 @@ solution and a from the step's own interpolant. Nothing of the backward solution
 
 from __future__ import annotations
 
-import numpy as np
-
 from .._state_layout import states
 from ..solvers import check_solver
 from ._backward import adjoint_gradient
-from ._quadrature import AdjointAlone
+from ._quadrature import AdjointAlone, gauss_legendre
 from ._registry import register_engine
 from .algorithms import GaussAdjoint
 
@@ -28,11 +26,12 @@ class Gauss(AdjointAlone):
     """y = a alone (B N,); `on_step` adds each backward step's Gauss-Legendre sum to ∂L/∂θ."""
 
     dense_backward = False  # the quadrature reads a from each step's interpolant, during the step
+    compiled_loop = "gauss"
 
     def __init__(self, problem, theta, engine, options):
         super().__init__(problem, theta, engine, options)
         self.n_nodes = gauss_nodes(check_solver(options.solver).order)
-        self._x_gl, self._w_gl = np.polynomial.legendre.leggauss(self.n_nodes)
+        self._x_gl, self._w_gl = gauss_legendre(self.n_nodes)
         self.n_quadrature_vjps = 0
 
     def on_step(self, t, h, local):
@@ -41,6 +40,10 @@ class Gauss(AdjointAlone):
         t_nodes = (t + 0.5 * h) + half * self._x_gl
         self.add_quadrature(t_nodes, local(t_nodes) * (half * self._w_gl)[:, None])
         self.n_quadrature_vjps += 1
+
+    def take_quadrature(self, dtheta, n_steps):
+        super().take_quadrature(dtheta, n_steps)
+        self.n_quadrature_vjps = n_steps  # one (batched over the nodes) per step
 
     def gradients(self, a):
         diagnostics = {"quadrature_points": self.n_quadrature_points, "gauss_nodes": self.n_nodes,
