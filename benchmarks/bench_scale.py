@@ -10,7 +10,8 @@ as compilation (numba's kernels for the compiled harness, XLA's for diffrax), th
 `--repeats` gradients. "harness compiled" is the default mode (the whole compiled loop, its wide
 products in BLAS; its note says which path ran), "harness numpy" HARNESS_COMPILED=0. The peers are used
 when installed (`pip install -e ".[peers]"`) and shown as "-" otherwise. Writes `table.md`,
-`results.json` and the log-log figure `scale.png` to `--out`, and measures the arithmetic limit (the kernel's GFLOP/s and activations per second against a tight loop).
+`results.json` and the log-log figure `scale.png` to `--out`, and measures the arithmetic limit (the
+kernel's GFLOP/s and activations per second against a tight loop and BLAS).
 """
 
 from __future__ import annotations
