@@ -84,13 +84,26 @@ def _harness_worker(method: str, problem_path: str, steps: int) -> dict:
     preset = _settings()
     problem = load_problem(problem_path)
     options = dict(engine=method, solver=preset.solver, rtol=preset.rtol, atol=preset.atol)
-    started = time.perf_counter()  # the first call loads (or compiles) numba's kernels
-    gradient(problem, problem.theta, **options)
-    first = time.perf_counter() - started
+    first, second = _first_two(lambda: gradient(problem, problem.theta, **options))
+    runs_before = compiled.loop_runs()
     result = train(problem, steps=steps, lr=preset.lr, log_every=LOG_EVERY, progress=False, **options)
     history = [(r["step"], r["loglik_per_datapoint"]) for r in result.history]
-    return {"first_call": first, "training": result.seconds, "history": history,
-            "note": compiled.status(problem.model, problem.batch_size)}
+    note = compiled.status(problem.model, problem.batch_size)
+    if compiled.loop_runs() > runs_before:
+        note += f"; the whole compiled loop ran {compiled.loop_runs() - runs_before} of the {steps + 1} gradients"
+    return {"first_call": first, "second_call": second, "training": result.seconds, "history": history,
+            "note": note}
+
+
+def _first_two(evaluate) -> tuple[float, float]:
+    """Wall times of two calls at the same input: the first pays the one-time costs (compilation,
+    loading cached kernels, warming autograd), the second is an ordinary step at that θ."""
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        evaluate()
+        times.append(time.perf_counter() - started)
+    return times[0], times[1]
 
 
 def _adam_constants():
@@ -127,7 +140,7 @@ def _diffrax_worker(method: str, problem_path: str, steps: int) -> dict:
     def step(params, m, v, t, z0, t0, times, tols, data):
         loss, (grads, _dz0) = value_and_grad(params, z0, t0, times, tols, data)
         t = t + 1
-        updated = [adam(*args, t) for args in zip(params, grads, m, v)]
+        updated = [adam(*args, t) for args in zip(params, grads, m, v, strict=True)]
         return loss, tuple(u[0] for u in updated), tuple(u[1] for u in updated), tuple(u[2] for u in updated), t
 
     weights = model.unflatten(problem.theta)
@@ -139,9 +152,8 @@ def _diffrax_worker(method: str, problem_path: str, steps: int) -> dict:
              jnp.asarray(problem.data))
     n = problem.n_datapoints
 
-    started = time.perf_counter()
-    jax.block_until_ready(step(params, zeros, zeros, jnp.asarray(0.0), *fixed))  # compiles: not training
-    first = time.perf_counter() - started
+    # the first call compiles; neither is part of training, which starts afresh from θ0
+    first, second = _first_two(lambda: jax.block_until_ready(step(params, zeros, zeros, jnp.asarray(0.0), *fixed)))
 
     history = []
     state = (params, zeros, zeros, jnp.asarray(0.0))
@@ -156,7 +168,8 @@ def _diffrax_worker(method: str, problem_path: str, steps: int) -> dict:
     training = time.perf_counter() - started
     if not all(math.isfinite(h[1]) for h in history):
         raise FloatingPointError(f"diffrax {method}: a non-finite loss during training")
-    return {"first_call": first, "training": training, "history": history, "note": f"jax {jax.__version__}"}
+    return {"first_call": first, "second_call": second, "training": training, "history": history,
+            "note": f"jax {jax.__version__}"}
 
 
 def _torchdiffeq_worker(method: str, problem_path: str, steps: int) -> dict:
@@ -189,9 +202,8 @@ def _torchdiffeq_worker(method: str, problem_path: str, steps: int) -> dict:
         loss.backward()
         return float(loss.detach())
 
-    started = time.perf_counter()
-    evaluate()  # torch's first backward pass starts its autograd machinery: not training
-    first = time.perf_counter() - started
+    # torch's first backward pass starts its autograd machinery; neither call is part of training
+    first, second = _first_two(evaluate)
     history = []
     started = time.perf_counter()
     for k in range(steps + 1):
@@ -201,7 +213,8 @@ def _torchdiffeq_worker(method: str, problem_path: str, steps: int) -> dict:
         if k < steps:
             optimiser.step()
     training = time.perf_counter() - started
-    return {"first_call": first, "training": training, "history": history, "note": f"torch {torch.__version__}"}
+    return {"first_call": first, "second_call": second, "training": training, "history": history,
+            "note": f"torch {torch.__version__}"}
 
 
 WORKERS = {"harness-compiled": _harness_worker, "harness-numpy": _harness_worker,
@@ -222,8 +235,8 @@ def _run_worker(framework: str, method: str, problem_path: Path, steps: int) -> 
     evaluations = steps + 1
     result["steps"] = steps
     result["per_step"] = result["training"] / evaluations
-    # compilation (or the first call's other one-time costs): its excess over a training step
-    result["compile"] = max(0.0, result["first_call"] - result["per_step"])
+    # compilation (or the first call's other one-time costs): its excess over the same call again
+    result["compile"] = max(0.0, result["first_call"] - result["second_call"])
     result["initial_loglik"] = result["history"][0][1]
     result["final_loglik"] = result["history"][-1][1]
     return result
@@ -245,25 +258,58 @@ def _harness_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main())"]
 
 
+# what `harness reproduce` prints as it enters each phase -> the phase that line ends
+PHASE_ENDS = (("Problem:", "start-up: imports, drawing the data"),
+              ("Training ", "the ground truth's log-likelihood"),
+              ("Writing the figures", "training"),
+              ("Final log-likelihood", "figures and report"))
+
+
 def _reproduce(steps: int, default_steps: int) -> dict | None:
-    """Wall time of the whole `harness reproduce` (default preset) in a fresh process."""
+    """Wall time of the whole `harness reproduce` (default preset) in a fresh process, and of its
+    phases, from the moment each of its progress lines arrives."""
     with tempfile.TemporaryDirectory(prefix="bench-training-reproduce-") as folder:
         out = Path(folder) / "run"
         cmd = [*_harness_command(), "reproduce", "--out", str(out)]
         if steps != default_steps:
             cmd += ["--steps", str(steps)]
         env = {k: v for k, v in os.environ.items() if k != "HARNESS_COMPILED"}
+        env["PYTHONUNBUFFERED"] = "1"
+        phases, marks = {}, []
         started = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=folder)
-        wall = time.perf_counter() - started
+        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=folder) as proc:
+            for line in proc.stdout:
+                now = time.perf_counter()
+                for prefix, phase in PHASE_ENDS:
+                    if line.startswith(prefix) and phase not in phases:
+                        phases[phase] = now - (marks[-1] if marks else started)
+                        marks.append(now)
+            stderr = proc.stderr.read()
+        ended = time.perf_counter()
+        wall = ended - started
         if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            last = (stderr.strip().splitlines() or ["?"])[-1]
             print(f"  harness reproduce: failed ({last})", file=sys.stderr, flush=True)
             return None
+        if marks:
+            phases["exit"] = ended - marks[-1]
         summary = json.loads((out / "history.json").read_text())
     return {"wall": wall, "steps": steps, "training": summary["training_seconds"],
             "total_inside": summary["total_seconds"], "final_loglik": summary["final_loglik_per_datapoint"],
+            "phases": phases,
             "command": "harness reproduce --out <folder>" + ("" if steps == default_steps else f" --steps {steps}")}
+
+
+def _median_run(runs: list[dict], key: str) -> dict | None:
+    """The run whose `key` is the median (the lower one of an even count), with every run's value."""
+    if not runs:
+        return None
+    ordered = sorted(runs, key=lambda r: r[key])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs"] = len(runs)
+    chosen[f"{key}_of_each_run"] = [r[key] for r in runs]
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------ table
@@ -277,8 +323,8 @@ def _table(results: dict, steps: int) -> list[str]:
              "| training / diffrax RecursiveCheckpoint |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     references = [results.get(c) for c in DIFFRAX_COLUMNS]
-    for column in COLUMNS:
-        r = results.get(column)
+    for column in results:
+        r = results[column]
         if r is None:
             lines.append(f"| {column} | — | — | — | — | — | — |")
             continue
@@ -312,7 +358,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="Adam steps (default: the preset's, 1000)")
     parser.add_argument("--torch-steps", type=int, default=None,
                         help="steps for torchdiffeq, whose time is then scaled to --steps (default: --steps)")
-    parser.add_argument("--quick", action="store_true", help="10 steps, for the tests")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs of each column (torchdiffeq: one) and of reproduce, the median shown "
+                             "(default 3; --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="10 steps and one run, for the tests")
     parser.add_argument("--frameworks", nargs="+", choices=list(COLUMNS), metavar="COLUMN",
                         help=f"only these columns (default all of {list(COLUMNS)})")
     parser.add_argument("--no-reproduce", action="store_true", help="leave out the `harness reproduce` run")
@@ -323,6 +372,9 @@ def main(argv=None) -> int:
     steps = args.steps if args.steps is not None else (10 if args.quick else default_steps)
     if steps < 1:
         parser.error(f"--steps {steps}: expected an integer >= 1")
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    if repeats < 1:
+        parser.error(f"--repeats {repeats}: expected an integer >= 1")
     if args.torch_steps is not None and args.torch_steps < 1:
         parser.error(f"--torch-steps {args.torch_steps}: expected an integer >= 1")
     if args.worker:
@@ -347,36 +399,52 @@ def main(argv=None) -> int:
     ]
     print("\n".join(header), flush=True)
     columns = args.frameworks or list(COLUMNS)
-    results: dict = {}
+    runs: dict = {column: [] for column in columns}
+    reproduce_runs: list = []
     with tempfile.TemporaryDirectory(prefix="bench-training-") as folder:
         # reproduce's own problem: the seed problem, its data drawn at the preset's tolerances
         problem = seed_problem(seed=0, data_options=SolveOptions(preset.solver, preset.rtol, preset.atol))
         path = save_problem(problem, Path(folder) / "tutorial.npz")
-        for column in columns:
-            framework, method = COLUMNS[column]
-            if not _available(framework):
-                print(f"  {column:30s} not installed: skipped", flush=True)
-                results[column] = None
-                continue
-            n = args.torch_steps if framework == "torchdiffeq" and args.torch_steps else steps
-            result = _run_worker(framework, method, path, n)
-            results[column] = result
-            if result is not None:
-                print(f"  {column:30s} training {_seconds(result['training'])} ({n} steps), "
-                      f"compilation {_seconds(result['compile'])}, final {result['final_loglik']:.6f}", flush=True)
-    reproduce = None if args.no_reproduce else _reproduce(steps, default_steps)
-    if reproduce is not None:
-        print(f"  harness reproduce              wall {_seconds(reproduce['wall'])}, "
-              f"training inside {_seconds(reproduce['training'])}", flush=True)
+        # rounds over the columns rather than each column's repeats in a row: a spell of load from
+        # other processes then falls on every column alike, and each column's median skips it
+        for round_ in range(repeats):
+            for column in columns:
+                framework, method = COLUMNS[column]
+                if not _available(framework):
+                    if round_ == 0:
+                        print(f"  {column:30s} not installed: skipped", flush=True)
+                    continue
+                if framework == "torchdiffeq" and round_ > 0:
+                    continue  # minutes a run: once, its ratio to the others is far beyond the noise
+                n = args.torch_steps if framework == "torchdiffeq" and args.torch_steps else steps
+                result = _run_worker(framework, method, path, n)
+                if result is not None:
+                    runs[column].append(result)
+                    print(f"  {column:30s} training {_seconds(result['training'])} ({n} steps), "
+                          f"compilation {_seconds(result['compile'])}, final {result['final_loglik']:.6f}",
+                          flush=True)
+            if not args.no_reproduce:
+                reproduce = _reproduce(steps, default_steps)
+                if reproduce is not None:
+                    reproduce_runs.append(reproduce)
+                    print(f"  {'harness reproduce':30s} wall {_seconds(reproduce['wall'])}, "
+                          f"training inside {_seconds(reproduce['training'])}", flush=True)
+    results = {column: _median_run(runs[column], "training") for column in columns}
+    reproduce = _median_run(reproduce_runs, "wall")
 
-    text = [*header, "", f"Command: `{command.strip()}`", "", *_table(results, steps), ""]
+    counts = sorted({r["runs"] for r in results.values() if r is not None})
+    text = [*header, "", f"Command: `{command.strip()}`", "",
+            f"Training: the median of {' or '.join(map(str, counts))} runs (each column's count in results.json), "
+            "each a fresh process; compilation apart.", "", *_table(results, steps), ""]
     agreement = _agreement(results, steps)
     if agreement:
         text += ["Final log-likelihoods against the compiled harness's:", *agreement, ""]
     if reproduce is not None:
         text.append(f"`{reproduce['command']}` (default preset, fresh process, compiled path): "
                     f"{_seconds(reproduce['wall'])} wall, of which {_seconds(reproduce['training'])} training; "
-                    f"final log-likelihood {reproduce['final_loglik']:.6f}")
+                    f"final log-likelihood {reproduce['final_loglik']:.6f} (median of {reproduce['runs']} runs)")
+        phases = reproduce["phases"].items()
+        text.append("Its phases: " + "; ".join(f"{phase} {_seconds(sec)}" for phase, sec in phases))
         text.append("")
     notes = {c: r["note"] for c, r in results.items() if r is not None}
     text += [f"- {c}: {note}" for c, note in notes.items()]
