@@ -321,6 +321,8 @@ def _median_run(runs: list[dict], key: str) -> dict | None:
     chosen = dict(ordered[(len(ordered) - 1) // 2])
     chosen["runs"] = len(runs)
     chosen[f"{key}_of_each_run"] = [r[key] for r in runs]
+    if all("round" in r for r in runs):
+        chosen["per_step_of_each_round"] = {r["round"]: r["training"] / (r["steps"] + 1) for r in runs}
     return chosen
 
 
@@ -329,10 +331,20 @@ def _seconds(value) -> str:
     return "—" if value is None else (f"{value:.2f} s" if value < 10 else f"{value:.1f} s")
 
 
+def _paired_ratio(result: dict, reference: dict | None) -> str:
+    """The median over rounds of the two columns' ratio of time per training step in that round:
+    runs of one round ran minutes apart, under much the same load from other processes."""
+    if reference is None:
+        return "—"
+    mine, theirs = result["per_step_of_each_round"], reference["per_step_of_each_round"]
+    ratios = sorted(mine[k] / theirs[k] for k in mine if k in theirs)
+    return "—" if not ratios else f"{ratios[(len(ratios) - 1) // 2]:.2f}"
+
+
 def _table(results: dict, steps: int) -> list[str]:
     lines = [f"| framework | training ({steps} steps) | per step | compilation (first call's excess) "
-             "| final log-likelihood per datapoint | training / diffrax Backsolve "
-             "| training / diffrax RecursiveCheckpoint |",
+             "| final log-likelihood per datapoint | ÷ diffrax Backsolve "
+             "| ÷ diffrax RecursiveCheckpoint |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     references = [results.get(c) for c in DIFFRAX_COLUMNS]
     for column in results:
@@ -343,8 +355,7 @@ def _table(results: dict, steps: int) -> list[str]:
         training = r["training"] * steps / r["steps"]  # scaled only when the column ran fewer steps
         scaled = "" if r["steps"] == steps else f" (scaled from {r['steps']} steps)"
         final = f"{r['final_loglik']:.6f}" + ("" if r["steps"] == steps else f" (at step {r['steps']})")
-        ratios = ["—" if ref is None else f"{training / (ref['training'] * steps / ref['steps']):.2f}"
-                  for ref in references]
+        ratios = [_paired_ratio(r, ref) for ref in references]
         lines.append(f"| {column} | {_seconds(training)}{scaled} | {r['per_step'] * 1e3:.2f} ms "
                      f"| {_seconds(r['compile'])} | {final} | " + " | ".join(ratios) + " |")
     return lines
@@ -431,7 +442,7 @@ def main(argv=None) -> int:
                 n = args.torch_steps if framework == "torchdiffeq" and args.torch_steps else steps
                 result = _run_worker(framework, method, path, n)
                 if result is not None:
-                    runs[column].append(result)
+                    runs[column].append({**result, "round": round_})
                     print(f"  {column:30s} training {_seconds(result['training'])} ({n} steps), "
                           f"compilation {_seconds(result['compile'])}, final {result['final_loglik']:.6f}",
                           flush=True)
@@ -447,7 +458,8 @@ def main(argv=None) -> int:
     counts = ", ".join(f"{c} {r['runs']}" for c, r in results.items() if r is not None)
     text = [*header, "", f"Command: `{command.strip()}`", "",
             f"Training: each column's median run, every run a fresh process (runs: {counts}); compilation "
-            "apart.", "", *_table(results, steps), ""]
+            "apart. Ratios (÷): time per training step over diffrax's, the median of each round's ratio "
+            "(runs of a round share the machine's load of the moment).", "", *_table(results, steps), ""]
     agreement = _agreement(results, steps)
     if agreement:
         text += ["Final log-likelihoods against the compiled harness's (the same problem, θ0, optimiser and "
