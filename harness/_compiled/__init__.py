@@ -33,6 +33,7 @@ affected: installing rewrites every file).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -78,6 +79,17 @@ def set_enabled(enabled: bool | None) -> None:
     """Force the fast path on (True: for every network) or off (False) in this process; None goes back
     to the default, ``HARNESS_COMPILED`` (0 off, 1 on) or else automatic (see `AUTO_MAX_WIDTH`)."""
     _state["enabled"] = None if enabled is None else bool(enabled)
+
+
+@contextlib.contextmanager
+def numpy_reference():
+    """Run the numpy reference path inside the block (`set_enabled(False)`), then restore the mode."""
+    previous = _state["enabled"]
+    _state["enabled"] = False
+    try:
+        yield
+    finally:
+        _state["enabled"] = previous
 
 
 def enabled(model=None) -> bool:
