@@ -19,16 +19,19 @@ InterpolatingAdjoint, QuadratureAdjoint or GaussAdjoint (the last two: a alone, 
 Gauss-Legendre sums on every accepted step), with DP5, BS3 or any `ExplicitRungeKutta`, taking the
 numpy loop's steps, at every batch size (wide products go to BLAS). `harness.sensitivity._backward.
 adjoint_gradient` asks `adjoint_gradient` below first; it returns None (and the numpy driver runs)
-outside its scope: implicit solvers and scipy's (DP8), checkpointing, RecursiveCheckpointAdjoint and
-the other discrete engines, models other than the plain MLP, activations without a kernel.
+outside its scope: implicit solvers and scipy's (DP8), checkpointing, the references, models other
+than the plain MLP, activations without a kernel. RecursiveCheckpointAdjoint (discretise-then-optimise)
+has its compiled path too (`discrete_gradient`, `_reverse_sweep.py`): the same forward pass keeping
+each step's size, then the reverse sweep through those steps, stored or binomially checkpointed
+(`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy), within the same model scope.
 
 Compiled kernels are cached on disk (numba's `cache=True`, in ``__pycache__`` beside this package, or
 ``NUMBA_CACHE_DIR``): the first process compiles them once (a one-line note on stderr says so), later
 processes load them. For whoever edits these files: numba keys each cache entry on its own source
 file's timestamp only, and a caller's entry embeds the callees it was compiled with, so after editing
-`_stage_kernels.py` or `_activations.py` delete ``__pycache__/*.nbi`` and ``*.nbc`` here, or
-`_adaptive_loop.py`'s cached functions keep running the old kernels (an installed release is not
-affected: installing rewrites every file).
+`_stage_kernels.py`, `_activations.py` or `_adaptive_loop.py` delete ``__pycache__/*.nbi`` and
+``*.nbc`` here, or the callers' cached functions (`_adaptive_loop.py`'s, `_reverse_sweep.py`'s) keep
+running the old code (an installed release is not affected: installing rewrites every file).
 """
 
 from __future__ import annotations
@@ -140,14 +143,16 @@ def _decide(model=None) -> tuple[bool, str]:
 def status(model=None, batch: int | None = None) -> str:
     """One line: which path runs (for `model` and `batch`, if given) and why, e.g. 'compiled (numba
     0.68.1): stage kernels: used for hidden widths <= 8; whole adaptive loop (explicit RK; Backsolve,
-    Interpolating, Quadrature and Gauss adjoints): used at every size; HARNESS_COMPILED=0 selects numpy'."""
+    Interpolating, Quadrature, Gauss and RecursiveCheckpoint adjoints): used at every size;
+    HARNESS_COMPILED=0 selects numpy'."""
     on, why = _decide(model)
     loop_on, loop_why = _decide_loop(model, batch)
     if not (on or loop_on):
         return f"numpy: {why}"
     import numba
 
-    loop = f"whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature and Gauss adjoints): {loop_why}"
+    loop = ("whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature, Gauss and "
+            f"RecursiveCheckpoint adjoints): {loop_why}")
     return f"compiled (numba {numba.__version__}): stage kernels: {why}; {loop}; {ENV_VARIABLE}=0 selects numpy"
 
 
@@ -220,6 +225,25 @@ def adjoint_gradient(problem, theta, forward, options, engine, adjoint):
     _load()
     _load_loop()
     result = whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
+    if result is not None:
+        _state["loop_runs"] += 1
+    return result
+
+
+def discrete_gradient(problem, theta, forward, engine):
+    """RecursiveCheckpointAdjoint's gradient by the compiled forward loop and reverse sweep, or None where
+    they do not apply (the numpy engine runs). The arguments are those of
+    `harness.sensitivity._discrete.recursive_checkpoint_gradient`: `forward` the forward pass's settings,
+    `engine` the RecursiveCheckpointAdjoint (its `checkpoints`)."""
+    if not _decide_loop(problem.model, problem.batch_size)[0]:
+        return None
+    from ._discrete_gradient import discrete_loop_applies, discrete_loop_gradient
+
+    if not discrete_loop_applies(problem, forward):
+        return None
+    _load()
+    _load_loop()
+    result = discrete_loop_gradient(problem, theta, forward, engine)
     if result is not None:
         _state["loop_runs"] += 1
     return result

@@ -304,8 +304,8 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
     In mode ALONE q is left out of the ODE and its error norm, and summed instead on the Gauss-Legendre
     `nodes` of every accepted step (`_step_quadrature`); other modes pass empty `nodes` arrays.
     h_given > 0 is the first step (else the initial-step heuristic, forward only). With `keep`, every
-    accepted step's (t, h, y, Q) is appended to `store` from index `n_stored` (forward only); a full
-    store stops the solve with NEED_ROOM.
+    accepted step's (t, h, y, Q) (of a `step_store`: (t, h)) is appended to `store` from index
+    `n_stored` (forward only); a full store stops the solve with NEED_ROOM.
 
     Returns (status, h_abs for the next piece, n_rhs, n_accepted, n_rejected, n_stored).
     """
@@ -314,7 +314,8 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
     s = B.shape[0]
     size = u.shape[0]
     n_q = q.shape[0]
-    degree = P.shape[1]
+    d_t, d_h, d_y, d_q = store
+    degree = d_q.shape[1]  # the store's: 0 for a store of step sizes only (`step_store`)
     exponent = -1.0 / (error_order + 1)
     direction = 1.0 if t1 >= t0 else -1.0
     t = t0
@@ -337,7 +338,6 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
     # ALONE: ∂L/∂θ is no part of the ODE, so neither of its error norm (the numpy `PlainStepper` of a)
     n_tail = 0 if mode == ALONE else n_q
     n_total = size + n_tail
-    d_t, d_h, d_y, d_q = store
     while direction * (t1 - t) > 0:
         n_steps = n_accepted + n_rejected
         if n_steps >= next_check:
@@ -391,7 +391,8 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
                 if n_stored == d_t.shape[0]:
                     return NEED_ROOM, h_abs, n_rhs, n_accepted, n_rejected, n_stored
                 d_t[n_stored], d_h[n_stored] = t, h
-                d_y[n_stored] = u
+                if d_y.shape[1] != 0:
+                    d_y[n_stored] = u
                 for m in range(degree):
                     _combine(u, h, P[:, m], s + 1, K, d_q[n_stored, m], True)
                 n_stored += 1
@@ -441,6 +442,13 @@ def dense_store(capacity, size, degree):
     return np.empty(capacity), np.empty(capacity), np.empty((capacity, size)), np.empty((capacity, degree, size))
 
 
+def step_store(capacity):
+    """Room for `capacity` steps' (t, h) alone, in `dense_store`'s layout with empty y and Q: what
+    RecursiveCheckpointAdjoint keeps of its forward pass (one float per step beside t; it replays the
+    states from each piece's start)."""
+    return dense_store(capacity, 0, 0)
+
+
 @njit(**_OPTIONS)
 def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, piece_first):
     """Solve dz/dt = f(z) from t0 through every observation time, one piece per time (`solve_forward`).
@@ -450,9 +458,10 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     z0 : (N, B)
     times : (K,)
     keep_dense : bool
-        Keep every step's dense output in `store` (InterpolatingAdjoint reads z(t) from it).
+        Keep every step's dense output in `store` (InterpolatingAdjoint reads z(t) from it), or with
+        a `step_store` every step's (t, h) alone (RecursiveCheckpointAdjoint).
     work : `workspace(s, N B, N B, 0)`
-    store : `dense_store(...)`, filled with every accepted step; piece k's steps are
+    store : `dense_store(...)` or `step_store(...)`, filled with every accepted step; piece k's steps are
         piece_first[k] .. piece_first[k + 1] - 1.
     z_at : (K, N, B), receives z at the times
     piece_first : int64 (K + 1,)

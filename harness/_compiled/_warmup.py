@@ -42,16 +42,18 @@ def warm_up_loop(on_compile) -> bool:
     """Make the whole-loop functions ready (one tiny gradient of each adjoint); call `on_compile()`
     first if they must be compiled. Returns whether they were."""
     from ._adaptive_loop import backward_pass, forward_pass
+    from ._reverse_sweep import reverse_sweep
 
-    compiling = not (_is_cached(forward_pass) and _is_cached(backward_pass))
+    compiling = not all(_is_cached(f) for f in (forward_pass, backward_pass, reverse_sweep))
     if compiling:
         on_compile()
     from .._forward import SolveOptions
     from ..model import MLP
     from ..problems import Problem
-    from ..sensitivity import BacksolveAdjoint, InterpolatingAdjoint
+    from ..sensitivity import BacksolveAdjoint, InterpolatingAdjoint, RecursiveCheckpointAdjoint
     from ..sensitivity._backsolve import Backsolve
     from ..sensitivity._interpolating import Interpolating
+    from ._discrete_gradient import discrete_loop_gradient
     from ._whole_gradient import whole_loop_gradient
 
     model = MLP((1, 1, 1))
@@ -59,4 +61,5 @@ def warm_up_loop(on_compile) -> bool:
     options = SolveOptions()
     whole_loop_gradient(problem, problem.theta, options, options, BacksolveAdjoint(), Backsolve)
     whole_loop_gradient(problem, problem.theta, options, options, InterpolatingAdjoint(), Interpolating)
+    discrete_loop_gradient(problem, problem.theta, options, RecursiveCheckpointAdjoint())
     return compiling

@@ -25,6 +25,10 @@ the price of recomputed steps (reported in `diagnostics`). One float per step, i
 
 Explicit solvers only (DP5, BS3, DP8): differentiating an implicit solver's Newton iterations is a
 different algorithm, and such solvers are refused with a one-line reason.
+
+This numpy code is the reference. Where numba is installed, DP5 and BS3 on the plain MLP run compiled
+(`harness._compiled.discrete_gradient`: the compiled forward loop, then `_reverse_sweep.py`, this
+algorithm written out, with the same counts); ``HARNESS_COMPILED=0`` selects this code.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from math import comb
 
 import numpy as np
 
+from .._compiled import discrete_gradient as compiled_discrete_gradient
 from ..errors import RefusedError
 from .._forward import SolveOptions, solve_forward
 from .._state_layout import states
@@ -74,8 +79,9 @@ class _Stepper:
         self.n_f = 0  # evaluations of f (forward replays and the reverse sweep's stage inputs)
         self.n_vjp = 0  # vector-Jacobian products
 
-    def stage_inputs(self, t, h, z):
-        """The stage inputs Y_i (list of (B, N)) and the step's end state."""
+    def stage_inputs(self, t, h, z, end_state=True):
+        """The stage inputs Y_i (list of (B, N)) and the step's end state (None without `end_state`:
+        then the last stage's value, which no stage input reads, is not evaluated)."""
         model, theta, A, C = self.model, self.theta, self.A, self.C
         Y, K = [], []
         for i in range(self.n_stages):
@@ -84,8 +90,11 @@ class _Stepper:
                 if A[i, j] != 0.0:
                     y += (h * A[i, j]) * K[j]
             Y.append(y)
-            K.append(model.f(t + C[i] * h, y, theta))
-        self.n_f += self.n_stages
+            if end_state or i < self.n_stages - 1:
+                K.append(model.f(t + C[i] * h, y, theta))
+        self.n_f += len(K)
+        if not end_state:
+            return Y, None
         z_new = z.copy()
         for i in range(self.n_stages):
             if self.B[i] != 0.0:
@@ -97,7 +106,7 @@ class _Stepper:
 
     def reverse(self, t, h, z, z_bar, theta_bar):
         """ȳ_n from ȳ_{n+1} (`z_bar`, (B, N)); adds the step's θ cotangent into `theta_bar`."""
-        Y, _ = self.stage_inputs(t, h, z)
+        Y, _ = self.stage_inputs(t, h, z, end_state=False)
         A, B, C = self.A, self.B, self.C
         k_bar = [(h * B[i]) * z_bar for i in range(self.n_stages)]
         z_bar = z_bar.copy()
@@ -221,6 +230,11 @@ def forward_steps(problem, theta, options: SolveOptions):
 def recursive_checkpoint_gradient(engine: RecursiveCheckpointAdjoint, problem, theta, forward: SolveOptions):
     """dL/dθ (P,) and dL/dz0 (B, N) of the discrete loss: the forward pass records its accepted steps
     (one float each), then each piece is swept in reverse from its stored start state."""
+    # the compiled forward loop and reverse sweep, where they apply (DP5, BS3, the plain MLP; see
+    # harness._compiled): this algorithm, written out statement for statement
+    compiled = compiled_discrete_gradient(problem, theta, forward, engine)
+    if compiled is not None:
+        return compiled
     fwd, pieces = forward_steps(problem, theta, forward)
     loss, dL_dz = problem.loss_terms(fwd.z_at_times)
     stepper = _Stepper(problem.model, theta, explicit_tableau(forward.solver))

@@ -1,0 +1,99 @@
+"""RecursiveCheckpointAdjoint's gradient in two compiled calls: the forward pass of the whole loop
+(`_adaptive_loop.forward_pass`, keeping each accepted step's size) and the reverse sweep through those
+steps (`_reverse_sweep.reverse_sweep`, stored or binomially checkpointed).
+
+`harness.sensitivity._discrete.recursive_checkpoint_gradient` asks `harness._compiled.discrete_gradient`
+first; it answers None where this path does not apply (`discrete_loop_applies`) or where the compiled
+forward solve did not finish, and the numpy engine then runs as before (raising its own explained
+error in the second case).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._stage_vjps import _augmented_layout
+from ..model import MLP
+from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
+from ._whole_gradient import THREADED_PRODUCT_WORK, _blas_threads, network_arguments, tableau_arguments
+
+# the explicit solvers whose tableaus both this path and the numpy engine hold (DP8 is scipy's DOP853
+# and stays numpy: its steps are scipy's loop, not `ExplicitRungeKutta`'s)
+SOLVERS = ("DP5", "BS3")
+
+
+def discrete_loop_applies(problem, forward) -> bool:
+    """This path covers the gradient: the plain autonomous MLP (the kernels take no t) with DP5 or BS3.
+    Implicit solvers are left to the numpy engine, which refuses them with its one-line reason."""
+    model = problem.model
+    if type(model) is not MLP or not model.autonomous or forward.solver not in SOLVERS:
+        return False
+    return isinstance(check_solver(forward.solver), ExplicitRungeKutta)
+
+
+def discrete_loop_gradient(problem, theta, forward, engine):
+    """The `GradientResult` of RecursiveCheckpointAdjoint (`engine`) for `problem` at θ with the forward
+    settings `forward`, computed compiled, or None (see the module docstring)."""
+    if problem.batch_size * problem.model.n_params < THREADED_PRODUCT_WORK:
+        return _discrete_loop_gradient(problem, theta, forward, engine)
+    with _blas_threads().limit(limits=1, user_api="blas"):  # why: `whole_loop_gradient`
+        return _discrete_loop_gradient(problem, theta, forward, engine)
+
+
+def _discrete_loop_gradient(problem, theta, forward, engine):
+    from ..sensitivity._result import GradientResult
+    from ._adaptive_loop import NEED_ROOM, OK, forward_pass, step_store, workspace
+    from ._reverse_sweep import reverse_sweep, sweep_workspace
+
+    model, batch = problem.model, problem.batch_size
+    bn = batch * model.state_dim
+    net = network_arguments(model, theta, batch)
+    times = np.ascontiguousarray(problem.times, dtype=np.float64)
+    z0 = np.ascontiguousarray(problem.z0.T)
+    solver = check_solver(forward.solver)
+    tableau = tableau_arguments(solver)
+    n_stages = solver.tableau.n_stages
+    # the step sizes alone (one float per step, and its t): the sweep replays each piece's states from
+    # its start, as the numpy engine does, so memory and the counts it reports are the numpy engine's.
+    # Room for 256 steps per time (4 KB), doubled (and the forward pass re-run) when too small.
+    capacity = 256 * len(times)
+    z_at = np.empty((len(times), model.state_dim, batch))
+    piece_first = np.zeros(len(times) + 1, dtype=np.int64)
+    work = workspace(n_stages, bn, bn, 0)
+    while True:
+        store = step_store(capacity)
+        status, _, fwd_counts = forward_pass(
+            net, tableau, z0, problem.t0, times, forward.rtol, forward.atol, True, work, store, z_at, piece_first,
+        )
+        if status != NEED_ROOM:
+            break
+        capacity *= 2
+    if status != OK:
+        return None
+    del work
+    loss, dL_dz = problem.loss_terms(z_at.transpose(0, 2, 1))
+    dL_dz = np.ascontiguousarray(np.transpose(dL_dz, (0, 2, 1)))
+    checkpoints = -1 if engine.checkpoints is None else int(engine.checkpoints)
+    longest = int(np.max(np.diff(piece_first)))
+    slots, stack, sweep_work = sweep_workspace(n_stages, bn, model.n_params, longest, checkpoints)
+    z_bar, q = np.zeros(bn), np.zeros(model.n_params)
+    n_f, n_vjp, recomputed, peak_held, n_steps = reverse_sweep(
+        net, tableau, z0, z_at, dL_dz, store[1], piece_first, checkpoints, slots, stack, sweep_work, z_bar, q,
+    )
+    to_theta, _ = _augmented_layout(model.widths)
+    return GradientResult(
+        engine=engine.name,
+        loss=loss,
+        dtheta=q[to_theta],
+        dz0=np.ascontiguousarray(z_bar.reshape(model.state_dim, batch).T),
+        forward_stats=SolverStats(n_rhs=fwd_counts[0], n_accepted=fwd_counts[1], n_rejected=fwd_counts[2]),
+        backward_stats=SolverStats(n_rhs=n_f + n_vjp, n_accepted=n_steps, n_rejected=0),
+        n_datapoints=problem.n_datapoints,
+        diagnostics={
+            "n_steps": n_steps,
+            "checkpoints": engine.checkpoints,
+            "recomputed_steps": recomputed,
+            "peak_stored_states": peak_held,
+            "vjps": n_vjp,
+        },
+    )
