@@ -1,4 +1,4 @@
-"""The compiled whole loop against the numpy driver, per continuous adjoint, in one process.
+"""The compiled whole loop against the numpy driver, per adjoint, in one process.
 
 One gradient of `harness bench`'s seed problem (2-3-2 tanh, B = 500, DP5) per adjoint, with the compiled loop on and off
 (`harness._compiled.set_enabled`), the two timed round-robin repeat by repeat so that a busy machine
@@ -18,9 +18,12 @@ import time
 import harness._compiled as compiled
 from harness._forward import SolveOptions
 from harness.problems import seed_problem
-from harness.sensitivity import gradient
+from harness.sensitivity import RecursiveCheckpointAdjoint, gradient
 
-ADJOINTS = ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint")
+# label -> engine: the continuous adjoints and the discrete one, stored and with 4 checkpoints
+ADJOINTS = {name: name for name in ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint",
+                                    "RecursiveCheckpointAdjoint")}
+ADJOINTS["RecursiveCheckpoint(c=4)"] = RecursiveCheckpointAdjoint(checkpoints=4)
 SETTINGS = {"bench (rtol = atol = 1e-4)": (1e-4, 1e-4), "tutorial (rtol 1e-6, atol 1e-4)": (1e-6, 1e-4)}
 
 
@@ -55,9 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     problem = seed_problem(batch=args.batch, data_options=SolveOptions("DP5", 1e-6, 1e-4))  # as `harness bench`
     print(f"CPU: {cpu_name()}; B = {args.batch}; median of {args.repeats}, numpy and compiled alternating")
-    print(f"{'settings':34s} {'adjoint':22s} {'numpy':>9s} {'compiled':>9s} {'speed-up':>8s}")
+    print(f"{'settings':34s} {'adjoint':26s} {'numpy':>9s} {'compiled':>9s} {'speed-up':>8s}")
     for label, (rtol, atol) in SETTINGS.items():
-        for engine in ADJOINTS:
+        for name, engine in ADJOINTS.items():
             for use_loop in (False, True):  # warm-up (and the loop's compilation or cache load)
                 timed(problem, engine, rtol, atol, use_loop)
             runs = {False: [], True: []}
@@ -65,7 +68,7 @@ def main() -> None:
                 for use_loop in (False, True):
                     runs[use_loop].append(timed(problem, engine, rtol, atol, use_loop))
             numpy_ms, loop_ms = (1e3 * statistics.median(runs[k]) for k in (False, True))
-            print(f"{label:34s} {engine:22s} {numpy_ms:7.2f}ms {loop_ms:7.2f}ms {numpy_ms / loop_ms:7.2f}x")
+            print(f"{label:34s} {name:26s} {numpy_ms:7.2f}ms {loop_ms:7.2f}ms {numpy_ms / loop_ms:7.2f}x")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,14 @@ from harness.errors import UnstableBacksolveError
 from harness.julia import doctor_report, julia_status
 from harness.model import MLP
 from harness.problems import deep_problem, make_problem, multi_time_problem, seed_problem, stiff_problem
-from harness.sensitivity import BacksolveAdjoint, GaussAdjoint, InterpolatingAdjoint, QuadratureAdjoint, gradient
+from harness.sensitivity import (
+    BacksolveAdjoint,
+    GaussAdjoint,
+    InterpolatingAdjoint,
+    QuadratureAdjoint,
+    RecursiveCheckpointAdjoint,
+    gradient,
+)
 from harness.solvers import _step_budget, _step_control
 
 AGREEMENT = 1e-12  # relative; see the module docstring
@@ -121,6 +128,63 @@ def test_loop_with_other_tolerances_and_a_different_backward_solver(engine):
     assert got.diagnostics == ref.diagnostics
 
 
+# RecursiveCheckpointAdjoint: the compiled forward pass and reverse sweep (`_reverse_sweep.py`) replay
+# and reverse the numpy engine's steps in its order, so every count it reports is equal (recomputed
+# steps and stored states included) and the results agree to the bounds above, for the same reason.
+
+
+@pytest.mark.parametrize("solver", ["DP5", "BS3"])
+@pytest.mark.parametrize("checkpoints", [None, 3])
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_reverse_sweep_takes_the_numpy_steps_and_agrees(name, batch, checkpoints, solver):
+    problem = BUILDERS[name](batch=batch)
+    engine = RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+    ref = numpy_gradient(problem, engine, solver=solver)
+    got = loop_gradient(problem, engine, solver=solver)
+    assert_same(got, ref, AGREEMENT)
+    assert got.diagnostics == ref.diagnostics
+
+
+@pytest.mark.parametrize("solver", ["DP5", "BS3"])
+@pytest.mark.parametrize("checkpoints", [None, 4])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_reverse_sweep_on_the_stiff_model_under_an_explicit_solver(batch, checkpoints, solver):
+    problem = stiff_problem(batch=batch)
+    engine = RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+    ref = numpy_gradient(problem, engine, solver=solver)
+    got = loop_gradient(problem, engine, solver=solver)
+    assert_same(got, ref, STIFF_AGREEMENT)
+    assert got.diagnostics == ref.diagnostics
+
+
+@pytest.mark.parametrize("checkpoints", [1, 2, 5, 1000])
+def test_reverse_sweep_runs_the_numpy_revolve_schedule(checkpoints):
+    # ~100 steps in one piece: the binomial schedule nests several levels deep (1000: more
+    # checkpoints than steps, every level advances one step); equal recomputed-step and stored-state counts
+    # mean the same schedule ran, and recomputing a state is the same arithmetic as storing it, so
+    # the compiled checkpointed sweep gives the compiled stored sweep's bits
+    problem = seed_problem(batch=2)
+    options = {"solver": "BS3", "rtol": 1e-7, "atol": 1e-7}
+    engine = RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+    ref = numpy_gradient(problem, engine, **options)
+    got = loop_gradient(problem, engine, **options)
+    stored = loop_gradient(problem, RecursiveCheckpointAdjoint(), **options)
+    assert got.diagnostics["n_steps"] > 50
+    assert got.diagnostics == ref.diagnostics
+    assert got.diagnostics["recomputed_steps"] > 0
+    assert got.diagnostics["peak_stored_states"] <= checkpoints + 1
+    assert_same(got, ref, AGREEMENT)
+    assert np.array_equal(got.dtheta, stored.dtheta) and np.array_equal(got.dz0, stored.dz0)
+
+
+def test_reverse_sweep_leaves_time_dependent_fields_to_numpy():
+    problem = make_problem(MLP((2, 3, 2), time_dependent=True), batch=2)
+    before = compiled.loop_runs()
+    gradient(problem, engine=RecursiveCheckpointAdjoint())
+    assert compiled.loop_runs() == before
+
+
 def test_compiled_quadrature_adjoint_keeps_no_dense_backward_solution():
     # the loop sums QuadratureAdjoint's nodes step by step, as GaussAdjoint's: the numpy driver's
     # dense backward solution of the piece is never stored (measured at t1 = 100, B = 200: 1.6 MB
@@ -152,8 +216,10 @@ def test_a_failing_backsolve_falls_back_to_the_numpy_error():
         (InterpolatingAdjoint(), {"solver": "RadauIIA5"}),
         (InterpolatingAdjoint(solver="BDF"), {}),
         (InterpolatingAdjoint(), {"solver": "DP8"}),
+        (RecursiveCheckpointAdjoint(), {"solver": "DP8"}),
     ],
-    ids=["checkpointing", "quadrature-implicit-forward", "implicit-forward", "implicit-backward", "scipy-explicit"],
+    ids=["checkpointing", "quadrature-implicit-forward", "implicit-forward", "implicit-backward", "scipy-explicit",
+         "recursive-checkpoint-scipy-explicit"],
 )
 def test_outside_its_scope_the_numpy_driver_runs(engine, kwargs):
     problem = seed_problem(batch=2)

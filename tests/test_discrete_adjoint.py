@@ -5,13 +5,20 @@ rtol = atol = 1e-10. Here: what only the discrete adjoint has (the exact gradien
 loss at any tolerance, shown beside a continuous adjoint that does not have it), its replay of the
 forward's steps, its checkpointing (bit-identical, bounded states, bounded memory over a 10x longer
 horizon), its refusal of implicit solvers, and GaussAdjoint's per-step quadrature.
+
+Where numba is installed the discrete adjoint runs compiled (harness._compiled._reverse_sweep, checked
+against the numpy engine in tests/test_compiled_loop.py); the properties of the algorithm are
+checked on both paths (`PATHS`), so that the numpy engine, the reference, keeps its own tests.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
+import harness._compiled as compiled
 from harness._forward import SolveOptions
 from harness._memory import peak_memory
 from harness.errors import HarnessInputError, RefusedError
@@ -25,6 +32,10 @@ from harness.sensitivity import (
 )
 from harness.sensitivity._discrete import _Stepper, discrete_loss, explicit_tableau, forward_steps
 from harness.solvers import SOLVERS
+
+
+# "numpy": the numpy engine (`set_enabled(False)`); "default": the compiled path where numba is installed
+PATHS = {"numpy": compiled.numpy_reference, "default": contextlib.nullcontext}
 
 
 def rel(g, ref):
@@ -47,8 +58,9 @@ def fd_of_discrete_loss(problem, pieces, solver, step=1e-3):
     return out
 
 
+@pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("solver", ["DP5", "BS3"])
-def test_dto_is_exact_for_the_discrete_loss_where_otd_is_not(solver):
+def test_dto_is_exact_for_the_discrete_loss_where_otd_is_not(solver, path):
     """At rtol = atol = 1e-3 the discrete loss (steps frozen) is a smooth function of θ, and the DTO
     gradient is its exact derivative: FD of it with h = 1e-3 has truncation O(h⁴) ~ 1e-12 and
     rounding ~ eps |L| / h ~ 1e-13 relative, so 1e-8 is the task's "about 1e-8" with room to spare
@@ -59,7 +71,8 @@ def test_dto_is_exact_for_the_discrete_loss_where_otd_is_not(solver):
     options = SolveOptions(solver, 1e-3, 1e-3)
     _, pieces = forward_steps(problem, problem.theta, options)
     fd = fd_of_discrete_loss(problem, pieces, solver)
-    dto = gradient(problem, engine=RecursiveCheckpointAdjoint(), solver=solver, rtol=1e-3, atol=1e-3)
+    with PATHS[path]():
+        dto = gradient(problem, engine=RecursiveCheckpointAdjoint(), solver=solver, rtol=1e-3, atol=1e-3)
     otd = {e.name: gradient(problem, engine=e, solver=solver, rtol=1e-3, atol=1e-3)
            for e in (QuadratureAdjoint(), GaussAdjoint(), InterpolatingAdjoint())}
     dto_error = rel(dto.dtheta, fd)
@@ -89,14 +102,16 @@ def test_replay_reproduces_the_forward_states():
             assert np.max(np.abs(z - fwd.z_at_times[k])) <= 1e-12 * scale, (solver, k)
 
 
+@pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("checkpoints", [1, 2, 3, 5])
-def test_checkpointed_equals_stored_to_the_bit(checkpoints):
+def test_checkpointed_equals_stored_to_the_bit(checkpoints, path):
     """Recomputing a state replays the same steps with the same arithmetic, so the gradient is the
     same bits; and at most `checkpoints` states plus the piece's start are held at once."""
     problem = seed_problem(batch=20)
-    stored = gradient(problem, engine=RecursiveCheckpointAdjoint(), solver="BS3", rtol=1e-7, atol=1e-7)
-    ckpt = gradient(problem, engine=RecursiveCheckpointAdjoint(checkpoints=checkpoints), solver="BS3",
-                    rtol=1e-7, atol=1e-7)
+    with PATHS[path]():
+        stored = gradient(problem, engine=RecursiveCheckpointAdjoint(), solver="BS3", rtol=1e-7, atol=1e-7)
+        ckpt = gradient(problem, engine=RecursiveCheckpointAdjoint(checkpoints=checkpoints), solver="BS3",
+                        rtol=1e-7, atol=1e-7)
     n_steps = stored.diagnostics["n_steps"]
     assert n_steps > 50  # enough steps that checkpointing has something to do
     assert np.array_equal(ckpt.dtheta, stored.dtheta) and np.array_equal(ckpt.dz0, stored.dz0)
@@ -105,20 +120,23 @@ def test_checkpointed_equals_stored_to_the_bit(checkpoints):
     assert ckpt.diagnostics["recomputed_steps"] > 0
 
 
-def test_peak_memory_bounded_over_a_ten_times_longer_horizon():
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_peak_memory_bounded_over_a_ten_times_longer_horizon(path):
     """t1 = 100 against t1 = 10 (the seed field, B = 200, 1e-9): the stored sweep holds every
     state, so its tracemalloc peak grows by at least half the added states' bytes (the other
     half covers allocator slack); with 4 checkpoints the held states stay at 5 and the peak grows
-    by less than 30% (measured 15%: the step list, one float per step, and recursion frames)."""
+    by less than 30% (measured 15%: the step list, one float per step, and recursion frames). The
+    compiled sweep allocates its held states with numpy (tracemalloc sees them): the same bounds."""
     base = seed_problem(batch=200)
     peaks, steps, held = {}, {}, {}
     for t1 in (10.0, 100.0):
         problem = make_problem(base.model, batch=200, times=(t1,), name=f"t1={t1:g}")
         for checkpoints in (None, 4):
             engine = RecursiveCheckpointAdjoint(checkpoints=checkpoints)
-            result = gradient(problem, engine=engine, rtol=1e-9, atol=1e-9)
-            peaks[t1, checkpoints] = peak_memory(
-                lambda p=problem, e=engine: gradient(p, engine=e, rtol=1e-9, atol=1e-9))
+            with PATHS[path]():
+                result = gradient(problem, engine=engine, rtol=1e-9, atol=1e-9)
+                peaks[t1, checkpoints] = peak_memory(
+                    lambda p=problem, e=engine: gradient(p, engine=e, rtol=1e-9, atol=1e-9))
             steps[t1], held[t1, checkpoints] = result.diagnostics["n_steps"], result.diagnostics["peak_stored_states"]
     assert steps[100.0] >= 3 * steps[10.0]
     state_bytes = 200 * 2 * 8
