@@ -209,8 +209,10 @@ def test_environment_variable(value, narrow, wide):
     if value == "0":
         assert lines[2] == "numpy: turned off by HARNESS_COMPILED=0"
     elif value == "":
-        # the stage kernels are off for the wide model; the whole loop (small batches) is not
-        assert f"stage kernels: hidden width {compiled.AUTO_MAX_WIDTH + 1} > " in lines[2]
+        # the stage kernels are off for the wide model; the whole loop (every size) is not
+        assert f"(implicit solvers, DP8, other engines): hidden width {compiled.AUTO_MAX_WIDTH + 1} > " in lines[2]
+        assert "whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature and Gauss adjoints): " \
+            "used at every size" in lines[2]
 
 
 def test_the_declared_activations_are_the_kernels_own():
