@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness._provenance import cpu_model
+
 RTOL = ATOL = 1e-6
 
 # (label, widths, batch, observation times): the rows of the published table
@@ -58,16 +60,6 @@ COLUMNS = {
     "torchdiffeq adjoint": ("torchdiffeq", "odeint_adjoint"),
 }
 SWEEP_COLUMNS = ["harness numpy Backsolve", "harness compiled Backsolve", "diffrax Backsolve"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------------------- workers
