@@ -55,6 +55,7 @@ COLUMNS = {
     "harness numpy Interpolating": ("harness-numpy", "InterpolatingAdjoint"),
     "harness compiled Backsolve": ("harness-compiled", "BacksolveAdjoint"),
     "harness compiled Interpolating": ("harness-compiled", "InterpolatingAdjoint"),
+    "harness compiled RecursiveCheckpoint": ("harness-compiled", "RecursiveCheckpointAdjoint"),
     "diffrax Backsolve": ("diffrax", "BacksolveAdjoint"),
     "diffrax RecursiveCheckpoint": ("diffrax", "RecursiveCheckpointAdjoint"),
     "torchdiffeq adjoint": ("torchdiffeq", "odeint_adjoint"),
