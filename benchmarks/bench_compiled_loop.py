@@ -11,12 +11,12 @@ and the tutorial's (rtol 1e-6, atol 1e-4).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import harness._compiled as compiled
 from harness._forward import SolveOptions
+from harness._provenance import cpu_model
 from harness.problems import seed_problem
 from harness.sensitivity import RecursiveCheckpointAdjoint, gradient
 
@@ -25,17 +25,6 @@ ADJOINTS = {name: name for name in ("BacksolveAdjoint", "InterpolatingAdjoint", 
                                     "RecursiveCheckpointAdjoint")}
 ADJOINTS["RecursiveCheckpoint(c=4)"] = RecursiveCheckpointAdjoint(checkpoints=4)
 SETTINGS = {"bench (rtol = atol = 1e-4)": (1e-4, 1e-4), "tutorial (rtol 1e-6, atol 1e-4)": (1e-6, 1e-4)}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(problem, engine, rtol, atol, use_loop: bool) -> float:
@@ -57,7 +46,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="initial states (bench: 500)")
     args = parser.parse_args()
     problem = seed_problem(batch=args.batch, data_options=SolveOptions("DP5", 1e-6, 1e-4))  # as `harness bench`
-    print(f"CPU: {cpu_name()}; B = {args.batch}; median of {args.repeats}, numpy and compiled alternating")
+    print(f"CPU: {cpu_model()}; B = {args.batch}; median of {args.repeats}, numpy and compiled alternating")
     print(f"{'settings':34s} {'adjoint':26s} {'numpy':>9s} {'compiled':>9s} {'speed-up':>8s}")
     for label, (rtol, atol) in SETTINGS.items():
         for name, engine in ADJOINTS.items():

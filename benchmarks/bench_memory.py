@@ -44,6 +44,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from harness._provenance import cpu_model  # standard library only: the launcher imports no numpy
+
 GRADIENT = """
 from harness.problems import seed_problem
 from harness.sensitivity import gradient
@@ -97,16 +99,6 @@ REPRODUCE_CONFIGURATIONS = [
     ("harness reproduce (1000 steps, figures), compiled path", REPRODUCE, {}, True,
      "one gradient, compiled path (default)"),
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(distribution: str) -> str:

@@ -7,11 +7,12 @@ Usage:
 Every (framework, method, problem) runs in its own process on the same problem file (DP5, float64,
 rtol = atol = 1e-6): one untimed warm-up gradient, whose extra time over a timed one is reported apart
 as compilation (numba's kernels for the compiled harness, XLA's for diffrax), then the median of
-`--repeats` gradients. "harness compiled" is the default mode (the whole compiled loop, its wide
-products in BLAS; its note says which path ran), "harness numpy" HARNESS_COMPILED=0. The peers are used
-when installed (`pip install -e ".[peers]"`) and shown as "-" otherwise. Writes `table.md`,
-`results.json` and the log-log figure `scale.png` to `--out`, and measures the arithmetic limit (the
-kernel's GFLOP/s and activations per second against a tight loop and BLAS).
+`--repeats` gradients, or of as many as fill half a second (at most 500) where that is more.
+"harness compiled" is the default mode (the whole compiled loop, its wide products in BLAS; its note
+says which path ran), "harness numpy" HARNESS_COMPILED=0. The peers are used when installed
+(`pip install -e ".[peers]"`) and shown as "-" otherwise. Writes `table.md`, `results.json` and the
+log-log figure `scale.png` to `--out`, and measures the arithmetic limit (the kernel's GFLOP/s and
+activations per second against a tight loop and BLAS).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from harness._provenance import cpu_model
 
 RTOL = ATOL = 1e-6
 
@@ -52,21 +55,12 @@ COLUMNS = {
     "harness numpy Interpolating": ("harness-numpy", "InterpolatingAdjoint"),
     "harness compiled Backsolve": ("harness-compiled", "BacksolveAdjoint"),
     "harness compiled Interpolating": ("harness-compiled", "InterpolatingAdjoint"),
+    "harness compiled RecursiveCheckpoint": ("harness-compiled", "RecursiveCheckpointAdjoint"),
     "diffrax Backsolve": ("diffrax", "BacksolveAdjoint"),
     "diffrax RecursiveCheckpoint": ("diffrax", "RecursiveCheckpointAdjoint"),
     "torchdiffeq adjoint": ("torchdiffeq", "odeint_adjoint"),
 }
 SWEEP_COLUMNS = ["harness numpy Backsolve", "harness compiled Backsolve", "diffrax Backsolve"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------------------- workers
@@ -102,7 +96,10 @@ def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dic
     before = time.perf_counter()
     warm = one()
     warm_wall = time.perf_counter() - before
-    times = [one() for _ in range(repeats)]
+    # at least `repeats` gradients and at least half a second of them: a sub-millisecond median of five
+    # moves by a third from run to run (first calls after the warm-up still touch fresh memory)
+    count = min(max(repeats, int(0.5 / max(warm_wall, 1e-6))), 500)
+    times = [one() for _ in range(count)]
     median = statistics.median(times)
     # compilation: the kernels' load (harness) or the warm-up's excess over a timed gradient (peers)
     compile_seconds = setup if framework == "harness-compiled" else max(0.0, warm_wall - median)

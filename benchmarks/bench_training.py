@@ -51,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness._provenance import cpu_model  # standard library only: the launcher imports no numpy
+
 ROOT = Path(__file__).resolve().parents[1]
 LOG_EVERY = 50  # as `harness reproduce` logs
 
@@ -64,16 +66,6 @@ COLUMNS = {
 }
 HARNESS_COLUMNS = ("harness compiled", "harness numpy")
 DIFFRAX_COLUMNS = ("diffrax Backsolve", "diffrax RecursiveCheckpoint")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _settings():

@@ -18,6 +18,17 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), so that a reader can weigh the times quoted."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def git_commit() -> str | None:
     """The harness checkout's commit (with '+dirty' for local changes), or None outside git."""
     root = Path(__file__).resolve().parent.parent

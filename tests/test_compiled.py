@@ -80,7 +80,7 @@ def test_tanh_matches_numpy_over_the_whole_range():
 STAGE_CASES = [
     ((2, 3, 2), "tanh", None, 500),
     ((2, 3, 2), "tanh", (1.0, 1000.0), 7),  # stiff decay; a batch smaller than one block
-    ((2, 8, 8, 2), "sigmoid", None, 130),  # two blocks and a remainder
+    ((2, 8, 8, 2), "sigmoid", None, 2 * 256 + 44),  # two blocks (`_stage_kernels.BLOCK`) and a remainder
     ((3, 5, 3), "softplus", None, 64),
     ((2, 9, 6, 5, 2), "tanh", (0.5, 2.0), 1),  # depth 4, widths not multiples of the 4-row unroll
     # layers of at least BLAS_MIN_PRODUCT weights: the layer-by-layer stage with BLAS products
@@ -209,8 +209,10 @@ def test_environment_variable(value, narrow, wide):
     if value == "0":
         assert lines[2] == "numpy: turned off by HARNESS_COMPILED=0"
     elif value == "":
-        # the stage kernels are off for the wide model; the whole loop (small batches) is not
-        assert f"stage kernels: hidden width {compiled.AUTO_MAX_WIDTH + 1} > " in lines[2]
+        # the stage kernels are off for the wide model; the whole loop (every size) is not
+        assert f"(implicit solvers, DP8, other engines): hidden width {compiled.AUTO_MAX_WIDTH + 1} > " in lines[2]
+        assert "whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature, Gauss and " \
+            "RecursiveCheckpoint adjoints): used at every size" in lines[2]
 
 
 def test_the_declared_activations_are_the_kernels_own():

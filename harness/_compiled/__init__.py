@@ -142,9 +142,9 @@ def _decide(model=None) -> tuple[bool, str]:
 
 def status(model=None, batch: int | None = None) -> str:
     """One line: which path runs (for `model` and `batch`, if given) and why, e.g. 'compiled (numba
-    0.68.1): stage kernels: used for hidden widths <= 8; whole adaptive loop (explicit RK; Backsolve,
-    Interpolating, Quadrature, Gauss and RecursiveCheckpoint adjoints): used at every size;
-    HARNESS_COMPILED=0 selects numpy'."""
+    0.68.1): whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature, Gauss and
+    RecursiveCheckpoint adjoints): used at every size; stage kernels for the numpy driver (implicit
+    solvers, DP8, other engines): used for hidden widths <= 8; HARNESS_COMPILED=0 selects numpy'."""
     on, why = _decide(model)
     loop_on, loop_why = _decide_loop(model, batch)
     if not (on or loop_on):
@@ -153,7 +153,8 @@ def status(model=None, batch: int | None = None) -> str:
 
     loop = ("whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature, Gauss and "
             f"RecursiveCheckpoint adjoints): {loop_why}")
-    return f"compiled (numba {numba.__version__}): stage kernels: {why}; {loop}; {ENV_VARIABLE}=0 selects numpy"
+    return (f"compiled (numba {numba.__version__}): {loop}; stage kernels for the numpy driver (implicit solvers, "
+            f"DP8, other engines): {why}; {ENV_VARIABLE}=0 selects numpy")
 
 
 def _load():

@@ -128,14 +128,22 @@ def _value(net, x, out):
 
 
 @njit(**_OPTIONS)
-def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
-    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, and -(∂f/∂θ)ᵀa into `products` ([W | b] layout)."""
+def _vjp_stage(net, x, a, out_f, out_az, want_f):
+    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, leaving the layer records in `net`'s buffers: column by
+    column for a few columns, else the fused kernel."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
     if x.shape[1] <= COLUMN_BATCH:
         _column_stage(net, x, a, -1.0, out_f, out_az, want_f, True)
     else:
         mlp_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, -1.0, inputs, cots,
                   slopes, out_f, out_az, want_f, True)
+
+
+@njit(**_OPTIONS)
+def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
+    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, and -(∂f/∂θ)ᵀa into `products` ([W | b] layout)."""
+    widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
+    _vjp_stage(net, x, a, out_f, out_az, want_f)
     batch = x.shape[1]
     for layer in range(widths.shape[0] - 1):
         n_in, n_out = widths[layer], widths[layer + 1]
@@ -157,12 +165,7 @@ def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
 @njit(**_OPTIONS)
 def _cotangent_stage(net, x, a, out_az):
     """-(∂f/∂z)ᵀa at x into out_az, all (N, B): `_adjoint_stage` without f and the θ products."""
-    widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
-    if x.shape[1] <= COLUMN_BATCH:
-        _column_stage(net, x, a, -1.0, out_az, out_az, False, True)
-    else:
-        mlp_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, -1.0, inputs, cots,
-                  slopes, out_az, out_az, False, True)
+    _vjp_stage(net, x, a, out_az, out_az, False)
 
 
 @njit(**_OPTIONS)

@@ -15,7 +15,7 @@ import numpy as np
 from .._stage_vjps import _augmented_layout
 from ..model import MLP
 from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
-from ._whole_gradient import THREADED_PRODUCT_WORK, _blas_threads, network_arguments, tableau_arguments
+from ._whole_gradient import network_arguments, tableau_arguments
 
 # the explicit solvers whose tableaus both this path and the numpy engine hold (DP8 is scipy's DOP853
 # and stays numpy: its steps are scipy's loop, not `ExplicitRungeKutta`'s)
@@ -33,14 +33,8 @@ def discrete_loop_applies(problem, forward) -> bool:
 
 def discrete_loop_gradient(problem, theta, forward, engine):
     """The `GradientResult` of RecursiveCheckpointAdjoint (`engine`) for `problem` at θ with the forward
-    settings `forward`, computed compiled, or None (see the module docstring)."""
-    if problem.batch_size * problem.model.n_params < THREADED_PRODUCT_WORK:
-        return _discrete_loop_gradient(problem, theta, forward, engine)
-    with _blas_threads().limit(limits=1, user_api="blas"):  # why: `whole_loop_gradient`
-        return _discrete_loop_gradient(problem, theta, forward, engine)
-
-
-def _discrete_loop_gradient(problem, theta, forward, engine):
+    settings `forward`, computed compiled, or None (see the module docstring). Wide products go to BLAS
+    threaded as the process's BLAS is (see `whole_loop_gradient`)."""
     from ..sensitivity._result import GradientResult
     from ._adaptive_loop import NEED_ROOM, OK, forward_pass, step_store, workspace
     from ._reverse_sweep import reverse_sweep, sweep_workspace

@@ -23,28 +23,46 @@ from ._stage_kernels import ACTIVATION_CODES, kernel_weights
 MODES = {"backsolve": 1, "interpolating": 2, "quadrature": 3, "gauss": 3}
 
 
-def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
-    """The `net` tuple of `_adaptive_loop`: the kernel's fixed arguments for (model, θ) and its scratch
-    buffers for `batch` columns (the layout of `CompiledStageVJPs`)."""
-    widths = np.array(model.widths, dtype=np.int64)
-    n_inputs, n_outputs = widths[:-1], widths[1:]
+@lru_cache(maxsize=64)
+def _layout(widths: tuple[int, ...]) -> tuple:
+    """The kernels' fixed integer arrays for these widths, computed once (nothing writes them; they stay
+    writeable, as a read-only array would be another type to numba and compile a second loop)."""
+    widths_array = np.array(widths, dtype=np.int64)
+    n_inputs, n_outputs = widths_array[:-1], widths_array[1:]
     input_rows = np.concatenate(([0], np.cumsum(n_inputs + 1)[:-1])).astype(np.int64)
     cotangent_rows = np.concatenate(([0], np.cumsum(n_outputs)[:-1])).astype(np.int64)
     weight_offsets = np.concatenate(([0], np.cumsum(n_outputs * (n_inputs + 1))[:-1])).astype(np.int64)
+    sizes = (int(np.sum(n_inputs + 1)), int(np.sum(n_outputs)), int(np.sum(n_inputs[1:] + 1)))
+    return widths_array, input_rows, cotangent_rows, weight_offsets, input_rows + n_inputs, sizes
+
+
+def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
+    """The `net` tuple of `_adaptive_loop`: the kernel's fixed arguments for (model, θ) and its scratch
+    buffers for `batch` columns (the layout of `CompiledStageVJPs`)."""
+    widths, input_rows, cotangent_rows, weight_offsets, ones_rows, (n_in_rows, n_g_rows, n_s_rows) = (
+        _layout(tuple(model.widths)))
     weights = kernel_weights(model.widths, theta)
-    inputs = np.zeros((int(np.sum(n_inputs + 1)), batch))
-    inputs[input_rows + n_inputs] = 1.0  # the ones rows of every [x; 1]
-    cotangents = np.zeros((int(np.sum(n_outputs)), batch))
-    slopes = np.empty((int(np.sum(n_inputs[1:] + 1)), batch))
+    inputs = np.zeros((n_in_rows, batch))
+    inputs[ones_rows] = 1.0  # the ones rows of every [x; 1]
+    cotangents = np.zeros((n_g_rows, batch))
+    slopes = np.empty((n_s_rows, batch))
     decay = np.zeros(model.state_dim) if model.decay is None else np.array(model.decay, dtype=np.float64)
     return (widths, ACTIVATION_CODES[model.activation], weights, weight_offsets, input_rows, cotangent_rows,
             decay, model.decay is not None, inputs, cotangents, slopes, np.zeros((model.state_dim, batch)))
 
 
+_TABLEAUS: dict = {}
+
+
 def tableau_arguments(solver: ExplicitRungeKutta) -> tuple:
+    """(A, B, C, E, P, error order) of the solver's tableau as the loop reads them (made once per tableau)."""
     t = solver.tableau
-    arrays = (t.A, t.B, t.C, t.E, t.P)
-    return (*(np.ascontiguousarray(a, dtype=np.float64) for a in arrays), int(t.error_order))
+    cached = _TABLEAUS.get(id(t))
+    if cached is None or cached[0] is not t:
+        arrays = (t.A, t.B, t.C, t.E, t.P)
+        cached = _TABLEAUS[id(t)] = (t, (*(np.ascontiguousarray(a, dtype=np.float64) for a in arrays),
+                                         int(t.error_order)))
+    return cached[1]
 
 
 def whole_loop_applies(problem, forward, options, engine, adjoint) -> bool:
@@ -61,32 +79,15 @@ def whole_loop_applies(problem, forward, options, engine, adjoint) -> bool:
     return all(isinstance(check_solver(o.solver), ExplicitRungeKutta) for o in (forward, options))
 
 
-# OpenBLAS splits a product over threads from 2^18 multiply-adds on; a layer's product has at most
-# B P of them, so below this no product of the loop is threaded and the thread limit is not needed
-THREADED_PRODUCT_WORK = 2**18
-
-
-@lru_cache(maxsize=1)
-def _blas_threads():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     """The `GradientResult` of `adjoint_gradient(problem, theta, forward, engine, adjoint)`, computed by
-    the compiled loop, or None (see the module docstring). `options`: the backward pass's settings."""
-    if problem.batch_size * problem.model.n_params < THREADED_PRODUCT_WORK:
-        return _whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
-    # One BLAS thread: a stage's products (a few hundred columns) are too small to split across cores
-    # with profit, and OpenBLAS's threads spin-wait for each other, so on a core shared with another
-    # job a two-thread product costs several times a one-thread one (measured: 8-128-128-8 at B = 256,
-    # 64 ms a gradient with one thread, 590 ms with two while another process ran). 13 µs a call.
-    with _blas_threads().limit(limits=1, user_api="blas"):
-        return _whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
+    the compiled loop, or None (see the module docstring). `options`: the backward pass's settings.
 
-
-def _whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
+    The wide products go to the BLAS scipy ships, threaded as the process's BLAS is (OPENBLAS_NUM_THREADS,
+    threadpoolctl), as numpy's are. Measured (8-128-128-8, B = 256): two threads 1.3x faster than one on
+    an idle 2-core machine, and several times slower while another job holds a core (OpenBLAS's threads
+    spin-wait for each other), so on a shared machine set OPENBLAS_NUM_THREADS=1.
+    """
     from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
     from ..sensitivity._quadrature import gauss_legendre
     from ..sensitivity._result import GradientResult

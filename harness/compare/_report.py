@@ -8,11 +8,10 @@ one note for the engines that could not run here, then each kind's own section, 
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 from .._io import save_figure, write_json, write_text
-from .._provenance import provenance
+from .._provenance import cpu_model, provenance
 from ._claims import evaluate_experiment, failed_first
 from ._gradient import AGREEMENT_FACTOR
 from ._kind import kind
@@ -36,17 +35,6 @@ def summarise(experiment, analysis: dict, records: list[dict]) -> list[str]:
         lines.append("Not run here (unavailable on this machine, left out of the tables and "
                      "figures): " + "; ".join(f"{e} ({r})" for e, r in unavailable.items()) + ".")
     return lines
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), so that a reader can weigh the times quoted."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def claims_section(claims) -> list[str]:
@@ -106,7 +94,7 @@ def write_report(experiment, analysis: dict, records: list[dict], out_dir: Path,
         md += [experiment.description.strip(), ""]
     md += [f"Problem: {problem_description}.", "",
            f"Wall time of this run: {timing['seconds']:.1f} s ({timing['cells_run']} cells run, "
-           f"{timing['cells_resumed']} resumed from `cells/`) on {cpu_name()}, {os.cpu_count()} logical "
+           f"{timing['cells_resumed']} resumed from `cells/`) on {cpu_model()}, {os.cpu_count()} logical "
            "cores; times in this report are of this machine.", ""]
     md += claims_section(claims)
     md += ["## Summary", ""]

@@ -8,6 +8,8 @@ d(∂L/∂θ)/dt = -(∂f/∂θ)ᵀa, without negating anything.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from ..model import MLP
@@ -23,9 +25,16 @@ class _TapedAdjoint(QuadratureTailSystem):
         self._bn = batch * model.state_dim
         super().__init__(n_states * self._bn, model.n_params, n_slots)
         self._batch = batch
-        # compiled where available; a time-dependent field gets the numpy tape (it has set_time)
-        self._tape = stage_vjps(model, theta, batch, n_slots, cotangent_sign=-1.0)
+        self._tape_arguments = (model, theta, batch, n_slots)
         self._timed = not model.autonomous  # a time-dependent field: each stage's t goes to the tape
+
+    @cached_property
+    def _tape(self):
+        """The stage records, built on first use: the compiled whole loop computes a gradient without
+        them, and at B = 1 building them cost about as much as its whole solve. Compiled where
+        available; a time-dependent field gets the numpy tape (it has set_time)."""
+        model, theta, batch, n_slots = self._tape_arguments
+        return stage_vjps(model, theta, batch, n_slots, cotangent_sign=-1.0)
 
     def quadrature(self, weights):
         return self._tape.theta_cotangents(weights)
