@@ -15,7 +15,7 @@ import numpy as np
 from .._stage_vjps import _augmented_layout
 from ..model import MLP
 from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
-from ._whole_gradient import network_arguments, tableau_arguments
+from ._whole_gradient import compiled_forward
 
 # the explicit solvers whose tableaus both this path and the numpy engine hold (DP8 is scipy's DOP853
 # and stays numpy: its steps are scipy's loop, not `ExplicitRungeKutta`'s)
@@ -36,37 +36,21 @@ def discrete_loop_gradient(problem, theta, forward, engine):
     settings `forward`, computed compiled, or None (see the module docstring). Wide products go to BLAS
     threaded as the process's BLAS is (see `whole_loop_gradient`)."""
     from ..sensitivity._result import GradientResult
-    from ._adaptive_loop import NEED_ROOM, OK, forward_pass, step_store, workspace
+    from ._adaptive_loop import step_store
     from ._reverse_sweep import reverse_sweep, sweep_workspace
 
     model, batch = problem.model, problem.batch_size
     bn = batch * model.state_dim
-    net = network_arguments(model, theta, batch)
-    times = np.ascontiguousarray(problem.times, dtype=np.float64)
-    z0 = np.ascontiguousarray(problem.z0.T)
-    solver = check_solver(forward.solver)
-    tableau = tableau_arguments(solver)
-    n_stages = solver.tableau.n_stages
+    n_stages = check_solver(forward.solver).tableau.n_stages
     # the step sizes alone (one float per step, and its t): the sweep replays each piece's states from
     # its start, as the numpy engine does, so memory and the counts it reports are the numpy engine's.
     # Room for 256 steps per time (4 KB), doubled (and the forward pass re-run) when too small.
-    capacity = 256 * len(times)
-    z_at = np.empty((len(times), model.state_dim, batch))
-    piece_first = np.zeros(len(times) + 1, dtype=np.int64)
-    work = workspace(n_stages, bn, bn, 0)
-    while True:
-        store = step_store(capacity)
-        status, _, fwd_counts = forward_pass(
-            net, tableau, z0, problem.t0, times, forward.rtol, forward.atol, True, work, store, z_at, piece_first,
-        )
-        if status != NEED_ROOM:
-            break
-        capacity *= 2
-    if status != OK:
+    solved = compiled_forward(problem, theta, forward, True, 256 * len(problem.times), step_store)
+    if solved is None:
         return None
-    del work
-    loss, dL_dz = problem.loss_terms(z_at.transpose(0, 2, 1))
-    dL_dz = np.ascontiguousarray(np.transpose(dL_dz, (0, 2, 1)))
+    net, tableau, z0, z_at, dL_dz, store, piece_first, fwd_counts, loss = (
+        solved.net, solved.tableau, solved.z0, solved.z_at, solved.dL_dz, solved.store, solved.piece_first,
+        solved.counts, solved.loss)
     checkpoints = -1 if engine.checkpoints is None else int(engine.checkpoints)
     longest = int(np.max(np.diff(piece_first)))
     slots, stack, sweep_work = sweep_workspace(n_stages, bn, model.n_params, longest, checkpoints)

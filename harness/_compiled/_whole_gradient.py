@@ -8,6 +8,7 @@ as before, raising its own explained error in the second case.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -91,36 +92,21 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
     from ..sensitivity._quadrature import gauss_legendre
     from ..sensitivity._result import GradientResult
-    from ._adaptive_loop import (ALONE, BACKSOLVE, NEED_ROOM, OK, backward_pass, dense_store, forward_pass,
-                                 quadrature_rule, workspace)
+    from ._adaptive_loop import ALONE, BACKSOLVE, OK, backward_pass, dense_store, quadrature_rule, workspace
 
     mode = MODES[adjoint.compiled_loop]
     model, batch = problem.model, problem.batch_size
     bn = batch * model.state_dim
-    net = network_arguments(model, theta, batch)
-    times = np.ascontiguousarray(problem.times, dtype=np.float64)
-    z0 = np.ascontiguousarray(problem.z0.T)
     forward_solver = check_solver(forward.solver)
-    tableau = tableau_arguments(forward_solver)
     keep_dense = mode != BACKSOLVE
     # room for 32 steps per observation time, doubled (and the forward pass re-run) when too small
-    capacity = 32 * len(times) if keep_dense else 0
-    z_at = np.empty((len(times), model.state_dim, batch))
-    piece_first = np.zeros(len(times) + 1, dtype=np.int64)
-    work = workspace(forward_solver.tableau.n_stages, bn, bn, 0)
-    while True:
-        store = dense_store(capacity, bn, forward_solver.tableau.dense_degree)
-        status, h_last, fwd_counts = forward_pass(
-            net, tableau, z0, problem.t0, times, forward.rtol, forward.atol, keep_dense, work, store, z_at,
-            piece_first,
-        )
-        if status != NEED_ROOM:
-            break
-        capacity *= 2
-    if status != OK:
+    solved = compiled_forward(problem, theta, forward, keep_dense, 32 * len(problem.times) if keep_dense else 0,
+                              lambda capacity: dense_store(capacity, bn, forward_solver.tableau.dense_degree))
+    if solved is None:
         return None
-    loss, dL_dz = problem.loss_terms(z_at.transpose(0, 2, 1))
-    dL_dz = np.ascontiguousarray(np.transpose(dL_dz, (0, 2, 1)))
+    net, times, store, piece_first, h_last, fwd_counts, loss, z_at, dL_dz = (
+        solved.net, solved.times, solved.store, solved.piece_first, solved.h_last, solved.counts, solved.loss,
+        solved.z_at, solved.dL_dz)
     backward_solver = check_solver(options.solver)
     system = adjoint(problem, theta, engine, options)
     n_blocks = 2 if mode == BACKSOLVE else 1
@@ -156,3 +142,56 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
         n_datapoints=problem.n_datapoints,
         diagnostics=diagnostics,
     )
+
+
+@dataclass(frozen=True)
+class CompiledForward:
+    """A compiled forward solve over the observation times and the loss there (`compiled_forward`).
+
+    net, tableau : the kernel's and the solver's arguments; times (K,); z0, z_at (K, N, B) and dL_dz
+    (K, N, B), feature-major; store and piece_first (K + 1,): the steps each piece kept; h_last: the last
+    proposed step; counts: (n_rhs, n_accepted, n_rejected); loss: float.
+    """
+
+    net: tuple
+    tableau: tuple
+    times: np.ndarray
+    z0: np.ndarray
+    z_at: np.ndarray
+    store: tuple
+    piece_first: np.ndarray
+    h_last: float
+    counts: tuple
+    loss: float
+    dL_dz: np.ndarray
+
+
+def compiled_forward(problem, theta, forward, keep: bool, capacity: int, make_store) -> CompiledForward | None:
+    """Solve forward compiled, keeping each accepted step in `make_store(capacity)` (with `keep`; the
+    capacity doubled and the solve re-run while it is too small), then the loss and ∂L/∂z at the
+    times; None where the solve failed (the numpy driver then runs and explains)."""
+    from ._adaptive_loop import NEED_ROOM, OK, forward_pass, workspace
+
+    model, batch = problem.model, problem.batch_size
+    bn = batch * model.state_dim
+    net = network_arguments(model, theta, batch)
+    times = np.ascontiguousarray(problem.times, dtype=np.float64)
+    z0 = np.ascontiguousarray(problem.z0.T)
+    solver = check_solver(forward.solver)
+    tableau = tableau_arguments(solver)
+    z_at = np.empty((len(times), model.state_dim, batch))
+    piece_first = np.zeros(len(times) + 1, dtype=np.int64)
+    work = workspace(solver.tableau.n_stages, bn, bn, 0)
+    while True:
+        store = make_store(capacity)
+        status, h_last, counts = forward_pass(
+            net, tableau, z0, problem.t0, times, forward.rtol, forward.atol, keep, work, store, z_at, piece_first,
+        )
+        if status != NEED_ROOM:
+            break
+        capacity *= 2
+    if status != OK:
+        return None
+    loss, dL_dz = problem.loss_terms(z_at.transpose(0, 2, 1))
+    dL_dz = np.ascontiguousarray(np.transpose(dL_dz, (0, 2, 1)))
+    return CompiledForward(net, tableau, times, z0, z_at, store, piece_first, h_last, counts, loss, dL_dz)
