@@ -35,7 +35,7 @@ def discrete_loop_gradient(problem, theta, forward, engine):
     """The `GradientResult` of RecursiveCheckpointAdjoint (`engine`) for `problem` at θ with the forward
     settings `forward`, computed compiled, or None (see the module docstring). Wide products go to BLAS
     threaded as the process's BLAS is (see `whole_loop_gradient`)."""
-    from ..sensitivity._result import GradientResult
+    from ..sensitivity._discrete import discrete_result
     from ._adaptive_loop import step_store
     from ._reverse_sweep import reverse_sweep, sweep_workspace
 
@@ -59,19 +59,7 @@ def discrete_loop_gradient(problem, theta, forward, engine):
         net, tableau, z0, z_at, dL_dz, store[1], piece_first, checkpoints, slots, stack, sweep_work, z_bar, q,
     )
     to_theta, _ = _augmented_layout(model.widths)
-    return GradientResult(
-        engine=engine.name,
-        loss=loss,
-        dtheta=q[to_theta],
-        dz0=np.ascontiguousarray(z_bar.reshape(model.state_dim, batch).T),
-        forward_stats=SolverStats(n_rhs=fwd_counts[0], n_accepted=fwd_counts[1], n_rejected=fwd_counts[2]),
-        backward_stats=SolverStats(n_rhs=n_f + n_vjp, n_accepted=n_steps, n_rejected=0),
-        n_datapoints=problem.n_datapoints,
-        diagnostics={
-            "n_steps": n_steps,
-            "checkpoints": engine.checkpoints,
-            "recomputed_steps": recomputed,
-            "peak_stored_states": peak_held,
-            "vjps": n_vjp,
-        },
-    )
+    return discrete_result(
+        engine, problem, loss, q[to_theta], np.ascontiguousarray(z_bar.reshape(model.state_dim, batch).T),
+        SolverStats(n_rhs=fwd_counts[0], n_accepted=fwd_counts[1], n_rejected=fwd_counts[2]), n_f, n_vjp, n_steps,
+        recomputed, peak_held)

@@ -249,20 +249,28 @@ def recursive_checkpoint_gradient(engine: RecursiveCheckpointAdjoint, problem, t
         recomputed += sweep.recomputed
         peak_held = max(peak_held, sweep.peak_held)
         n_steps += len(pieces[k].hs)
+    return discrete_result(engine, problem, loss, theta_bar, z_bar, fwd.stats, stepper.n_f, stepper.n_vjp, n_steps,
+                           recomputed, peak_held)
+
+
+def discrete_result(engine, problem, loss, dtheta, dz0, forward_stats, n_f, n_vjp, n_steps, recomputed,
+                    peak_held) -> GradientResult:
+    """The `GradientResult` of a RecursiveCheckpointAdjoint sweep (numpy or compiled): its backward counts
+    are the reversed steps' evaluations (n_f values, n_vjp VJPs) and its diagnostics the sweep's."""
     return GradientResult(
         engine=engine.name,
         loss=loss,
-        dtheta=theta_bar,
-        dz0=z_bar,
-        forward_stats=fwd.stats,
-        backward_stats=SolverStats(n_rhs=stepper.n_f + stepper.n_vjp, n_accepted=n_steps, n_rejected=0),
+        dtheta=dtheta,
+        dz0=dz0,
+        forward_stats=forward_stats,
+        backward_stats=SolverStats(n_rhs=n_f + n_vjp, n_accepted=n_steps, n_rejected=0),
         n_datapoints=problem.n_datapoints,
         diagnostics={
             "n_steps": n_steps,
             "checkpoints": engine.checkpoints,
             "recomputed_steps": recomputed,
             "peak_stored_states": peak_held,
-            "vjps": stepper.n_vjp,
+            "vjps": n_vjp,
         },
     )
 
