@@ -197,8 +197,10 @@ def test_diffeqpy_is_not_in_the_julia_extra():
 
 
 def _deps_files_seen_from(cwd: Path) -> list[str]:
-    code = ("import juliapkg.deps as d, sys; root = sys.argv[1];"
-            "print('\\n'.join(sorted(f for f in d.deps_files() if f.startswith(root))))")
+    # the repository's files, not the environment's own (juliapkg ships one in site-packages, which is
+    # inside the repository when the venv is, as the README's `.venv` is)
+    code = ("import juliapkg.deps as d, os, sys; root = sys.argv[1]; env = os.path.normcase(sys.prefix);"
+            "print('\\n'.join(sorted(f for f in d.deps_files() if f.startswith(root) and not f.startswith(env))))")
     out = subprocess.run([sys.executable, "-c", code, os.path.normcase(str(ROOT))], cwd=cwd,
                          capture_output=True, text=True, check=True)
     return out.stdout.split()
