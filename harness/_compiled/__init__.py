@@ -47,6 +47,8 @@ import numpy as np
 from .._stage_vjps import StageVJPs
 
 ENV_VARIABLE = "HARNESS_COMPILED"
+# 0 runs the whole loop as numba's just-in-time functions rather than the module built ahead of time
+AHEAD_OF_TIME_VARIABLE = "HARNESS_AHEAD_OF_TIME"
 # In the default (automatic) mode the kernel is used for networks whose widest hidden layer has at
 # most this many units. Measured per stage on a 2-core AMD EPYC with AVX-512 (where numpy's own tanh
 # is vectorised and its products go to BLAS): the kernel is faster up to width 8, about even at 16
@@ -58,7 +60,7 @@ AUTO_MAX_WIDTH = 8
 # other models (the linear `identity` of the closed-form tests) run the numpy reference
 COMPILED_ACTIVATIONS = ("tanh", "sigmoid", "softplus")
 
-_state = {"enabled": None, "loaded": None, "loop_runs": 0}
+_state = {"enabled": None, "loaded": None, "kernels": None, "loop_runs": 0}
 
 
 def _mode() -> tuple[str, str]:
@@ -158,36 +160,62 @@ def status(model=None, batch: int | None = None) -> str:
 
 
 def _load():
-    """Import the kernels, saying on stderr when they are compiled rather than loaded from the cache."""
+    """The compiled `StageVJPs` class, with the kernels made ready (`_load_kernels`)."""
     if _state["loaded"] is None:
+        _load_kernels()
         from ._stage_vjps import CompiledStageVJPs
-        from ._warmup import warm_up
 
-        started = time.perf_counter()
-        def say():
-            print("harness: compiling the numba kernels (once; cached on disk) ...", file=sys.stderr, flush=True)
-
-        compiled = warm_up(say)
         _state["loaded"] = CompiledStageVJPs
-        _state["compile_seconds"] = time.perf_counter() - started
-        _state["compiled_now"] = compiled
     return _state["loaded"]
 
 
-def _load_loop() -> None:
-    """Compile (or load from the disk cache) the whole-loop functions, saying so on stderr if compiled."""
-    if not _state.get("loop_loaded"):
-        from ._warmup import warm_up_loop
+def _load_kernels() -> None:
+    """Make the compiled functions ready: the module built ahead of time (`_ahead_of_time.py`; built
+    first, once, if it is not on disk), or where it cannot be built (or with ``HARNESS_AHEAD_OF_TIME=0``)
+    numba's just-in-time functions, compiled or loaded from numba's cache. A build or a compilation
+    says so on stderr first."""
+    if _state["kernels"] is not None:
+        return
+    started = time.perf_counter()
+    module, why = None, f"{AHEAD_OF_TIME_VARIABLE}=0"
+    if os.environ.get(AHEAD_OF_TIME_VARIABLE, "").strip().lower() not in ("0", "false", "no", "off"):
+        from ._ahead_of_time import load_or_build
 
-        started = time.perf_counter()
-
-        def say():
-            print("harness: compiling the numba adaptive loop (once, about a minute; cached on disk) ...",
+        def say_build():
+            print("harness: building the compiled kernels ahead of time (once, about a minute; cached on disk) ...",
                   file=sys.stderr, flush=True)
 
-        warm_up_loop(say)
-        _state["compile_seconds"] = _state.get("compile_seconds", 0.0) + time.perf_counter() - started
-        _state["loop_loaded"] = True
+        module, why = load_or_build(say_build)
+        if module is None:
+            print(f"harness: {why}; using numba's just-in-time functions", file=sys.stderr, flush=True)
+    if module is not None:
+        _state["kernels"] = module
+    else:
+        from ._warmup import just_in_time_kernels, warm_up
+
+        def say_compile():
+            print("harness: compiling the numba kernels (once, about a minute; cached on disk) ...",
+                  file=sys.stderr, flush=True)
+
+        _state["kernels"] = just_in_time_kernels()
+        warm_up(say_compile)
+        why = f"numba's just-in-time functions ({why})"
+    _state["kernels_source"] = why
+    _state["compile_seconds"] = time.perf_counter() - started
+
+
+def kernels():
+    """The compiled functions, as attributes of one object: the whole loop's `forward_pass`,
+    `backward_pass` and `reverse_sweep`, and the stage kernel `mlp_stage`; made ready on the first call
+    (`_load_kernels`)."""
+    _load_kernels()
+    return _state["kernels"]
+
+
+def kernels_source() -> str | None:
+    """Where this process's compiled functions came from (None before their first use), e.g. 'built
+    ahead of time (<key>)' or "numba's just-in-time functions (HARNESS_AHEAD_OF_TIME=0)"."""
+    return _state.get("kernels_source")
 
 
 def load_seconds() -> float | None:
@@ -223,8 +251,6 @@ def adjoint_gradient(problem, theta, forward, options, engine, adjoint):
 
     if not whole_loop_applies(problem, forward, options, engine, adjoint):
         return None
-    _load()
-    _load_loop()
     result = whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
     if result is not None:
         _state["loop_runs"] += 1
@@ -242,8 +268,6 @@ def discrete_gradient(problem, theta, forward, engine):
 
     if not discrete_loop_applies(problem, forward):
         return None
-    _load()
-    _load_loop()
     result = discrete_loop_gradient(problem, theta, forward, engine)
     if result is not None:
         _state["loop_runs"] += 1

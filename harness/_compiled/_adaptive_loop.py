@@ -40,8 +40,7 @@ from numba import njit
 from ._activations import FASTMATH, sigmoid, softplus, tanh
 from ._stage_kernels import mlp_stage
 
-FORWARD, BACKSOLVE, INTERPOLATING, ALONE = 0, 1, 2, 3  # what a stage evaluates
-OK, FAILED, NEED_ROOM = 0, 1, 2
+from ._arguments import ALONE, BACKSOLVE, FAILED, FORWARD, INTERPOLATING, NEED_ROOM, OK  # noqa: F401 (the loop's numbers)
 
 # harness.solvers._step_control and _step_budget, as numbers (a test keeps them equal)
 SAFETY, MIN_FACTOR, MAX_FACTOR, NONFINITE_ERROR_NORM = 0.9, 0.2, 10.0, 1e10
@@ -416,40 +415,6 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
             after_rejection = True
     n_rhs += s * (n_accepted + n_rejected)
     return OK, h_abs, n_rhs, n_accepted, n_rejected, n_stored
-
-
-def workspace(n_stages, size, n_z, n_q):
-    """(K, products, u_stage, u_new, zbuf, q_new, scratch) for one solve of a flat state of `size`.
-
-    Every array a solve needs beyond a few numbers is allocated here, by numpy, rather than inside the
-    compiled functions: numpy's allocations are the ones Python's tracemalloc sees, so the peak memory
-    that `harness compare` reports stays true for the compiled loop too.
-    """
-    s = n_stages
-    return (np.empty((s + 1, size)), np.zeros((s + 1, n_q)), np.empty(size), np.empty(size), np.empty(n_z),
-            np.empty(n_q), np.empty(size))
-
-
-def quadrature_rule(x, w, degree, size):
-    """`nodes` for mode ALONE: the Gauss-Legendre rule on [-1, 1] (x, w), copied (writable arrays: a
-    read-only one would be another numba type, another compilation), and scratch for the nodes'
-    powers x¹ .. x^degree and for a (flat, of `size`) at every node; empty x and w give the empty
-    arrays of the other modes. Allocated by numpy for the reason `workspace` gives."""
-    n = len(x)
-    return np.array(x, dtype=np.float64), np.array(w, dtype=np.float64), np.empty((n, degree)), np.empty((n, size))
-
-
-def dense_store(capacity, size, degree):
-    """Room for `capacity` steps of dense output: (t (M,), h (M,), y (M, size), Q (M, degree, size)),
-    Q[k, m] the coefficient of x^(m+1) on step k (degree-major, so that a step's rows are contiguous)."""
-    return np.empty(capacity), np.empty(capacity), np.empty((capacity, size)), np.empty((capacity, degree, size))
-
-
-def step_store(capacity):
-    """Room for `capacity` steps' (t, h) alone, in `dense_store`'s layout with empty y and Q: what
-    RecursiveCheckpointAdjoint keeps of its forward pass (one float per step beside t; it replays the
-    states from each piece's start)."""
-    return dense_store(capacity, 0, 0)
 
 
 @njit(**_OPTIONS)

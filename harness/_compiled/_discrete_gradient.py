@@ -15,6 +15,8 @@ import numpy as np
 from .._stage_vjps import _augmented_layout
 from ..model import MLP
 from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
+from ._arguments import step_store, sweep_workspace
+from . import kernels
 from ._whole_gradient import compiled_forward
 
 # the explicit solvers whose tableaus both this path and the numpy engine hold (DP8 is scipy's DOP853
@@ -36,8 +38,6 @@ def discrete_loop_gradient(problem, theta, forward, engine):
     settings `forward`, computed compiled, or None (see the module docstring). Wide products go to BLAS
     threaded as the process's BLAS is (see `whole_loop_gradient`)."""
     from ..sensitivity._discrete import discrete_result
-    from ._adaptive_loop import step_store
-    from ._reverse_sweep import reverse_sweep, sweep_workspace
 
     model, batch = problem.model, problem.batch_size
     bn = batch * model.state_dim
@@ -55,7 +55,7 @@ def discrete_loop_gradient(problem, theta, forward, engine):
     longest = int(np.max(np.diff(piece_first)))
     slots, stack, sweep_work = sweep_workspace(n_stages, bn, model.n_params, longest, checkpoints)
     z_bar, q = np.zeros(bn), np.zeros(model.n_params)
-    n_f, n_vjp, recomputed, peak_held, n_steps = reverse_sweep(
+    n_f, n_vjp, recomputed, peak_held, n_steps = kernels().reverse_sweep(
         net, tableau, z0, z_at, dL_dz, store[1], piece_first, checkpoints, slots, stack, sweep_work, z_bar, q,
     )
     to_theta, _ = _augmented_layout(model.widths)

@@ -28,7 +28,6 @@ outside (`sweep_workspace`), for the reason `_adaptive_loop.workspace` gives.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from ._adaptive_loop import _OPTIONS, _adjoint_stage, _combine, _value
@@ -114,26 +113,6 @@ def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, product
                 for d in range(size):
                     k_bar[j, d] -= c * out_az[d]
     return n_vjp
-
-
-def sweep_workspace(n_stages, size, n_params, longest, checkpoints):
-    """(slots, stack, (K, Y, k_bar, out_az, products, scratch)) for `reverse_sweep`, allocated by
-    numpy for the reason `_adaptive_loop.workspace` gives.
-
-    slots: the held states, (n_slots, size). Stored sweep (checkpoints < 0): every state of the
-    longest piece (`longest` steps). Checkpointed: the piece's start, the checkpoints (at most one per
-    revolve level, and a level takes at least one step) and the recomputed state of the last level.
-    stack: the revolve levels waiting for their first part, (levels + 1, 4) int64.
-    """
-    s = n_stages
-    if checkpoints < 0:
-        n_slots, levels = max(longest, 1), 0
-    else:
-        levels = min(checkpoints, longest)
-        n_slots = levels + 2
-    work = (np.empty((s, size)), np.empty((s, size)), np.empty((s, size)), np.empty(size), np.zeros(n_params),
-            np.empty(size))
-    return np.empty((n_slots, size)), np.zeros((levels + 1, 4), dtype=np.int64), work
 
 
 @njit(**_OPTIONS)

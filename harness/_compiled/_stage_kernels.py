@@ -24,32 +24,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._stage_vjps import _augmented_layout
 from ._activations import FASTMATH, sigmoid, softplus, tanh
 
-ACTIVATION_CODES = {"tanh": 0, "sigmoid": 1, "softplus": 2}
+from ._arguments import ACTIVATION_CODES, kernel_weights  # noqa: F401 (read here and by callers)
 BLOCK = 256  # batch columns per block (narrow networks only): 2-3-2's stage 1.2-1.4x faster than with 64
 # A layer's products go to BLAS when its weight matrix has at least this many entries (n_out x n_in).
 # Measured per adjoint stage at B = 500 on the README's machine (one BLAS thread): 2-32-2 37 µs with
 # BLAS against 57 µs written out, 2-64-2 70 against 110, 2-32-32-2 118 against 143; 2-16-2 about even;
 # below (2-8-2, the tutorial's 2-3-2) the written-out loops, walked block by block, are faster.
 BLAS_MIN_PRODUCT = 32
-
-
-def kernel_weights(widths, theta: np.ndarray) -> np.ndarray:
-    """θ as the kernels read it: the [W_l | b_l] blocks, row-major, one after another (P entries), then
-    each layer's Wᵀ, (n_in, n_out) row-major, one after another.
-
-    widths : tuple of int (L + 1,); theta : (P,). Returns (P + Σ n_in n_out,).
-    """
-    to_theta, offsets = _augmented_layout(tuple(widths))
-    augmented = np.empty(len(to_theta))
-    augmented[to_theta] = theta
-    transposed = [
-        augmented[o : o + n_out * (n_in + 1)].reshape(n_out, n_in + 1)[:, :n_in].T.reshape(-1)
-        for o, n_in, n_out in zip(offsets, widths[:-1], widths[1:])
-    ]
-    return np.concatenate([augmented, *transposed])
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH, inline="always")

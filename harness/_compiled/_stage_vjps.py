@@ -1,4 +1,5 @@
-"""`StageVJPs` with its per-stage work done by the compiled kernel of `_stage_kernels.py`.
+"""`StageVJPs` with its per-stage work done by the compiled kernel of `_stage_kernels.py` (`mlp_stage`, from
+the module built ahead of time or numba's just-in-time function: `harness._compiled.kernels()`).
 
 Only `value` and `vjp` change; the records land in the same buffers, in the same layout, so
 `theta_cotangents` and `carry` are inherited unchanged and the numpy class stays the reference.
@@ -10,7 +11,8 @@ import numpy as np
 
 from .._stage_vjps import StageVJPs
 from ..model import MLP
-from ._stage_kernels import ACTIVATION_CODES, kernel_weights, mlp_stage
+from . import kernels
+from ._arguments import ACTIVATION_CODES, kernel_weights
 
 
 class CompiledStageVJPs(StageVJPs):
@@ -45,9 +47,20 @@ class CompiledStageVJPs(StageVJPs):
         )
         self._slopes = slopes
         self._no_cotangent = np.zeros((n, batch))
+        self._stage = kernels().mlp_stage
+
+    def _kernel(self, *arrays):
+        """The stage kernel for these arrays: the compiled one takes C-contiguous arrays; a caller's strided
+        view (none of the harness's solvers passes one) goes to numba's just-in-time function, which
+        compiles a version for it."""
+        if all(a.flags.c_contiguous for a in arrays):
+            return self._stage
+        from ._stage_kernels import mlp_stage
+
+        return mlp_stage
 
     def value(self, x, out):
-        mlp_stage(
+        self._kernel(x, out)(
             *self._fixed, x, self._no_cotangent, self._sign, self._slot_inputs[0], self._slot_cotangents[0],
             self._slopes, out, out, True, False,
         )
@@ -55,7 +68,7 @@ class CompiledStageVJPs(StageVJPs):
     def vjp(self, slot, x, a, out_f, out_az):
         buffer = self._slot_of[slot]
         want_f = out_f is not None
-        mlp_stage(
+        self._kernel(x, a, out_az, out_f if want_f else out_az)(
             *self._fixed, x, a, self._sign, self._slot_inputs[buffer], self._slot_cotangents[buffer],
             self._slopes, out_f if want_f else out_az, out_az, want_f, True,
         )

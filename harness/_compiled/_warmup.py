@@ -1,4 +1,6 @@
-"""Compile (or load from the disk cache) every kernel specialisation the harness uses, once per process.
+"""numba's just-in-time kernels, compiled (or loaded from numba's disk cache) once per process: what runs
+where the module built ahead of time (`_ahead_of_time.py`) cannot be built, or with
+``HARNESS_AHEAD_OF_TIME=0``.
 
 numba compiles a function on its first call for the argument types it sees; a solve always passes the
 same types (float64 C-contiguous arrays, int64 arrays, Python scalars), so one call on tiny arrays
@@ -7,9 +9,20 @@ settles every later one. Whether that call compiled or loaded is read from numba
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
+from ..model import MLP
+from ._adaptive_loop import backward_pass, forward_pass
+from ._reverse_sweep import reverse_sweep
 from ._stage_kernels import mlp_stage
+
+
+def just_in_time_kernels() -> SimpleNamespace:
+    """The four compiled functions as numba's dispatchers, in the shape `harness._compiled.kernels()` has."""
+    return SimpleNamespace(forward_pass=forward_pass, backward_pass=backward_pass, reverse_sweep=reverse_sweep,
+                           mlp_stage=mlp_stage)
 
 
 def _is_cached(dispatcher) -> bool:
@@ -22,11 +35,12 @@ def _is_cached(dispatcher) -> bool:
 
 
 def warm_up(on_compile) -> bool:
-    """Make the kernels ready; call `on_compile()` first if they must be compiled. Returns whether they were."""
-    compiling = not _is_cached(mlp_stage)
+    """Make the kernels ready (one stage of each kind and one tiny gradient of each adjoint, through
+    `harness._compiled.kernels()`, which must already return `just_in_time_kernels()`); call
+    `on_compile()` first if they must be compiled. Returns whether they were."""
+    compiling = not all(_is_cached(f) for f in (mlp_stage, forward_pass, backward_pass, reverse_sweep))
     if compiling:
         on_compile()
-    from ..model import MLP
     from ._stage_vjps import CompiledStageVJPs
 
     model = MLP((1, 1, 1))
@@ -35,20 +49,8 @@ def warm_up(on_compile) -> bool:
     tape.value(x, out)
     tape.vjp(0, x, x, out, out)
     tape.vjp(0, x, x, None, out)
-    return compiling
 
-
-def warm_up_loop(on_compile) -> bool:
-    """Make the whole-loop functions ready (one tiny gradient of each adjoint); call `on_compile()`
-    first if they must be compiled. Returns whether they were."""
-    from ._adaptive_loop import backward_pass, forward_pass
-    from ._reverse_sweep import reverse_sweep
-
-    compiling = not all(_is_cached(f) for f in (forward_pass, backward_pass, reverse_sweep))
-    if compiling:
-        on_compile()
     from .._forward import SolveOptions
-    from ..model import MLP
     from ..problems import Problem
     from ..sensitivity import BacksolveAdjoint, InterpolatingAdjoint, RecursiveCheckpointAdjoint
     from ..sensitivity._backsolve import Backsolve
@@ -56,7 +58,6 @@ def warm_up_loop(on_compile) -> bool:
     from ._discrete_gradient import discrete_loop_gradient
     from ._whole_gradient import whole_loop_gradient
 
-    model = MLP((1, 1, 1))
     problem = Problem(model, np.zeros(model.n_params), np.zeros((1, 1)), 0.0, np.array([1.0]), np.zeros((1, 1, 1)))
     options = SolveOptions()
     whole_loop_gradient(problem, problem.theta, options, options, BacksolveAdjoint(), Backsolve)

@@ -9,61 +9,19 @@ as before, raising its own explained error in the second case.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from .._stage_vjps import _augmented_layout
 from ..model import MLP
 from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
-from ._stage_kernels import ACTIVATION_CODES, kernel_weights
+from . import kernels
+from ._arguments import (ALONE, BACKSOLVE, INTERPOLATING, NEED_ROOM, OK, dense_store, network_arguments,
+                         quadrature_rule, tableau_arguments, workspace)
 
-# what an `AdjointSystem` subclass declares in `compiled_loop` -> the loop's mode (`_adaptive_loop`'s
-# BACKSOLVE, INTERPOLATING, ALONE; not imported from there, which would import numba). QuadratureAdjoint
-# and GaussAdjoint share ALONE: their sums differ only in the number of nodes per step (`n_nodes`).
-MODES = {"backsolve": 1, "interpolating": 2, "quadrature": 3, "gauss": 3}
-
-
-@lru_cache(maxsize=64)
-def _layout(widths: tuple[int, ...]) -> tuple:
-    """The kernels' fixed integer arrays for these widths, computed once (nothing writes them; they stay
-    writeable, as a read-only array would be another type to numba and compile a second loop)."""
-    widths_array = np.array(widths, dtype=np.int64)
-    n_inputs, n_outputs = widths_array[:-1], widths_array[1:]
-    input_rows = np.concatenate(([0], np.cumsum(n_inputs + 1)[:-1])).astype(np.int64)
-    cotangent_rows = np.concatenate(([0], np.cumsum(n_outputs)[:-1])).astype(np.int64)
-    weight_offsets = np.concatenate(([0], np.cumsum(n_outputs * (n_inputs + 1))[:-1])).astype(np.int64)
-    sizes = (int(np.sum(n_inputs + 1)), int(np.sum(n_outputs)), int(np.sum(n_inputs[1:] + 1)))
-    return widths_array, input_rows, cotangent_rows, weight_offsets, input_rows + n_inputs, sizes
-
-
-def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
-    """The `net` tuple of `_adaptive_loop`: the kernel's fixed arguments for (model, θ) and its scratch
-    buffers for `batch` columns (the layout of `CompiledStageVJPs`)."""
-    widths, input_rows, cotangent_rows, weight_offsets, ones_rows, (n_in_rows, n_g_rows, n_s_rows) = (
-        _layout(tuple(model.widths)))
-    weights = kernel_weights(model.widths, theta)
-    inputs = np.zeros((n_in_rows, batch))
-    inputs[ones_rows] = 1.0  # the ones rows of every [x; 1]
-    cotangents = np.zeros((n_g_rows, batch))
-    slopes = np.empty((n_s_rows, batch))
-    decay = np.zeros(model.state_dim) if model.decay is None else np.array(model.decay, dtype=np.float64)
-    return (widths, ACTIVATION_CODES[model.activation], weights, weight_offsets, input_rows, cotangent_rows,
-            decay, model.decay is not None, inputs, cotangents, slopes, np.zeros((model.state_dim, batch)))
-
-
-_TABLEAUS: dict = {}
-
-
-def tableau_arguments(solver: ExplicitRungeKutta) -> tuple:
-    """(A, B, C, E, P, error order) of the solver's tableau as the loop reads them (made once per tableau)."""
-    t = solver.tableau
-    cached = _TABLEAUS.get(id(t))
-    if cached is None or cached[0] is not t:
-        arrays = (t.A, t.B, t.C, t.E, t.P)
-        cached = _TABLEAUS[id(t)] = (t, (*(np.ascontiguousarray(a, dtype=np.float64) for a in arrays),
-                                         int(t.error_order)))
-    return cached[1]
+# what an `AdjointSystem` subclass declares in `compiled_loop` -> the loop's mode. QuadratureAdjoint and
+# GaussAdjoint share ALONE: their sums differ only in the number of nodes per step (`n_nodes`).
+MODES = {"backsolve": BACKSOLVE, "interpolating": INTERPOLATING, "quadrature": ALONE, "gauss": ALONE}
 
 
 def whole_loop_applies(problem, forward, options, engine, adjoint) -> bool:
@@ -92,7 +50,6 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     from ..sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION
     from ..sensitivity._quadrature import gauss_legendre
     from ..sensitivity._result import GradientResult
-    from ._adaptive_loop import ALONE, BACKSOLVE, OK, backward_pass, dense_store, quadrature_rule, workspace
 
     mode = MODES[adjoint.compiled_loop]
     model, batch = problem.model, problem.batch_size
@@ -114,7 +71,7 @@ def whole_loop_gradient(problem, theta, forward, options, engine, adjoint):
     # ALONE: the Gauss-Legendre rule of every backward step, the adjoint's own (`n_nodes`)
     rule = gauss_legendre(system.n_nodes) if mode == ALONE else ((), ())
     nodes = quadrature_rule(*rule, backward_solver.tableau.dense_degree, bn)
-    status, bwd_counts = backward_pass(
+    status, bwd_counts = kernels().backward_pass(
         mode, net, tableau_arguments(backward_solver), z_at, dL_dz, problem.t0, times,
         BACKWARD_FIRST_STEP_FRACTION * h_last, options.rtol, options.atol, store, piece_first,
         workspace(backward_solver.tableau.n_stages, n_blocks * bn, bn, model.n_params), u, q, nodes,
@@ -170,7 +127,6 @@ def compiled_forward(problem, theta, forward, keep: bool, capacity: int, make_st
     """Solve forward compiled, keeping each accepted step in `make_store(capacity)` (with `keep`; the
     capacity doubled and the solve re-run while it is too small), then the loss and ∂L/∂z at the
     times; None where the solve failed (the numpy driver then runs and explains)."""
-    from ._adaptive_loop import NEED_ROOM, OK, forward_pass, workspace
 
     model, batch = problem.model, problem.batch_size
     bn = batch * model.state_dim
@@ -184,7 +140,7 @@ def compiled_forward(problem, theta, forward, keep: bool, capacity: int, make_st
     work = workspace(solver.tableau.n_stages, bn, bn, 0)
     while True:
         store = make_store(capacity)
-        status, h_last, counts = forward_pass(
+        status, h_last, counts = kernels().forward_pass(
             net, tableau, z0, problem.t0, times, forward.rtol, forward.atol, keep, work, store, z_at, piece_first,
         )
         if status != NEED_ROOM:

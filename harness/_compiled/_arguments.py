@@ -1,0 +1,133 @@
+"""What the compiled functions are called with, built by numpy: the network's and the tableau's
+fixed arguments, the scratch buffers of a solve, the stores of its steps, and the numbers the loop
+returns.
+
+Nothing here imports numba, so the driver code (`_whole_gradient.py`, `_discrete_gradient.py`) runs the
+same with the loop compiled ahead of time (`_ahead_of_time.py`, loaded without numba) as with numba's
+just-in-time functions. Every array a solve needs beyond a few numbers is allocated here rather than
+inside the compiled functions: numpy's allocations are the ones Python's tracemalloc sees, so the peak
+memory that `harness compare` reports stays true for the compiled loop too.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._stage_vjps import _augmented_layout
+
+if TYPE_CHECKING:
+    from ..model import MLP
+    from ..solvers import ExplicitRungeKutta
+
+FORWARD, BACKSOLVE, INTERPOLATING, ALONE = 0, 1, 2, 3  # what a stage evaluates (the loop's modes)
+OK, FAILED, NEED_ROOM = 0, 1, 2  # how a compiled solve ended
+ACTIVATION_CODES = {"tanh": 0, "sigmoid": 1, "softplus": 2}
+
+
+def kernel_weights(widths, theta: np.ndarray) -> np.ndarray:
+    """θ as the kernels read it: the [W_l | b_l] blocks, row-major, one after another (P entries), then
+    each layer's Wᵀ, (n_in, n_out) row-major, one after another.
+
+    widths : tuple of int (L + 1,); theta : (P,). Returns (P + Σ n_in n_out,).
+    """
+    to_theta, offsets = _augmented_layout(tuple(widths))
+    augmented = np.empty(len(to_theta))
+    augmented[to_theta] = theta
+    transposed = [
+        augmented[o : o + n_out * (n_in + 1)].reshape(n_out, n_in + 1)[:, :n_in].T.reshape(-1)
+        for o, n_in, n_out in zip(offsets, widths[:-1], widths[1:])
+    ]
+    return np.concatenate([augmented, *transposed])
+
+
+@lru_cache(maxsize=64)
+def _layout(widths: tuple[int, ...]) -> tuple:
+    """The kernels' fixed integer arrays for these widths, computed once (nothing writes them; they stay
+    writeable, as a read-only array would be another type to numba and compile a second loop)."""
+    widths_array = np.array(widths, dtype=np.int64)
+    n_inputs, n_outputs = widths_array[:-1], widths_array[1:]
+    input_rows = np.concatenate(([0], np.cumsum(n_inputs + 1)[:-1])).astype(np.int64)
+    cotangent_rows = np.concatenate(([0], np.cumsum(n_outputs)[:-1])).astype(np.int64)
+    weight_offsets = np.concatenate(([0], np.cumsum(n_outputs * (n_inputs + 1))[:-1])).astype(np.int64)
+    sizes = (int(np.sum(n_inputs + 1)), int(np.sum(n_outputs)), int(np.sum(n_inputs[1:] + 1)))
+    return widths_array, input_rows, cotangent_rows, weight_offsets, input_rows + n_inputs, sizes
+
+
+def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
+    """The `net` tuple of `_adaptive_loop`: the kernel's fixed arguments for (model, θ) and its scratch
+    buffers for `batch` columns (the layout of `CompiledStageVJPs`)."""
+    widths, input_rows, cotangent_rows, weight_offsets, ones_rows, (n_in_rows, n_g_rows, n_s_rows) = (
+        _layout(tuple(model.widths)))
+    weights = kernel_weights(model.widths, theta)
+    inputs = np.zeros((n_in_rows, batch))
+    inputs[ones_rows] = 1.0  # the ones rows of every [x; 1]
+    cotangents = np.zeros((n_g_rows, batch))
+    slopes = np.empty((n_s_rows, batch))
+    decay = np.zeros(model.state_dim) if model.decay is None else np.array(model.decay, dtype=np.float64)
+    return (widths, ACTIVATION_CODES[model.activation], weights, weight_offsets, input_rows, cotangent_rows,
+            decay, model.decay is not None, inputs, cotangents, slopes, np.zeros((model.state_dim, batch)))
+
+
+_TABLEAUS: dict = {}
+
+
+def tableau_arguments(solver: ExplicitRungeKutta) -> tuple:
+    """(A, B, C, E, P, error order) of the solver's tableau as the loop reads them (made once per tableau)."""
+    t = solver.tableau
+    cached = _TABLEAUS.get(id(t))
+    if cached is None or cached[0] is not t:
+        arrays = (t.A, t.B, t.C, t.E, t.P)
+        cached = _TABLEAUS[id(t)] = (t, (*(np.ascontiguousarray(a, dtype=np.float64) for a in arrays),
+                                         int(t.error_order)))
+    return cached[1]
+
+
+def workspace(n_stages, size, n_z, n_q):
+    """(K, products, u_stage, u_new, zbuf, q_new, scratch) for one solve of a flat state of `size`."""
+    s = n_stages
+    return (np.empty((s + 1, size)), np.zeros((s + 1, n_q)), np.empty(size), np.empty(size), np.empty(n_z),
+            np.empty(n_q), np.empty(size))
+
+
+def quadrature_rule(x, w, degree, size):
+    """`nodes` for mode ALONE: the Gauss-Legendre rule on [-1, 1] (x, w), copied (writable arrays: a
+    read-only one would be another numba type, another compilation), and scratch for the nodes'
+    powers x¹ .. x^degree and for a (flat, of `size`) at every node; empty x and w give the empty
+    arrays of the other modes."""
+    n = len(x)
+    return np.array(x, dtype=np.float64), np.array(w, dtype=np.float64), np.empty((n, degree)), np.empty((n, size))
+
+
+def dense_store(capacity, size, degree):
+    """Room for `capacity` steps of dense output: (t (M,), h (M,), y (M, size), Q (M, degree, size)),
+    Q[k, m] the coefficient of x^(m+1) on step k (degree-major, so that a step's rows are contiguous)."""
+    return np.empty(capacity), np.empty(capacity), np.empty((capacity, size)), np.empty((capacity, degree, size))
+
+
+def step_store(capacity):
+    """Room for `capacity` steps' (t, h) alone, in `dense_store`'s layout with empty y and Q: what
+    RecursiveCheckpointAdjoint keeps of its forward pass (one float per step beside t; it replays the
+    states from each piece's start)."""
+    return dense_store(capacity, 0, 0)
+
+
+def sweep_workspace(n_stages, size, n_params, longest, checkpoints):
+    """(slots, stack, (K, Y, k_bar, out_az, products, scratch)) for `reverse_sweep`.
+
+    slots: the held states, (n_slots, size). Stored sweep (checkpoints < 0): every state of the
+    longest piece (`longest` steps). Checkpointed: the piece's start, the checkpoints (at most one per
+    revolve level, and a level takes at least one step) and the recomputed state of the last level.
+    stack: the revolve levels waiting for their first part, (levels + 1, 4) int64.
+    """
+    s = n_stages
+    if checkpoints < 0:
+        n_slots, levels = max(longest, 1), 0
+    else:
+        levels = min(checkpoints, longest)
+        n_slots = levels + 2
+    work = (np.empty((s, size)), np.empty((s, size)), np.empty((s, size)), np.empty(size), np.zeros(n_params),
+            np.empty(size))
+    return np.empty((n_slots, size)), np.zeros((levels + 1, 4), dtype=np.int64), work
