@@ -19,15 +19,16 @@ problem (MLP 2-3-2 tanh, B = 500, DP5, BacksolveAdjoint, rtol 1e-6, atol 1e-4, t
   called, which initialises numba's CPU target (every lowering registry, the runtime); any compiled
   code at all costs this much;
 - the harness modules of the gradient path (`harness.problems`, `harness.sensitivity`);
-- the stage kernels loaded (`harness._compiled._load()`), then the whole compiled loop too
-  (`_load_loop()`);
-- one gradient with the numpy path (``HARNESS_COMPILED=0``) and with the compiled path (the default
-  mode; the worker checks that the compiled loop computed it);
+- the compiled kernels loaded (`harness._compiled._load_kernels()`): the module built ahead of time (the
+  default; no numba in the process), or numba's just-in-time functions (``HARNESS_AHEAD_OF_TIME=0``);
+- one gradient with the numpy path (``HARNESS_COMPILED=0``) and with the compiled path, built ahead of
+  time (the default) or just in time (the worker checks that the compiled loop computed it);
 - optionally `harness reproduce` (1000 training steps, report and figures), numpy and compiled.
 
 Everything is measured with numba's disk cache warm: one untimed process per compiled configuration
-runs first. The cold run (the compiled gradient with an empty cache, so numba compiles everything in
-that process) is reported apart; it uses a temporary ``NUMBA_CACHE_DIR`` and leaves the real cache alone.
+runs first. The cold run (the compiled gradient with empty caches, so the module is built ahead of time
+first, in a child process) is reported apart; it uses a temporary ``NUMBA_CACHE_DIR`` and leaves the
+real caches alone.
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ from pathlib import Path
 from harness._provenance import cpu_model  # standard library only: the launcher imports no numpy
 
 GRADIENT = """
+import sys
 from harness.problems import seed_problem
 from harness.sensitivity import gradient
 import harness._compiled as compiled
 result = gradient(seed_problem(), engine="BacksolveAdjoint", solver="DP5", rtol=1e-6, atol=1e-4)
 extra["loop_runs"] = compiled.loop_runs()
 extra["loss"] = float(result.loss)
+extra["numba_imported"] = "numba" in sys.modules
 """
 
 REPRODUCE = """
@@ -83,21 +86,24 @@ CONFIGURATIONS = [
      "import numpy, numba, floor_kernel\nfloor_kernel.plus_one(1.0)", {}, True, "import numba"),
     ("harness gradient modules (problems, sensitivity)", "import harness.problems, harness.sensitivity", {},
      False, "import numpy, scipy"),
-    ("+ numba and the stage kernels loaded",
-     "import harness.problems, harness.sensitivity\nimport harness._compiled as c\nc._load()", {}, True,
+    ("+ the compiled kernels loaded (built ahead of time: no numba)",
+     "import harness.problems, harness.sensitivity\nimport harness._compiled as c\nc._load_kernels()", {}, True,
      "harness gradient modules (problems, sensitivity)"),
-    ("+ the whole compiled loop loaded",
-     "import harness.problems, harness.sensitivity\nimport harness._compiled as c\nc._load()\nc._load_loop()",
-     {}, True, "+ numba and the stage kernels loaded"),
+    ("+ numba's just-in-time kernels loaded (HARNESS_AHEAD_OF_TIME=0)",
+     "import harness.problems, harness.sensitivity\nimport harness._compiled as c\nc._load_kernels()",
+     {"HARNESS_AHEAD_OF_TIME": "0"}, True, "harness gradient modules (problems, sensitivity)"),
     ("one gradient, numpy path (HARNESS_COMPILED=0)", GRADIENT, {"HARNESS_COMPILED": "0"}, False,
      "harness gradient modules (problems, sensitivity)"),
-    ("one gradient, compiled path (default)", GRADIENT, {}, True, "+ the whole compiled loop loaded"),
+    ("one gradient, compiled path (default: built ahead of time)", GRADIENT, {}, True,
+     "+ the compiled kernels loaded (built ahead of time: no numba)"),
+    ("one gradient, compiled path, just in time (HARNESS_AHEAD_OF_TIME=0)", GRADIENT,
+     {"HARNESS_AHEAD_OF_TIME": "0"}, True, "+ numba's just-in-time kernels loaded (HARNESS_AHEAD_OF_TIME=0)"),
 ]
 REPRODUCE_CONFIGURATIONS = [
     ("harness reproduce (1000 steps, figures), numpy path", REPRODUCE, {"HARNESS_COMPILED": "0"}, False,
      "one gradient, numpy path (HARNESS_COMPILED=0)"),
     ("harness reproduce (1000 steps, figures), compiled path", REPRODUCE, {}, True,
-     "one gradient, compiled path (default)"),
+     "one gradient, compiled path (default: built ahead of time)"),
 ]
 
 
@@ -134,7 +140,8 @@ def _worker(code: str, scratch: str) -> dict:
 
 
 def _run(code: str, env_changes: dict, scratch: str, cache_dir: str | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_COMPILED", "NUMBA_CACHE_DIR")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HARNESS_COMPILED", "NUMBA_CACHE_DIR", "HARNESS_AHEAD_OF_TIME", "HARNESS_AHEAD_OF_TIME_DIR")}
     env.update(env_changes)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [scratch, env.get("PYTHONPATH", "")]))
     env.setdefault("MPLBACKEND", "Agg")
@@ -181,7 +188,8 @@ def measure(configurations, repeats: int, scratch: str, cold: bool) -> tuple[lis
         with tempfile.TemporaryDirectory() as empty_cache:
             cold_row = _run(GRADIENT, {}, scratch, cache_dir=empty_cache)
         _check("compiled", cold_row)
-        cold_row["label"] = "one gradient, compiled path, empty numba cache (compiles)"
+        cold_row["label"] = ("one gradient, compiled path, empty caches (builds the module ahead of time in a "
+                             "child process, whose memory is not this row's)")
     return rows, cold_row
 
 

@@ -151,12 +151,30 @@ def status(model=None, batch: int | None = None) -> str:
     loop_on, loop_why = _decide_loop(model, batch)
     if not (on or loop_on):
         return f"numpy: {why}"
-    import numba
+    import importlib.metadata
 
     loop = ("whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature, Gauss and "
             f"RecursiveCheckpoint adjoints): {loop_why}")
-    return (f"compiled (numba {numba.__version__}): {loop}; stage kernels for the numpy driver (implicit solvers, "
-            f"DP8, other engines): {why}; {ENV_VARIABLE}=0 selects numpy")
+    return (f"compiled (numba {importlib.metadata.version('numba')}, {_kernels_origin()}): {loop}; stage kernels "
+            f"for the numpy driver (implicit solvers, DP8, other engines): {why}; {ENV_VARIABLE}=0 selects numpy")
+
+
+def _kernels_origin() -> str:
+    """Where the compiled functions come (or will come) from, without loading them."""
+    if _state.get("kernels_source"):
+        return _state["kernels_source"]
+    if not _ahead_of_time_wanted():
+        return f"numba's just-in-time functions ({AHEAD_OF_TIME_VARIABLE}=0)"
+    from ._ahead_of_time import module_path
+
+    path = module_path()
+    if path.is_file():
+        return f"built ahead of time, loaded without numba from {path}"
+    return f"to be built ahead of time on first use (about a minute, once) into {path.parent}"
+
+
+def _ahead_of_time_wanted() -> bool:
+    return os.environ.get(AHEAD_OF_TIME_VARIABLE, "").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _load():
@@ -178,11 +196,11 @@ def _load_kernels() -> None:
         return
     started = time.perf_counter()
     module, why = None, f"{AHEAD_OF_TIME_VARIABLE}=0"
-    if os.environ.get(AHEAD_OF_TIME_VARIABLE, "").strip().lower() not in ("0", "false", "no", "off"):
+    if _ahead_of_time_wanted():
         from ._ahead_of_time import load_or_build
 
         def say_build():
-            print("harness: building the compiled kernels ahead of time (once, about a minute; cached on disk) ...",
+            print("harness: building the compiled kernels ahead of time (once, 1-4 minutes; cached on disk) ...",
                   file=sys.stderr, flush=True)
 
         module, why = load_or_build(say_build)
@@ -194,7 +212,7 @@ def _load_kernels() -> None:
         from ._warmup import just_in_time_kernels, warm_up
 
         def say_compile():
-            print("harness: compiling the numba kernels (once, about a minute; cached on disk) ...",
+            print("harness: compiling the numba kernels (once, 1-4 minutes; cached on disk) ...",
                   file=sys.stderr, flush=True)
 
         _state["kernels"] = just_in_time_kernels()

@@ -40,6 +40,7 @@ MODULE_NAME = "harness_compiled_loop"
 EXPORTED = ("forward_pass", "backward_pass", "reverse_sweep", "mlp_stage")
 HERE = Path(__file__).resolve().parent
 # every file whose code ends up in the module (or decides its argument types)
+FAILURE = "harness: build failed: "  # how the child reports why, in one line
 SOURCES = ("_activations.py", "_stage_kernels.py", "_adaptive_loop.py", "_reverse_sweep.py", "_arguments.py",
            "_ahead_of_time.py")
 
@@ -70,9 +71,15 @@ def build_key() -> str:
     return digest.hexdigest()[:20]
 
 
+DIRECTORY_VARIABLE = "HARNESS_AHEAD_OF_TIME_DIR"
+
+
 def cache_directory() -> Path:
-    """Where built modules live: beside numba's own cache (``NUMBA_CACHE_DIR`` if set), else this
-    package's ``__pycache__`` if writable, else the user's cache directory."""
+    """Where built modules live: ``HARNESS_AHEAD_OF_TIME_DIR`` if set, else beside numba's own cache
+    (``NUMBA_CACHE_DIR`` if set), else this package's ``__pycache__`` if writable, else the user's cache
+    directory."""
+    if os.environ.get(DIRECTORY_VARIABLE):
+        return Path(os.environ[DIRECTORY_VARIABLE])
     if os.environ.get("NUMBA_CACHE_DIR"):
         return Path(os.environ["NUMBA_CACHE_DIR"]) / "harness-ahead-of-time"
     beside = HERE / "__pycache__"
@@ -157,7 +164,8 @@ def _build_in_child(path: Path) -> str | None:
         built = scratch / path.name
         if done.returncode != 0 or not built.is_file():
             lines = (done.stderr or done.stdout or "").strip().splitlines()
-            return lines[-1] if lines else f"exit status {done.returncode}"
+            said = [line[len(FAILURE):] for line in lines if line.startswith(FAILURE)]
+            return (said or lines or [f"exit status {done.returncode}"])[-1]
         os.replace(built, path)  # one rename: a reader sees no module or the whole of it
         return None
     finally:
@@ -232,5 +240,16 @@ def _compile(directory: str) -> None:
         built.rename(Path(directory) / module_path().name)
 
 
+def _main(directory: str) -> int:
+    """The child's entry point: compile, or print why not as one line (`FAILURE`) and return 1."""
+    try:
+        _compile(directory)
+    except Exception as err:  # noqa: BLE001 (any failure means: fall back, saying why)
+        first_sentence = (str(err).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+        print(f"{FAILURE}{type(err).__name__}: {first_sentence}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    _compile(sys.argv[1])
+    sys.exit(_main(sys.argv[1]))
