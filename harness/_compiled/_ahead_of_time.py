@@ -17,8 +17,8 @@ about half a minute: numba compiles the code, then the C compiler builds numba's
 the module. It needs what any C extension needs, a C compiler and Python's headers; where the build
 fails, `load_or_build` says why and the caller falls back to numba's just-in-time functions.
 
-The cache entry is keyed on the kernels' source files, numba's version, the Python version and the
-CPU (its model and feature flags: the module is compiled for this CPU's instructions, like numba's
+The cache entry is keyed on the kernels' source files, numba's and numpy's versions, the Python
+version and the CPU (its model and feature flags: the module is compiled for this CPU's instructions, like numba's
 own cache), so an edit, an upgrade or another machine sharing the directory builds its own.
 """
 
@@ -62,11 +62,13 @@ def _cpu_identity() -> str:
 
 
 def build_key() -> str:
-    """The cache entry's name: a hash of the sources, numba's and Python's versions and the CPU."""
+    """The cache entry's name: a hash of the sources, numba's, numpy's and Python's versions and the CPU."""
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((HERE / name).read_bytes())
-    for part in (importlib.metadata.version("numba"), sys.version, _cpu_identity()):
+    # numpy too: the module's C runtime is compiled against numpy's headers
+    versions = (importlib.metadata.version("numba"), importlib.metadata.version("numpy"), sys.version)
+    for part in (*versions, _cpu_identity()):
         digest.update(part.encode())
     return digest.hexdigest()[:20]
 
@@ -100,13 +102,20 @@ def module_path(key: str | None = None) -> Path:
 
 
 def load(path: Path | None = None):
-    """The built module, imported (no numba involved), or None if it is not built."""
+    """The built module, imported (no numba involved), or None if it is not built or does not load
+    (then it is removed, to be built again)."""
     path = path or module_path()
     if not path.is_file():
         return None
     spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError:  # a file this machine cannot load (it should not happen: the key names the build)
+        path.unlink(missing_ok=True)
+        return None
+    if not all(hasattr(module, name) for name in EXPORTED):
+        return None
     return module
 
 
