@@ -64,8 +64,9 @@ def _cpu_identity() -> str:
 def build_key() -> str:
     """The cache entry's name: a hash of the sources, numba's, numpy's and Python's versions and the CPU."""
     digest = hashlib.sha256()
-    for name in SOURCES:
-        digest.update((HERE / name).read_bytes())
+    # every source file of this package: any of them may end up in the module or decide its types
+    for source in sorted(HERE.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
     # numpy too: the module's C runtime is compiled against numpy's headers
     versions = (importlib.metadata.version("numba"), importlib.metadata.version("numpy"), sys.version)
     for part in (*versions, _cpu_identity()):
