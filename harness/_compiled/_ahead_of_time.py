@@ -39,10 +39,7 @@ from pathlib import Path
 MODULE_NAME = "harness_compiled_loop"
 EXPORTED = ("forward_pass", "backward_pass", "reverse_sweep", "mlp_stage")
 HERE = Path(__file__).resolve().parent
-# every file whose code ends up in the module (or decides its argument types)
 FAILURE = "harness: build failed: "  # how the child reports why, in one line
-SOURCES = ("_activations.py", "_stage_kernels.py", "_adaptive_loop.py", "_reverse_sweep.py", "_arguments.py",
-           "_ahead_of_time.py")
 
 
 def _cpu_identity() -> str:
