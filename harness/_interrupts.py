@@ -23,12 +23,19 @@ that defines one sets the mark. Every string `exec` clears the mark as it starts
 
 from __future__ import annotations
 
+import _thread
+import atexit
 import contextlib
 import signal
+import sys
 import threading
 
 # Set by the handler `sigint_watched` installs: SIGINT arrived inside the watched block.
 _sigint_received = threading.Event()
+
+# An interrupt dropped where Python cannot raise is tripped again after this long: time for the
+# place that dropped it to return, far below the second within which Ctrl-C must stop a command.
+REDELIVERY_SECONDS = 0.05
 
 
 def interrupt_in(err: BaseException) -> KeyboardInterrupt | None:
@@ -67,12 +74,18 @@ def raise_if_interrupt(err: BaseException) -> None:
 
 @contextlib.contextmanager
 def sigint_watched():
-    """Record whether SIGINT arrives inside the block (for `is_interrupt`); otherwise as before.
+    """Record whether SIGINT arrives inside the block (for `is_interrupt`), and never lose it.
 
     The handler notes the signal, then hands it to the Python handler it replaced (the default one
-    raises KeyboardInterrupt), which is restored on exit. Where Python does not handle SIGINT (the
-    process ignores it, as background jobs of a script do, or a native library owns it) or off the
-    main thread (only it can set handlers), the block runs unwatched.
+    raises KeyboardInterrupt), which is restored on exit. Python cannot raise an exception where
+    the interrupt may land, inside a weakref callback or a `__del__` (importlib's module locks
+    have such callbacks, so any import is exposed): it prints "Exception ignored" and drops the
+    interrupt, and the command would run on. Inside the block such an interrupt is not printed but
+    delivered again, `REDELIVERY_SECONDS` later, to the main thread's ordinary code.
+
+    Where Python does not handle SIGINT (the process ignores it, as background jobs of a script
+    do, or a native library owns it) or off the main thread (only it can set handlers), the block
+    runs unwatched.
     """
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or not callable(previous):
@@ -83,13 +96,42 @@ def sigint_watched():
         _sigint_received.set()
         previous(signum, frame)
 
+    previous_hook = sys.unraisablehook
+
+    def redeliver_lost_interrupt(unraisable):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous_hook(unraisable)
+            return
+        # Not from here: the hook itself is a place where Python cannot raise. A timer thread
+        # trips SIGINT again once this hook (and the callback that called it) has returned.
+        again = threading.Timer(REDELIVERY_SECONDS, _thread.interrupt_main)
+        again.daemon = True
+        again.start()
+
     _sigint_received.clear()
     signal.signal(signal.SIGINT, note_then_pass_on)
+    sys.unraisablehook = redeliver_lost_interrupt
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, previous)
         _sigint_received.clear()  # what follows in this process is no longer this command's
+
+
+def quiet_teardown() -> None:
+    """After Ctrl-C, let the interpreter's exit print no "Exception ignored in ... __del__".
+
+    An import the interrupt cut short can leave half-built objects whose `__del__` fails when the
+    interpreter tears the modules down (pyparsing's, under matplotlib, was seen to): noise after the
+    command's one line, about objects the user stopped us building. Only the exit is silenced:
+    the hook is swapped in by an exit handler, so the process runs with its own until then.
+    """
+    atexit.register(setattr, sys, "unraisablehook", _ignore)
+
+
+def _ignore(unraisable) -> None:
+    """An unraisable-exception hook that drops everything (see `quiet_teardown`)."""
 
 
 def forget_unhandled_interrupt() -> None:

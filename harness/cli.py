@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 
-from ._interrupts import forget_unhandled_interrupt, raise_if_interrupt, sigint_watched
+from ._interrupts import forget_unhandled_interrupt, quiet_teardown, raise_if_interrupt, sigint_watched
 from .errors import (
     BackendError, BackendUnavailableError, HarnessInputError, SolverError, TrainingDivergedError,
     UnstableBacksolveError,
@@ -339,6 +339,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         hint = "; run the same command again to resume" if command in RESUMABLE else ""
         _say(f"{name}: interrupted{hint}")
+        quiet_teardown()  # the line above stays the only one (see `_interrupts.quiet_teardown`)
         return 130
     except HarnessInputError as err:
         _say(f"{name}: error: {err}")

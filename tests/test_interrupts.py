@@ -12,6 +12,9 @@ interrupt was seen to go wrong in the fault-injection runs:
   ImportError("initialization failed") raised from the KeyboardInterrupt (matplotlib's Agg
   backend): a traceback and exit status 1 instead of "interrupted";
 - the same with the interrupt replaced, not chained (numpy's C core import);
+- inside a weakref callback (importlib's module locks have them), where Python cannot raise: it
+  printed "Exception ignored" and the command ran on to the end, exit status 0;
+- inside an import that left half-built objects, whose `__del__` printed a traceback at exit;
 - inside an engine's compute, wrapped the same way, during `harness compare`: the cell was stored
   as "failed" and the grid went on.
 """
@@ -34,6 +37,8 @@ HARNESS_WITH_INTERRUPTS = '''
 import os
 import signal
 import sys
+import time
+import weakref
 from dataclasses import dataclass, replace
 
 import harness
@@ -69,9 +74,36 @@ def replaced_by_an_extension(args):
     return 0
 
 
+def in_a_weakref_callback(args):
+    class ModuleLock:
+        pass
+
+    lock = ModuleLock()
+    ref = weakref.ref(lock, lambda ref: ctrl_c())  # as importlib's module locks have
+    del lock  # the callback runs here, and Python cannot raise from it
+    for _ in range(1000):  # 10 s of work the interrupt must stop
+        time.sleep(0.01)
+    return 0 if ref() is None else 1
+
+
+class HalfBuilt:
+    def __del__(self):
+        self.expr  # never set: its __init__ did not run
+
+
+LEFT_BEHIND = []
+
+
+def leaving_half_built_objects(args):
+    LEFT_BEHIND.append(HalfBuilt.__new__(HalfBuilt))  # as an import cut short leaves them
+    ctrl_c()
+    return 0
+
+
 def register(subparsers):
     for name, func in [("in-string-exec", in_string_exec), ("chained", chained_by_an_extension),
-                       ("replaced", replaced_by_an_extension)]:
+                       ("replaced", replaced_by_an_extension), ("in-weakref-callback", in_a_weakref_callback),
+                       ("half-built", leaving_half_built_objects)]:
         subparsers.add_parser(name).set_defaults(func=func)
 
 
@@ -124,10 +156,12 @@ def _harness(tmp_path: Path, *args, env=None) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("command", ["in-string-exec", "chained", "replaced"])
+@pytest.mark.parametrize("command", ["in-string-exec", "chained", "replaced", "in-weakref-callback", "half-built"])
 def test_ctrl_c_ends_with_one_line_and_status_130(tmp_path, command):
     done = _harness(tmp_path, command)
-    # -2 would be "killed by SIGINT": what in-string-exec gave before the unhandled mark was cleared
+    # before the fix: in-string-exec -2 ("killed by SIGINT", after the line); chained and replaced
+    # 1 with a traceback; in-weakref-callback "Exception ignored ... KeyboardInterrupt" and 0 after
+    # the 10 s of work; half-built its line, then "Exception ignored in ... __del__" at exit
     assert done.returncode == 130, done.stderr
     assert done.stderr == f"harness {command}: interrupted\n"
 
