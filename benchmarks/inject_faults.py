@@ -8,6 +8,7 @@ log-likelihood for `reproduce`; every number of results.json but timings for `co
 
     python benchmarks/inject_faults.py            # the full set, on the tutorial's problem
     python benchmarks/inject_faults.py --quick    # the set the test suite runs (tests/test_faults.py)
+    python benchmarks/inject_faults.py --quick --only sigint_figures --repeat 30   # one, 30 times
 
 It ends with "N faults injected, N survived, nothing lost" (or says which did not survive) and exits
 with status 0 only if every fault survived.
@@ -525,12 +526,20 @@ class Faults:
             return Outcome(key, problems=[f"the injection itself failed: {type(err).__name__}: {err}"])
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+    return int(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the fast set the test suite runs")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random injection points")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
     parser.add_argument("--only", nargs="+", metavar="KEY", help="run only these scenarios (keys as printed)")
+    parser.add_argument("--repeat", type=_at_least_one, default=1, metavar="N",
+                        help="run each scenario N times (an intermittent fault shows as a rate)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     work = Path(tempfile.mkdtemp(prefix="harness-faults-"))
@@ -538,9 +547,8 @@ def main(argv=None) -> int:
     faults = Faults(work, args.quick, random.Random(seed))
     outcomes = []
     try:
-        for key in QUICK if args.quick else FULL:
-            if args.only and key not in args.only:
-                continue
+        keys = [key for key in (QUICK if args.quick else FULL) if not args.only or key in args.only]
+        for key in [key for key in keys for _ in range(args.repeat)]:
             outcome = faults.run(key, faults.scenario(key))
             outcomes.append(outcome)
             status = "survived" if outcome.survived else "NOT SURVIVED: " + "; ".join(outcome.problems)

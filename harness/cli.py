@@ -15,6 +15,7 @@ import importlib
 import os
 import sys
 
+from ._interrupts import forget_unhandled_interrupt, quiet_teardown, raise_if_interrupt, sigint_watched
 from .errors import (
     BackendError, BackendUnavailableError, HarnessInputError, SolverError, TrainingDivergedError,
     UnstableBacksolveError,
@@ -186,8 +187,8 @@ def engine_rows() -> list[dict]:
     for module_name in ("harness.julia", "harness.peers.common"):
         try:
             importlib.import_module(module_name)
-        except ImportError:
-            pass
+        except ImportError as err:
+            raise_if_interrupt(err)
     rows = []
     for declaration in registered_engines():
         available, reason = declaration.availability()
@@ -284,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in PLUGINS:
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
+        except ImportError as err:
+            raise_if_interrupt(err)  # an interrupted import is Ctrl-C, not an absent plugin
             continue
         module.register(sub)
     return parser
@@ -313,25 +315,31 @@ def main(argv=None) -> int:
     _stdout_dropped = False
     name, command = "harness", None
     try:
-        started_file = os.environ.get(STARTED_ENV)
-        if started_file:
-            open(started_file, "w").close()
-        from .sensitivity import load_engine_plugins
+        with sigint_watched():  # so that an error Ctrl-C caused is known as Ctrl-C
+            try:
+                started_file = os.environ.get(STARTED_ENV)
+                if started_file:
+                    open(started_file, "w").close()
+                from .sensitivity import load_engine_plugins
 
-        load_engine_plugins()  # before the parser: its help lists the engines by name
-        parser = build_parser()  # the heavy imports happen here, inside the handling below
-        args = parser.parse_args(argv)
-        command = args.command
-        name = f"harness {command}"
-        code = args.func(args)
-        if _stdout_dropped:
-            print(f"{name}: stdout was closed before the end (a pipe whose reader exited); every output "
-                  "file was written", file=sys.stderr)
-            return 1
-        return code
+                load_engine_plugins()  # before the parser: its help lists the engines by name
+                parser = build_parser()  # the heavy imports happen here, inside the handling below
+                args = parser.parse_args(argv)
+                command = args.command
+                name = f"harness {command}"
+                code = args.func(args)
+                if _stdout_dropped:
+                    print(f"{name}: stdout was closed before the end (a pipe whose reader exited); every output "
+                          "file was written", file=sys.stderr)
+                    return 1
+                return code
+            except Exception as err:
+                raise_if_interrupt(err)  # an error made of Ctrl-C (see `_interrupts`) ends as Ctrl-C
+                raise
     except KeyboardInterrupt:
         hint = "; run the same command again to resume" if command in RESUMABLE else ""
         _say(f"{name}: interrupted{hint}")
+        quiet_teardown()  # the line above stays the only one (see `_interrupts.quiet_teardown`)
         return 130
     except HarnessInputError as err:
         _say(f"{name}: error: {err}")
@@ -360,6 +368,10 @@ def main(argv=None) -> int:
         hint = "; free some space and run the same command again to resume" if err.errno == errno.ENOSPC else ""
         _say(f"{name}: could not write{where}: {err.strerror or err}{hint}")
         return 1
+    finally:
+        # The status returned here is the process's: under `python -m`, a Ctrl-C that left a string
+        # exec (a dataclass being defined by an import) would make it "killed by SIGINT" instead.
+        forget_unhandled_interrupt()
 
 
 def _say(line: str) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._interrupts import raise_if_interrupt
 from .errors import BackendError, BackendUnavailableError, RefusedError, SolverError, UnstableBacksolveError
 from ._forward import SolveOptions
 from .problems import augment_problem, load_problem
@@ -139,6 +140,7 @@ def julia_unavailable_row() -> Row | None:
     try:
         from .julia import julia_status
     except ImportError as err:
+        raise_if_interrupt(err)
         return Row("Julia engines", "unavailable", reason=f"harness.julia cannot be imported: {err}")
     status = julia_status()
     return None if status.available else Row("Julia engines", "unavailable", reason=status.reason)

@@ -44,6 +44,7 @@ import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .. import __version__
+from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError, HarnessInputError
 from ._cells import cell_key
 from ._runner import task_failure
@@ -280,6 +281,7 @@ class DaskExecutor:
                 try:
                     record = future.result()
                 except Exception as err:  # noqa: BLE001 - KilledWorker, or an error outside fn
+                    raise_if_interrupt(err)
                     record = task_failure(cell, err)
                 yield record
         finally:

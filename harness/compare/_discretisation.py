@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import _compiled as compiled
 from .. import _memory as memory
+from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError
 from ..sensitivity import ForwardSensitivity, RecursiveCheckpointAdjoint, gradient
 from ._cells import base_record, build_problem_from_spec, one_line_error, plain, prepare
@@ -161,6 +162,7 @@ class DiscretisationKind(ExperimentKind):
         try:
             problem, engine = prepare(spec)
         except BackendUnavailableError as err:
+            raise_if_interrupt(err)
             return base_record(spec, "unavailable", str(err))
 
         def call(engine=engine):
@@ -177,8 +179,10 @@ class DiscretisationKind(ExperimentKind):
                         discrete = call(RecursiveCheckpointAdjoint()).dtheta
                         exact = _ode_gradient(spec.problem, spec.seed, spec.reference_tolerance)
             except BackendUnavailableError as err:
+                raise_if_interrupt(err)
                 return base_record(spec, "unavailable", str(err))
             except Exception as err:  # a failure is a finding, not a crash of the comparison
+                raise_if_interrupt(err)
                 return base_record(spec, "failed", one_line_error(err))
             peak = None
             if spec.role == "memory" and spec.engine.backend == "harness":

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _memory as memory
+from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError
 from ..sensitivity import gradient
 from . import _figures
@@ -250,6 +251,7 @@ class GradientKind(ExperimentKind):
         try:
             problem, engine = prepare(spec)
         except BackendUnavailableError as err:
+            raise_if_interrupt(err)
             return base_record(spec, "unavailable", str(err))
 
         def call():
@@ -267,8 +269,10 @@ class GradientKind(ExperimentKind):
                     times = [float(result.seconds)] + [float(call().seconds)
                                                        for _ in range(spec.repeats - 1)]
             except BackendUnavailableError as err:
+                raise_if_interrupt(err)
                 return base_record(spec, "unavailable", str(err))
             except Exception as err:  # an engine's failure is a finding, not a crash of the comparison
+                raise_if_interrupt(err)
                 return base_record(spec, "failed", one_line_error(err))
             peak = None
             if spec.measure_memory and spec.engine.backend == "harness":

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from .. import _memory as memory
+from .._interrupts import raise_if_interrupt
 from .._io import write_json
 from .._progress import Progress
 from ._cells import base_record, cell_key, one_blas_thread, one_line_error, run_cell
@@ -45,7 +46,8 @@ def run_cell_guarded(spec) -> dict:
     """
     try:
         return run_cell(spec)
-    except Exception as err:  # noqa: BLE001 - the point is that nothing escapes
+    except Exception as err:  # noqa: BLE001 - the point is that nothing escapes, but Ctrl-C
+        raise_if_interrupt(err)
         return task_failure(spec, err)
 
 

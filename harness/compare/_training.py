@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from .. import _memory as memory
+from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError
 from ..problems import Problem
 from .._forward import SolveOptions, solve_forward
@@ -121,6 +122,7 @@ class TrainingKind(ExperimentKind):
         try:
             problem, engine = prepare(spec)
         except BackendUnavailableError as err:
+            raise_if_interrupt(err)
             return base_record(spec, "unavailable", str(err))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -130,8 +132,10 @@ class TrainingKind(ExperimentKind):
                                    solver=spec.solver, rtol=spec.rtol, atol=spec.atol,
                                    log_every=spec.log_every, progress=False)
             except BackendUnavailableError as err:
+                raise_if_interrupt(err)
                 return base_record(spec, "unavailable", str(err))
             except Exception as err:
+                raise_if_interrupt(err)
                 return base_record(spec, "failed", one_line_error(err))
         record = base_record(
             spec, "flagged" if caught else "ok",

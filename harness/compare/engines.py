@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError
 from ..sensitivity import ENGINES, declaration_of
 from .spec import EngineSpec
@@ -84,7 +85,8 @@ def backend_versions(backends) -> dict:
                 for key in ("version", "versions", "packages")
                 if getattr(status, key, None) is not None
             } or {"available": bool(status.available), "reason": getattr(status, "reason", None)}
-        except ImportError:
+        except ImportError as err:
+            raise_if_interrupt(err)
             versions["julia"] = {"available": False, "reason": "harness.julia not installed"}
     peers_used = [b for b in backends if b not in ("harness", "julia")]
     if peers_used:

@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._interrupts import raise_if_interrupt
 from .environment import (
     _python_package,
     find_julia,
@@ -107,6 +108,7 @@ def run_setup(julia: str | None = None, *, force: bool = False, check_network: b
               "see Julia's output above", file=sys.stderr)
         return 1
     except Exception as error:  # juliapkg raises plain Exceptions (e.g. "could not find Julia")
+        raise_if_interrupt(error)
         print(f"harness julia setup: {error}", file=sys.stderr)
         return 2
     resolved = time.perf_counter()
