@@ -39,6 +39,7 @@ from numba import njit
 
 from ._activations import FASTMATH, sigmoid, softplus, tanh
 from ._stage_kernels import mlp_stage
+from ._unit_stage import unit_stage, unit_theta_products
 
 FORWARD, BACKSOLVE, INTERPOLATING, ALONE = 0, 1, 2, 3  # what a stage evaluates
 OK, FAILED, NEED_ROOM = 0, 1, 2
@@ -120,6 +121,13 @@ def _column_stage(net, x, a, sign, out_f, out_az, want_f, want_vjp):
 def _value(net, x, out):
     """f(x) into out, both (N, B)."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
+    if x.shape[1] == 1:
+        n = x.shape[0]
+        out_1 = out.reshape(n)
+        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x.reshape(n), out_1, 1.0,
+                   inputs.reshape(inputs.shape[0]), cots.reshape(cots.shape[0]), slopes.reshape(slopes.shape[0]),
+                   out_1, out_1, True, False)
+        return
     if x.shape[1] <= COLUMN_BATCH:
         _column_stage(net, x, dummy, 1.0, out, out, True, False)
         return
@@ -132,7 +140,12 @@ def _vjp_stage(net, x, a, out_f, out_az, want_f):
     """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, leaving the layer records in `net`'s buffers: column by
     column for a few columns, else the fused kernel."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
-    if x.shape[1] <= COLUMN_BATCH:
+    if x.shape[1] == 1:
+        n = x.shape[0]
+        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x.reshape(n), a.reshape(n),
+                   -1.0, inputs.reshape(inputs.shape[0]), cots.reshape(cots.shape[0]), slopes.reshape(slopes.shape[0]),
+                   out_f.reshape(n), out_az.reshape(n), want_f, True)
+    elif x.shape[1] <= COLUMN_BATCH:
         _column_stage(net, x, a, -1.0, out_f, out_az, want_f, True)
     else:
         mlp_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, -1.0, inputs, cots,
@@ -145,6 +158,10 @@ def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
     _vjp_stage(net, x, a, out_f, out_az, want_f)
     batch = x.shape[1]
+    if batch == 1:
+        unit_theta_products(widths, w_off, in_rows, cot_rows, inputs.reshape(inputs.shape[0]),
+                            cots.reshape(cots.shape[0]), products)
+        return
     for layer in range(widths.shape[0] - 1):
         n_in, n_out = widths[layer], widths[layer + 1]
         w0, r_in, r_g = w_off[layer], in_rows[layer], cot_rows[layer]
