@@ -117,7 +117,7 @@ def _column_stage(net, x, a, sign, out_f, out_az, want_f, want_vjp):
                     out_az[k, b] = value
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _value(net, x, out):
     """f(x) into out, both (N, B)."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
@@ -135,7 +135,7 @@ def _value(net, x, out):
               slopes, out, out, True, False)
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _vjp_stage(net, x, a, out_f, out_az, want_f):
     """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, leaving the layer records in `net`'s buffers: column by
     column for a few columns, else the fused kernel."""
@@ -152,7 +152,7 @@ def _vjp_stage(net, x, a, out_f, out_az, want_f):
                   slopes, out_f, out_az, want_f, True)
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
     """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, and -(∂f/∂θ)ᵀa into `products` ([W | b] layout)."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
@@ -179,7 +179,7 @@ def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
                 products[w0 + j * (n_in + 1) + k] = total
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _cotangent_stage(net, x, a, out_az):
     """-(∂f/∂z)ᵀa at x into out_az, all (N, B): `_adjoint_stage` without f and the θ products."""
     _vjp_stage(net, x, a, out_az, out_az, False)
@@ -209,7 +209,7 @@ def _dense_z(t, first, count, d_t, d_h, d_y, d_q, out):
         out[r] += y[r]  # Σ q x^m first, then y: the numpy order
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
     """One stage at (t, u) into k_out (flat states); an adjoint's θ products into `products`."""
     u3, k3 = u.reshape(shape), k_out.reshape(shape)
@@ -269,7 +269,7 @@ def _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, z_node, discard, p
             q[p] -= products[p]  # `_adjoint_stage` forms -(∂f/∂θ)ᵀa
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _combine(start, h, weights, count, K, out, from_zero):
     """out = start + Σ_{j < count} (h weights[j]) K[j] (or the sum alone, `from_zero`), the terms added
     in j order, as the numpy loop does. The state is walked in chunks of `CHUNK` entries, every term per
@@ -378,11 +378,15 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
             h = t1 - t
             h_abs = abs(h)
         # rk_step: the stages, the solution, the last (first-same-as-last) stage, the error estimate
-        for i in range(1, s):
-            _combine(u, h, A[i], i, K, u_stage, False)
-            _stage(mode, net, shape, t + C[i] * h, u_stage, K[i], products[i], dense, zbuf)
-        _combine(u, h, B, s, K, u_new, False)
-        _stage(mode, net, shape, t_new, u_new, K[s], products[s], dense, zbuf)
+        # one `_stage` call site for stages 1 .. s (it is inlined: each site is a copy of every mode's code)
+        for i in range(1, s + 1):
+            if i < s:
+                _combine(u, h, A[i], i, K, u_stage, False)
+                t_i, y_i = t + C[i] * h, u_stage
+            else:
+                _combine(u, h, B, s, K, u_new, False)
+                t_i, y_i = t_new, u_new
+            _stage(mode, net, shape, t_i, y_i, K[i], products[i], dense, zbuf)
         _combine(u, h, E, s + 1, K, scratch, True)
         total = 0.0
         for d in range(size):
