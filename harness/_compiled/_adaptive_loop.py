@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit
 
 from ._activations import FASTMATH, sigmoid, softplus, tanh
+from ._borrowed import borrowed, borrowed_four, borrowed_network, borrowed_seven, borrowed_tableau, reshaped
 from ._stage_kernels import mlp_stage
 from ._unit_stage import unit_stage, unit_theta_products
 
@@ -118,15 +119,21 @@ def _column_stage(net, x, a, sign, out_f, out_az, want_f, want_vjp):
 
 
 @njit(inline="always", **_OPTIONS)
+def _flat_records(net):
+    """`net`'s (R, 1) record buffers (inputs, cotangents, slopes) as 1-D views, for `unit_stage` at B = 1."""
+    inputs, cots, slopes = net[8], net[9], net[10]
+    return reshaped(inputs, (inputs.shape[0],)), reshaped(cots, (cots.shape[0],)), reshaped(slopes, (slopes.shape[0],))
+
+
+@njit(inline="always", **_OPTIONS)
 def _value(net, x, out):
     """f(x) into out, both (N, B)."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
     if x.shape[1] == 1:
         n = x.shape[0]
-        out_1 = out.reshape(n)
-        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x.reshape(n), out_1, 1.0,
-                   inputs.reshape(inputs.shape[0]), cots.reshape(cots.shape[0]), slopes.reshape(slopes.shape[0]),
-                   out_1, out_1, True, False)
+        out_1 = reshaped(out, (n,))
+        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, reshaped(x, (n,)), out_1, 1.0,
+                   *_flat_records(net), out_1, out_1, True, False)
         return
     if x.shape[1] <= COLUMN_BATCH:
         _column_stage(net, x, dummy, 1.0, out, out, True, False)
@@ -142,9 +149,9 @@ def _vjp_stage(net, x, a, out_f, out_az, want_f):
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
     if x.shape[1] == 1:
         n = x.shape[0]
-        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x.reshape(n), a.reshape(n),
-                   -1.0, inputs.reshape(inputs.shape[0]), cots.reshape(cots.shape[0]), slopes.reshape(slopes.shape[0]),
-                   out_f.reshape(n), out_az.reshape(n), want_f, True)
+        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, reshaped(x, (n,)),
+                   reshaped(a, (n,)), -1.0, *_flat_records(net), reshaped(out_f, (n,)), reshaped(out_az, (n,)), want_f,
+                   True)
     elif x.shape[1] <= COLUMN_BATCH:
         _column_stage(net, x, a, -1.0, out_f, out_az, want_f, True)
     else:
@@ -159,8 +166,8 @@ def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
     _vjp_stage(net, x, a, out_f, out_az, want_f)
     batch = x.shape[1]
     if batch == 1:
-        unit_theta_products(widths, w_off, in_rows, cot_rows, inputs.reshape(inputs.shape[0]),
-                            cots.reshape(cots.shape[0]), products)
+        flat_inputs, flat_cots, _ = _flat_records(net)
+        unit_theta_products(widths, w_off, in_rows, cot_rows, flat_inputs, flat_cots, products)
         return
     for layer in range(widths.shape[0] - 1):
         n_in, n_out = widths[layer], widths[layer + 1]
@@ -212,7 +219,7 @@ def _dense_z(t, first, count, d_t, d_h, d_y, d_q, out):
 @njit(inline="always", **_OPTIONS)
 def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
     """One stage at (t, u) into k_out (flat states); an adjoint's θ products into `products`."""
-    u3, k3 = u.reshape(shape), k_out.reshape(shape)
+    u3, k3 = reshaped(u, shape), reshaped(k_out, shape)
     if mode == FORWARD:
         _value(net, u3[0], k3[0])
     elif mode == BACKSOLVE:
@@ -220,7 +227,7 @@ def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
     else:
         first, count, d_t, d_h, d_y, d_q = dense
         _dense_z(t, first, count, d_t, d_h, d_y, d_q, zbuf)
-        z = zbuf.reshape(shape[1:])
+        z = reshaped(zbuf, shape[1:])
         if mode == INTERPOLATING:
             _adjoint_stage(net, z, u3[0], k3[0], k3[0], False, products)
         else:
@@ -494,6 +501,9 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     -------
     status (NEED_ROOM: a larger store is needed), h_last, (n_rhs, n_accepted, n_rejected).
     """
+    # the caller holds every argument for the whole call: borrow them (no reference counting, `_borrowed`)
+    net, tab, work, store = borrowed_network(net), borrowed_tableau(tab), borrowed_seven(work), borrowed_four(store)
+    z0, times, z_at, piece_first = borrowed(z0), borrowed(times), borrowed(z_at), borrowed(piece_first)
     n, batch = z0.shape
     size = n * batch
     shape = (1, n, batch)
@@ -549,6 +559,11 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
     -------
     status, (n_rhs, n_accepted, n_rejected).
     """
+    # the caller holds every argument for the whole call: borrow them (no reference counting, `_borrowed`)
+    net, tab, store, work, nodes = (borrowed_network(net), borrowed_tableau(tab), borrowed_four(store),
+                                    borrowed_seven(work), borrowed_four(nodes))
+    z_at, dL_dz, times, piece_first = borrowed(z_at), borrowed(dL_dz), borrowed(times), borrowed(piece_first)
+    u, q = borrowed(u), borrowed(q)
     n_times, n, batch = z_at.shape
     bn = n * batch
     n_blocks = 2 if mode == BACKSOLVE else 1
