@@ -54,7 +54,8 @@ _OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
 
 # Up to this many columns a stage runs column by column (`_column_stage`): `mlp_stage`'s loops along
 # the batch, made for SIMD over hundreds of columns, cost about 1.5 µs a stage in slicing and loop set-up
-# at B = 1 (2-50-2), several times the arithmetic.
+# at B = 1 (2-50-2), several times the arithmetic. A single column (B = 1) has its own kernel,
+# vectorised along each layer's units instead (`_unit_stage.unit_stage`).
 COLUMN_BATCH = 4
 CHUNK = 512  # entries of the state per chunk of a stage combination (`_combine`): 4 KB a row
 
@@ -144,8 +145,8 @@ def _value(net, x, out):
 
 @njit(inline="always", **_OPTIONS)
 def _vjp_stage(net, x, a, out_f, out_az, want_f):
-    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, leaving the layer records in `net`'s buffers: column by
-    column for a few columns, else the fused kernel."""
+    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, leaving the layer records in `net`'s buffers: the
+    single-column kernel at B = 1, column by column for a few columns, else the fused kernel."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
     if x.shape[1] == 1:
         n = x.shape[0]
