@@ -84,7 +84,7 @@ def borrowed_seven(arrays):
     return borrowed(a), borrowed(b), borrowed(c), borrowed(d), borrowed(e), borrowed(f), borrowed(g)
 
 
-# called, not inlined by numba (LLVM still inlines it): numba's inlining of its error path at each of
+# called, not inlined by numba (LLVM may still inline it): numba's inlining of its error path at each of
 # its call sites made the first compilation 1.5x as long (252 s of CPU against 167 s, measured)
 @njit(cache=True)
 def reshaped(array, shape):
