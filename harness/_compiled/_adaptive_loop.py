@@ -38,7 +38,9 @@ import numpy as np
 from numba import njit
 
 from ._activations import FASTMATH, sigmoid, softplus, tanh
+from ._borrowed import borrowed, borrowed_four, borrowed_network, borrowed_seven, borrowed_tableau, reshaped
 from ._stage_kernels import mlp_stage
+from ._unit_stage import unit_stage, unit_theta_products
 
 from ._arguments import ALONE, BACKSOLVE, FAILED, FORWARD, INTERPOLATING, NEED_ROOM, OK  # noqa: F401 (the loop's numbers)
 
@@ -51,7 +53,8 @@ _OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
 
 # Up to this many columns a stage runs column by column (`_column_stage`): `mlp_stage`'s loops along
 # the batch, made for SIMD over hundreds of columns, cost about 1.5 µs a stage in slicing and loop set-up
-# at B = 1 (2-50-2), several times the arithmetic.
+# at B = 1 (2-50-2), several times the arithmetic. A single column (B = 1) has its own kernel,
+# vectorised along each layer's units instead (`_unit_stage.unit_stage`).
 COLUMN_BATCH = 4
 CHUNK = 512  # entries of the state per chunk of a stage combination (`_combine`): 4 KB a row
 
@@ -115,10 +118,23 @@ def _column_stage(net, x, a, sign, out_f, out_az, want_f, want_vjp):
                     out_az[k, b] = value
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
+def _flat_records(net):
+    """`net`'s (R, 1) record buffers (inputs, cotangents, slopes) as 1-D views, for `unit_stage` at B = 1."""
+    inputs, cots, slopes = net[8], net[9], net[10]
+    return reshaped(inputs, (inputs.shape[0],)), reshaped(cots, (cots.shape[0],)), reshaped(slopes, (slopes.shape[0],))
+
+
+@njit(inline="always", **_OPTIONS)
 def _value(net, x, out):
     """f(x) into out, both (N, B)."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
+    if x.shape[1] == 1:
+        n = x.shape[0]
+        out_1 = reshaped(out, (n,))
+        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, reshaped(x, (n,)), out_1, 1.0,
+                   *_flat_records(net), out_1, out_1, True, False)
+        return
     if x.shape[1] <= COLUMN_BATCH:
         _column_stage(net, x, dummy, 1.0, out, out, True, False)
         return
@@ -126,24 +142,33 @@ def _value(net, x, out):
               slopes, out, out, True, False)
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _vjp_stage(net, x, a, out_f, out_az, want_f):
-    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, leaving the layer records in `net`'s buffers: column by
-    column for a few columns, else the fused kernel."""
+    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, leaving the layer records in `net`'s buffers: the
+    single-column kernel at B = 1, column by column for a few columns, else the fused kernel."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
-    if x.shape[1] <= COLUMN_BATCH:
+    if x.shape[1] == 1:
+        n = x.shape[0]
+        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, reshaped(x, (n,)),
+                   reshaped(a, (n,)), -1.0, *_flat_records(net), reshaped(out_f, (n,)), reshaped(out_az, (n,)), want_f,
+                   True)
+    elif x.shape[1] <= COLUMN_BATCH:
         _column_stage(net, x, a, -1.0, out_f, out_az, want_f, True)
     else:
         mlp_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, -1.0, inputs, cots,
                   slopes, out_f, out_az, want_f, True)
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
     """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, and -(∂f/∂θ)ᵀa into `products` ([W | b] layout)."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
     _vjp_stage(net, x, a, out_f, out_az, want_f)
     batch = x.shape[1]
+    if batch == 1:
+        flat_inputs, flat_cots, _ = _flat_records(net)
+        unit_theta_products(widths, w_off, in_rows, cot_rows, flat_inputs, flat_cots, products)
+        return
     for layer in range(widths.shape[0] - 1):
         n_in, n_out = widths[layer], widths[layer + 1]
         w0, r_in, r_g = w_off[layer], in_rows[layer], cot_rows[layer]
@@ -161,7 +186,7 @@ def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
                 products[w0 + j * (n_in + 1) + k] = total
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _cotangent_stage(net, x, a, out_az):
     """-(∂f/∂z)ᵀa at x into out_az, all (N, B): `_adjoint_stage` without f and the θ products."""
     _vjp_stage(net, x, a, out_az, out_az, False)
@@ -191,10 +216,10 @@ def _dense_z(t, first, count, d_t, d_h, d_y, d_q, out):
         out[r] += y[r]  # Σ q x^m first, then y: the numpy order
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
     """One stage at (t, u) into k_out (flat states); an adjoint's θ products into `products`."""
-    u3, k3 = u.reshape(shape), k_out.reshape(shape)
+    u3, k3 = reshaped(u, shape), reshaped(k_out, shape)
     if mode == FORWARD:
         _value(net, u3[0], k3[0])
     elif mode == BACKSOLVE:
@@ -202,7 +227,7 @@ def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
     else:
         first, count, d_t, d_h, d_y, d_q = dense
         _dense_z(t, first, count, d_t, d_h, d_y, d_q, zbuf)
-        z = zbuf.reshape(shape[1:])
+        z = reshaped(zbuf, shape[1:])
         if mode == INTERPOLATING:
             _adjoint_stage(net, z, u3[0], k3[0], k3[0], False, products)
         else:
@@ -251,7 +276,7 @@ def _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, z_node, discard, p
             q[p] -= products[p]  # `_adjoint_stage` forms -(∂f/∂θ)ᵀa
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _combine(start, h, weights, count, K, out, from_zero):
     """out = start + Σ_{j < count} (h weights[j]) K[j] (or the sum alone, `from_zero`), the terms added
     in j order, as the numpy loop does. The state is walked in chunks of `CHUNK` entries, every term per
@@ -360,11 +385,15 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
             h = t1 - t
             h_abs = abs(h)
         # rk_step: the stages, the solution, the last (first-same-as-last) stage, the error estimate
-        for i in range(1, s):
-            _combine(u, h, A[i], i, K, u_stage, False)
-            _stage(mode, net, shape, t + C[i] * h, u_stage, K[i], products[i], dense, zbuf)
-        _combine(u, h, B, s, K, u_new, False)
-        _stage(mode, net, shape, t_new, u_new, K[s], products[s], dense, zbuf)
+        # one `_stage` call site for stages 1 .. s (it is inlined: each site is a copy of every mode's code)
+        for i in range(1, s + 1):
+            if i < s:
+                _combine(u, h, A[i], i, K, u_stage, False)
+                t_i, y_i = t + C[i] * h, u_stage
+            else:
+                _combine(u, h, B, s, K, u_new, False)
+                t_i, y_i = t_new, u_new
+            _stage(mode, net, shape, t_i, y_i, K[i], products[i], dense, zbuf)
         _combine(u, h, E, s + 1, K, scratch, True)
         total = 0.0
         for d in range(size):
@@ -438,6 +467,9 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     -------
     status (NEED_ROOM: a larger store is needed), h_last, (n_rhs, n_accepted, n_rejected).
     """
+    # the caller holds every argument for the whole call: borrow them (no reference counting, `_borrowed`)
+    net, tab, work, store = borrowed_network(net), borrowed_tableau(tab), borrowed_seven(work), borrowed_four(store)
+    z0, times, z_at, piece_first = borrowed(z0), borrowed(times), borrowed(z_at), borrowed(piece_first)
     n, batch = z0.shape
     size = n * batch
     shape = (1, n, batch)
@@ -493,6 +525,11 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
     -------
     status, (n_rhs, n_accepted, n_rejected).
     """
+    # the caller holds every argument for the whole call: borrow them (no reference counting, `_borrowed`)
+    net, tab, store, work, nodes = (borrowed_network(net), borrowed_tableau(tab), borrowed_four(store),
+                                    borrowed_seven(work), borrowed_four(nodes))
+    z_at, dL_dz, times, piece_first = borrowed(z_at), borrowed(dL_dz), borrowed(times), borrowed(piece_first)
+    u, q = borrowed(u), borrowed(q)
     n_times, n, batch = z_at.shape
     bn = n * batch
     n_blocks = 2 if mode == BACKSOLVE else 1

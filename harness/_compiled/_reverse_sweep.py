@@ -31,6 +31,7 @@ from __future__ import annotations
 from numba import njit
 
 from ._adaptive_loop import _OPTIONS, _adjoint_stage, _combine, _value
+from ._borrowed import borrowed, borrowed_network, borrowed_six, borrowed_tableau, reshaped
 
 
 @njit(**_OPTIONS)
@@ -59,10 +60,10 @@ def _first_part(n, free):
 def _replay_step(net, A, B, plane, h, z, out, K, stage):
     """out = the explicit RK step of size h from z (`_Stepper.step`), all flat (N B,); K: (s, N B)."""
     s = B.shape[0]
-    _value(net, z.reshape(plane), K[0].reshape(plane))
+    _value(net, reshaped(z, plane), reshaped(K[0], plane))
     for i in range(1, s):
         _combine(z, h, A[i], i, K, stage, False)
-        _value(net, stage.reshape(plane), K[i].reshape(plane))
+        _value(net, reshaped(stage, plane), reshaped(K[i], plane))
     _combine(z, h, B, s, K, out, False)
 
 
@@ -82,17 +83,17 @@ def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, product
     s = B.shape[0]
     size = z.shape[0]
     Y[0, :] = z
-    _value(net, z.reshape(plane), K[0].reshape(plane))
+    _value(net, reshaped(z, plane), reshaped(K[0], plane))
     for i in range(1, s):
         _combine(z, h, A[i], i, K, Y[i], False)
         if i < s - 1:  # the last stage's value enters no stage input
-            _value(net, Y[i].reshape(plane), K[i].reshape(plane))
+            _value(net, reshaped(Y[i], plane), reshaped(K[i], plane))
     for i in range(s):
         c = h * B[i]
         for d in range(size):
             k_bar[i, d] = c * z_bar[d]
     n_vjp = 0
-    az = out_az.reshape(plane)
+    az = reshaped(out_az, plane)
     for i in range(s - 1, -1, -1):
         nonzero = False
         for d in range(size):
@@ -101,7 +102,7 @@ def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, product
                 break
         if not nonzero:
             continue  # a stage that nothing downstream reads (the numpy `not k_bar[i].any()`)
-        _adjoint_stage(net, Y[i].reshape(plane), k_bar[i].reshape(plane), az, az, False, products)
+        _adjoint_stage(net, reshaped(Y[i], plane), reshaped(k_bar[i], plane), az, az, False, products)
         n_vjp += 1
         for p in range(q.shape[0]):
             q[p] -= products[p]
@@ -142,6 +143,11 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, piece_first, checkpoints, slots
     -------
     (n_f, n_vjp, recomputed_steps, peak_stored_states, n_steps), as the numpy engine counts them.
     """
+    # the caller holds every argument for the whole call: borrow them (no reference counting, `_borrowed`)
+    net, tab, work = borrowed_network(net), borrowed_tableau(tab), borrowed_six(work)
+    z0, z_at, dL_dz, hs = borrowed(z0), borrowed(z_at), borrowed(dL_dz), borrowed(hs)
+    piece_first = borrowed(piece_first)
+    slots, stack, z_bar, q = borrowed(slots), borrowed(stack), borrowed(z_bar), borrowed(q)
     A, B = tab[0], tab[1]
     n_times, n, batch = z_at.shape
     size = n * batch
