@@ -483,7 +483,7 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     h = -1.0  # the first piece uses the initial-step heuristic
     t_prev = t0
     n_rhs = n_accepted = n_rejected = 0
-    status = OK
+    status = np.int64(OK)  # typed as the pieces return it (a bare constant types as a literal)
     for k in range(n_times):
         status, h, rhs_k, acc_k, rej_k, n_stored = _solve_piece(
             FORWARD, net, tab, shape, u, q, t_prev, times[k], h, rtol, atol, work, no_dense, store, n_stored,
@@ -537,7 +537,7 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
     a0 = (n_blocks - 1) * bn
     h = h0
     n_rhs = n_accepted = n_rejected = 0
-    status = OK
+    status = np.int64(OK)  # typed as the pieces return it (a bare constant types as a literal)
     d_t, d_h, d_y, d_q = store
     for k in range(n_times - 1, -1, -1):
         z_k, dL_k = z_at[k].reshape(bn), dL_dz[k].reshape(bn)
