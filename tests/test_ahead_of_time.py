@@ -139,6 +139,11 @@ def test_the_cache_key_follows_the_sources_and_the_directory_variable(tmp_path, 
     assert _ahead_of_time.build_key() == key
     (fake / "_adaptive_loop.py").write_text((original / "_adaptive_loop.py").read_text() + "\n# edited\n")
     assert _ahead_of_time.build_key() != key
+    (fake / "_whole_gradient.py").write_text("# glue that is not compiled: no rebuild\n")
+    edited = _ahead_of_time.build_key()
+    (fake / "_whole_gradient.py").write_text("# edited again\n")
+    assert _ahead_of_time.build_key() == edited
+    assert {p.name for p in _ahead_of_time._key_sources()} >= {"_unit_stage.py", "_borrowed.py", "_stage_kernels.py"}
     monkeypatch.setenv(_ahead_of_time.DIRECTORY_VARIABLE, str(tmp_path / "built"))
     assert _ahead_of_time.module_path("k").parent == tmp_path / "built" / "k"
 

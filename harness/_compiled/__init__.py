@@ -25,13 +25,16 @@ has its compiled path too (`discrete_gradient`, `_reverse_sweep.py`): the same f
 each step's size, then the reverse sweep through those steps, stored or binomially checkpointed
 (`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy), within the same model scope.
 
-Compiled kernels are cached on disk (numba's `cache=True`, in ``__pycache__`` beside this package, or
-``NUMBA_CACHE_DIR``): the first process compiles them once (a one-line note on stderr says so), later
-processes load them. For whoever edits these files: numba keys each cache entry on its own source
-file's timestamp only, and a caller's entry embeds the callees it was compiled with, so after editing
-`_stage_kernels.py`, `_activations.py` or `_adaptive_loop.py` delete ``__pycache__/*.nbi`` and
-``*.nbc`` here, or the callers' cached functions (`_adaptive_loop.py`'s, `_reverse_sweep.py`'s) keep
-running the old code (an installed release is not affected: installing rewrites every file).
+The compiled functions are built ahead of time into one extension module (`_ahead_of_time.py`),
+cached on disk and loaded without numba: the first process builds it (a one-line note on stderr says
+so), later processes import it; it is keyed on every source file here, so an edit rebuilds it. Where
+the build fails, or with ``HARNESS_AHEAD_OF_TIME=0``, numba's just-in-time functions run, cached by
+numba (``__pycache__`` beside this package, or ``NUMBA_CACHE_DIR``). For whoever edits these files and
+runs the just-in-time functions: numba keys each cache entry on its own source file's timestamp only,
+and a caller's entry embeds the callees it was compiled with, so after editing any kernel file
+(`_activations.py`, `_stage_kernels.py`, `_unit_stage.py`, `_borrowed.py`, `_adaptive_loop.py`)
+delete ``__pycache__/*.nbi`` and ``*.nbc`` here, or the callers' cached functions keep running the
+old code (an installed release is not affected: installing rewrites every file).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -59,10 +60,10 @@ def _cpu_identity() -> str:
 
 
 def build_key() -> str:
-    """The cache entry's name: a hash of the sources, numba's, numpy's and Python's versions and the CPU."""
+    """The cache entry's name: a hash of the module's sources (`_key_sources`), numba's, numpy's and
+    Python's versions and the CPU."""
     digest = hashlib.sha256()
-    # every source file of this package: any of them may end up in the module or decide its types
-    for source in sorted(HERE.glob("*.py")):
+    for source in _key_sources():
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     # numpy too: the module's C runtime is compiled against numpy's headers
     versions = (importlib.metadata.version("numba"), importlib.metadata.version("numpy"), sys.version)
@@ -72,6 +73,14 @@ def build_key() -> str:
 
 
 DIRECTORY_VARIABLE = "HARNESS_AHEAD_OF_TIME_DIR"
+
+
+def _key_sources() -> list[Path]:
+    """The files the module is made of: every kernel file (one that imports numba), the argument builders
+    (they decide the signatures) and this file (the build), found by reading the package, so a new
+    kernel file counts without a list to keep."""
+    kernels = [p for p in sorted(HERE.glob("*.py")) if re.search(r"^(from|import) numba\b", p.read_text(), re.M)]
+    return [*kernels, HERE / "_arguments.py", HERE / "_ahead_of_time.py"]
 
 
 def cache_directory() -> Path:
