@@ -27,7 +27,7 @@ each step's size, then the reverse sweep through those steps, stored or binomial
 
 The compiled functions are built ahead of time into one extension module (`_ahead_of_time.py`),
 cached on disk and loaded without numba: the first process builds it (a one-line note on stderr says
-so), later processes import it; it is keyed on every source file here, so an edit rebuilds it. Where
+so), later processes import it; it is keyed on the kernel files, so editing one rebuilds it. Where
 the build fails, or with ``HARNESS_AHEAD_OF_TIME=0``, numba's just-in-time functions run, cached by
 numba (``__pycache__`` beside this package, or ``NUMBA_CACHE_DIR``). For whoever edits these files and
 runs the just-in-time functions: numba keys each cache entry on its own source file's timestamp only,
@@ -50,7 +50,7 @@ import numpy as np
 from .._stage_vjps import StageVJPs
 
 ENV_VARIABLE = "HARNESS_COMPILED"
-# 0 runs the whole loop as numba's just-in-time functions rather than the module built ahead of time
+# 0 runs numba's just-in-time functions rather than the module built ahead of time (`_ahead_of_time.py`)
 AHEAD_OF_TIME_VARIABLE = "HARNESS_AHEAD_OF_TIME"
 # In the default (automatic) mode the kernel is used for networks whose widest hidden layer has at
 # most this many units. Measured per stage on a 2-core AMD EPYC with AVX-512 (where numpy's own tanh
@@ -63,6 +63,8 @@ AUTO_MAX_WIDTH = 8
 # other models (the linear `identity` of the closed-form tests) run the numpy reference
 COMPILED_ACTIVATIONS = ("tanh", "sigmoid", "softplus")
 
+_OFF = ("0", "false", "no", "off")  # what the environment variables above take for "off"
+
 _state = {"enabled": None, "loaded": None, "kernels": None, "loop_runs": 0}
 
 
@@ -71,7 +73,7 @@ def _mode() -> tuple[str, str]:
     if _state["enabled"] is not None:
         return ("on" if _state["enabled"] else "off"), f"harness._compiled.set_enabled({_state['enabled']})"
     value = os.environ.get(ENV_VARIABLE, "").strip().lower()
-    if value in ("0", "false", "no", "off"):
+    if value in _OFF:
         return "off", f"{ENV_VARIABLE}={os.environ[ENV_VARIABLE]}"
     if value in ("1", "true", "yes", "on"):
         return "on", f"{ENV_VARIABLE}={os.environ[ENV_VARIABLE]}"
@@ -173,11 +175,11 @@ def _kernels_origin() -> str:
     path = module_path()
     if path.is_file():
         return f"built ahead of time, loaded without numba from {path}"
-    return f"to be built ahead of time on first use (about a minute, once) into {path.parent}"
+    return f"to be built ahead of time on first use (once, 1-4 minutes) into {path.parent}"
 
 
 def _ahead_of_time_wanted() -> bool:
-    return os.environ.get(AHEAD_OF_TIME_VARIABLE, "").strip().lower() not in ("0", "false", "no", "off")
+    return os.environ.get(AHEAD_OF_TIME_VARIABLE, "").strip().lower() not in _OFF
 
 
 def _load():

@@ -130,9 +130,10 @@ def load_or_build(on_build) -> tuple[object | None, str]:
     """(the built module or None, why): load it, or build it first (calling `on_build()` before), one
     process at a time (a lock file), in a child process. None with the reason where the build failed."""
     path = module_path()
+    built = f"built ahead of time ({path.parent.name})"
     module = load(path)
     if module is not None:
-        return module, f"built ahead of time ({path.parent.name})"
+        return module, built
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.parent / "build.lock"):
         module = load(path)  # another process may have built it while this one waited
@@ -142,7 +143,7 @@ def load_or_build(on_build) -> tuple[object | None, str]:
             if failure is not None:
                 return None, f"the ahead-of-time build failed ({failure})"
             module = load(path)
-    return module, f"built ahead of time ({path.parent.name})"
+    return module, built
 
 
 class _locked:
