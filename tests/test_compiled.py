@@ -219,7 +219,7 @@ def test_the_declared_activations_are_the_kernels_own():
     """`COMPILED_ACTIVATIONS` decides without importing numba which models the kernels serve; it must
     name exactly the activations the kernel implements, and other activations run numpy."""
     from harness._compiled import COMPILED_ACTIVATIONS, enabled, status
-    from harness._compiled._stage_kernels import ACTIVATION_CODES
+    from harness._compiled._arguments import ACTIVATION_CODES
 
     assert set(COMPILED_ACTIVATIONS) == set(ACTIVATION_CODES)
     linear = MLP((2, 3, 2), activation="identity")

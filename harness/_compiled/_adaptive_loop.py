@@ -23,7 +23,7 @@ a step is that step's interpolant. The two differ only in the number of nodes.
 
 Shapes: a state is (n_blocks, N, B) feature-major, n_blocks = 1 for z alone (forward) or a alone
 (InterpolatingAdjoint, ALONE), 2 for [z, a] (BacksolveAdjoint). `net` is the tuple `network_arguments` builds
-(see `_whole_gradient.py`): the MLP's fixed kernel arguments and its scratch buffers.
+(`_arguments.py`): the MLP's fixed kernel arguments and its scratch buffers.
 
 A solve that would fail in the numpy loop (step-size underflow, a step budget that cannot suffice)
 returns FAILED instead of raising: the caller re-runs the numpy path, which raises the error with its
@@ -38,11 +38,10 @@ import numpy as np
 from numba import njit
 
 from ._activations import FASTMATH, sigmoid, softplus, tanh
+from ._arguments import ALONE, BACKSOLVE, FAILED, FORWARD, INTERPOLATING, NEED_ROOM, OK  # noqa: F401 (the loop's numbers)
 from ._borrowed import borrowed, borrowed_four, borrowed_network, borrowed_seven, borrowed_tableau, reshaped
 from ._stage_kernels import mlp_stage
 from ._unit_stage import unit_stage, unit_theta_products
-
-from ._arguments import ALONE, BACKSOLVE, FAILED, FORWARD, INTERPOLATING, NEED_ROOM, OK  # noqa: F401 (the loop's numbers)
 
 # harness.solvers._step_control and _step_budget, as numbers (a test keeps them equal)
 SAFETY, MIN_FACTOR, MAX_FACTOR, NONFINITE_ERROR_NORM = 0.9, 0.2, 10.0, 1e10

@@ -56,19 +56,25 @@ def _layout(widths: tuple[int, ...]) -> tuple:
     return widths_array, input_rows, cotangent_rows, weight_offsets, input_rows + n_inputs, sizes
 
 
+def network_constants(model: MLP, theta: np.ndarray) -> tuple:
+    """The stage kernel's fixed network arguments for (model, θ), the first eight of `mlp_stage`'s:
+    (widths, activation code, `kernel_weights`, weight_offsets, input_rows, cotangent_rows, decay (N,),
+    has_decay)."""
+    widths, input_rows, cotangent_rows, weight_offsets, _, _ = _layout(tuple(model.widths))
+    decay = np.zeros(model.state_dim) if model.decay is None else np.array(model.decay, dtype=np.float64)
+    return (widths, ACTIVATION_CODES[model.activation], kernel_weights(model.widths, theta), weight_offsets,
+            input_rows, cotangent_rows, decay, model.decay is not None)
+
+
 def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
-    """The `net` tuple of `_adaptive_loop`: the kernel's fixed arguments for (model, θ) and its scratch
-    buffers for `batch` columns (the layout of `CompiledStageVJPs`)."""
-    widths, input_rows, cotangent_rows, weight_offsets, ones_rows, (n_in_rows, n_g_rows, n_s_rows) = (
-        _layout(tuple(model.widths)))
-    weights = kernel_weights(model.widths, theta)
+    """The `net` tuple of `_adaptive_loop`: `network_constants` and the kernel's scratch buffers for
+    `batch` columns (the layout of `CompiledStageVJPs`)."""
+    *_, ones_rows, (n_in_rows, n_g_rows, n_s_rows) = _layout(tuple(model.widths))
     inputs = np.zeros((n_in_rows, batch))
     inputs[ones_rows] = 1.0  # the ones rows of every [x; 1]
     cotangents = np.zeros((n_g_rows, batch))
     slopes = np.empty((n_s_rows, batch))
-    decay = np.zeros(model.state_dim) if model.decay is None else np.array(model.decay, dtype=np.float64)
-    return (widths, ACTIVATION_CODES[model.activation], weights, weight_offsets, input_rows, cotangent_rows,
-            decay, model.decay is not None, inputs, cotangents, slopes, np.zeros((model.state_dim, batch)))
+    return (*network_constants(model, theta), inputs, cotangents, slopes, np.zeros((model.state_dim, batch)))
 
 
 _TABLEAUS: dict = {}

@@ -50,7 +50,7 @@ def borrowed(array):
 
 @njit(**_OPTIONS)
 def borrowed_network(net):
-    """`net` (`_whole_gradient.network_arguments`) with every array borrowed."""
+    """`net` (`_arguments.network_arguments`) with every array borrowed."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
     return (borrowed(widths), act, borrowed(weights), borrowed(w_off), borrowed(in_rows), borrowed(cot_rows),
             borrowed(decay), has_decay, borrowed(inputs), borrowed(cots), borrowed(slopes), borrowed(dummy))
@@ -58,7 +58,7 @@ def borrowed_network(net):
 
 @njit(**_OPTIONS)
 def borrowed_tableau(tab):
-    """`tab` (`_whole_gradient.tableau_arguments`: A, B, C, E, P, error order) with its arrays borrowed."""
+    """`tab` (`_arguments.tableau_arguments`: A, B, C, E, P, error order) with its arrays borrowed."""
     A, B, C, E, P, error_order = tab
     return borrowed(A), borrowed(B), borrowed(C), borrowed(E), borrowed(P), error_order
 
@@ -72,14 +72,14 @@ def borrowed_four(arrays):
 
 @njit(**_OPTIONS)
 def borrowed_six(arrays):
-    """A 6-tuple of arrays (`_reverse_sweep.sweep_workspace`'s work) borrowed."""
+    """A 6-tuple of arrays (`_arguments.sweep_workspace`'s work) borrowed."""
     a, b, c, d, e, f = arrays
     return borrowed(a), borrowed(b), borrowed(c), borrowed(d), borrowed(e), borrowed(f)
 
 
 @njit(**_OPTIONS)
 def borrowed_seven(arrays):
-    """A 7-tuple of arrays (`_adaptive_loop.workspace`) borrowed."""
+    """A 7-tuple of arrays (`_arguments.workspace`) borrowed."""
     a, b, c, d, e, f, g = arrays
     return borrowed(a), borrowed(b), borrowed(c), borrowed(d), borrowed(e), borrowed(f), borrowed(g)
 

@@ -23,7 +23,7 @@ stage k̄ⱼ += h aᵢⱼ Ȳᵢ, ȳ += Ȳᵢ, θ̄ += (∂f/∂θ)ᵀ k̄ᵢ wit
 subtracted here. θ̄ is kept in the kernels' [W | b] layout.
 
 Shapes: a state is flat (N B,) in the loop's feature-major layout; every array is allocated by numpy
-outside (`sweep_workspace`), for the reason `_adaptive_loop.workspace` gives.
+outside (`_arguments.sweep_workspace`), for the reason `_arguments.py` gives.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ from numba import njit
 
 from ._activations import FASTMATH, sigmoid, softplus, tanh
 
-from ._arguments import ACTIVATION_CODES, kernel_weights  # noqa: F401 (read here and by callers)
 BLOCK = 256  # batch columns per block (narrow networks only): 2-3-2's stage 1.2-1.4x faster than with 64
 # A layer's products go to BLAS when its weight matrix has at least this many entries (n_out x n_in).
 # Measured per adjoint stage at B = 500 on the README's machine (one BLAS thread): 2-32-2 37 µs with

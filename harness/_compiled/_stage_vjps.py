@@ -12,7 +12,7 @@ import numpy as np
 from .._stage_vjps import StageVJPs
 from ..model import MLP
 from . import kernels
-from ._arguments import ACTIVATION_CODES, kernel_weights
+from ._arguments import network_constants
 
 
 class CompiledStageVJPs(StageVJPs):
@@ -20,13 +20,13 @@ class CompiledStageVJPs(StageVJPs):
 
     def __init__(self, model: MLP, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0):
         super().__init__(model, theta, batch, n_slots, cotangent_sign)
-        widths = np.array(model.widths, dtype=np.int64)
+        # the kernel's arguments before x: fixed for the life of this object
+        self._fixed = network_constants(model, model.check_theta(theta))
+        widths, _, _, _, input_rows, cotangent_rows, _, _ = self._fixed
         n = model.state_dim
         n_inputs, n_outputs = widths[:-1], widths[1:]
         # every layer's [x; 1] of one slot in one (R_in, B) block, every cotangent in one (R_g, B)
         # block, and the per-layer views the numpy code reads made over them
-        input_rows = np.concatenate(([0], np.cumsum(n_inputs + 1)[:-1])).astype(np.int64)
-        cotangent_rows = np.concatenate(([0], np.cumsum(n_outputs)[:-1])).astype(np.int64)
         inputs = np.zeros((n_slots, int(np.sum(n_inputs + 1)), batch))
         cotangents = np.zeros((n_slots, int(np.sum(n_outputs)), batch))
         self._inputs, self._cotangents = [], []
@@ -36,16 +36,7 @@ class CompiledStageVJPs(StageVJPs):
             self._cotangents.append(cotangents[:, r_g : r_g + n_out])
         self._views = [None] * n_slots  # the numpy views of the replaced buffers are stale
         self._slot_inputs, self._slot_cotangents = list(inputs), list(cotangents)
-        slopes = np.empty((int(np.sum(n_inputs[1:] + 1)), batch))
-        weight_offsets = np.concatenate(([0], np.cumsum(n_outputs * (n_inputs + 1))[:-1])).astype(np.int64)
-        weights = kernel_weights(model.widths, model.check_theta(theta))
-        decay = np.zeros(n) if model.decay is None else np.array(model.decay, dtype=np.float64)
-        # the kernel's arguments before x: fixed for the life of this object
-        self._fixed = (
-            widths, ACTIVATION_CODES[model.activation], weights, weight_offsets, input_rows,
-            cotangent_rows, decay, model.decay is not None,
-        )
-        self._slopes = slopes
+        self._slopes = np.empty((int(np.sum(n_inputs[1:] + 1)), batch))
         self._no_cotangent = np.zeros((n, batch))
         self._stage = kernels().mlp_stage
 

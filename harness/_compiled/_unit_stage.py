@@ -35,18 +35,9 @@ from __future__ import annotations
 from numba import njit
 
 from ._activations import FASTMATH, sigmoid, softplus, tanh
+from ._stage_kernels import _transposed_offset
 
 _OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
-
-
-@njit(inline="always", **_OPTIONS)
-def _transposed_start(widths, weight_offsets, layer):
-    """Where layer `layer`'s Wᵀ starts in `kernel_weights` (after the P entries of the [W | b] blocks)."""
-    last = widths.shape[0] - 2
-    start = weight_offsets[last] + widths[last + 1] * (widths[last] + 1)
-    for k in range(layer):
-        start += widths[k] * widths[k + 1]
-    return start
 
 
 @njit(inline="always", **_OPTIONS)
@@ -138,12 +129,12 @@ def unit_stage(widths, activation, weights, weight_offsets, input_rows, cotangen
         n_in, n_out = widths[layer], widths[layer + 1]
         r_in, r_out = input_rows[layer], input_rows[layer + 1]
         hidden = inputs[r_out : r_out + n_out]
-        _affine(weights, weight_offsets[layer], _transposed_start(widths, weight_offsets, layer), n_in, n_out,
+        _affine(weights, weight_offsets[layer], _transposed_offset(widths, weight_offsets, layer), n_in, n_out,
                 inputs[r_in : r_in + n_in], hidden)
         _activate(activation, hidden, slopes[r_out - n - 1 : r_out - n - 1 + n_out])
     n_in, r_in = widths[last], input_rows[last]
     if want_f:
-        _affine(weights, weight_offsets[last], _transposed_start(widths, weight_offsets, last), n_in, n,
+        _affine(weights, weight_offsets[last], _transposed_offset(widths, weight_offsets, last), n_in, n,
                 inputs[r_in : r_in + n_in], out_f)
         if has_decay:
             for i in range(n):
@@ -158,13 +149,13 @@ def unit_stage(widths, activation, weights, weight_offsets, input_rows, cotangen
         n_in, n_out = widths[layer], widths[layer + 1]
         r_g, r_below = cotangent_rows[layer], cotangent_rows[layer - 1]
         below = cotangents[r_below : r_below + n_in]
-        _transposed_product(weights, weight_offsets[layer], _transposed_start(widths, weight_offsets, layer),
+        _transposed_product(weights, weight_offsets[layer], _transposed_offset(widths, weight_offsets, layer),
                             n_in, n_out, cotangents[r_g : r_g + n_out], below)
         slope = slopes[input_rows[layer] - n - 1 : input_rows[layer] - n - 1 + n_in]
         for k in range(n_in):
             below[k] *= slope[k]
     r_g = cotangent_rows[0]
-    _transposed_product(weights, weight_offsets[0], _transposed_start(widths, weight_offsets, 0), n, widths[1],
+    _transposed_product(weights, weight_offsets[0], _transposed_offset(widths, weight_offsets, 0), n, widths[1],
                         cotangents[r_g : r_g + widths[1]], out_az)
     if has_decay:
         for k in range(n):
