@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .model import MLP
+from .models.mlp import MLP
 from ._compiled import stage_vjps
 
 if TYPE_CHECKING:

@@ -30,6 +30,8 @@ from ._registry import (
     uses_harness_solvers,
 )
 from ._result import GradientResult
+from ._model_needs import model_needs, path_of, require_for
+from .. import _compiled
 
 # Importing the behaviour modules registers the harness engines, in this order.
 from . import _backsolve, _interpolating, _quadrature, _gauss, _discrete  # noqa: E402,F401  (adjoints)
@@ -61,7 +63,8 @@ def gradient(
     Returns
     -------
     GradientResult
-        With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time. For an augmented problem
+        With `dtheta` (P,), `dz0` (B, N), the loss, costs, wall time and `path` (which
+        implementation ran). For an augmented problem
         (`problem.augment = A`) `dz0` is dL/dz0 of the N observed components only: the A augmented
         ones start at 0 by definition, they are not inputs.
     """
@@ -71,8 +74,13 @@ def gradient(
         check_solver(solver)  # other backends have solver names of their own
     rtol, atol = check_tolerances(rtol, atol)
     theta = problem.theta if theta is None else problem.model.check_theta(theta)
+    if declaration.backend == "harness":
+        require_for(engine, problem.model, solver)  # one line naming a missing model slot, before solving
     start = time.perf_counter()
+    loop_runs = _compiled.loop_runs()
     result = declaration.compute(engine, problem, theta, SolveOptions(solver, rtol, atol))
+    if not result.path:
+        result.path = path_of(engine, problem.model, loop_runs) if declaration.backend == "harness" else declaration.backend
     if problem.augment and result.dz0.shape[1] != problem.observed_dim:
         result.dz0 = result.dz0[:, : problem.observed_dim]  # engines solve all N + A components
     if not result.seconds:
@@ -96,6 +104,7 @@ __all__ = [
     "QuadratureAdjoint",
     "RecursiveCheckpointAdjoint",
     "declaration_of",
+    "model_needs",
     "gradient",
     "load_engine_plugins",
     "register_engine",

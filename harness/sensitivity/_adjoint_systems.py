@@ -12,7 +12,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..model import MLP
+from ..models.mlp import MLP
 from ..solvers import QuadratureTailSystem
 from .._state_layout import feature_major
 from .._compiled import stage_vjps
