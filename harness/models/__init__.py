@@ -21,6 +21,7 @@ from .lotka_volterra import LotkaVolterra, PredatorPreyGrowth
 from .mlp import ACTIVATIONS, MLP
 from .ude import UniversalODE, predator_prey_ude
 
+
 # a dotted module path, a colon, a dotted attribute path: nothing else (the name is imported, never run)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _PLAIN = (str, int, float, bool, type(None))
@@ -44,8 +45,26 @@ def _check_plain(value, where: str):
     )
 
 
+def model_factory(function):
+    """Mark a function as one that builds a model, so that files may name it (`build_model`).
+
+    A file names a model by "module:callable"; only a model class (one with `f` and `vjp`) or a
+    function marked with this decorator is called, so that a file cannot call an arbitrary function
+    (`os:system`) with its parameters.
+    """
+    function.__harness_model_factory__ = True
+    return function
+
+
+def _is_model_callable(target) -> bool:
+    if isinstance(target, type):
+        return callable(getattr(target, "f", None)) and callable(getattr(target, "vjp", None))
+    return bool(getattr(target, "__harness_model_factory__", False))
+
+
 def resolve_callable(name: str):
-    """The object `module:callable` names, found by import and attribute lookup only."""
+    """The model class or marked factory `module:callable` names, found by import and attribute
+    lookup only; anything else is refused before it is called."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise HarnessInputError(f"model {name!r}: expected an importable 'module:callable', e.g. 'harness.models:LotkaVolterra'")
     module_name, attribute = name.split(":")
@@ -57,8 +76,11 @@ def resolve_callable(name: str):
         if not hasattr(target, part):
             raise HarnessInputError(f"model {name!r}: module {module_name!r} has no {attribute!r}")
         target = getattr(target, part)
-    if not callable(target):
-        raise HarnessInputError(f"model {name!r}: {attribute!r} is not callable")
+    if not _is_model_callable(target):
+        raise HarnessInputError(
+            f"model {name!r}: {attribute!r} is neither a model class (with f and vjp) nor a function marked "
+            "with @harness.models.model_factory"
+        )
     return target
 
 
@@ -115,5 +137,5 @@ def check_model(model, *args, **kwargs):
 __all__ = [
     "ACTIVATIONS", "Linear", "LotkaVolterra", "MLP", "ParameterView", "PredatorPreyGrowth", "UniversalODE",
     "VectorField", "build_model", "check_model", "check_protocol", "entry_names", "missing_slots",
-    "model_spec", "predator_prey_ude", "require", "resolve_callable",
+    "model_factory", "model_spec", "predator_prey_ude", "require", "resolve_callable",
 ]

@@ -101,6 +101,12 @@ class UniversalODE(VectorField):
         return self._spec
 
 
+def _model_factory(function):
+    function.__harness_model_factory__ = True  # what harness.models.model_factory does (no cycle)
+    return function
+
+
+@_model_factory
 def predator_prey_ude(hidden: int = 8, activation: str = "tanh", growth=(1.0, 1.0),
                       network_scale: float = 0.1) -> UniversalODE:
     """The predator-prey UDE: known growth α x, -γ y plus an MLP 2-`hidden`-2 for the interaction.

@@ -32,6 +32,7 @@ from ._registry import (
 from ._result import GradientResult
 from ._model_needs import model_needs, path_of, require_for
 from .. import _compiled
+from ..models._check import check_once
 
 # Importing the behaviour modules registers the harness engines, in this order.
 from . import _backsolve, _interpolating, _quadrature, _gauss, _discrete  # noqa: E402,F401  (adjoints)
@@ -76,6 +77,7 @@ def gradient(
     theta = problem.theta if theta is None else problem.model.check_theta(theta)
     if declaration.backend == "harness":
         require_for(engine, problem.model, solver)  # one line naming a missing model slot, before solving
+        check_once(problem.model, theta)  # a wrong derivative of a new model type: one line, before solving
     start = time.perf_counter()
     loop_runs = _compiled.loop_runs()
     result = declaration.compute(engine, problem, theta, SolveOptions(solver, rtol, atol))
