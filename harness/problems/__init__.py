@@ -15,12 +15,14 @@ from ._catalogue import (
     build_problem,
     deep_problem,
     irregular_problem,
+    lotka_volterra_problem,
     make_problem,
     multi_time_problem,
     reflection_problem,
     seed_problem,
     stiff_problem,
     time_dependent_problem,
+    ude_problem,
 )
 from ._file import load_problem, save_problem
 from ._problem import Problem, grid_and_mask
@@ -38,6 +40,7 @@ __all__ = [
     "grid_and_mask",
     "irregular_problem",
     "load_problem",
+    "lotka_volterra_problem",
     "make_problem",
     "multi_time_problem",
     "reflection_problem",
@@ -45,4 +48,5 @@ __all__ = [
     "seed_problem",
     "stiff_problem",
     "time_dependent_problem",
+    "ude_problem",
 ]
