@@ -26,7 +26,7 @@ class _TapedAdjoint(QuadratureTailSystem):
         super().__init__(n_states * self._bn, model.n_params, n_slots)
         self._batch = batch
         self._tape_arguments = (model, theta, batch, n_slots)
-        self._timed = not model.autonomous  # a time-dependent field: each stage's t goes to the tape
+        self._timed = not getattr(model, "autonomous", True)  # time-dependent: each stage's t goes to the tape
 
     @cached_property
     def _tape(self):
