@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import threading
+from dataclasses import replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -53,7 +54,10 @@ def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
     With `spec.times`, the catalogue problem's ground truth and initial states are observed at those
     times instead, solved with the tutorial's data settings (RadauIIA5 if the model is stiff).
     With `spec.augment`, the data are fitted by an augmented Neural ODE (θ drawn from seed + 1).
+    With `spec.model`, by that model instead (θ from its `init`, seeded with seed + 1).
     """
+    if spec.model is not None:
+        return _with_model(build_problem_from_spec(replace(spec, model=None, model_parameters="{}"), seed), spec, seed)
     if spec.file is not None:
         from ..problems import augment_problem, load_problem
 
@@ -68,6 +72,22 @@ def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
     return Problem(problem.model, problem.theta, problem.z0, problem.t0, times,
                    data.z_at_times[..., : problem.observed_dim],
                    name=f"{problem.name}_t{times[-1]:g}", theta_true=problem.theta_true, augment=problem.augment)
+
+
+def _with_model(problem: Problem, spec: ProblemSpec, seed: int) -> Problem:
+    """The problem's data, fitted by the model the spec names (no ground truth: another model's)."""
+    from ..models import build_model
+
+    model = build_model(spec.model, json.loads(spec.model_parameters))
+    if model.state_dim != problem.model.state_dim:
+        from ..errors import HarnessInputError
+
+        raise HarnessInputError(
+            f"model {spec.model!r} has N = {model.state_dim}, the problem's states have {problem.model.state_dim}"
+        )
+    theta = model.init(np.random.default_rng(seed + 1))
+    return Problem(model, theta, problem.z0, problem.t0, problem.times, problem.data,
+                   name=f"{problem.name}_{type(model).__name__}", augment=problem.augment, mask=problem.mask)
 
 
 # -------------------------------------------------------------------------------------------- cells

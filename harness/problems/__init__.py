@@ -25,10 +25,12 @@ from ._catalogue import (
     ude_problem,
 )
 from ._file import load_problem, save_problem
+from ._lynx_hare import SERIES, lynx_hare_problem, lynx_hare_series
 from ._problem import Problem, grid_and_mask
 
 __all__ = [
     "PROBLEMS",
+    "SERIES",
     "STIFF_DECAY",
     "TUTORIAL_DATA_OPTIONS",
     "Problem",
@@ -40,6 +42,8 @@ __all__ = [
     "grid_and_mask",
     "irregular_problem",
     "load_problem",
+    "lynx_hare_problem",
+    "lynx_hare_series",
     "lotka_volterra_problem",
     "make_problem",
     "multi_time_problem",

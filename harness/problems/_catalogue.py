@@ -16,6 +16,7 @@ from .._forward import SolveOptions, solve_forward
 from ..model import MLP
 from ..solvers import solver_for
 from ._problem import Problem
+from . import _lynx_hare
 
 # The tutorial's settings.
 TUTORIAL_DATA_OPTIONS = SolveOptions("DP5", rtol=1e-6, atol=1e-4)  # vode's default rtol, its atol
@@ -237,6 +238,7 @@ PROBLEMS = {
     "annuli": annuli_problem,
     "lotka_volterra": lotka_volterra_problem,
     "ude": ude_problem,
+    "lynx_hare": _lynx_hare.lynx_hare_problem,
 }
 
 
