@@ -38,7 +38,8 @@ def __dir__():
 
 
 __all__ = [
-    "MLP", "VectorField", "check_model", "build_model", "LotkaVolterra", "Problem", "HarnessInputError", "SolverError", "UnstableBacksolveError",
+    "MLP", "VectorField", "check_model", "build_model", "LotkaVolterra",
+    "Problem", "HarnessInputError", "SolverError", "UnstableBacksolveError",
     "load_problem", "save_problem", "build_problem", "seed_problem", "stiff_problem",
     "multi_time_problem", "deep_problem", "gradient", "GradientResult", "train",
     "BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "ForwardSensitivity",

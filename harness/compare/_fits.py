@@ -444,7 +444,8 @@ def _gradient(cell: FitGradientCell) -> dict:
     record = base_record(cell, "ok")
     record.update(
         n_params=problem.model.n_params,
-        dtheta_relative_error=float(np.linalg.norm(result.dtheta - reference.dtheta) / np.linalg.norm(reference.dtheta)),
+        dtheta_relative_error=float(
+            np.linalg.norm(result.dtheta - reference.dtheta) / np.linalg.norm(reference.dtheta)),
         dz0_relative_error=float(np.linalg.norm(result.dz0 - reference.dz0) / np.linalg.norm(reference.dz0)),
         seconds=float(np.median([r.seconds for r in results])), n_rhs=int(result.n_rhs),
         peak_memory_bytes=int(peak), path=result.path, diagnostics=plain(result.diagnostics),

@@ -23,7 +23,8 @@ from .ude import UniversalODE, predator_prey_ude
 
 
 # a dotted module path, a colon, a dotted attribute path: nothing else (the name is imported, never run)
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_NAME = re.compile(f"^{_DOTTED}:{_DOTTED}$")
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -66,7 +67,9 @@ def resolve_callable(name: str):
     """The model class or marked factory `module:callable` names, found by import and attribute
     lookup only; anything else is refused before it is called."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise HarnessInputError(f"model {name!r}: expected an importable 'module:callable', e.g. 'harness.models:LotkaVolterra'")
+        raise HarnessInputError(
+            f"model {name!r}: expected an importable 'module:callable', e.g. 'harness.models:LotkaVolterra'"
+        )
     module_name, attribute = name.split(":")
     try:
         target = importlib.import_module(module_name)

@@ -132,8 +132,8 @@ def check_model(model, *, theta=None, z=None, points: int = 3, batch: int = 4, s
         rows = zz.shape[0]
         t = float(rng.uniform(*t_range))
         a = rng.standard_normal((rows, n))
-        d_z = _differences(lambda x: model.f(t, x, th), zz, method)  # (N, B, N): [j] = ∂f/∂z_j per row
-        d_theta = _differences_theta(lambda p: model.f(t, zz, p), th, method)  # (P, B, N)
+        d_z = _differences(lambda x, t=t, th=th: model.f(t, x, th), zz, method)  # (N, B, N): ∂f/∂z_j per row
+        d_theta = _differences_theta(lambda p, t=t, zz=zz: model.f(t, zz, p), th, method)  # (P, B, N)
         f, a_z, a_theta = model.vjp(t, zz, th, a)
         where = f"point {point}"
         pairs.setdefault("vjp.f", []).append((np.asarray(f), model.f(t, zz, th),
@@ -219,7 +219,9 @@ def _derivative(func, x, index, h, method, axis_column: bool):
         try:
             value = func(shifted(1j * h))
         except (TypeError, ValueError) as err:
-            raise HarnessInputError(f"complex step: f does not accept complex input ({err}); use method='central'") from None
+            raise HarnessInputError(
+                f"complex step: f does not accept complex input ({err}); use method='central'"
+            ) from None
         h_col = h[:, None] if axis_column else h
         return np.imag(value) / h_col
     h_col = h[:, None] if axis_column else h

@@ -86,6 +86,10 @@ class DiffraxEngine(PeerEngine):
 def check_supported(problem, name: str) -> None:
     """Refuse, in one line, what the adapters cannot express: they write the tutorial's model and
     loss (f(z) without t, every component observed at the shared times)."""
+    from ..models import MLP
+
+    if type(problem.model) is not MLP:  # the adapters rebuild the MLP from its layout; no twin of other models
+        raise HarnessInputError(f"{name} takes the MLP only, not {problem.model.describe()} (problem {problem.name!r})")
     unsupported = [what for what, present in (
         ("augmented dimensions", problem.augment), ("time-dependent fields", not problem.model.autonomous),
         ("per-trajectory observation times (a mask)", problem.mask is not None)) if present]

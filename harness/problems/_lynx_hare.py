@@ -2,8 +2,9 @@
 
 The provenance (two copies compared, their sources) is `data/hudson_bay_lynx_hare.md`. The problem
 below fits the years up to `last_year` in units of 100 000 pelts (`SCALE` = 0.01 per thousand), where
-both species are below 1, in the range where a tanh network's units are not saturated: one trajectory (B = 1), t in years since 1900, z0 the first year's
-counts (an estimate; a fit may move it), data the years after.
+both species are below 1, in the range where a tanh network's units are not saturated: one
+trajectory (B = 1), t in years since 1900, z0 the first year's counts (an estimate; a fit may move
+it), data the years after.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from ..errors import HarnessInputError
 from ._problem import Problem
 
-SCALE = 0.01  # model units per thousand pelts: counts in hundreds of thousands (hare 0.08-0.77, lynx 0.04-0.59)
+SCALE = 0.01  # model units per thousand pelts: hundreds of thousands (hare 0.08-0.77, lynx 0.04-0.59)
 SPECIES = ("hare", "lynx")
 
 

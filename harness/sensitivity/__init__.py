@@ -82,7 +82,8 @@ def gradient(
     loop_runs = _compiled.loop_runs()
     result = declaration.compute(engine, problem, theta, SolveOptions(solver, rtol, atol))
     if not result.path:
-        result.path = path_of(engine, problem.model, loop_runs) if declaration.backend == "harness" else declaration.backend
+        harness_engine = declaration.backend == "harness"
+        result.path = path_of(engine, problem.model, loop_runs) if harness_engine else declaration.backend
     if problem.augment and result.dz0.shape[1] != problem.observed_dim:
         result.dz0 = result.dz0[:, : problem.observed_dim]  # engines solve all N + A components
     if not result.seconds:
