@@ -189,11 +189,25 @@ def _model_parameters(text: str) -> dict:
     return value
 
 
+def _number_list(text: str) -> list:
+    """An argparse type: a JSON list of numbers."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({err.msg})") from None
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a JSON list of numbers, e.g. '[4.0, 0.3]'")
+    return value
+
+
 def cmd_check_model(args) -> int:
     from .models import build_model, check_model
 
     model = build_model(args.model, args.parameters)
-    report = check_model(model, points=args.points, batch=args.batch, seed=args.seed, method=args.method)
+    report = check_model(model, theta=args.theta, points=args.points, batch=args.batch, seed=args.seed,
+                         method=args.method)
     print(report.to_json() if args.json else report.format())
     if not args.json and not report.ok:
         print(f"wrong: {', '.join(report.failed)}")
@@ -307,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "harness.models:LotkaVolterra")
     p.add_argument("--parameters", type=_model_parameters, default=None,
                    help="keyword parameters of the callable as a JSON object, e.g. '{\"hidden\": 8}'")
+    p.add_argument("--theta", type=_number_list, default=None,
+                   help="θ to check at, as a JSON list (default: drawn by the model's init at each point)")
     p.add_argument("--points", type=int_at_least(1), default=3, help="random (t, z, θ, a) to check at (default 3)")
     p.add_argument("--batch", type=int_at_least(1), default=4, help="rows per point (default 4)")
     p.add_argument("--seed", type=nonnegative_int, default=0)

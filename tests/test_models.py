@@ -5,6 +5,8 @@ and refusals of what a model lacks.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.linalg import expm, expm_frechet
@@ -339,3 +341,58 @@ def test_bad_model_names_are_one_line(name, parameters, expected):
     with pytest.raises(HarnessInputError, match=expected) as err:
         build_model(name, parameters)
     assert "\n" not in str(err.value)
+
+
+def test_problem_file_names_its_model(tmp_path):
+    from harness.problems import build_problem, load_problem, save_problem
+
+    problem = build_problem("lotka_volterra", batch=3)
+    path = save_problem(problem, tmp_path / "lv.npz")
+    with np.load(path) as npz:
+        assert str(npz["model"]) == "harness.models:LotkaVolterra" and "widths" not in npz.files
+    loaded = load_problem(path)
+    assert loaded.model == problem.model
+    np.testing.assert_array_equal(loaded.theta, problem.theta)
+    np.testing.assert_array_equal(loaded.data, problem.data)
+
+
+def test_problem_file_with_a_bad_model_name_is_one_line(tmp_path):
+    from harness.problems import build_problem, load_problem, save_problem
+
+    path = save_problem(build_problem("lotka_volterra", batch=2), tmp_path / "lv.npz")
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays["model"] = np.array("harness.models:NoSuchModel")
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(HarnessInputError, match="has no 'NoSuchModel'") as err:
+        load_problem(tmp_path / "bad.npz")
+    assert "\n" not in str(err.value) and "bad.npz" in str(err.value)
+
+
+def test_experiment_names_a_model():
+    from harness.compare import parse_experiment
+    from harness.compare._cells import build_problem_from_spec
+
+    document = {"problem": {"name": "lynx_hare", "batch": 1, "model": "harness.models:predator_prey_ude",
+                            "model_parameters": {"hidden": 3}},
+                "grid": {"engines": ["GaussAdjoint"], "solvers": ["DP5"], "tolerances": [1e-6]}}
+    experiment = parse_experiment(document)
+    problem = build_problem_from_spec(experiment.problem, 0)
+    assert problem.model == predator_prey_ude(hidden=3) and problem.theta.shape == (2 + 4 * 3 + 3 + 2,)
+    document["problem"]["model"] = "harness.models:Nope"
+    with pytest.raises(HarnessInputError, match=r"\[problem\] model.*has no 'Nope'"):
+        parse_experiment(document)
+
+
+def test_check_model_command(capsys):
+    from harness.cli import main
+
+    assert main(["check-model", "harness.models:LotkaVolterra", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and {m["method"] for m in report["methods"]} >= {"vjp.z", "vjp.theta", "jac", "jac_theta"}
+    # the planted mistake of this file, named by its module: exit 1, the method named
+    assert main(["check-model", "test_models:TransposedPendulum", "--parameters", "{}", "--theta", "[4, 0.3]"]) == 1
+    out = capsys.readouterr().out
+    assert "wrong: " in out and "vjp.z" in out.splitlines()[-1]
+    assert main(["check-model", "os:system"]) == 2
+    assert "neither a model class" in capsys.readouterr().err
