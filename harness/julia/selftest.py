@@ -92,15 +92,17 @@ FAMILIES = (
     # tolerance: upstream holds Rodas4 with AutoFiniteDiff to rtol 1e-5 against KenCarp4
     # (SciMLSensitivity 7.112.3 test/Core1/forward.jl L64 and L80), hence the floor 1e-5.
     Family(ROSENBROCK, "Rodas5P", "stiff", factor=100.0, dz0_factor=1e5, floor=1e-5),
-    # KenCarp4: order 4 one-step; Newton solves each stage to a fraction of tol, so J's accuracy
-    # changes convergence, not the result: 100 tol as the catalogue's RadauIIA5 and BS3.
+    # KenCarp4: order 4 one-step; Newton solves each stage to a fraction of tol (κ = 1/100,
+    # OrdinaryDiffEqNonlinearSolve src/type.jl NLNewton), so J's accuracy changes convergence, not
+    # the result: 100 tol as the catalogue's RadauIIA5 and BS3.
     Family(SDIRK, "KenCarp4", "stiff", factor=100.0, dz0_factor=1e5),
     # FBDF: variable order 1-5 starting at order 1, as scipy's BDF in the catalogue: 1000 tol.
     Family(BDF, "FBDF", "stiff", factor=1000.0, dz0_factor=1e5),
     # RadauIIA5: the catalogue's own stiff method: 100 tol, dz0 2e3 tol (its measured 2e-6 x 10).
     Family(FIRK, "RadauIIA5", "stiff", factor=100.0, dz0_factor=2e3),
-    # Rosenbrock23 in the stiff phase: order 2 (a W-method: finite-difference Jacobians keep its
-    # order), the lowest here, so more steps accumulate error: 1000 tol as the low-order BDF.
+    # Rosenbrock23 in the stiff phase: order 2 (a Rosenbrock-W method, OrdinaryDiffEqRosenbrock
+    # src/algorithms.jl L7: finite-difference Jacobians keep its order), the lowest here, so more
+    # steps accumulate error: 1000 tol as the low-order BDF.
     Family(AUTO_SWITCHING, "AutoTsit5(Rosenbrock23())", "stiff", factor=1000.0, dz0_factor=1e5),
 )
 NON_MLP = Family(EXPLICIT, "Vern9", "non_mlp", factor=100.0, dz0_factor=100.0)  # explicit, as above
