@@ -230,11 +230,10 @@ REFERENCE_SECONDS = {"multi_time": 2.0, "stiff": 8.0, "non_mlp": 1.0}  # the Pyt
 
 def expected_seconds(rows: list[tuple[Family, list]]) -> float:
     """An estimate of a run of `rows` (`plan`), from the constants above."""
-    total = START_SECONDS
+    total = START_SECONDS + sum(REFERENCE_SECONDS[p] for p in {family.problem for family, _ in rows})
     for family, engines in rows:
         stiff = check_julia_solver(family.solver).stiff
-        total += COMPILE_SECONDS_PER_FAMILY + REFERENCE_SECONDS[family.problem]
-        total += sum(ROW_SECONDS[(engine.route, stiff)] for engine in engines)
+        total += COMPILE_SECONDS_PER_FAMILY + sum(ROW_SECONDS[(engine.route, stiff)] for engine in engines)
     return total
 
 
@@ -288,14 +287,16 @@ def run_selftest(*, tol: float = DEFAULT_TOL, quick: bool = False, progress=None
     """Run `plan(quick)`; raises BackendUnavailableError (one line) when Julia cannot run or fails to
     start, instead of failing every row with the same reason."""
     require_julia()
-    cases = []
+    cases, references = [], {}
     for family, engines in plan(quick):
-        problem = PROBLEMS[family.problem](batch=BATCH)
-        stiff = check_julia_solver(family.solver).stiff
-        reference_solver = "RadauIIA5" if stiff else "DP8"
         start = time.perf_counter()
-        reference = gradient(problem, engine=ForwardSensitivity(), solver=reference_solver, rtol=REFERENCE_TOL,
-                             atol=REFERENCE_TOL)
+        if family.problem not in references:  # the five stiff families share one problem and reference
+            problem = PROBLEMS[family.problem](batch=BATCH)
+            reference_solver = "RadauIIA5" if check_julia_solver(family.solver).stiff else "DP8"
+            references[family.problem] = problem, gradient(problem, engine=ForwardSensitivity(),
+                                                           solver=reference_solver, rtol=REFERENCE_TOL,
+                                                           atol=REFERENCE_TOL)
+        problem, reference = references[family.problem]
         case = SelftestCase(family.name, family.solver, f"{family.name} ({family.solver}) on {problem.describe()}",
                             time.perf_counter() - start)
         for engine in engines:
