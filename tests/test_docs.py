@@ -192,3 +192,23 @@ def test_two_runs_on_the_same_course_are_said_to_be():
     history = [{"step": s, "loglik_per_datapoint": perfect - 1.5 * (perfect - v)} for s, v in reference.items()]
     sentence = course_comparison(history, reference, perfect)
     assert "within 2 times of each other" in sentence and "1.5 times apart" in sentence
+
+
+def test_rows_can_be_filtered_and_counted(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({"rows": [
+        {"role": "speed", "name": "a", "t": [1.0], "ours": 1.0, "theirs": 4.0},
+        {"role": "speed", "name": "b", "ours": 3.0, "theirs": 4.0, "other": 2.0},
+        {"role": "memory", "name": "c", "ours": 9.0, "theirs": 1.0}]}))
+    table = figures.render_block(
+        'kind = "table"\nsource = "r.json"\nrows = "/rows"\nwhere = { role = "speed" }\n'
+        'columns = [{ header = "name", key = "/name", format = "{}" },'
+        ' { header = "best ÷ theirs", key = ["/ours", "/other"], divide_by = "/theirs", format = "{:.2f}" }]\n',
+        tmp_path)
+    assert "| a | 0.25 |" in table and "| b | 0.50 |" in table and "| c |" not in table
+    text = figures.render_block(
+        'kind = "text"\nsource = "r.json"\ntemplate = "{n} of {m}: {which}"\n'
+        'values.n = { rows = "/rows", key = "/ours", divide_by = "/theirs", aggregate = "count", at_most = 0.5 }\n'
+        'values.m = { rows = "/rows", key = "/ours", divide_by = "/theirs", aggregate = "count" }\n'
+        'values.which = { rows = "/rows", key = "/ours", divide_by = "/theirs", aggregate = "labels", above = 0.5 }\n',
+        tmp_path)
+    assert text.startswith("1 of 3: 1; 2\n")  # list rows are labelled by their index

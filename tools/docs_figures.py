@@ -28,8 +28,13 @@ stands for ``/`` inside a key). The kinds:
   ``scale`` (a factor, e.g. 1000 for seconds to milliseconds) and ``divide_by`` (a second pointer
   into the row: the column shows the ratio) or ``relative_to_row`` (another row's key: the column
   shows this row's value over that row's).
+  ``where`` keeps the rows whose fields equal the given values (``where = { role = "memory" }``).
+  ``key`` and ``divide_by`` may be lists of pointers: the smallest value present is used (the
+  fastest of several engines).
 - ``text``: a ``template`` with ``{name}`` fields, each a ``values.name`` table with ``key`` and
-  the same ``format``/``unit``/``scale``/``divide_by``.
+  the same ``format``/``unit``/``scale``/``divide_by``; or a figure over rows: ``rows``,
+  ``select``/``where`` as for a table, ``key``, and ``aggregate`` = ``count``, ``min``, ``max`` or
+  ``labels`` (which rows), of the values ``at_most`` / ``above`` a threshold when given.
 - ``claims``: the evaluated claims of every file matching ``sources`` (a glob), one row per file.
 - ``excerpt``: the lines of a generated text file (a ``report.md``) from the first line matching
   the regular expression ``start`` up to, not including, the first later line matching ``end``;
@@ -180,6 +185,23 @@ def format_value(value, column: dict) -> str:
     return f"{text} {unit}" if unit else text
 
 
+def _smallest(record, keys):
+    """The value at a pointer, or the smallest number among several pointers' (KeyError if none)."""
+    if isinstance(keys, str):
+        return lookup(record, keys)
+    found = []
+    for key in keys:
+        try:
+            value = lookup(record, key)
+        except KeyError:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append(value)
+    if not found:
+        raise KeyError(keys)
+    return min(found)
+
+
 def _value(record, column: dict, key_name=None, rows=None):
     key = column.get("key")
     if key is None:
@@ -187,18 +209,66 @@ def _value(record, column: dict, key_name=None, rows=None):
     if key == "@":
         return key_name
     try:
-        value = lookup(record, key)
+        value = _smallest(record, key)
         if "divide_by" in column:
-            value = value / lookup(record, column["divide_by"])
+            value = value / _smallest(record, column["divide_by"])
         if "relative_to_row" in column:
             if not isinstance(rows, dict) or column["relative_to_row"] not in rows:
                 raise BlockError(f"relative_to_row {column['relative_to_row']!r}: no such row")
-            value = value / lookup(rows[column["relative_to_row"]], key)
+            value = value / _smallest(rows[column["relative_to_row"]], key)
     except KeyError:
         return None
     except (TypeError, ZeroDivisionError):
         return None
     return value
+
+
+def _rows(data, spec: dict, source: str) -> list[tuple]:
+    """(label, record) pairs of the dict or list at spec["rows"], picked by `select` and `where`."""
+    try:
+        rows = lookup(data, spec.get("rows", ""))
+    except KeyError:
+        raise BlockError(f"rows {spec.get('rows')!r}: not in {source}") from None
+    if isinstance(rows, dict):
+        keys = spec.get("select", list(rows))
+        missing = [k for k in keys if k not in rows]
+        if missing:
+            raise BlockError(f"select: {missing} not in {source} at {spec.get('rows')!r}")
+        items = [(k, rows[k]) for k in keys]
+    elif isinstance(rows, list):
+        items = list(enumerate(rows))
+    else:
+        raise BlockError(f"rows {spec.get('rows')!r}: expected a dict or a list in {source}")
+    for field, wanted in spec.get("where", {}).items():
+        wanted = wanted if isinstance(wanted, list) else [wanted]
+        items = [(k, r) for k, r in items if isinstance(r, dict) and r.get(field) in wanted]
+    if not items:
+        raise BlockError(f"rows {spec.get('rows')!r} of {source}: none selected")
+    return items
+
+
+AGGREGATES = ("count", "min", "max", "labels")
+
+
+def _aggregate(data, column: dict, source: str):
+    """A figure over rows: how many, the smallest, the largest, or which, of the values at or below
+    `at_most` / above `above` (when given)."""
+    items = _rows(data, column, source)
+    rows = lookup(data, column.get("rows", ""))
+    values = [(label, _value(record, column, label, rows)) for label, record in items]
+    values = [(label, v) for label, v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if "at_most" in column:
+        values = [(label, v) for label, v in values if v <= column["at_most"]]
+    if "above" in column:
+        values = [(label, v) for label, v in values if v > column["above"]]
+    how = column["aggregate"]
+    if how == "count":
+        return len(values)
+    if how == "labels":
+        return "; ".join(str(label) for label, _ in values) or "none"
+    if not values:
+        return None
+    return (min if how == "min" else max)(v for _, v in values)
 
 
 def _escape(text: str) -> str:
@@ -207,20 +277,8 @@ def _escape(text: str) -> str:
 
 def render_table(spec: dict, root: Path) -> tuple[list[str], list[Provenance]]:
     data = load(root, spec["source"])
-    try:
-        rows = lookup(data, spec.get("rows", ""))
-    except KeyError:
-        raise BlockError(f"rows {spec.get('rows')!r}: not in {spec['source']}") from None
-    if isinstance(rows, dict):
-        keys = spec.get("select", list(rows))
-        missing = [k for k in keys if k not in rows]
-        if missing:
-            raise BlockError(f"select: {missing} not in {spec['source']} at {spec.get('rows')!r}")
-        items = [(k, rows[k]) for k in keys]
-    elif isinstance(rows, list):
-        items = [(i, r) for i, r in enumerate(rows)]
-    else:
-        raise BlockError(f"rows {spec.get('rows')!r}: expected a dict or a list in {spec['source']}")
+    items = _rows(data, spec, spec["source"])
+    rows = lookup(data, spec.get("rows", ""))
     columns = spec.get("columns")
     if not columns:
         raise BlockError("a table needs columns")
@@ -238,7 +296,12 @@ def render_text(spec: dict, root: Path) -> tuple[list[str], list[Provenance]]:
     data = load(root, spec["source"])
     values = {}
     for name, column in spec.get("values", {}).items():
-        value = _value(data, column)
+        if "aggregate" in column:
+            if column["aggregate"] not in AGGREGATES:
+                raise BlockError(f"values.{name}: aggregate {column['aggregate']!r}: expected one of {AGGREGATES}")
+            value = _aggregate(data, column, spec["source"])
+        else:
+            value = _value(data, column)
         if value is None:
             raise BlockError(f"values.{name}: {column.get('key')!r} not in {spec['source']}")
         values[name] = format_value(value, column)
