@@ -7,6 +7,7 @@ unless HARNESS_REQUIRE_DOCS=1 (set by .ci/run) makes it fail.
 
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -73,23 +74,31 @@ def test_every_page_is_in_the_nav_and_linked_from_the_index():
     assert set(pages) - {"index.md"} <= linked, f"not linked from docs/index.md: {set(pages) - linked - {'index.md'}}"
 
 
-def _api_objects() -> list:
-    """The objects the API reference documents, resolved by importing each `::: path`."""
-    objects = []
+def _api_entries() -> list[tuple[str, object]]:
+    """(path, object) of every `::: path` of the API reference, resolved by importing it."""
+    entries = []
     for path in re.findall(r"^::: (\S+)$", (DOCS / "api.md").read_text(encoding="utf-8"), re.M):
         module, _, attribute = path.rpartition(".")
-        objects.append(getattr(importlib.import_module(module), attribute))
-    return objects
+        entries.append((path, getattr(importlib.import_module(module), attribute)))
+    return entries
 
 
 @pytest.mark.parametrize("name", harness.__all__)
 def test_every_public_name_has_a_docstring_and_an_api_entry(name):
     obj = getattr(harness, name)
-    doc = obj.__doc__ or ""
-    # a dataclass without a docstring gets its signature as __doc__: that is not documentation
-    assert doc.strip() and not doc.startswith(f"{name}("), f"harness.{name} has no docstring"
-    assert any(o is obj for o in _api_objects()), (
-        f"harness.{name} is not in docs/api.md: add '::: {obj.__module__}.{name}' with 'heading: harness.{name}'")
+    paths = [path for path, o in _api_entries() if o is obj]
+    assert paths, (f"harness.{name} is not in docs/api.md: add '::: {getattr(obj, '__module__', 'harness')}.{name}' "
+                   f"with 'heading: harness.{name}'")
+    if inspect.isclass(obj) or inspect.isroutine(obj):
+        doc = obj.__doc__ or ""
+        # a dataclass without a docstring gets its signature as __doc__: that is not documentation
+        assert doc.strip() and not doc.startswith(f"{name}("), f"harness.{name} has no docstring"
+    else:
+        # a constant's docstring is the string literal after its assignment, which only the source holds
+        griffe = _need("griffe")
+        module, _, attribute = paths[0].rpartition(".")
+        loaded = griffe.load(module, search_paths=[str(ROOT)])[attribute]
+        assert loaded.docstring is not None and loaded.docstring.value.strip(), f"harness.{name} has no docstring"
 
 
 # ------------------------------------------------------------------------------- numbers from files
