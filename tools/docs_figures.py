@@ -35,7 +35,8 @@ stands for ``/`` inside a key). The kinds:
   the same ``format``/``unit``/``scale``/``divide_by``; or a figure over rows: ``rows``,
   ``select``/``where`` as for a table, ``key``, and ``aggregate`` = ``count``, ``min``, ``max`` or
   ``labels`` (which rows), of the values ``at_most`` / ``above`` a threshold when given.
-- ``claims``: the evaluated claims of every file matching ``sources`` (a glob), one row per file.
+- ``claims``: the evaluated claims of every file matching ``sources`` (a glob), one row per file;
+  ``evidence = true`` adds the numbers that decide each claim.
 - ``excerpt``: the lines of a generated text file (a ``report.md``) from the first line matching
   the regular expression ``start`` up to, not including, the first later line matching ``end``;
   ``metadata`` names the JSON file whose provenance the excerpt carries.
@@ -319,7 +320,10 @@ def render_claims(spec: dict, root: Path) -> tuple[list[str], list[Provenance]]:
     lines = ["| experiment | checked claims (✓ = holds in the shipped report) |", "|---|---|"]
     for source in sources:
         claims = load(root, source).get("claims", [])
-        cell = "<br>".join(f"{'✓' if c['holds'] else '✗'} {_escape(c['says'])}" for c in claims)
+        def evidence(claim):
+            return f" ({_escape(claim.get('evidence', 'no evidence recorded'))})" if spec.get("evidence") else ""
+
+        cell = "<br>".join(f"{'✓' if c['holds'] else '✗'} {_escape(c['says'])}{evidence(c)}" for c in claims)
         lines.append(f"| `{Path(source).parent.name}` | {cell or 'no claims declared'} |")
     return lines, [provenance(root, s, spec) for s in sources]
 
