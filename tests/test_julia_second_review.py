@@ -396,6 +396,19 @@ def test_julia_refuses_to_start_after_torch():
     runtime.check_import_order({})
 
 
+def test_after_torch_the_julia_rows_are_unavailable_with_the_reason(monkeypatch):
+    from harness.julia.engines import _availability
+
+    monkeypatch.delitem(sys.modules, "juliacall", raising=False)
+    monkeypatch.setitem(sys.modules, "torch", sys.modules.get("torch", object()))
+    monkeypatch.setattr(runtime, "_failure", None)
+    from harness.julia import environment
+
+    monkeypatch.setattr(environment, "julia_status", lambda *a, **k: JuliaStatus(True, ""))  # installed
+    available, reason = _availability()
+    assert not available and reason.startswith("torch was imported before Julia started")
+
+
 def test_starting_before_torch_is_quiet_and_remembers_a_failure(broken_juliacall):
     runtime.start_before_torch({"torch": object()})  # too late to help: nothing tried
     assert broken_juliacall.attempts == 0

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import HarnessInputError, UnstableBacksolveError
+from ..errors import BackendUnavailableError, HarnessInputError, UnstableBacksolveError
 from .._forward import SolveOptions
 from ..model import MLP
 from ..sensitivity import register_engine
@@ -107,7 +107,13 @@ def _availability() -> tuple[bool, str | None]:
     if runtime.start_failure() is not None:
         return False, f"Julia failed to start earlier in this process: {runtime.start_failure()}"
     status = julia_status()
-    return bool(status.available), status.reason
+    if not status.available:
+        return False, status.reason
+    try:
+        runtime.check_import_order()  # torch first: Julia will not start in this process
+    except BackendUnavailableError as error:
+        return False, str(error)
+    return True, None
 
 
 @register_engine(backend="julia", uses_harness_solvers=False, availability=_availability)
