@@ -9,7 +9,8 @@ AttributeError.
 
 from __future__ import annotations
 
-from ..models import require
+from .. import _compiled
+from ..models import MLP, require
 from ..solvers import SOLVERS
 from .algorithms import ADJOINTS, FiniteDifferences, ForwardSensitivity
 
@@ -33,6 +34,8 @@ def model_needs(engine, solver: str) -> tuple[str, ...]:
 
 def require_for(engine, model, solver: str) -> None:
     """Refuse `model` in one line if it lacks a slot that `engine` with `solver` needs."""
+    if type(model) is MLP:  # it has every slot; skipping the lookups keeps a small gradient's overhead at ~0
+        return
     needs = model_needs(engine, solver)
     if needs:
         implicit = "jac" in needs and not isinstance(engine, ForwardSensitivity)
@@ -44,9 +47,6 @@ def path_of(engine, model, loop_runs_before: int) -> str:
     """Which implementation computed a harness gradient: the compiled whole loop, the compiled stage
     kernels, the MLP's fused numpy stages, the generic numpy stages from the model's own vjp, or (for
     ForwardSensitivity, which records no stages) the model's matrices."""
-    from .. import _compiled
-    from ..models import MLP
-
     if _compiled.loop_runs() > loop_runs_before:
         return "compiled loop"
     if isinstance(engine, ForwardSensitivity):
