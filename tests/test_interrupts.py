@@ -148,11 +148,18 @@ check_engine = "none"
 """
 
 
+def with_ctrl_c():
+    """preexec_fn of a child that must stop on SIGINT: SIGINT's default action, whatever the suite's
+    (a suite started with `nohup ... &` ignores SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _harness(tmp_path: Path, *args, env=None) -> subprocess.CompletedProcess:
     (tmp_path / "harness_with_interrupts.py").write_text(HARNESS_WITH_INTERRUPTS)
     return subprocess.run(
         [sys.executable, "-m", "harness_with_interrupts", *map(str, args)], cwd=tmp_path,
         capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+        preexec_fn=with_ctrl_c,
     )
 
 
@@ -241,7 +248,7 @@ def test_raise_if_interrupt_passes_other_errors_through():
         raise_if_interrupt(_raised(_chained_import_error))
 
 
-def test_after_sigint_any_error_is_the_interrupt_and_the_watch_leaves_no_trace():
+def test_after_sigint_any_error_is_the_interrupt_and_the_watch_leaves_no_trace(ctrl_c_handler):
     before = signal.getsignal(signal.SIGINT)
     error = ValueError("raised after Ctrl-C, holding no trace of it")
     with sigint_watched():
