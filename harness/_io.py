@@ -139,8 +139,10 @@ def atomic_path(path):
         _inject_fault(path)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)  # a writer (matplotlib's) that failed without naming the file
         raise
 
 
