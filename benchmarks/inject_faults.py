@@ -10,8 +10,18 @@ log-likelihood for `reproduce`; every number of results.json but timings for `co
     python benchmarks/inject_faults.py --quick    # the set the test suite runs (tests/test_faults.py)
     python benchmarks/inject_faults.py --quick --only sigint_figures --repeat 30   # one, 30 times
 
-It ends with "N faults injected, N survived, nothing lost" (or says which did not survive) and exits
-with status 0 only if every fault survived.
+It lists every scenario with its exit status and first line, ends with "N faults injected: N of N
+survived, nothing lost" (or says which did not survive) and exits with status 0 only if every fault
+survived. The full set writes its outcomes to reports/faults/results.json (`--results PATH` for
+another place), with the CPU and the command, for the docs to quote.
+
+Besides interrupts, kills, full disks and closed pipes, the scenarios cover (`ROBUST_SCENARIOS`):
+SIGTERM at each phase of reproduce, compare and gradcheck; checkpoints edited, forged with their
+digest, truncated or overwritten; a zip bomb, a text file, complex data and problem files float64
+cannot solve; a gradient whose memory cannot fit (under `ulimit -v`); an ascii stdout, /dev/full,
+an invalid MPLBACKEND; a 200 KB tmpfs disk (or a file-size limit where no tmpfs can be mounted);
+Ctrl-C sent to the process group of a run with Dask workers. Every child starts with SIGINT's
+default action, so the script (and the tests that run it) work when started with SIGINT ignored.
 """
 
 from __future__ import annotations

@@ -135,6 +135,9 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        # what follows in this process is no longer this command's (also where SIGINT is ignored and
+        # `sigint_watched`, which clears it too, ran unwatched)
+        _sigint_received.clear()
 
 
 @contextlib.contextmanager
