@@ -854,7 +854,8 @@ def ascii_output(faults: Faults, command: str) -> Outcome:
 
 def full_stdout(faults: Faults) -> Outcome:
     outcome = Outcome("gradcheck > /dev/full")
-    args = ["gradcheck", *faults.problem, "--no-julia"] if faults.problem else ["gradcheck", "--batch", 20, "--no-julia"]
+    args = ["gradcheck", *faults.problem, "--no-julia"] if faults.problem else \
+        ["gradcheck", "--batch", 20, "--no-julia"]
     with open("/dev/full", "w") as full:
         run = Run(args, stdout=full)
         outcome.exit_status = run.finish()
@@ -1036,7 +1037,7 @@ def write_results(path: Path, outcomes, keys, seed: int, args) -> None:
     data = {
         "command": "python benchmarks/inject_faults.py" + (" --quick" if args.quick else ""),
         "seed": seed, "cpu": _cpu_name(), "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": _commit(),
         "injected": len(outcomes), "survived": sum(o.survived for o in outcomes),
         "lost": sum(not o.survived for o in outcomes), "scenarios": rows,
     }
@@ -1048,6 +1049,19 @@ def write_results(path: Path, outcomes, keys, seed: int, args) -> None:
 
 def keys_run(keys, args):
     return [key for key in keys for _ in range(args.repeat)]
+
+
+def _commit() -> str | None:
+    """The commit of the code measured (with "+dirty" if it has uncommitted changes), or None."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def _cpu_name() -> str:
