@@ -179,7 +179,7 @@ def cmd_bench(args) -> int:
         _julia_engine("GaussAdjoint")
         extra = list(julia_engines(reference=False))
     report = run_bench(repeats=args.repeats, rtol=args.rtol, atol=args.atol,
-                       include_stiff=not args.no_stiff, extra_engines=extra)
+                       include_stiff=not args.no_stiff, extra_engines=extra, problem_file=args.problem_file)
     from ._io import to_json
 
     print(to_json(report) if args.json else format_bench(report))
@@ -322,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=positive_float, default=1e-4)
     p.add_argument("--atol", type=positive_float, default=1e-4)
     p.add_argument("--no-stiff", action="store_true", help="skip the stiff-variant rows")
+    p.add_argument("--problem-file", help="time this problem (any model) instead; no baseline or stiff rows")
     p.add_argument("--backend", default="python", choices=("python", "julia"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
