@@ -171,7 +171,8 @@ def status(model=None, batch: int | None = None) -> str:
     loop = ("whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature, Gauss and "
             f"RecursiveCheckpoint adjoints): {loop_why}")
     return (f"compiled (numba {importlib.metadata.version('numba')}, {_kernels_origin()}): {loop}; stage kernels "
-            f"for the numpy driver (implicit solvers, DP8, other engines): {why}; {ENV_VARIABLE}=0 selects numpy")
+            f"for the numpy driver (implicit solvers, DP8, other engines): {why}; {ENV_VARIABLE}=0 selects numpy; "
+            "models other than the MLP (harness.models) run the numpy engines")
 
 
 def _kernels_origin() -> str:
