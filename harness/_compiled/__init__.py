@@ -153,7 +153,7 @@ def status(model=None, batch: int | None = None) -> str:
     RecursiveCheckpoint adjoints): used at every size; stage kernels for the numpy driver (implicit
     solvers, DP8, other engines): used for hidden widths <= 8; HARNESS_COMPILED=0 selects numpy'."""
     on, why = _decide(model)
-    loop_on, loop_why = _decide_loop(model, batch)
+    loop_on, loop_why = _decide_loop(model)
     if not (on or loop_on):
         return f"numpy: {why}"
     import importlib.metadata
@@ -186,7 +186,7 @@ def _load():
     """The compiled `StageVJPs` class, with the kernels made ready (`_load_kernels`)."""
     if _state["loaded"] is None:
         _load_kernels()
-        from ._stage_vjps import CompiledStageVJPs
+        from ._compiled_stage_vjps import CompiledStageVJPs
 
         _state["loaded"] = CompiledStageVJPs
     return _state["loaded"]
@@ -241,20 +241,26 @@ def kernels_source() -> str | None:
     return _state.get("kernels_source")
 
 
-def load_seconds() -> float | None:
-    """Seconds this process spent compiling or loading the kernels (None before the first use)."""
-    return _state.get("compile_seconds")
-
-
-def _decide_loop(model=None, batch: int | None = None) -> tuple[bool, str]:
-    """(use the compiled whole loop for this model and batch, why). In the automatic mode it runs at
-    every size: with wide products handed to BLAS it was the faster path at every problem measured
-    (README: 2-3-2 from B = 1 to 50 000, 2-64-2, 2-32-32-2, 8-128-128-8), which the numpy loop with its
-    per-call overhead was not. `batch` is accepted so callers need not know that."""
+def _decide_loop(model=None) -> tuple[bool, str]:
+    """(use the compiled whole loop for this model, why). In the automatic mode it runs at every size:
+    with wide products handed to BLAS it was the faster path at every problem measured (README: 2-3-2
+    from B = 1 to 50 000, 2-64-2, 2-32-32-2, 8-128-128-8), which the numpy loop with its per-call
+    overhead was not."""
     decided = _forced_or_refused(model)
     if decided is not None:
         return decided
     return True, "used at every size"
+
+
+def loop_enabled(model) -> bool:
+    """Whether the compiled whole loop may compute a gradient for `model` now (the gradients of
+    `harness.sensitivity._compiled_loop` ask, then check the rest of their scope)."""
+    return _decide_loop(model)[0]
+
+
+def count_loop_run() -> None:
+    """Count one gradient computed by the compiled whole loop (`loop_runs`)."""
+    _state["loop_runs"] += 1
 
 
 def loop_runs() -> int:
@@ -262,43 +268,8 @@ def loop_runs() -> int:
     return _state["loop_runs"]
 
 
-def adjoint_gradient(problem, theta, forward, options, engine, adjoint):
-    """The gradient by the compiled whole loop, or None where it does not apply (the numpy driver runs).
-
-    The arguments are those of `harness.sensitivity._backward.adjoint_gradient`, with `options` the
-    backward pass's solver and tolerances.
-    """
-    if not _decide_loop(problem.model, problem.batch_size)[0]:
-        return None
-    from ._whole_gradient import whole_loop_applies, whole_loop_gradient
-
-    if not whole_loop_applies(problem, forward, options, engine, adjoint):
-        return None
-    result = whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
-    if result is not None:
-        _state["loop_runs"] += 1
-    return result
-
-
-def discrete_gradient(problem, theta, forward, engine):
-    """RecursiveCheckpointAdjoint's gradient by the compiled forward loop and reverse sweep, or None where
-    they do not apply (the numpy engine runs). The arguments are those of
-    `harness.sensitivity._discrete.recursive_checkpoint_gradient`: `forward` the forward pass's settings,
-    `engine` the RecursiveCheckpointAdjoint (its `checkpoints`)."""
-    if not _decide_loop(problem.model, problem.batch_size)[0]:
-        return None
-    from ._discrete_gradient import discrete_loop_applies, discrete_loop_gradient
-
-    if not discrete_loop_applies(problem, forward):
-        return None
-    result = discrete_loop_gradient(problem, theta, forward, engine)
-    if result is not None:
-        _state["loop_runs"] += 1
-    return result
-
-
 def stage_vjps(model, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0) -> StageVJPs:
     """A `StageVJPs` for these arguments: the compiled one when the fast path is on, else the numpy one."""
     if enabled(model):
-        return _load()(model, theta, batch, n_slots, cotangent_sign)
+        return _load()(model, theta, batch, n_slots, cotangent_sign, stage=kernels().mlp_stage)
     return StageVJPs(model, theta, batch, n_slots, cotangent_sign)

@@ -27,7 +27,7 @@ Explicit solvers only (DP5, BS3, DP8): differentiating an implicit solver's Newt
 different algorithm, and such solvers are refused with a one-line reason.
 
 This numpy code is the reference. Where numba is installed, DP5 and BS3 on the plain MLP run compiled
-(`harness._compiled.discrete_gradient`: the compiled forward loop, then `_reverse_sweep.py`, this
+(`_compiled_loop.discrete_sweep`: the compiled forward loop, then `harness._compiled._reverse_sweep`, this
 algorithm written out, with the same counts); ``HARNESS_COMPILED=0`` selects this code.
 """
 
@@ -38,11 +38,11 @@ from math import comb
 
 import numpy as np
 
-from .._compiled import discrete_gradient as compiled_discrete_gradient
 from ..errors import RefusedError
 from .._forward import SolveOptions, solve_forward
 from .._state_layout import states
 from ..solvers import SolverStats, check_solver
+from ._compiled_loop import discrete_sweep
 from ._registry import register_engine
 from ._result import GradientResult
 from .algorithms import RecursiveCheckpointAdjoint
@@ -232,9 +232,9 @@ def recursive_checkpoint_gradient(engine: RecursiveCheckpointAdjoint, problem, t
     (one float each), then each piece is swept in reverse from its stored start state."""
     # the compiled forward loop and reverse sweep, where they apply (DP5, BS3, the plain MLP; see
     # harness._compiled): this algorithm, written out statement for statement
-    compiled = compiled_discrete_gradient(problem, theta, forward, engine)
+    compiled = discrete_sweep(problem, theta, forward, engine.checkpoints)
     if compiled is not None:
-        return compiled
+        return discrete_result(engine, problem, *compiled)
     fwd, pieces = forward_steps(problem, theta, forward)
     loss, dL_dz = problem.loss_terms(fwd.z_at_times)
     stepper = _Stepper(problem.model, theta, explicit_tableau(forward.solver))
@@ -257,15 +257,10 @@ def discrete_result(engine, problem, loss, dtheta, dz0, forward_stats, n_f, n_vj
                     peak_held) -> GradientResult:
     """The `GradientResult` of a RecursiveCheckpointAdjoint sweep (numpy or compiled): its backward counts
     are the reversed steps' evaluations (n_f values, n_vjp VJPs) and its diagnostics the sweep's."""
-    return GradientResult(
-        engine=engine.name,
-        loss=loss,
-        dtheta=dtheta,
-        dz0=dz0,
-        forward_stats=forward_stats,
-        backward_stats=SolverStats(n_rhs=n_f + n_vjp, n_accepted=n_steps, n_rejected=0),
-        n_datapoints=problem.n_datapoints,
-        diagnostics={
+    return GradientResult.of(
+        engine, problem, loss, dtheta, dz0, forward_stats,
+        SolverStats(n_rhs=n_f + n_vjp, n_accepted=n_steps, n_rejected=0),
+        {
             "n_steps": n_steps,
             "checkpoints": engine.checkpoints,
             "recomputed_steps": recomputed,
