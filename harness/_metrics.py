@@ -1,4 +1,4 @@
-"""How far apart two gradients are: the measures every comparison (and `harness.testing`) uses.
+"""How far apart two gradients are: the measures every comparison (`harness.compare`) and `harness.testing` use.
 
 For a gradient g and a reference r (flat vectors):
 

@@ -17,7 +17,7 @@ Inside, one concept per module: `spec` (the file format's common part and engine
 `engines` (an engine spec to a runnable engine), `_kind` (the kind protocol and registry),
 `_gradient`, `_training` and `_discretisation` (the built-in kinds;
 `_dto_figures` draws the last), `_cells` (what every cell shares),
-`_runner` (the resumable cell store and executors), `_metrics` (distances between gradients),
+`_runner` (the resumable cell store and executors), `harness._metrics` (distances between gradients),
 `_figures`, `_report`, `_experiment` (`run_experiment`), `_dask`, and `cli` (`harness compare`).
 """
 
