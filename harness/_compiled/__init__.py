@@ -17,13 +17,18 @@ The whole adaptive loop of a gradient is compiled too (`_adaptive_loop.py`): the
 forward solve over the observation times and the backward solve of BacksolveAdjoint,
 InterpolatingAdjoint, QuadratureAdjoint or GaussAdjoint (the last two: a alone, with their
 Gauss-Legendre sums on every accepted step), with DP5, BS3 or any `ExplicitRungeKutta`, taking the
-numpy loop's steps, at every batch size (wide products go to BLAS). `harness.sensitivity._backward.
-adjoint_gradient` asks `adjoint_gradient` below first; it returns None (and the numpy driver runs)
-outside its scope: implicit solvers and scipy's (DP8), checkpointing, the references, models other
-than the plain MLP, activations without a kernel. RecursiveCheckpointAdjoint (discretise-then-optimise)
-has its compiled path too (`discrete_gradient`, `_reverse_sweep.py`): the same forward pass keeping
-each step's size, then the reverse sweep through those steps, stored or binomially checkpointed
-(`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy), within the same model scope.
+numpy loop's steps, at every batch size (wide products go to BLAS). RecursiveCheckpointAdjoint
+(discretise-then-optimise) has its compiled path too (`_reverse_sweep.py`): the same forward pass
+keeping each step's size, then the reverse sweep through those steps, stored or binomially
+checkpointed (`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy). The step rules (initial step,
+controller, budget, revolve schedule) are not copied here: the loop compiles the numpy loop's own
+(`harness.solvers._step_rules`, through `_rules.py`).
+
+This package sits below the engines: its kernels and their drivers (`_solves.py`) take arrays and
+return arrays, and it imports nothing from `sensitivity`, `problems` or `compare`
+(tests/test_import_graph.py). The engines' glue, `harness.sensitivity._compiled_loop`, asks
+`loop_enabled(model)`, checks the rest of the scope (explicit Runge-Kutta both ways, no
+checkpointing, the plain MLP) and calls the solves; where it does not apply the numpy driver runs.
 
 The compiled functions are built ahead of time into one extension module (`_ahead_of_time.py`),
 cached on disk and loaded without numba: the first process builds it (a one-line note on stderr says
@@ -32,8 +37,8 @@ the build fails, or with ``HARNESS_AHEAD_OF_TIME=0``, numba's just-in-time funct
 numba (``__pycache__`` beside this package, or ``NUMBA_CACHE_DIR``). For whoever edits these files and
 runs the just-in-time functions: numba keys each cache entry on its own source file's timestamp only,
 and a caller's entry embeds the callees it was compiled with, so after editing any kernel file
-(`_activations.py`, `_stage_kernels.py`, `_unit_stage.py`, `_borrowed.py`, `_adaptive_loop.py`)
-delete ``__pycache__/*.nbi`` and ``*.nbc`` here, or the callers' cached functions keep running the
+(`_activations.py`, `_stage_kernels.py`, `_unit_stage.py`, `_borrowed.py`, `_adaptive_loop.py`,
+`_reverse_sweep.py`, `_rules.py`, or the rules in `harness/solvers/_step_rules.py`) delete ``__pycache__/*.nbi`` and ``*.nbc`` here, or the callers' cached functions keep running the
 old code (an installed release is not affected: installing rewrites every file).
 """
 
