@@ -38,8 +38,9 @@ numba (``__pycache__`` beside this package, or ``NUMBA_CACHE_DIR``). For whoever
 runs the just-in-time functions: numba keys each cache entry on its own source file's timestamp only,
 and a caller's entry embeds the callees it was compiled with, so after editing any kernel file
 (`_activations.py`, `_stage_kernels.py`, `_unit_stage.py`, `_borrowed.py`, `_adaptive_loop.py`,
-`_reverse_sweep.py`, `_rules.py`, or the rules in `harness/solvers/_step_rules.py`) delete ``__pycache__/*.nbi`` and ``*.nbc`` here, or the callers' cached functions keep running the
-old code (an installed release is not affected: installing rewrites every file).
+`_reverse_sweep.py`, `_rules.py`, or the rules in `harness/solvers/_step_rules.py`) delete
+``__pycache__/*.nbi`` and ``*.nbc`` here, or the callers' cached functions keep running the old code
+(an installed release is not affected: installing rewrites every file).
 """
 
 from __future__ import annotations
