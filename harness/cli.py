@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tutorial (default), close-fit (longer, tighter) or tutorial-exact (the "
                         "tutorial's own draws: its table row for row); see README")
     p.add_argument("--steps", type=nonnegative_int, help="Adam steps (preset: 1000)")
-    p.add_argument("--method", dest="engine", action=_DeprecatedAlias, new="--engine", help=argparse.SUPPRESS)
+    p.add_argument("--method", dest="engine", action=_DeprecatedAlias, new="--engine", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
     p.add_argument("--engine", dest="engine", metavar="ENGINE", default="BacksolveAdjoint",
                    help=f"gradient engine (--method, deprecated, is the older spelling), one of {sorted(ENGINES)}, "
                         "or with --backend julia one of "
