@@ -2,10 +2,10 @@
 fixed arguments, the scratch buffers of a solve, the stores of its steps, and the numbers the loop
 returns.
 
-Nothing here imports numba, so the driver code (`_whole_gradient.py`, `_discrete_gradient.py`) runs the
-same with the loop compiled ahead of time (`_ahead_of_time.py`, loaded without numba) as with numba's
-just-in-time functions. Every array a solve needs beyond a few numbers is allocated here rather than
-inside the compiled functions: numpy's allocations are the ones Python's tracemalloc sees, so the peak
+Nothing here imports numba, so the drivers (`_solves.py`) run the same with the loop compiled ahead of
+time (`_ahead_of_time.py`, loaded without numba) as with numba's just-in-time functions. Every array a
+solve needs beyond a few numbers is allocated here rather than inside the compiled functions: numpy's
+allocations are the ones Python's tracemalloc sees, so the peak
 memory that `harness compare` reports stays true for the compiled loop too.
 """
 

@@ -45,7 +45,7 @@ def first_backward_step(fwd: ForwardSolution, options: SolveOptions) -> float | 
     """
     if check_solver(options.solver).implicit or fwd.h_last is None or step_rules.BACKWARD_FIRST_STEP_FRACTION is None:
         return None
-    return step_rules.BACKWARD_FIRST_STEP_FRACTION * fwd.h_last
+    return step_rules.backward_first_step(fwd.h_last)
 
 
 class AdjointSystem:

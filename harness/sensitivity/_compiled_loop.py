@@ -82,7 +82,7 @@ def continuous_gradient(problem, theta, forward, options, engine, adjoint) -> Gr
     # ALONE: the Gauss-Legendre rule of every backward step, the adjoint's own (`n_nodes`)
     rule = gauss_legendre(system.n_nodes) if mode == ALONE else ((), ())
     backward = solve_backward(compiled.kernels(), mode, solved, dL_dz, problem.t0, check_solver(options.solver),
-                              step_rules.BACKWARD_FIRST_STEP_FRACTION * solved.h_last, options.rtol, options.atol,
+                              step_rules.backward_first_step(solved.h_last), options.rtol, options.atol,
                               model.n_params, rule)
     if backward is None:
         return None

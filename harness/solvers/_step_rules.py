@@ -36,6 +36,13 @@ PATIENT_STEPS = 5_000  # from here on, a projection beyond the budget stops the 
 BACKWARD_FIRST_STEP_FRACTION: float | None = 0.5
 
 
+# ------------------------------------------------------------------- the backward pass's first step
+def backward_first_step(h_last: float) -> float:
+    """The first step of an explicit backward solve from the forward pass's last proposed step
+    (`BACKWARD_FIRST_STEP_FRACTION` of it; callers check that the fraction is not None)."""
+    return BACKWARD_FIRST_STEP_FRACTION * h_last
+
+
 # ----------------------------------------------------------------------------------- initial step
 def first_step_guess(d0: float, d1: float) -> float:
     """Hairer, Nørsett & Wanner's first guess h0 from d0 = RMS(y0 / scale), d1 = RMS(f0 / scale)
