@@ -25,7 +25,7 @@ def backend_engine(backend: str, name: str, options: dict, solver: str, rtol: fl
         return _julia_engine(name, options, solver, rtol, atol)
     if backend in PEER_METHODS:
         if name not in PEER_METHODS[backend]:
-            raise HarnessInputError(f"unknown engine {backend}:{name!r}: {backend} has {list(PEER_METHODS[backend])}")
+            raise HarnessInputError(f"unknown engine '{backend}:{name}': {backend} has {list(PEER_METHODS[backend])}")
         if options:
             raise HarnessInputError(f"{backend}:{name} takes no options, got {sorted(options)}")
         from . import peers
