@@ -236,7 +236,10 @@ def resolve_engine(engine, *, solver: str | None = None, rtol: float | None = No
         for key, value in (("solver", solver), ("rtol", rtol), ("atol", atol)):
             if value is not None and key in fields:
                 settings[key] = value
-        return cls(**settings)
+        try:
+            return cls(**settings)
+        except TypeError as err:
+            raise HarnessInputError(f"engine {name!r} with options {sorted(settings)}: {err}") from None
     if isinstance(engine, type):
         declaration_of(engine)
         try:
