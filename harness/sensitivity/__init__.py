@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from .._forward import SolveOptions
+from .._memory_budget import check_gradient_memory
 from ..solvers import check_solver, check_tolerances
 from .algorithms import (
     ADJOINTS,
@@ -69,6 +70,14 @@ def gradient(
         With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time. For an augmented problem
         (`problem.augment = A`) `dz0` is dL/dz0 of the N observed components only: the A augmented
         ones start at 0 by definition, they are not inputs.
+
+    Raises
+    ------
+    RefusedError
+        (a HarnessInputError, one line) before anything is allocated, when the engine's estimated
+        working set (`harness._memory_budget.gradient_memory`: ForwardSensitivity with an implicit
+        solver stores dense Newton blocks) exceeds the memory available here, `ulimit -v` included.
+        The message gives the number needed and the number available.
     """
     engine = resolve_engine(engine)
     declaration = declaration_of(engine)
@@ -76,6 +85,10 @@ def gradient(
         check_solver(solver)  # other backends have solver names of their own
     rtol, atol = check_tolerances(rtol, atol)
     theta = problem.theta if theta is None else problem.model.check_theta(theta)
+    # Every caller (gradcheck, reproduce, compare cells, training, the Python API) comes through here,
+    # so a gradient that cannot fit is refused with the number instead of growing until the kernel
+    # kills the process without a word. Not timed: it is not the gradient's cost.
+    check_gradient_memory(problem, engine, solver)
     start = time.perf_counter()
     result = declaration.compute(engine, problem, theta, SolveOptions(solver, rtol, atol))
     if problem.augment and result.dz0.shape[1] != problem.observed_dim:
