@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._distances import relative_error, worst_entry  # noqa: F401 - shared with gradcheck
+from ._distances import relative_error, worst_entry  # noqa: F401 - shared with gradcheck
 
 WRT = ("dtheta", "dz0")  # dL/dθ and dL/dz0
 

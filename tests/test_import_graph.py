@@ -98,6 +98,20 @@ def test_no_import_circle_in_harness():
     assert not cycles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
+def test_every_relative_import_names_a_module_of_the_package():
+    """A relative import that climbs out of `harness` or names no module is a broken import the graph
+    above would silently leave out (it fails only when that line runs)."""
+    files = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    broken = []
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                targets = _resolve(module, path.name == "__init__.py", node, files)
+                broken += [(module, t) for t in targets if t not in files]
+    assert not broken, broken
+
+
 def test_compiled_kernels_sit_below_the_engines():
     graph = import_graph()
     above = ("harness.sensitivity", "harness.problems", "harness.compare", "harness.peers", "harness.julia")
