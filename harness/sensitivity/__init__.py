@@ -1,5 +1,9 @@
 """Gradient engines: `gradient(problem, engine=...)` with an engine value from `algorithms`, or any
-engine registered with `register_engine` (see `_registry`)."""
+engine registered with `register_engine` (see `_registry`); `resolve_engine` turns a name into one.
+
+A new continuous adjoint is an `AdjointSystem` subclass (its backward ODE, jump and accumulation),
+computed by the one driver `adjoint_gradient`, and one `register_engine` call; every engine's
+`compute` receives the forward pass's `SolveOptions`."""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from ._registry import (
     uses_harness_solvers,
 )
 from ._result import GradientResult
+from ._backward import AdjointSystem, adjoint_gradient
 
 # Importing the behaviour modules registers the harness engines, in this order.
 from . import _backsolve, _interpolating, _quadrature, _gauss, _discrete  # noqa: E402,F401  (adjoints)
@@ -97,6 +102,7 @@ def gradient(
 
 __all__ = [
     "ADJOINTS",
+    "AdjointSystem",
     "ENGINES",
     "REFERENCES",
     "BacksolveAdjoint",
@@ -108,6 +114,8 @@ __all__ = [
     "InterpolatingAdjoint",
     "QuadratureAdjoint",
     "RecursiveCheckpointAdjoint",
+    "SolveOptions",
+    "adjoint_gradient",
     "declaration_of",
     "gradient",
     "load_engine_plugins",

@@ -1,4 +1,4 @@
-"""How far apart two gradients are: the measures every comparison (and `harness.testing`) uses.
+"""How far apart two gradients are: the measures every comparison (`harness.compare`) and `harness.testing` use.
 
 For a gradient g and a reference r (flat vectors):
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._distances import relative_error, worst_entry  # noqa: F401 - shared with gradcheck
+from ._distances import relative_error, worst_entry  # noqa: F401 - shared with gradcheck
 
 WRT = ("dtheta", "dz0")  # dL/dθ and dL/dz0
 
