@@ -134,7 +134,8 @@ def arithmetic_limit() -> dict:
     from numba import njit
 
     from harness._compiled._activations import tanh_array
-    from harness._compiled._stage_vjps import CompiledStageVJPs
+    from harness._compiled import kernels as compiled_kernels
+    from harness._compiled._compiled_stage_vjps import CompiledStageVJPs
     from harness.model import MLP
 
     @njit(fastmath={"contract"}, error_model="numpy")
@@ -169,7 +170,7 @@ def arithmetic_limit() -> dict:
     for widths, batch in (((2, 3, 2), 500), ((2, 64, 2), 500), ((8, 128, 128, 8), 256)):
         model = MLP(widths)
         theta = model.init(np.random.default_rng(1))
-        tape = CompiledStageVJPs(model, theta, batch, 1, -1.0)
+        tape = CompiledStageVJPs(model, theta, batch, 1, -1.0, stage=compiled_kernels().mlp_stage)
         z, a = np.random.default_rng(2).normal(size=(2, widths[0], batch))
         f, az = np.empty_like(z), np.empty_like(z)
         seconds = best(lambda tape=tape, z=z, a=a, f=f, az=az: tape.vjp(0, z, a, f, az), 50)

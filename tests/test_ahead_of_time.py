@@ -143,7 +143,13 @@ def test_the_cache_key_follows_the_sources_and_the_directory_variable(tmp_path, 
     edited = _ahead_of_time.build_key()
     (fake / "_whole_gradient.py").write_text("# edited again\n")
     assert _ahead_of_time.build_key() == edited
-    assert {p.name for p in _ahead_of_time._key_sources()} >= {"_unit_stage.py", "_borrowed.py", "_stage_kernels.py"}
+    assert {p.name for p in _ahead_of_time._key_sources()} >= {"_unit_stage.py", "_borrowed.py", "_stage_kernels.py",
+                                                                 "_rules.py", "_step_rules.py"}
+    # the step rules live with the solvers and are compiled into the kernels: an edit rebuilds too
+    rules = tmp_path / "_step_rules.py"
+    rules.write_text(_ahead_of_time.STEP_RULES.read_text() + "\n# edited\n")
+    monkeypatch.setattr(_ahead_of_time, "STEP_RULES", rules)
+    assert _ahead_of_time.build_key() != edited
     monkeypatch.setenv(_ahead_of_time.DIRECTORY_VARIABLE, str(tmp_path / "built"))
     assert _ahead_of_time.module_path("k").parent == tmp_path / "built" / "k"
 

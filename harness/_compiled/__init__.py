@@ -17,13 +17,18 @@ The whole adaptive loop of a gradient is compiled too (`_adaptive_loop.py`): the
 forward solve over the observation times and the backward solve of BacksolveAdjoint,
 InterpolatingAdjoint, QuadratureAdjoint or GaussAdjoint (the last two: a alone, with their
 Gauss-Legendre sums on every accepted step), with DP5, BS3 or any `ExplicitRungeKutta`, taking the
-numpy loop's steps, at every batch size (wide products go to BLAS). `harness.sensitivity._backward.
-adjoint_gradient` asks `adjoint_gradient` below first; it returns None (and the numpy driver runs)
-outside its scope: implicit solvers and scipy's (DP8), checkpointing, the references, models other
-than the plain MLP, activations without a kernel. RecursiveCheckpointAdjoint (discretise-then-optimise)
-has its compiled path too (`discrete_gradient`, `_reverse_sweep.py`): the same forward pass keeping
-each step's size, then the reverse sweep through those steps, stored or binomially checkpointed
-(`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy), within the same model scope.
+numpy loop's steps, at every batch size (wide products go to BLAS). RecursiveCheckpointAdjoint
+(discretise-then-optimise) has its compiled path too (`_reverse_sweep.py`): the same forward pass
+keeping each step's size, then the reverse sweep through those steps, stored or binomially
+checkpointed (`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy). The step rules (initial step,
+controller, budget, revolve schedule) are not copied here: the loop compiles the numpy loop's own
+(`harness.solvers._step_rules`, through `_rules.py`).
+
+This package sits below the engines: its kernels and their drivers (`_solves.py`) take arrays and
+return arrays, and it imports nothing from `sensitivity`, `problems` or `compare`
+(tests/test_import_graph.py). The engines' glue, `harness.sensitivity._compiled_loop`, asks
+`loop_enabled(model)`, checks the rest of the scope (explicit Runge-Kutta both ways, no
+checkpointing, the plain MLP) and calls the solves; where it does not apply the numpy driver runs.
 
 The compiled functions are built ahead of time into one extension module (`_ahead_of_time.py`),
 cached on disk and loaded without numba: the first process builds it (a one-line note on stderr says
@@ -32,9 +37,10 @@ the build fails, or with ``HARNESS_AHEAD_OF_TIME=0``, numba's just-in-time funct
 numba (``__pycache__`` beside this package, or ``NUMBA_CACHE_DIR``). For whoever edits these files and
 runs the just-in-time functions: numba keys each cache entry on its own source file's timestamp only,
 and a caller's entry embeds the callees it was compiled with, so after editing any kernel file
-(`_activations.py`, `_stage_kernels.py`, `_unit_stage.py`, `_borrowed.py`, `_adaptive_loop.py`)
-delete ``__pycache__/*.nbi`` and ``*.nbc`` here, or the callers' cached functions keep running the
-old code (an installed release is not affected: installing rewrites every file).
+(`_activations.py`, `_stage_kernels.py`, `_unit_stage.py`, `_borrowed.py`, `_adaptive_loop.py`,
+`_reverse_sweep.py`, `_rules.py`, or the rules in `harness/solvers/_step_rules.py`) delete
+``__pycache__/*.nbi`` and ``*.nbc`` here, or the callers' cached functions keep running the old code
+(an installed release is not affected: installing rewrites every file).
 """
 
 from __future__ import annotations
@@ -163,7 +169,7 @@ def status(model=None, batch: int | None = None) -> str:
     RecursiveCheckpoint adjoints): used at every size; stage kernels for the numpy driver (implicit
     solvers, DP8, other engines): used for hidden widths <= 8; HARNESS_COMPILED=0 selects numpy'."""
     on, why = _decide(model)
-    loop_on, loop_why = _decide_loop(model, batch)
+    loop_on, loop_why = _decide_loop(model)
     if not (on or loop_on):
         return f"numpy: {why}"
     import importlib.metadata
@@ -197,7 +203,7 @@ def _load():
     """The compiled `StageVJPs` class, with the kernels made ready (`_load_kernels`)."""
     if _state["loaded"] is None:
         _load_kernels()
-        from ._stage_vjps import CompiledStageVJPs
+        from ._compiled_stage_vjps import CompiledStageVJPs
 
         _state["loaded"] = CompiledStageVJPs
     return _state["loaded"]
@@ -252,20 +258,26 @@ def kernels_source() -> str | None:
     return _state.get("kernels_source")
 
 
-def load_seconds() -> float | None:
-    """Seconds this process spent compiling or loading the kernels (None before the first use)."""
-    return _state.get("compile_seconds")
-
-
-def _decide_loop(model=None, batch: int | None = None) -> tuple[bool, str]:
-    """(use the compiled whole loop for this model and batch, why). In the automatic mode it runs at
-    every size: with wide products handed to BLAS it was the faster path at every problem measured
-    (README: 2-3-2 from B = 1 to 50 000, 2-64-2, 2-32-32-2, 8-128-128-8), which the numpy loop with its
-    per-call overhead was not. `batch` is accepted so callers need not know that."""
+def _decide_loop(model=None) -> tuple[bool, str]:
+    """(use the compiled whole loop for this model, why). In the automatic mode it runs at every size:
+    with wide products handed to BLAS it was the faster path at every problem measured (README: 2-3-2
+    from B = 1 to 50 000, 2-64-2, 2-32-32-2, 8-128-128-8), which the numpy loop with its per-call
+    overhead was not."""
     decided = _forced_or_refused(model)
     if decided is not None:
         return decided
     return True, "used at every size"
+
+
+def loop_enabled(model) -> bool:
+    """Whether the compiled whole loop may compute a gradient for `model` now (the gradients of
+    `harness.sensitivity._compiled_loop` ask, then check the rest of their scope)."""
+    return _decide_loop(model)[0]
+
+
+def count_loop_run() -> None:
+    """Count one gradient computed by the compiled whole loop (`loop_runs`)."""
+    _state["loop_runs"] += 1
 
 
 def loop_runs() -> int:
@@ -273,44 +285,9 @@ def loop_runs() -> int:
     return _state["loop_runs"]
 
 
-def adjoint_gradient(problem, theta, forward, options, engine, adjoint):
-    """The gradient by the compiled whole loop, or None where it does not apply (the numpy driver runs).
-
-    The arguments are those of `harness.sensitivity._backward.adjoint_gradient`, with `options` the
-    backward pass's solver and tolerances.
-    """
-    if not _decide_loop(problem.model, problem.batch_size)[0]:
-        return None
-    from ._whole_gradient import whole_loop_applies, whole_loop_gradient
-
-    if not whole_loop_applies(problem, forward, options, engine, adjoint):
-        return None
-    result = whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
-    if result is not None:
-        _state["loop_runs"] += 1
-    return result
-
-
-def discrete_gradient(problem, theta, forward, engine):
-    """RecursiveCheckpointAdjoint's gradient by the compiled forward loop and reverse sweep, or None where
-    they do not apply (the numpy engine runs). The arguments are those of
-    `harness.sensitivity._discrete.recursive_checkpoint_gradient`: `forward` the forward pass's settings,
-    `engine` the RecursiveCheckpointAdjoint (its `checkpoints`)."""
-    if not _decide_loop(problem.model, problem.batch_size)[0]:
-        return None
-    from ._discrete_gradient import discrete_loop_applies, discrete_loop_gradient
-
-    if not discrete_loop_applies(problem, forward):
-        return None
-    result = discrete_loop_gradient(problem, theta, forward, engine)
-    if result is not None:
-        _state["loop_runs"] += 1
-    return result
-
-
 def stage_vjps(model, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0) -> StageVJPs:
     """A `StageVJPs` for these arguments: the compiled one when the fast path is on, else the numpy one
     (the MLP's fused form, or the generic form of any other model: `_stage_vjps.stage_vjps_for`)."""
     if enabled(model):
-        return _load()(model, theta, batch, n_slots, cotangent_sign)
+        return _load()(model, theta, batch, n_slots, cotangent_sign, stage=kernels().mlp_stage)
     return stage_vjps_for(model, theta, batch, n_slots, cotangent_sign)

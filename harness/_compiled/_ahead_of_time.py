@@ -40,6 +40,8 @@ from pathlib import Path
 MODULE_NAME = "harness_compiled_loop"
 EXPORTED = ("forward_pass", "backward_pass", "reverse_sweep", "mlp_stage")
 HERE = Path(__file__).resolve().parent
+# the step rules the kernels compile from the solvers' package (`_rules.py`): part of the cache key
+STEP_RULES = HERE.parent / "solvers" / "_step_rules.py"
 FAILURE = "harness: build failed: "  # how the child reports why, in one line
 
 
@@ -77,10 +79,11 @@ DIRECTORY_VARIABLE = "HARNESS_AHEAD_OF_TIME_DIR"
 
 def _key_sources() -> list[Path]:
     """The files the module is made of: every kernel file (one that imports numba), the argument builders
-    (they decide the signatures) and this file (the build), found by reading the package, so a new
-    kernel file counts without a list to keep."""
+    (they decide the signatures), this file (the build) and the step rules the kernels compile
+    (`harness/solvers/_step_rules.py`), found by reading the package, so a new kernel file counts
+    without a list to keep."""
     kernels = [p for p in sorted(HERE.glob("*.py")) if re.search(r"^(from|import) numba\b", p.read_text(), re.M)]
-    return [*kernels, HERE / "_arguments.py", HERE / "_ahead_of_time.py"]
+    return [*kernels, HERE / "_arguments.py", HERE / "_ahead_of_time.py", STEP_RULES]
 
 
 def cache_directory() -> Path:

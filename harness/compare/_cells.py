@@ -37,8 +37,6 @@ from ._kind import kind
 from .engines import build_engine
 from .spec import ProblemSpec
 
-STATUSES = ("ok", "flagged", "failed", "unavailable")
-
 
 def cell_key(spec) -> str:
     """A stable hash of everything that determines the cell's result (and the harness version)."""
