@@ -45,9 +45,10 @@ TABLE = [
     ("8-128-128-8, B 256, t1 = 1", (8, 128, 128, 8), 256, (1.0,)),
     ("2-50-2, B 1, 30 observation times", (2, 50, 2), 1, tuple(np.linspace(10 / 30, 10, 30))),
 ]
-# the figure's sweeps: 2-3-2 over B, and 2-H-2 at B = 500 over H (so over P = 4 H + 2)
-BATCH_SWEEP = [(f"2-3-2, B {b}", (2, 3, 2), b, (10.0,)) for b in (1, 50, 500, 5000, 50000)]
-WIDTH_SWEEP = [(f"2-{h}-2, B 500", (2, h, 2), 500, (10.0,)) for h in (3, 16, 64, 256)]
+# the figure's sweeps: 2-3-2 over B, and 2-H-2 at B = 500 over H (so over P = 5 H + 2); each point has a
+# label of its own (its sweep named), so that no measurement overwrites another in results.json
+BATCH_SWEEP = [(f"batch sweep: 2-3-2, B {b}", (2, 3, 2), b, (10.0,)) for b in (1, 50, 500, 5000, 50000)]
+WIDTH_SWEEP = [(f"width sweep: 2-{h}-2, B 500", (2, h, 2), 500, (10.0,)) for h in (3, 16, 64, 256)]
 
 # column -> (worker framework, method)
 COLUMNS = {
@@ -230,8 +231,7 @@ def main(argv=None) -> int:
     table_rows = [r for r in TABLE if not (args.quick and r[2] >= 50000)]
     if args.rows:
         table_rows = [r for r in table_rows if any(text in r[0] for text in args.rows)]
-    sweeps = [] if args.quick or args.rows else [
-        r for r in BATCH_SWEEP + WIDTH_SWEEP if r[0] not in {t[0] for t in TABLE}]
+    sweeps = [] if args.quick or args.rows else BATCH_SWEEP + WIDTH_SWEEP
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
     print(f"DP5, float64, rtol = atol = {RTOL:g}; median of {args.repeats} gradients after a warm-up; "
           "compilation apart in parentheses", flush=True)
@@ -288,13 +288,14 @@ def _figure(results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    rows_b = [(label, b) for label, w, b, _ in BATCH_SWEEP + TABLE[:3] if w == (2, 3, 2) and label in results]
-    rows_p = [(label, 4 * w[1] + 2) for label, w, b, _ in WIDTH_SWEEP + [TABLE[3]] if label in results]
+    from harness.model import MLP
+
+    rows_b = [(label, b) for label, w, b, _ in BATCH_SWEEP if label in results]
+    rows_p = [(label, MLP(w).n_params) for label, w, b, _ in WIDTH_SWEEP if label in results]  # 5 H + 2
     panels = ((axes[0], rows_b, "batch size B (MLP 2-3-2)"), (axes[1], rows_p, "parameters P (MLP 2-H-2, B = 500)"))
     for ax, rows, xlabel in panels:
         for column in SWEEP_COLUMNS:
-            pts = sorted({x: results[label][column]["median"] for label, x in rows
-                          if results[label].get(column)}.items())
+            pts = sorted((x, results[label][column]["median"]) for label, x in rows if results[label].get(column))
             if pts:
                 ax.loglog(*zip(*pts), "o-", label=column)
         ax.set_xlabel(xlabel)
