@@ -5,7 +5,8 @@ and what a failed build leaves behind.
 No run waits for a build unless it asks to. A process that finds no usable compiled code for this key
 starts one builder (``python -m harness._compiled._module_cache build ENTRY``) in its own session, at
 the lowest priority (nice 19 and the idle scheduling class, one thread), and runs the numpy path
-itself; the builder finishes whatever happens to its parent, and the next run adopts what it built.
+itself; the builder starts compiling once that process has ended (or after a minute), finishes
+whatever happens to its parent, and the next run adopts what it built.
 ``HARNESS_BUILD=wait`` (the test suite, ``harness doctor --rebuild``, `harness._compiled.kernels()`)
 waits for it instead, saying so; ``HARNESS_BUILD=never`` starts none.
 
@@ -312,6 +313,8 @@ def wait_for_builder(entry: Entry, say) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
     finally:
         os.close(fd)
+    for process in _started:
+        process.poll()  # reap a builder this process started (no zombie left while it runs on)
 
 
 def forget(entry: Entry) -> None:
@@ -358,6 +361,18 @@ def _lower_priority() -> None:
         os.nice(19)
     with contextlib.suppress(OSError, AttributeError):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+GRACE_SECONDS = 60.0  # how long a background builder leaves the run that started it alone
+
+
+def _after_the_run_that_started_it() -> None:
+    """Wait until the process that started this builder has ended (a short run, such as `harness
+    reproduce`, then never shares the CPU with it), or `GRACE_SECONDS` have passed (a long run or an
+    interactive session shares it with a builder at the lowest priority)."""
+    parent, deadline = os.getppid(), time.monotonic() + GRACE_SECONDS
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def explain(err: BaseException, directory: Path) -> str:
@@ -466,6 +481,7 @@ def build(directory: str, key: str, lock_fd: int, background: bool) -> int:
     outcome recorded. Exit status 0 if something usable was made."""
     if background:
         _lower_priority()
+        _after_the_run_that_started_it()
     entry = Entry(Path(directory), key)
     entry.write(entry.building, {"pid": os.getpid(), "started": time.time(), "background": background})
     try:
