@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -35,6 +36,7 @@ from pathlib import Path
 from harness._provenance import cpu_model
 
 HARNESS = [sys.executable, "-m", "harness.cli", "reproduce"]
+CPU: list[float] = []  # CPU seconds of each run timed, in order
 DROPPED = ("HARNESS_COMPILED", "HARNESS_AHEAD_OF_TIME", "HARNESS_AHEAD_OF_TIME_DIR", "NUMBA_CACHE_DIR",
            "HARNESS_BUILD")
 
@@ -47,10 +49,18 @@ def _fresh_env(folder: Path, **changes) -> dict:
             **changes}
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed(env: dict, out: Path) -> tuple[float, str]:
-    started = time.perf_counter()
+    """(wall seconds, the run's line about the compiled code); its CPU seconds go to `CPU` (the run and
+    the children it waits for; a background builder is not one of them)."""
+    started, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(HARNESS + ["--out", str(out)], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    CPU.append(_children_cpu() - cpu)
     if done.returncode != 0:
         raise RuntimeError(f"harness reproduce failed ({done.returncode}): {done.stderr[-500:]}")
     said = [line for line in done.stderr.splitlines() if "compiled" in line]
@@ -77,6 +87,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}", flush=True)
     rows = {"numpy path": [], "first run": [], "run during the build": []}
+    cpu = {kind: [] for kind in rows}
+    load_at_start = os.getloadavg()
     notes = {}
     with tempfile.TemporaryDirectory(prefix="first-run-") as tmp:
         tmp = Path(tmp)
@@ -99,7 +111,8 @@ def main(argv=None) -> int:
                 if kind == "run during the build" and not _kill_builders(fresh / "aot"):
                     raise RuntimeError(f"no builder was running during the second run: {said!r}")
                 rows[kind].append(seconds)
-                print(f"  {kind:22s} {seconds:6.1f} s  {said}", flush=True)
+                cpu[kind].append(CPU[-1])
+                print(f"  {kind:22s} {seconds:6.1f} s wall, {CPU[-1]:6.1f} s CPU  {said}", flush=True)
         folder = tmp / "cold-build"
         env = _fresh_env(folder, HARNESS_BUILD="wait")
         wait_seconds, said = _timed(env, folder / "out")
@@ -107,12 +120,14 @@ def main(argv=None) -> int:
         print(f"  cold build: {record['wall_seconds']} s wall, {record['cpu_seconds']} s CPU "
               f"(the run that waited for it: {wait_seconds:.1f} s)", flush=True)
         later, said_later = _timed(_fresh_env(folder), folder / "out-later")
-        print(f"  a later run: {later:.1f} s {said_later}", flush=True)
+        later_cpu = CPU[-1]
+        print(f"  a later run: {later:.1f} s wall, {later_cpu:.1f} s CPU {said_later}", flush=True)
     numpy_median, first_median = statistics.median(rows["numpy path"]), statistics.median(rows["first run"])
     during_median = statistics.median(rows["run during the build"])
     result = {
         "cpu": cpu_model(), "command": "python benchmarks/bench_first_run.py " + " ".join(argv or sys.argv[1:]),
-        "load_average_at_end": os.getloadavg(), "seconds": rows,
+        "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(), "seconds": rows,
+        "cpu_seconds": cpu, "median_cpu": {kind: statistics.median(v) for kind, v in cpu.items()},
         "median_numpy_path": numpy_median, "median_first_run": first_median,
         "first_run_over_numpy_path": first_median / numpy_median, "first_run_says": notes.get("first run"),
         "median_run_during_the_build": during_median, "run_during_the_build_over_numpy_path": during_median / numpy_median,
@@ -120,7 +135,7 @@ def main(argv=None) -> int:
         "pairs_first_over_numpy": [f / n for f, n in zip(rows["first run"], rows["numpy path"])],
         "cold_build": {"wall_seconds": record["wall_seconds"], "cpu_seconds": record["cpu_seconds"],
                        "run_that_waited_seconds": wait_seconds},
-        "later_run_seconds": later,
+        "later_run_seconds": later, "later_run_cpu_seconds": later_cpu,
     }
     print(f"first run ÷ numpy path: {first_median:.1f} / {numpy_median:.1f} s = {first_median / numpy_median:.3f}; "
           f"a run during the build ÷ numpy path: {during_median / numpy_median:.3f}")

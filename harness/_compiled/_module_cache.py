@@ -4,7 +4,7 @@ and what a failed build leaves behind.
 
 No run waits for a build unless it asks to. A process that finds no usable compiled code for this key
 starts one builder (``python -m harness._compiled._module_cache build ENTRY``) in its own session, at
-the lowest priority (nice 19 and the idle scheduling class, one thread), and runs the numpy path
+the lowest priority (nice 19, one thread), and runs the numpy path
 itself; the builder starts compiling once that process has ended (or after a minute), finishes
 whatever happens to its parent, and the next run adopts what it built.
 ``HARNESS_BUILD=wait`` (the test suite, ``harness doctor --rebuild``, `harness._compiled.kernels()`)
@@ -356,11 +356,11 @@ def describe(entry: Entry | None = None) -> str:
 
 # ------------------------------------------------------------------------------------ the builder
 def _lower_priority() -> None:
-    """Nice 19 and the idle scheduling class: the builder takes only CPU time nothing else wants."""
+    """Nice 19: the builder gets about 1.5 % of a core that a normal-priority process wants, and the
+    cores nothing else wants. (Not the idle scheduling class: on a machine that is never idle, a shared
+    CI runner say, it would never run at all.)"""
     with contextlib.suppress(OSError, AttributeError):
         os.nice(19)
-    with contextlib.suppress(OSError, AttributeError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 GRACE_SECONDS = 60.0  # how long a background builder leaves the run that started it alone
@@ -426,12 +426,11 @@ def _pycc_importable() -> str | None:
     return None
 
 
-def _build_module(entry: Entry) -> str | None:
-    """Build the module ahead of time into a scratch folder, test-load it in a child, record its size
+def _build_module(entry: Entry, scratch: Path) -> str | None:
+    """Build the module ahead of time into the folder `scratch`, test-load it in a child, record its size
     and hash and move it into place; None on success, else why not."""
     from ._ahead_of_time import compile_module
 
-    scratch = Path(tempfile.mkdtemp(prefix="build-", dir=entry.path))
     try:
         started, cpu = time.perf_counter(), _cpu_seconds()
         try:
@@ -479,18 +478,21 @@ def build(directory: str, key: str, lock_fd: int, background: bool) -> int:
     """The builder's work (it holds the lock through `lock_fd`): scratch folders of killed builders
     removed, then the module built ahead of time, or numba's cache filled where that cannot be; the
     outcome recorded. Exit status 0 if something usable was made."""
+    entry = Entry(Path(directory), key)
+    entry.write(entry.building, {"pid": os.getpid(), "started": time.time(), "background": background})
     if background:
         _lower_priority()
         _after_the_run_that_started_it()
-    entry = Entry(Path(directory), key)
-    entry.write(entry.building, {"pid": os.getpid(), "started": time.time(), "background": background})
     try:
         for stale in entry.path.glob("build-*"):  # this process holds the lock: no other builder runs
             shutil.rmtree(stale, ignore_errors=True)
+        scratch = Path(tempfile.mkdtemp(prefix="build-", dir=entry.path))  # removed by `_build_module`
         wanted = os.environ.get("HARNESS_AHEAD_OF_TIME", "").strip().lower() not in ("0", "false", "no", "off")
         why_not = _pycc_importable() if wanted else "HARNESS_AHEAD_OF_TIME=0"
-        if why_not is None:
-            failure = _build_module(entry)
+        if why_not is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            failure = _build_module(entry, scratch)
             if failure is None:
                 with contextlib.suppress(OSError):
                     entry.failed.unlink()
@@ -503,6 +505,12 @@ def build(directory: str, key: str, lock_fd: int, background: bool) -> int:
             return 0
         entry.write(entry.failed, {"reason": f"{why_not}; numba's just-in-time compilation failed ({failure})",
                                    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        print(f"{FAILURE}{failure}", flush=True)
+        return 1
+    except Exception as err:  # noqa: BLE001 (a full disk at mkdtemp, say: remembered like any failure)
+        failure = explain(err, entry.path)
+        with contextlib.suppress(OSError):
+            entry.write(entry.failed, {"reason": failure, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         print(f"{FAILURE}{failure}", flush=True)
         return 1
     finally:
