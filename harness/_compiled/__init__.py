@@ -184,21 +184,26 @@ def status(model=None, batch: int | None = None) -> str:
 
     loop = ("whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature, Gauss and "
             f"RecursiveCheckpoint adjoints): {loop_why}")
-    return (f"compiled (numba {importlib.metadata.version('numba')}, {_kernels_origin()}): {loop}; stage kernels "
-            f"for the numpy driver (implicit solvers, DP8, other engines): {why}; {ENV_VARIABLE}=0 selects numpy")
+    ready, origin = _kernels_origin()
+    compiled_line = (f"{loop}; stage kernels for the numpy driver (implicit solvers, DP8, other engines): {why}; "
+                     f"{ENV_VARIABLE}=0 selects numpy")
+    if not ready and _mode()[0] != "on":  # forced on, a run waits for the build instead
+        return f"numpy for now ({origin}); then compiled (numba {importlib.metadata.version('numba')}): {compiled_line}"
+    return f"compiled (numba {importlib.metadata.version('numba')}, {origin}): {compiled_line}"
 
 
-def _kernels_origin() -> str:
-    """Where the compiled functions come (or will come) from, without loading or building anything."""
+def _kernels_origin() -> tuple[bool, str]:
+    """(this process can use them now, where the compiled functions come or will come from), without
+    loading or building anything."""
     if _state.get("kernels_source"):
-        return _state["kernels_source"]
-    from ._module_cache import build_mode, describe
+        return True, _state["kernels_source"]
+    from ._module_cache import build_mode, state
 
     build_mode()  # refuses a value it does not understand
-    origin = describe()
+    ready, origin = state()
     if not _ahead_of_time_wanted():
         origin += f" ({AHEAD_OF_TIME_VARIABLE}=0: numba's just-in-time functions from numba's cache are used)"
-    return origin
+    return ready, origin
 
 
 def _ahead_of_time_wanted() -> bool:

@@ -327,31 +327,36 @@ def forget(entry: Entry) -> None:
 def describe(entry: Entry | None = None) -> str:
     """What the cache holds for this code on this machine, in one clause, without loading or building
     anything (what `harness doctor` prints)."""
+    return state(entry)[1]
+
+
+def state(entry: Entry | None = None) -> tuple[bool, str]:
+    """(a run can use the compiled code now, `describe`'s clause)."""
     if entry is None:
         directory, note = cache_directory()
         if directory is None:
-            return f"no writable cache directory ({note}): runs use numpy"
+            return False, f"no writable cache directory ({note}): runs use numpy"
         entry = Entry(directory)
     running = entry.builder()
     if running is not None:
         since = running.get("started")
         age = f" for {time.time() - since:.0f} s" if isinstance(since, (int, float)) else ""
-        return (f"being built by process {running.get('pid')}{age} (log: {entry.log}); runs use numpy until "
-                "it is done")
+        return False, (f"being built by process {running.get('pid')}{age} (log: {entry.log}); runs use numpy "
+                       "until it is done")
     if entry.module.exists():
         why = check_module(entry)
         if why is None:
-            return f"built ahead of time, size and SHA-256 as recorded at build: {entry.module}"
-        return f"the cached module {entry.module} is damaged ({why}): the next run removes it and rebuilds it"
+            return True, f"built ahead of time, size and SHA-256 as recorded at build: {entry.module}"
+        return False, f"the cached module {entry.module} is damaged ({why}): the next run removes it and rebuilds it"
     jit = entry.read(entry.jit)
     if jit is not None:
-        return f"numba's just-in-time functions from numba's cache ({jit.get('why')})"
+        return True, f"numba's just-in-time functions from numba's cache ({jit.get('why')})"
     failed = entry.read(entry.failed)
     if failed is not None:
-        return (f"the build failed at {failed.get('when')} ({failed.get('reason')}); runs use numpy; "
-                "`harness doctor --rebuild` retries")
-    return (f"not built yet for this code ({entry.path}): the first run starts the build in the background "
-            "and uses numpy meanwhile")
+        return False, (f"the build failed at {failed.get('when')} ({failed.get('reason')}); runs use numpy; "
+                       "`harness doctor --rebuild` retries")
+    return False, (f"not built yet for this code ({entry.path}): the first run starts the build in the "
+                   "background and uses numpy meanwhile")
 
 
 # ------------------------------------------------------------------------------------ the builder
