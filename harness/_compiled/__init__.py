@@ -99,8 +99,11 @@ def _mode() -> tuple[str, str]:
 
 
 def available() -> bool:
-    """True if numba is installed (the fast path can run)."""
-    return importlib.util.find_spec("numba") is not None
+    """True if numba is installed (the fast path can run). Looked up once per process: every gradient
+    asks, and the lookup costs about 170 µs (0.5 s of CPU over a 1000-step `harness reproduce`)."""
+    if _state.get("numba_installed") is None:
+        _state["numba_installed"] = importlib.util.find_spec("numba") is not None
+    return _state["numba_installed"]
 
 
 def set_enabled(enabled: bool | None) -> None:
