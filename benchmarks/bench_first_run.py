@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--out", default="reports/scale/first_run.json")
+    parser.add_argument("--no-cold-build", action="store_true", help="only the pairs (the cold build takes minutes)")
     args = parser.parse_args(argv)
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}", flush=True)
     rows = {"numpy path": [], "first run": [], "run during the build": []}
@@ -113,15 +114,17 @@ def main(argv=None) -> int:
                 rows[kind].append(seconds)
                 cpu[kind].append(CPU[-1])
                 print(f"  {kind:22s} {seconds:6.1f} s wall, {CPU[-1]:6.1f} s CPU  {said}", flush=True)
-        folder = tmp / "cold-build"
-        env = _fresh_env(folder, HARNESS_BUILD="wait")
-        wait_seconds, said = _timed(env, folder / "out")
-        record = json.loads(next((folder / "aot").glob("*/module.json")).read_text())
-        print(f"  cold build: {record['wall_seconds']} s wall, {record['cpu_seconds']} s CPU "
-              f"(the run that waited for it: {wait_seconds:.1f} s)", flush=True)
-        later, said_later = _timed(_fresh_env(folder), folder / "out-later")
-        later_cpu = CPU[-1]
-        print(f"  a later run: {later:.1f} s wall, {later_cpu:.1f} s CPU {said_later}", flush=True)
+        record, wait_seconds, later, later_cpu = {}, None, None, None
+        if not args.no_cold_build:
+            folder = tmp / "cold-build"
+            env = _fresh_env(folder, HARNESS_BUILD="wait")
+            wait_seconds, said = _timed(env, folder / "out")
+            record = json.loads(next((folder / "aot").glob("*/module.json")).read_text())
+            print(f"  cold build: {record['wall_seconds']} s wall, {record['cpu_seconds']} s CPU "
+                  f"(the run that waited for it: {wait_seconds:.1f} s)", flush=True)
+            later, said_later = _timed(_fresh_env(folder), folder / "out-later")
+            later_cpu = CPU[-1]
+            print(f"  a later run: {later:.1f} s wall, {later_cpu:.1f} s CPU {said_later}", flush=True)
     numpy_median, first_median = statistics.median(rows["numpy path"]), statistics.median(rows["first run"])
     during_median = statistics.median(rows["run during the build"])
     result = {
@@ -133,8 +136,8 @@ def main(argv=None) -> int:
         "median_run_during_the_build": during_median, "run_during_the_build_over_numpy_path": during_median / numpy_median,
         "run_during_the_build_says": notes.get("run during the build"),
         "pairs_first_over_numpy": [f / n for f, n in zip(rows["first run"], rows["numpy path"])],
-        "cold_build": {"wall_seconds": record["wall_seconds"], "cpu_seconds": record["cpu_seconds"],
-                       "run_that_waited_seconds": wait_seconds},
+        "cold_build": record and {"wall_seconds": record["wall_seconds"], "cpu_seconds": record["cpu_seconds"],
+                                  "run_that_waited_seconds": wait_seconds},
         "later_run_seconds": later, "later_run_cpu_seconds": later_cpu,
     }
     print(f"first run ÷ numpy path: {first_median:.1f} / {numpy_median:.1f} s = {first_median / numpy_median:.3f}; "
