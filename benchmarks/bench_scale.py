@@ -394,6 +394,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="reports/scale")
     parser.add_argument("--rows", metavar="TEXT", nargs="+",
                         help="only the table rows whose label contains one of these (and no sweeps)")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw scale.png from --out's results.json (a file written before the sweep "
+                             "points had labels of their own is read through the points' problems)")
     parser.add_argument("--grid", type=int, metavar="K", help="measure K cells of the benchmark grid instead")
     parser.add_argument("--seed", type=int, default=0, help="the grid's seed (cell i uses seed + i)")
     parser.add_argument("--isa", nargs="+", choices=("on", "off"), default=["on", "off"],
@@ -408,6 +411,10 @@ def main(argv=None) -> int:
         return 0
     if args.grid_worker:
         print(json.dumps(_grid_worker(*args.grid_worker, args.repeats)))
+        return 0
+    if args.replot:
+        results = json.loads((Path(args.out) / "results.json").read_text())["results"]
+        _figure(_sweep_points(results), Path(args.out) / "scale.png")
         return 0
     if args.grid is not None:
         if args.grid < 1:
@@ -468,6 +475,22 @@ def main(argv=None) -> int:
     if not args.rows:  # the figure needs the sweeps
         _figure(results, out / "scale.png")
     return 0
+
+
+def _sweep_points(results: dict) -> dict:
+    """`results` with every sweep point under its own label; in a file written before the sweep points
+    had labels of their own, a point is found by its problem (the label without its sweep's name, or the
+    table row of the same network, batch and times)."""
+    found = dict(results)
+    for label, widths, batch, times in BATCH_SWEEP + WIDTH_SWEEP:
+        if label in found:
+            continue
+        same_problem = [label.split(": ", 1)[1]] + [t[0] for t in TABLE if (t[1], t[2], t[3]) == (widths, batch, times)]
+        for old in same_problem:
+            if old in results:
+                found[label] = results[old]
+                break
+    return found
 
 
 def _figure(results, path: Path) -> None:
