@@ -164,7 +164,8 @@ def grid_cells(count: int, seed: int) -> list[dict]:
             cell[name] = int(levels[orders[name].pop()])
         cell["seed"] = seed + i
         cell["label"] = (f"{cell['state']}-" + "-".join([str(cell['width'])] * cell["layers"]) + f"-{cell['state']}, "
-                         f"B {cell['batch']}, {cell['times']} time{'s' if cell['times'] > 1 else ''}, seed {cell['seed']}")
+                         f"B {cell['batch']}, {cell['times']} time{'s' if cell['times'] > 1 else ''}, "
+                         f"seed {cell['seed']}")
         cells.append(cell)
     return cells
 
@@ -248,7 +249,8 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
         lines.append(f"| {r['label']} | {r['avx512']} | {h and f'{h[1] * 1e3:.3g} ms ({h[0]})' or '—'} | "
                      f"{d and f'{d[1] * 1e3:.3g} ms ({d[0]})' or '—'} | {ratio} |")
     if worst:
-        lines += ["", f"Worst cell: {worst['label']}, AVX-512 {worst['avx512']}: harness ÷ diffrax = {worst['ratio']:.2f}."]
+        lines += ["", f"Worst cell: {worst['label']}, AVX-512 {worst['avx512']}: "
+                      f"harness ÷ diffrax = {worst['ratio']:.2f}."]
         for isa in isas:
             ratios = [r["ratio"] for r in measured if r["avx512"] == isa]
             if ratios:

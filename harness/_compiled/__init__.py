@@ -278,14 +278,15 @@ def _ready() -> tuple[bool, str]:
 
             if isinstance(err, HarnessInputError):
                 raise
-            kernels, why, entry, failed = None, f"the compiled code cannot be loaded ({type(err).__name__}: {err})", None, True
+            why = f"the compiled code cannot be loaded ({type(err).__name__}: {err})"
+            kernels, entry, failed = None, None, True
         if kernels is not None:
             _state["kernels"], _state["kernels_source"] = kernels, why
             return True, ""
         if entry is None or failed:
             reason = why
         elif build_mode() == "never":
-            reason = f"the compiled code is not built and HARNESS_BUILD=never"
+            reason = "the compiled code is not built and HARNESS_BUILD=never"
         else:
             pid, not_started = start_build(entry, background=True)
             running = entry.builder() if pid is None else {"pid": pid}
