@@ -285,6 +285,8 @@ def test_unusable_cache_locations_fall_back(tmp_path, monkeypatch):
     assert "Traceback" not in stderr
     assert "HARNESS_AHEAD_OF_TIME_DIR unusable" in stderr and "NUMBA_CACHE_DIR unusable" in stderr
     assert "Not a directory" in stderr
+    monkeypatch.setenv(_module_cache.DIRECTORY_VARIABLE, str(blocker / "aot"))
+    assert "[HARNESS_AHEAD_OF_TIME_DIR unusable (" in _module_cache.describe()  # the doctor names it too
     monkeypatch.setattr(_module_cache, "_candidates", lambda: [(blocker / "x", "HARNESS_AHEAD_OF_TIME_DIR"),
                                                                (blocker / "y", "the user's cache directory")])
     directory, note = _module_cache.cache_directory()

@@ -336,6 +336,9 @@ def state(entry: Entry | None = None) -> tuple[bool, str]:
         directory, note = cache_directory()
         if directory is None:
             return False, f"no writable cache directory ({note}): runs use numpy"
+        if note:  # a preferred directory was passed over: say which and why
+            usable, clause = state(Entry(directory))
+            return usable, f"{clause} [{note}]"
         entry = Entry(directory)
     running = entry.builder()
     if running is not None:
