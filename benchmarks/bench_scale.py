@@ -286,7 +286,8 @@ def _grid_figure(rows: list[dict], isas: list[str], path: Path) -> None:
 
     columns = [(layers, width) for layers in GRID["layers"] for width in GRID["width"]]
     lines = [(n, b, t) for n in GRID["state"] for b in GRID["batch"] for t in GRID["times"]]
-    fig, axes = plt.subplots(1, len(isas), figsize=(7 * len(isas), 8), squeeze=False)
+    fig, axes = plt.subplots(1, len(isas), figsize=(7.5 * len(isas), 8), squeeze=False,
+                             gridspec_kw={"wspace": 0.45})
     image = None
     for ax, isa in zip(axes[0], isas):
         grid = np.full((len(lines), len(columns)), np.nan)
@@ -417,6 +418,10 @@ def main(argv=None) -> int:
     if args.replot:
         results = json.loads((Path(args.out) / "results.json").read_text())["results"]
         _figure(_sweep_points(results), Path(args.out) / "scale.png")
+        if (Path(args.out) / "grid.json").exists():  # and the grid's heatmap from grid.json
+            grid = json.loads((Path(args.out) / "grid.json").read_text())
+            isas = list(dict.fromkeys(r["avx512"] for r in grid["rows"]))
+            _grid_figure(grid["rows"], isas, Path(args.out) / "grid.png")
         return 0
     if args.grid is not None:
         if args.grid < 1:
