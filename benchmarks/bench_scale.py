@@ -217,8 +217,14 @@ def _best(per_method: dict | None) -> tuple[str, float] | None:
     return min(found, key=lambda mr: mr[1]) if found else None
 
 
-def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, command: str) -> int:
-    cells = grid_cells(count, seed)
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, command: str,
+             cells: list[int] | None = None, one_thread: bool = False) -> int:
+    drawn = grid_cells(count, seed)
+    cells = [drawn[i] for i in cells] if cells else drawn
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
     print(f"grid: {count} cells of {np.prod([len(v) for v in GRID.values()])}, seed {seed}, instruction sets "
           f"{isas}; DP5, rtol = atol = {RTOL:g}", flush=True)
@@ -228,6 +234,9 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
             path = _grid_problem(cell, Path(folder))
             for isa in isas:  # interleaved: both frameworks, both instruction sets, cell by cell
                 env = isa_environment(isa)
+                if one_thread:
+                    env = {**env, **ONE_THREAD, "XLA_FLAGS": " ".join(
+                        f for f in (env.get("XLA_FLAGS", ""), XLA_ONE_THREAD) if f)}
                 harness = _run_grid_worker("harness-compiled", path, repeats, env)
                 diffrax = _run_grid_worker("diffrax", path, repeats, env)
                 best_h, best_d = _best(harness), _best(diffrax)
@@ -240,7 +249,8 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
     measured = [r for r in rows if r["ratio"] is not None]
     worst = max(measured, key=lambda r: r["ratio"]) if measured else None
     lines = [f"CPU: {cpu_model()} ({os.cpu_count()} logical cores)", "", f"Command: `{command}`", "",
-             f"{count} cells drawn from the grid ({np.prod([len(v) for v in GRID.values()])} cells), seed {seed}; "
+             f"{len(cells)} cells drawn from the grid ({np.prod([len(v) for v in GRID.values()])} cells), seed {seed}"
+             + (" (one thread per framework)" if one_thread else "") + "; "
              "harness ÷ diffrax, the best engine of each, one dL/dθ, DP5/Dopri5, rtol = atol = 1e-6, post-JIT medians.",
              "", "| cell | AVX-512 | harness (best) | diffrax (best) | harness ÷ diffrax |", "|---|---|---:|---:|---:|"]
     for r in rows:
@@ -404,6 +414,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the grid's seed (cell i uses seed + i)")
     parser.add_argument("--isa", nargs="+", choices=("on", "off"), default=["on", "off"],
                         help="AVX-512 on, off or both (default both), for --grid")
+    parser.add_argument("--cells", type=int, nargs="+", metavar="I",
+                        help="with --grid K: measure only these cells (0-based) of the K drawn")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="with --grid: both frameworks on one thread (OpenBLAS, OpenMP, XLA's Eigen pool)")
     parser.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "METHOD", "PROBLEM"), help=argparse.SUPPRESS)
     parser.add_argument("--grid-worker", nargs=2, metavar=("FRAMEWORK", "PROBLEM"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -427,7 +441,8 @@ def main(argv=None) -> int:
         if args.grid < 1:
             parser.error(f"--grid {args.grid}: expected an integer >= 1")
         command = "python benchmarks/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        return run_grid(args.grid, args.seed, args.isa, args.repeats, Path(args.out), command.strip())
+        return run_grid(args.grid, args.seed, args.isa, args.repeats, Path(args.out), command.strip(),
+                        cells=args.cells, one_thread=args.one_thread)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
