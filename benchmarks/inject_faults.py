@@ -990,7 +990,7 @@ ROBUST_SCENARIOS = {
 CACHE_QUICK = ("cache_truncated_module", "cache_damaged_module", "cache_empty_module", "cache_garbage_module",
                "cache_foreign_module", "cache_unwritable_location", "cache_failed_build_remembered",
                "cache_bad_switch")
-CACHE_FULL = CACHE_QUICK + ("cache_killed_builder", "cache_concurrent_runs_one_builder")
+CACHE_FULL = CACHE_QUICK + ("cache_killed_builder", "cache_concurrent_runs_one_builder", "cache_full_disk")
 
 
 def _cache_env(cache: Path, **changes) -> dict:
@@ -1168,6 +1168,33 @@ def _concurrent_runs(faults: Faults) -> Outcome:
     return outcome
 
 
+def _full_disk(faults: Faults) -> Outcome:
+    """The cache on a 1 MB disk (a tmpfs, where root may mount one): the module (1.4 MB) cannot be
+    written; the run that waits for the build ends normally on numba's cache, and the doctor names the
+    full disk."""
+    outcome = Outcome("a full disk under the cache (a 1 MB tmpfs)")
+    mount = faults.out("cache-full-disk")
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        outcome.message = "skipped: no tmpfs can be mounted here"
+        return outcome
+    try:
+        env = _cache_env(mount, HARNESS_BUILD="wait")
+        run = _short_run(faults, "cache-run", env)
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 0, f"exit status {outcome.exit_status}: {run.message[-300:]}")
+        outcome.expect("Traceback" not in run.stderr, "a traceback was printed")
+        doctor = subprocess.run(HARNESS + ["doctor"], env=env, capture_output=True, text=True)
+        line = next((x for x in doctor.stdout.splitlines() if x.strip().startswith("compiled")), "")
+        outcome.message = line.strip()
+        outcome.expect(f"the disk holding {mount}" in line and "is full" in line,
+                       f"the doctor does not name the full disk: {line[:300]!r}")
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+    return outcome
+
+
 CACHE_FAULTS = {
     "cache_truncated_module": _damaged_module("truncated", lambda e: e.module.write_bytes(
         e.module.read_bytes()[: e.module.stat().st_size // 2])),
@@ -1182,6 +1209,7 @@ CACHE_FAULTS = {
     "cache_bad_switch": _bad_switch,
     "cache_killed_builder": _killed_builder,
     "cache_concurrent_runs_one_builder": _concurrent_runs,
+    "cache_full_disk": _full_disk,
 }
 QUICK = QUICK + CACHE_QUICK
 FULL = FULL + CACHE_FULL

@@ -307,7 +307,7 @@ def test_a_full_disk_is_reported_as_such(tmp_path, monkeypatch):
 
     monkeypatch.setattr(_module_cache.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 99, 1 << 20))
     said = _module_cache.explain(LinkError("command 'gcc' failed with exit code 1"), tmp_path)
-    assert said == f"LinkError: command 'gcc' failed with exit code 1 (the disk holding {tmp_path} is full: 1 MB free)"
+    assert said == f"the disk holding {tmp_path} is full (1 MB free; the build ended in LinkError)"
 
 
 @pytest.mark.parametrize("variable, value", [("HARNESS_COMPILED", "maybe"), ("HARNESS_BUILD", "sometimes"),

@@ -387,13 +387,16 @@ def explain(err: BaseException, directory: Path) -> str:
     """One line for a failed build; a full disk is named as such (the C compiler reports it as a link
     failure)."""
     first_sentence = (str(err).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+    if len(first_sentence) > 200:  # a compiler's whole command line, say
+        first_sentence = first_sentence[:200] + " ..."
     said = f"{type(err).__name__}: {first_sentence}"
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on the device holding {directory}"
     with contextlib.suppress(OSError):
         free = shutil.disk_usage(directory).free
-        if free < 64 << 20:
-            return f"{said} (the disk holding {directory} is full: {free >> 20} MB free)"
+        if free < 64 << 20:  # the compiler's own message would not say so
+            return (f"the disk holding {directory} is full ({free >> 20} MB free; the build ended in "
+                    f"{type(err).__name__})")
     return said
 
 
