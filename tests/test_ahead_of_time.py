@@ -274,6 +274,25 @@ def test_a_failed_build_is_remembered_with_its_reason_and_not_retried(tmp_path):
     assert "the build failed at 2026-12-07T09:00:00Z (LinkError: gcc failed)" in _module_cache.describe(entry)
 
 
+def test_numbas_cache_filled_with_the_module_off_serves_while_the_module_is_built(built, tmp_path):
+    """An entry whose builder ran with HARNESS_AHEAD_OF_TIME=0 (numba's cache filled, no module): a run
+    with the module wanted uses numba's functions at once and starts the module's build."""
+    entry = _module_cache.Entry(tmp_path / "cache", built.key)
+    entry.path.mkdir(parents=True)
+    entry.write(entry.jit, {"why": "HARNESS_AHEAD_OF_TIME=0"})
+    code, report, stderr = one_gradient(entry.path.parent, HARNESS_BUILD="background")
+    pid = None
+    try:
+        assert code == 0, stderr
+        assert report["loop_runs"] == 1
+        assert report["source"] == "numba's just-in-time functions from numba's cache (HARNESS_AHEAD_OF_TIME=0)"
+        assert "harness: building the compiled module in the background (process " in stderr
+        pid = int(stderr.split("(process ")[1].split(",")[0])
+    finally:
+        if pid is not None:
+            os.killpg(pid, signal.SIGKILL)
+
+
 def test_unusable_cache_locations_fall_back(tmp_path, monkeypatch):
     """A cache path under a regular file (HARNESS_AHEAD_OF_TIME_DIR, NUMBA_CACHE_DIR) is passed over with
     one line naming it; with no usable location at all the run uses numpy; a builder never gets an

@@ -282,6 +282,14 @@ def _ready() -> tuple[bool, str]:
             kernels, entry, failed = None, None, True
         if kernels is not None:
             _state["kernels"], _state["kernels_source"] = kernels, why
+            if (_ahead_of_time_wanted() and entry is not None and not entry.module.exists()
+                    and (entry.read(entry.jit) or {}).get("why") == f"{AHEAD_OF_TIME_VARIABLE}=0"
+                    and build_mode() == "background"):
+                # numba's cache was filled with the module turned off; now it is wanted: build it too
+                pid, _ = start_build(entry, background=True)
+                if pid is not None:
+                    _say(f"harness: building the compiled module in the background (process {pid}, log: "
+                         f"{entry.log}); this run uses numba's just-in-time functions")
             return True, ""
         if entry is None or failed:
             reason = why
