@@ -113,6 +113,17 @@ def _rel(g, ref) -> float:
 class DiscretisationKind(ExperimentKind):
     name = "otd_vs_dto"
 
+    def claim_fields(self, s):
+        engines = s.engines + s.memory_engines
+        return {
+            "engine": tuple(dict.fromkeys(e.label for e in engines)), "backend": tuple({e.backend for e in engines}),
+            "role": ("errors", "memory"), "solver": (s.solver,), "rtol": None, "atol": None, "seed": (s.seed,),
+            "horizon": s.horizons, "status": ("ok", "flagged", "failed", "unavailable"), "reason": None,
+            **{m: None for m in ("ode_error", "discrete_error", "n_steps", "n_rhs_forward", "n_rhs_backward",
+                                 "peak_memory_bytes", "seconds", "peak_stored_states", "recomputed_steps",
+                                 "quadrature_points")},
+        }
+
     def claim_rows(self, analysis):
         return analysis.get("otd_vs_dto", [])
     tables = ("otd_vs_dto",)

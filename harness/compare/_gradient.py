@@ -161,6 +161,20 @@ class GradientKind(ExperimentKind):
 
     def claim_rows(self, analysis):
         return analysis.get("rows", [])
+
+    def claim_fields(self, g):
+        measures = ("relative_error", "worst_entry", "worst_index", "worst_name", "cosine")
+        return {
+            "engine": tuple(e.label for e in g.engines), "backend": tuple({e.backend for e in g.engines}),
+            "solver": g.solvers, "forward_solver": None, "rtol": tuple(r for r, _ in g.tolerances),
+            "atol": tuple(a for _, a in g.tolerances), "seed": g.seeds,
+            "status": ("ok", "flagged", "failed", "unavailable"), "reason": None, "key": None,
+            **{f"{w}.{m}": None for w in ("dtheta", "dz0") for m in measures},
+            **{f"dz0.{m}": None for m in ("max_abs_error", "max_abs_error_per_atol", "reference_max_abs")},
+            **{m: None for m in ("seconds", "seconds_min", "seconds_max", "repeats", "n_rhs_forward",
+                                 "n_rhs_backward", "n_rhs", "n_jac", "n_lu", "peak_memory_bytes",
+                                 "reconstruction_error")},
+        }
     tables = ("grid", "reference")
     required = True
     figures = ("heatmap", "work_precision", "memory")

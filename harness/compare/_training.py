@@ -73,6 +73,16 @@ class TrainingCell:
 class TrainingKind(ExperimentKind):
     name = "training"
 
+    def claim_fields(self, t):
+        return {
+            "engine": None, "base_engine": tuple(e.label for e in t.engines), "augment": t.augment,
+            "status": ("ok", "flagged", "failed", "unavailable"), "reason": None, "steps": None,
+            **{m: None for m in ("final_loglik_per_datapoint", "perfect_loglik_per_datapoint", "gap_to_perfect",
+                                 "best_gap_to_perfect", "seconds", "seconds_per_step", "n_rhs", "n_rhs_per_step",
+                                 "step_seconds_median", "step_seconds_min", "step_seconds_max",
+                                 "step_intervals", "observed_dim", "final_forward_n_rhs")},
+        }
+
     def claim_rows(self, analysis):
         # a claim reads numbers, not curves
         return [{k: v for k, v in row.items() if k != "history"} for row in analysis.get("training", [])]

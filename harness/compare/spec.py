@@ -358,7 +358,7 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     experiment kind, which validates it (`ExperimentKind.parse`). A kind whose tables are absent
     is not used, unless it is required (the gradient grid).
     """
-    from ._kind import registered_kinds
+    from ._kind import kind, registered_kinds
 
     where = str(path) if path else "experiment"
     kinds = registered_kinds()
@@ -387,7 +387,8 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     if not isinstance(figures, list):
         _fail("[plots] figures", f"expected a list, got {figures!r}")
     figures = tuple(_string(f, "[plots] figures", valid_figures) for f in figures)
-    claims = parse_claims(document.get("claims"), "[[claims]]")
+    fields = {name: kind(name).claim_fields(settings) for name, settings in sections}
+    claims = parse_claims(document.get("claims"), "[[claims]]", fields)
     return Experiment(
         title=title,
         description=description,
