@@ -135,12 +135,15 @@ def test_step_times_and_a_ranking_only_beyond_the_spread():
     ('every = { engine = "QuadratureAdjoint" }\nmetric = "dtheta.relative_eror"\nat_most = 1',
      r"metric = 'dtheta.relative_eror': no such field in the gradient rows \(did you mean 'dtheta.relative_error'\?\)"),
     ('none = { engine = "QuadratureAdjoint" }\nstatus = "okk"', r"unknown status 'okk'; a status is one of"),
-    ('ratio = "n_rhs"\nnumerator = { solver = "DP5" }\ndenominator = { solver = "DP5" }\npair_by = ["engnie"]\nat_least = 1',
+    ('ratio = "n_rhs"\nnumerator = { solver = "DP5" }\ndenominator = { solver = "DP5" }\n'
+     'pair_by = ["engnie"]\nat_least = 1',
      r"pair_by\[0\] = 'engnie': no such field"),
     ('every = { engine = "QuadratureAdjiont" }\nstatus = "ok"',
-     r"every.engine = 'QuadratureAdjiont': not a value of this experiment's rows; expected one of \['QuadratureAdjoint'\]"),
+     r"every.engine = 'QuadratureAdjiont': not a value of this experiment's rows; "
+     r"expected one of \['QuadratureAdjoint'\]"),
     ('every = { rtol = { at_most = 1e-9 } }\nstatus = "ok"', r"matches none of this experiment's values \[1e-06\]"),
-    ('every = { kind = "training" }\nstatus = "ok"', r"kind = 'training': this experiment's rows are of kinds \['gradient'\]"),
+    ('every = { kind = "training" }\nstatus = "ok"',
+     r"kind = 'training': this experiment's rows are of kinds \['gradient'\]"),
     ('every = { engine = "QuadratureAdjoint" }\nstatus = "ok"\ncovers = ["tolerance"]', r"covers\[0\] = 'tolerance'"),
 ])
 def test_a_misspelled_name_is_refused_when_the_file_is_read(tmp_path, claim, message, capsys):
