@@ -232,3 +232,18 @@ def test_a_closed_stdout_keeps_the_runs_own_exit_status(tmp_path):
     assert process.returncode == 3, err
     assert b"Traceback" not in err
     assert b"stdout was closed before the end" in err and (tmp_path / "out" / "report.md").is_file()
+
+
+def test_cells_decided_by_this_run_are_never_listed_as_another_commits():
+    from harness.compare._experiment import other_commits
+
+    here = {"commit": "abc", "harness_version": "1"}
+    spec = {"engine": {"label": "E"}, "solver": "DP5", "rtol": 1e-6, "seed": 0}
+    base = {"kind": "gradient", "role": "grid", "spec": spec, "key": "k"}
+    records = [{**base, "status": "unavailable"}, {**base, "status": "failed", "rerun": True},
+               {**base, "status": "ok", "computed": {"commit": "abc"}},
+               {**base, "status": "ok", "computed": {"commit": "old", "harness_version": "0", "at": "t"}},
+               {**base, "status": "ok"}]
+    listed = other_commits(records, here)
+    assert [c["commit"] for c in listed] == ["old", None]
+    assert listed[0]["cell"] == "gradient grid E DP5 1e-06 0"

@@ -147,12 +147,13 @@ def _run(experiment, cells, out_dir: Path, this_run: dict, started: float, *, pr
 def other_commits(records, this_run: dict) -> list[dict]:
     """The stored cells that another commit (or an unknown one) computed: one entry per cell, with
     its commit, harness version and time, so that the report says whose numbers and times they are.
-    Unavailable cells are left out (they are never stored, so this run decided them)."""
+    Unavailable cells and `task_failure` records (`rerun`) are left out: they are never stored, so
+    this run decided them."""
     out = []
     for record in records:
         computed = record.get("computed") or {}
-        if record["status"] == "unavailable" or (computed.get("commit") == this_run["commit"]
-                                                 and computed.get("commit") is not None):
+        if record["status"] == "unavailable" or record.get("rerun") or (
+                computed.get("commit") == this_run["commit"] and computed.get("commit") is not None):
             continue
         spec = record["spec"]
         label = " ".join(str(x) for x in (record["kind"], record["role"], spec.get("engine", {}).get("label"),
