@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 
@@ -12,3 +14,16 @@ def julia_available() -> bool:
     from harness.julia import julia_status  # no juliacall import: only files and the PATH are read
 
     return julia_status().available
+
+
+@pytest.fixture
+def ctrl_c_handler():
+    """SIGINT raises KeyboardInterrupt in this process for the test's duration.
+
+    Python installs that handler at start-up only if SIGINT has its default action; a suite started
+    in a script's background (`nohup python -m pytest -q &`) inherits SIGINT ignored, and a test that
+    raises SIGINT in-process would see nothing happen.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
