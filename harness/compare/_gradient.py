@@ -40,7 +40,7 @@ from . import _markdown as markdown
 from . import _figures
 from ._cells import base_record, one_line_error, plain, prepare
 from ._kind import ExperimentKind, register_kind
-from ._metrics import WRT, compare_vectors, cosine_similarity, parameter_names, relative_error, state_names
+from .._metrics import WRT, compare_vectors, cosine_similarity, parameter_names, relative_error, state_names
 from .spec import (
     EngineSpec,
     ProblemSpec,

@@ -57,6 +57,7 @@ from pathlib import Path
 
 from ..errors import HarnessInputError
 from ..problems import PROBLEMS
+from .._backends import BACKENDS
 from ..peers import PEER_METHODS
 from ..sensitivity import ENGINES
 from ..solvers import SOLVERS
@@ -66,10 +67,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-# Engines outside the harness are named "backend:Name". Peers' names are known statically; Julia's
-# come from harness.julia at run time (Julia may be absent), so only their form is checked here.
+# Engines outside the harness are named "backend:Name" (`harness._backends`, which builds them through
+# `harness.sensitivity.resolve_engine`). Peers' names are known statically; Julia's come from
+# harness.julia at run time (Julia may be absent), so only their form is checked here.
 PEER_ENGINES = PEER_METHODS  # backend -> methods, kept by harness.peers
-BACKENDS = ("harness", "julia", *PEER_ENGINES)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
