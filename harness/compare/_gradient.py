@@ -36,6 +36,7 @@ from .. import _memory as memory
 from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError
 from ..sensitivity import gradient
+from . import _markdown as markdown
 from . import _figures
 from ._cells import base_record, one_line_error, plain, prepare
 from ._kind import ExperimentKind, register_kind
@@ -161,6 +162,20 @@ class GradientKind(ExperimentKind):
 
     def claim_rows(self, analysis):
         return analysis.get("rows", [])
+
+    def claim_fields(self, g):
+        measures = ("relative_error", "worst_entry", "worst_index", "worst_name", "cosine")
+        return {
+            "engine": tuple(e.label for e in g.engines), "backend": tuple({e.backend for e in g.engines}),
+            "solver": g.solvers, "forward_solver": None, "rtol": tuple(r for r, _ in g.tolerances),
+            "atol": tuple(a for _, a in g.tolerances), "seed": g.seeds,
+            "status": ("ok", "flagged", "failed", "unavailable"), "reason": None, "key": None,
+            **{f"{w}.{m}": None for w in ("dtheta", "dz0") for m in measures},
+            **{f"dz0.{m}": None for m in ("max_abs_error", "max_abs_error_per_atol", "reference_max_abs")},
+            **{m: None for m in ("seconds", "seconds_min", "seconds_max", "repeats", "n_rhs_forward",
+                                 "n_rhs_backward", "n_rhs", "n_jac", "n_lu", "peak_memory_bytes",
+                                 "reconstruction_error")},
+        }
     tables = ("grid", "reference")
     required = True
     figures = ("heatmap", "work_precision", "memory")
@@ -466,14 +481,14 @@ class GradientKind(ExperimentKind):
         md = [f"Grid: {len(g.engines)} engines x solvers {list(g.solvers)} x tolerances "
               f"{[list(t) for t in g.tolerances]} (rtol, atol) x seeds {list(g.seeds)}.", ""]
         md += ["## Reference", "",
-               "| seed | engine | status | time (s) | check engine | check: rel. error dL/dθ | "
-               "check: rel. error dL/dz0 |", "|---|---|---|---|---|---|---|"]
+               *markdown.header("seed", "engine", "status", "time (s)", "check engine",
+                                "check: rel. error dL/dθ", "check: rel. error dL/dz0")]
         for r in analysis["references"]:
             check = r.get("check", {})
-            md.append(f"| {r['seed']} | {r['engine']} | {r['status']} | {_fmt(r['seconds'], '.2f')} | "
-                      f"{r.get('check_engine', '—')} | "
-                      f"{_fmt(check.get('dtheta', {}).get('relative_error'))} | "
-                      f"{_fmt(check.get('dz0', {}).get('relative_error'))} |")
+            md.append(markdown.row(r["seed"], r["engine"], r["status"], _fmt(r["seconds"], ".2f"),
+                                   r.get("check_engine", "—"),
+                                   _fmt(check.get("dtheta", {}).get("relative_error")),
+                                   _fmt(check.get("dz0", {}).get("relative_error"))))
         md += ["", "## Every engine against the reference", "",
                "Relative error ‖g − r‖/‖r‖; worst entry max|g_i − r_i| / max|r| (with the entry's "
                "name); cosine similarity. f evals count right-hand-side evaluations of the system each "
@@ -653,11 +668,10 @@ def _median_or_none(values):
 
 
 def _grid_table(analysis: dict) -> list[str]:
-    head = ("| engine | solver | rtol | atol | seed | status | rel. error dL/dθ | worst entry dL/dθ | "
-            "cosine dL/dθ | rel. error dL/dz0 | worst entry dL/dz0 | max|Δ dL/dz0| / atol | "
-            "time (s) median [min-max] | f evals fwd | "
-            "f evals bwd | peak MiB | note |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = markdown.header("engine", "solver", "rtol", "atol", "seed", "status", "rel. error dL/dθ",
+                            "worst entry dL/dθ", "cosine dL/dθ", "rel. error dL/dz0", "worst entry dL/dz0",
+                            "max|Δ dL/dz0| / atol", "time (s) median [min-max]", "f evals fwd",
+                            "f evals bwd", "peak MiB", "note")
     for r in analysis["rows"]:
         if r["status"] == "unavailable":
             continue  # said once, at the top of the report
@@ -675,8 +689,8 @@ def _grid_table(analysis: dict) -> list[str]:
         note = r["reason"] or ""
         if r.get("reconstruction_error") is not None:
             note = f"reconstruction error {r['reconstruction_error']:.1e} tol. " + note
-        cells.append(note.replace("|", "/")[:160])
-        lines.append("| " + " | ".join(cells) + " |")
+        cells.append(note[:160])
+        lines.append(markdown.row(*cells))
     return lines
 
 
@@ -688,13 +702,13 @@ def _seconds(r: dict) -> str:
 
 def _matrix_table(matrix: dict, w: str) -> list[str]:
     labels = matrix["labels"]
-    lines = ["| row vs column | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines = markdown.header("row vs column", *labels)
     for i, label in enumerate(labels):
         values = []
         for j in range(len(labels)):
             e, c = matrix[w]["relative_error"][i][j], matrix[w]["cosine"][i][j]
             values.append("—" if i == j else ("n/a" if e is None else f"{e:.1e} (cos {c:.9f})"))
-        lines.append(f"| {label} | " + " | ".join(values) + " |")
+        lines.append(markdown.row(label, *values))
     return lines
 
 
