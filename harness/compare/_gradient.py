@@ -5,6 +5,7 @@
     solvers = ["DP5"]
     tolerances = [1e-4, 1e-6, [1e-8, 1e-10]]   # rtol = atol, or [rtol, atol]
     seeds = [0]                                 # also forward_solver, memory, repeats
+    exclude = [{ engine = "diffrax:BacksolveAdjoint", solver = ["RadauIIA5"], why = "..." }]
 
     [reference]                                 # optional; these are the defaults
     engine = "ForwardSensitivity"
@@ -86,6 +87,11 @@ class GradientSettings:
     reference: ReferenceSpec
     measure_memory: bool = True
     repeats: int = 3
+    # combinations left out of the product: (engine labels, solvers, why), each named in the report
+    exclude: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = ()
+
+    def excluded(self, engine: str, solver: str) -> bool:
+        return any(engine in engines and solver in solvers for engines, solvers, _ in self.exclude)
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,30 @@ def _floor(analysis: dict) -> float | None:
 
 
 # -------------------------------------------------------------------------------------------- kind
+def _parse_exclude(value, labels: list[str], solvers: tuple[str, ...]) -> tuple:
+    """[grid] exclude: a list of tables {engine, solver, why}, each naming engines and solvers of the grid
+    (a string or a list) whose combinations are not computed, and why (the report says it)."""
+    if not isinstance(value, list):
+        _fail("[grid] exclude", f"{value!r}: expected a list of tables {{ engine, solver, why }}")
+    out = []
+    for i, entry in enumerate(value):
+        where = f"[grid] exclude[{i}]"
+        if not isinstance(entry, dict):
+            _fail(where, f"{entry!r}: expected a table {{ engine, solver, why }}")
+        _check_keys(entry, where, ("engine", "solver", "why"), ())
+        named = {}
+        for key, valid in (("engine", labels), ("solver", list(solvers))):
+            values = entry[key] if isinstance(entry[key], list) else [entry[key]]
+            unknown = [v for v in values if v not in valid]
+            if not values or unknown:
+                _fail(f"{where} {key}", f"{unknown or values!r} not in the grid: expected some of {valid}")
+            named[key] = tuple(values)
+        if not isinstance(entry["why"], str) or not entry["why"].strip():
+            _fail(f"{where} why", "expected a sentence saying why these cells are left out")
+        out.append((named["engine"], named["solver"], entry["why"].strip()))
+    return tuple(out)
+
+
 class GradientKind(ExperimentKind):
     name = "gradient"
 
@@ -184,7 +214,7 @@ class GradientKind(ExperimentKind):
     def parse(self, tables, *, problem, base):
         grid = tables["grid"]
         _check_keys(grid, "[grid]", ("engines", "solvers", "tolerances"),
-                    ("seeds", "forward_solver", "memory", "repeats"))
+                    ("seeds", "forward_solver", "memory", "repeats", "exclude"))
         engines = tuple(
             parse_engine(e, f"[grid] engines[{i}]")
             for i, e in enumerate(_nonempty_list(grid["engines"], "[grid] engines"))
@@ -204,8 +234,9 @@ class GradientKind(ExperimentKind):
         forward_solver = grid.get("forward_solver")
         if forward_solver is not None:
             forward_solver = _solver(forward_solver, "[grid] forward_solver")
+        exclude = _parse_exclude(grid.get("exclude", []), labels, solvers)
         return GradientSettings(
-            engines=engines, solvers=solvers, tolerances=tolerances, seeds=seeds,
+            engines=engines, solvers=solvers, tolerances=tolerances, seeds=seeds, exclude=exclude,
             forward_solver=forward_solver, reference=_parse_reference(tables.get("reference")),
             measure_memory=_bool(grid.get("memory", True), "[grid] memory"),
             repeats=_int(grid.get("repeats", 3), "[grid] repeats", 1),
@@ -222,6 +253,7 @@ class GradientKind(ExperimentKind):
                 "forward_solver": g.forward_solver,
                 "memory": g.measure_memory,
                 "repeats": g.repeats,
+                "exclude": [{"engine": list(e), "solver": list(s), "why": why} for e, s, why in g.exclude],
             },
             "reference": {
                 "engine": reference.engine.as_dict(), "solver": reference.solver,
@@ -255,6 +287,8 @@ class GradientKind(ExperimentKind):
             for solver in g.solvers:
                 for rtol, atol in tolerances:
                     for engine in g.engines:
+                        if g.excluded(engine.label, solver):
+                            continue
                         cells.append(GradientCell(
                             problem=experiment.problem, seed=seed, engine=engine, solver=solver,
                             forward_solver=g.forward_solver or solver, rtol=rtol, atol=atol,
@@ -480,6 +514,8 @@ class GradientKind(ExperimentKind):
         over_seeds = "the only seed" if n_seeds == 1 else f"{n_seeds} seeds"
         md = [f"Grid: {len(g.engines)} engines x solvers {list(g.solvers)} x tolerances "
               f"{[list(t) for t in g.tolerances]} (rtol, atol) x seeds {list(g.seeds)}.", ""]
+        for engines, solvers, why in g.exclude:
+            md[-1:-1] = [f"Left out of the grid: {', '.join(engines)} with {', '.join(solvers)} ({why}).", ""]
         md += ["## Reference", "",
                *markdown.header("seed", "engine", "status", "time (s)", "check engine",
                                 "check: rel. error dL/dθ", "check: rel. error dL/dz0")]
