@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the tutorial end to end, with a report")
     p.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
                    help="tutorial (default), close-fit (longer, tighter) or tutorial-exact (the "
-                        "tutorial's own draws: its table row for row); see README")
+                        "tutorial's own draws: its table row for row); see docs/tutorial.md")
     p.add_argument("--steps", type=nonnegative_int, help="Adam steps (preset: 1000)")
     p.add_argument("--method", dest="engine", action=_DeprecatedAlias, new="--engine", default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)

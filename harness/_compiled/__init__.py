@@ -345,7 +345,7 @@ def _load_kernels() -> None:
         if kernels is None and not failed:
             pid, _ = start_build(entry, background=False)
             if pid is not None:
-                _say(f"harness: building the compiled code (once per version and machine; several minutes of "
+                _say(f"harness: building the compiled code (once per version and machine; up to a few minutes of "
                      f"CPU; log: {entry.log}) ...")
             wait_for_builder(entry, _say if pid is None else (lambda line: None))  # said above if ours
             kernels, why, entry, failed = _find_kernels()

@@ -390,7 +390,7 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     experiment kind, which validates it (`ExperimentKind.parse`). A kind whose tables are absent
     is not used, unless it is required (the gradient grid).
     """
-    from ._kind import registered_kinds
+    from ._kind import kind, registered_kinds
 
     where = str(path) if path else "experiment"
     kinds = registered_kinds()
@@ -419,8 +419,9 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     if not isinstance(figures, list):
         _fail("[plots] figures", f"expected a list, got {figures!r}")
     figures = tuple(_string(f, "[plots] figures", valid_figures) for f in figures)
-    claims = parse_claims(document.get("claims"), "[[claims]]")
-    return Experiment(
+    fields = {name: kind(name).claim_fields(settings) for name, settings in sections}
+    claims = parse_claims(document.get("claims"), "[[claims]]", fields)
+    experiment = Experiment(
         title=title,
         description=description,
         problem=problem,
@@ -429,6 +430,25 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
         path=str(path) if path else None,
         claims=claims,
     )
+    render_description(experiment)  # a quoted setting that does not exist is a mistake in the file
+    return experiment
+
+
+def render_description(experiment: Experiment) -> str:
+    """The description with each `{table[key]}` replaced by the experiment's own setting.
+
+    A description that quotes a setting reads it from the experiment (`lr = {training[lr]:g}`), so
+    the text cannot disagree with the run; literal braces are written `{{` and `}}`.
+    """
+    settings = experiment.as_dict()
+    try:
+        return experiment.description.format_map(settings)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as err:
+        raise HarnessInputError(
+            f"description: cannot fill in {{...}} ({type(err).__name__}: {err}): a setting is quoted as "
+            f"{{table[key]}} with table one of {sorted(settings)}, e.g. {{training[lr]:g}}; "
+            "literal braces are doubled"
+        ) from None
 
 
 def load_experiment(path) -> Experiment:
