@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "HarnessInputError": ".errors", "SolverError": ".errors", "UnstableBacksolveError": ".errors",
     "MLP": ".model",
+    # the model protocol and checker (harness.models); reachable here, listed in __all__ once docs/api.md has them
+    "VectorField": ".models", "check_model": ".models", "build_model": ".models", "LotkaVolterra": ".models",
     "Problem": ".problems", "load_problem": ".problems", "save_problem": ".problems",
     "build_problem": ".problems", "deep_problem": ".problems", "multi_time_problem": ".problems",
     "seed_problem": ".problems", "stiff_problem": ".problems",

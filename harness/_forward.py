@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import MLP
+from .models import require
+from .models.mlp import MLP
 from .solvers import SolverStats, check_solver, integrate
 from ._state_layout import flat, forward_jac, forward_rhs, states
 
@@ -74,6 +75,8 @@ class ForwardSolution:
 def _field(model, theta, batch, options: SolveOptions):
     """(rhs, Jacobian or None) of the forward ODE, made once per solve: the rhs owns a StageVJPs."""
     implicit = check_solver(options.solver).implicit
+    if implicit:  # Newton's iterations need ∂f/∂z: a model without jac is refused here, in one line
+        require(model, ("jac",), f"the implicit solver {options.solver}")
     return forward_rhs(model, theta, batch), (forward_jac(model, theta, batch) if implicit else None)
 
 

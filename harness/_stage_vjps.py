@@ -1,4 +1,9 @@
-"""VJPs of the MLP at the stages of a Runge-Kutta step, with their θ parts deferred and batched.
+"""VJPs of the model at the stages of a Runge-Kutta step: the MLP's fused form, and the generic one.
+
+Two implementations of one interface (`value`, `vjp`, `theta_cotangents`, `carry`, `set_time`):
+`StageVJPs`, the MLP's fast path below, and `ModelStageVJPs`, driven by any model's own `f` and
+`vjp` (harness.models.VectorField). `stage_vjps_for` picks one; `harness._compiled.stage_vjps`
+swaps in the compiled MLP kernels where they apply. The rest of this docstring is the MLP's form.
 
 An adjoint solve carries ∂L/∂θ as a quadrature: d(∂L/∂θ)/dt = -(∂f/∂θ)ᵀa needs (∂f/∂θ)ᵀa at every
 stage, yet nothing else in the solve depends on it, and a step uses it only through two weighted
@@ -24,7 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .model import ACTIVATIONS, MLP
+from .models.mlp import ACTIVATIONS, MLP
 
 
 class StageVJPs:
@@ -175,6 +180,55 @@ class StageVJPs:
         slot_of[source], slot_of[target] = slot_of[target], slot_of[source]
         self._logical_order[slot_of[source]] = source
         self._logical_order[slot_of[target]] = target
+
+
+class ModelStageVJPs:
+    """The stage records of `StageVJPs` for any model, from its own `f` and `vjp` (same arguments).
+
+    Each `vjp` call asks the model for f, (∂f/∂z)ᵀ(sign a) and the θ part Σ_b (∂f_b/∂θ)ᵀ(sign a_b)
+    at once and keeps the θ part (P,) in its slot; `theta_cotangents` is then one (M, n_slots) @
+    (n_slots, P) product. The fused MLP form defers the θ part further (its per-layer products
+    batched over the stages); a generic model has no layers to batch, so its VJP is whole.
+    """
+
+    def __init__(self, model, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0):
+        self._model = model
+        self._theta = model.check_theta(theta)
+        self._sign = float(cotangent_sign)
+        self._t = 0.0
+        self._records = np.zeros((n_slots, model.n_params))  # zeros: every slot is weighted, used or not
+        self._slot_of = list(range(n_slots))
+        self._logical_order = np.arange(n_slots)
+        self.n_slots = n_slots
+
+    def set_time(self, t: float) -> None:
+        self._t = float(t)
+
+    def value(self, x: np.ndarray, out: np.ndarray) -> None:
+        """f into `out` (N, B); x: (N, B), feature-major (the model sees (B, N) views)."""
+        out[...] = self._model.f(self._t, x.T, self._theta).T
+
+    def vjp(self, slot: int, x: np.ndarray, a: np.ndarray, out_f: np.ndarray | None, out_az: np.ndarray) -> None:
+        """As `StageVJPs.vjp`: record the θ part in `slot`, write f (unless None) and (∂f/∂z)ᵀ(sign a)."""
+        f, a_z, a_theta = self._model.vjp(self._t, x.T, self._theta, self._sign * a.T)
+        out_az[...] = a_z.T
+        if out_f is not None:
+            out_f[...] = f.T
+        self._records[self._slot_of[slot]] = a_theta
+
+    def theta_cotangents(self, weights: np.ndarray) -> np.ndarray:
+        """Σ_slots w[slot] (∂f/∂θ)ᵀ(sign a_slot) for each row of `weights` (M, n_slots): (M, P)."""
+        return weights[:, self._logical_order] @ self._records
+
+    carry = StageVJPs.carry  # the same slot swap
+
+
+def stage_vjps_for(model, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0):
+    """The numpy stage records for `model`: the MLP's fused `StageVJPs` for the plain MLP class (its
+    layers are known), `ModelStageVJPs` (the model's own vjp) for every other model."""
+    if type(model) is MLP:  # a subclass may override f or vjp: it gets the generic form
+        return StageVJPs(model, theta, batch, n_slots, cotangent_sign)
+    return ModelStageVJPs(model, theta, batch, n_slots, cotangent_sign)
 
 
 @lru_cache(maxsize=None)

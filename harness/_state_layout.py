@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .model import MLP
+from .models.mlp import MLP
 from ._compiled import stage_vjps
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def forward_rhs(model: MLP, theta: np.ndarray, batch: int):
     tape = stage_vjps(model, theta, batch, n_slots=1)  # compiled where numba is installed
     shape = (model.state_dim, batch)
 
-    timed = not model.autonomous
+    timed = not getattr(model, "autonomous", True)  # a duck-typed model without it is autonomous
 
     def rhs(t, y):
         dy = np.empty(y.shape)

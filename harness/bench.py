@@ -15,6 +15,7 @@ from ._baseline import baseline_gradient
 from ._forward import SolveOptions
 from ._memory import peak_memory
 from .problems import seed_problem, stiff_problem
+from .solvers import check_solver
 from .sensitivity import (
     BacksolveAdjoint,
     InterpolatingAdjoint,
@@ -48,8 +49,15 @@ def _measure_interleaved(named_fns: list[tuple[str, object]], repeats: int) -> d
 
 
 def run_bench(*, repeats: int = 30, rtol: float = 1e-4, atol: float = 1e-4, include_stiff: bool = True,
-              extra_engines=()) -> dict:
-    """Rows for the seed problem (and the stiff variant); see the module docstring."""
+              extra_engines=(), problem_file=None) -> dict:
+    """Rows for the seed problem (and the stiff variant); see the module docstring.
+
+    problem_file : a problem file (any model, `harness.problems`) timed instead, its solver chosen by
+        `solvers.solver_for`; no baseline row (the scipy baseline is the tutorial MLP's code) and no
+        stiff rows.
+    """
+    if problem_file is not None:
+        return _bench_file(problem_file, repeats=repeats, rtol=rtol, atol=atol, extra_engines=extra_engines)
     data = SolveOptions("DP5", 1e-6, 1e-4)
     problem = seed_problem(data_options=data)
     baseline = "baseline: scipy solve_ivp RK45 + backsolve"
@@ -76,9 +84,27 @@ def run_bench(*, repeats: int = 30, rtol: float = 1e-4, atol: float = 1e-4, incl
     return {"rtol": rtol, "atol": atol, "repeats": repeats, "batch": problem.batch_size, "rows": rows}
 
 
+def _bench_file(path, *, repeats, rtol, atol, extra_engines) -> dict:
+    from .problems import load_problem
+    from .solvers import solver_for
+
+    problem = load_problem(path)
+    solver = solver_for(problem.model, "DP5").name
+    engines = [BacksolveAdjoint(), InterpolatingAdjoint(), QuadratureAdjoint(), GaussAdjoint(), *extra_engines]
+    if not check_solver(solver).implicit:  # RecursiveCheckpointAdjoint differentiates explicit steps only
+        engines.append(RecursiveCheckpointAdjoint())
+    named = [(engine.name, lambda e=engine: gradient(problem, engine=e, solver=solver, rtol=rtol, atol=atol))
+             for engine in engines]
+    rows = [{"name": name, "problem": problem.name, "solver": solver, **row, "speedup_vs_baseline": None}
+            for name, row in _measure_interleaved(named, repeats).items()]
+    return {"rtol": rtol, "atol": atol, "repeats": repeats, "batch": problem.batch_size, "rows": rows,
+            "problem": problem.describe()}
+
+
 def format_bench(report: dict) -> str:
+    what = f"problem {report['problem']}" if "problem" in report else "the seed problem"
     lines = [
-        f"One gradient of the seed problem (B = {report['batch']}, rtol {report['rtol']:g}, "
+        f"One gradient of {what} (B = {report['batch']}, rtol {report['rtol']:g}, "
         f"atol {report['atol']:g}); median of {report['repeats']} after a warm-up",
         f"{'engine':44s} {'problem':8s} {'solver':10s} {'median':>10s} {'evals f/b':>10s} "
         f"{'peak MB':>8s} {'vs baseline':>12s}",

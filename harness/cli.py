@@ -192,11 +192,49 @@ def cmd_bench(args) -> int:
         _julia_engine("GaussAdjoint")
         extra = list(julia_engines(reference=False))
     report = run_bench(repeats=args.repeats, rtol=args.rtol, atol=args.atol,
-                       include_stiff=not args.no_stiff, extra_engines=extra)
+                       include_stiff=not args.no_stiff, extra_engines=extra, problem_file=args.problem_file)
     from ._io import to_json
 
     print(to_json(report) if args.json else format_bench(report))
     return 0
+
+
+def _model_parameters(text: str) -> dict:
+    """An argparse type: a JSON object of plain keyword parameters (data, never code)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a JSON object, e.g. '{{\"hidden\": 8}}'")
+    return value
+
+
+def _number_list(text: str) -> list:
+    """An argparse type: a JSON list of numbers."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({err.msg})") from None
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a JSON list of numbers, e.g. '[4.0, 0.3]'")
+    return value
+
+
+def cmd_check_model(args) -> int:
+    from .models import build_model, check_model
+
+    model = build_model(args.model, args.parameters)
+    report = check_model(model, theta=args.theta, points=args.points, batch=args.batch, seed=args.seed,
+                         method=args.method)
+    print(report.to_json() if args.json else report.format())
+    if not args.json and not report.ok:
+        print(f"wrong: {', '.join(report.failed)}")
+    return 0 if report.ok else 1
 
 
 def engine_rows() -> list[dict]:
@@ -299,9 +337,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=positive_float, default=1e-4)
     p.add_argument("--atol", type=positive_float, default=1e-4)
     p.add_argument("--no-stiff", action="store_true", help="skip the stiff-variant rows")
+    p.add_argument("--problem-file", help="time this problem (any model) instead; no baseline or stiff rows")
     p.add_argument("--backend", default="python", choices=("python", "julia"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("check-model", help="test a model's vjp, jac and jac_theta against differences of its f")
+    p.add_argument("model", help="an importable 'module:callable' that returns the model, e.g. "
+                                 "harness.models:LotkaVolterra")
+    p.add_argument("--parameters", type=_model_parameters, default=None,
+                   help="keyword parameters of the callable as a JSON object, e.g. '{\"hidden\": 8}'")
+    p.add_argument("--theta", type=_number_list, default=None,
+                   help="θ to check at, as a JSON list (default: drawn by the model's init at each point)")
+    p.add_argument("--points", type=int_at_least(1), default=3, help="random (t, z, θ, a) to check at (default 3)")
+    p.add_argument("--batch", type=int_at_least(1), default=4, help="rows per point (default 4)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--method", choices=("central", "complex"), default="central",
+                   help="central differences (default) or complex step (f must accept complex input)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_check_model)
 
     p = sub.add_parser("engines", help="list the registered gradient engines and whether each can run here")
     p.add_argument("--json", action="store_true", help="print one JSON object")

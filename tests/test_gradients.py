@@ -63,10 +63,12 @@ from harness._metrics import parameter_names
 from harness.problems import (
     build_problem,
     deep_problem,
+    lotka_volterra_problem,
     make_problem,
     multi_time_problem,
     seed_problem,
     stiff_problem,
+    ude_problem,
 )
 from harness.sensitivity import (
     ENGINES,
@@ -95,6 +97,10 @@ CASES = {
     "multi_time": (multi_time_problem, 500, "DP5"),
     "deep": (deep_problem, 100, "DP5"),
     "stiff": (stiff_problem, 50, "RadauIIA5"),
+    # models other than the MLP (harness.models): a parametric one (P = 4) and a UDE (P = 44), whose
+    # adjoints run the generic stage VJPs driven by the model's own vjp; B = 50 as for the stiff case
+    "lotka_volterra": (lotka_volterra_problem, 50, "DP5"),
+    "ude": (ude_problem, 50, "DP5"),
 }
 ADJOINTS = {
     "BacksolveAdjoint": BacksolveAdjoint(),
@@ -111,10 +117,16 @@ NOT_STIFF = ("BacksolveAdjoint", "RecursiveCheckpointAdjoint")
 CATALOGUE = [(c, e) for c in CASES for e in ADJOINTS if not (c == "stiff" and e in NOT_STIFF)]
 
 
+# Lotka-Volterra and the UDE (B = 50, rtol = atol = 1e-10): correct adjoints measure 3e-11 to 2.1e-10
+# (Lotka-Volterra) and 1.7e-11 to 2.1e-10 (UDE) from ForwardSensitivity, whose own error dominates on
+# these slowly varying fields (2 Gauss nodes measure 3.3e-10 and 2.2e-10: not separable here); 1e-9
+# is ~4x the largest, still two orders below the derived bound.
+LV_OBSERVED = UDE_OBSERVED = 1e-9
 # dL/dθ against ForwardSensitivity at TOL, per problem: ~4-5x the largest distance measured for a correct
 # adjoint (see "A second, tighter check" above); 2 Gauss nodes measure 1.2e-10 (seed), 1.5e-10
 # (multi_time), 3.3e-10 (deep), 1.4e-11 (stiff).
-OBSERVED = {"seed": 5e-11, "multi_time": 5e-11, "deep": 5e-11, "stiff": 5e-12}
+OBSERVED = {"seed": 5e-11, "multi_time": 5e-11, "deep": 5e-11, "stiff": 5e-12,
+            "lotka_volterra": LV_OBSERVED, "ude": UDE_OBSERVED}
 
 
 def rel(g, ref):
@@ -234,7 +246,8 @@ SMALL_ADJOINTS = dict(ADJOINTS, **{"InterpolatingAdjoint-checkpointed":
 SOLVER_CATALOGUE = [
     (problem, engine, solver)
     # augmented, time_dependent and irregular: issue 17's extensions, held to the same bounds
-    for problem in ("seed", "multi_time", "deep", "augmented", "time_dependent", "irregular")
+    for problem in ("seed", "multi_time", "deep", "augmented", "time_dependent", "irregular",
+                    "lotka_volterra", "ude")
     for engine in SMALL_ADJOINTS
     for solver in sorted(SOLVERS)
     if not (engine == "RecursiveCheckpointAdjoint" and SOLVERS[solver].implicit)

@@ -193,7 +193,7 @@ def test_catalogue_variants():
     assert deep.model.widths == (2, 8, 8, 2)
     assert deep.model.n_params == 2 * 8 + 8 + 8 * 8 + 8 + 8 * 2 + 2
     assert set(PROBLEMS) == {"seed", "stiff", "multi_time", "deep", "augmented", "time_dependent", "irregular",
-                             "reflection", "annuli"}
+                             "reflection", "annuli", "lotka_volterra", "ude", "lynx_hare"}
     np.testing.assert_array_equal(build_problem("deep", batch=10).data, deep.data)
 
 

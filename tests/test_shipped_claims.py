@@ -13,7 +13,8 @@ from harness.compare import load_experiment
 from harness.compare._claims import ClaimResult
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("tutorial", "stiff", "stiff_peers", "long_horizon", "tolerance_sweep", "otd_vs_dto", "anode", "anode_annuli")
+SHIPPED = ("tutorial", "stiff", "stiff_peers", "long_horizon", "tolerance_sweep", "otd_vs_dto", "anode", "anode_annuli",
+           "lynx_hare")
 
 
 def _results(name: str) -> dict:

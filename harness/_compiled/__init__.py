@@ -56,7 +56,8 @@ import time
 
 import numpy as np
 
-from .._stage_vjps import StageVJPs
+from .._stage_vjps import StageVJPs, stage_vjps_for
+from ..models.mlp import MLP
 
 ENV_VARIABLE = "HARNESS_COMPILED"
 # 0 runs numba's just-in-time functions rather than the module built ahead of time (`_ahead_of_time.py`)
@@ -139,6 +140,8 @@ def _refusal(model=None) -> str | None:
     kernels and the whole loop both need."""
     if not available():
         return "numba is not installed (pip install numba)"
+    if model is not None and type(model) is not MLP:
+        return f"{_describe(model)} is not the plain MLP: numpy engines, driven by the model's own vjp"
     if model is not None and model.activation not in COMPILED_ACTIVATIONS:
         return f"no compiled kernel for the {model.activation!r} activation"
     if model is not None and not model.autonomous:
@@ -146,6 +149,13 @@ def _refusal(model=None) -> str | None:
         # input would be dropped, so a time-dependent field (forced on or not) runs numpy
         return "a time-dependent field (t as an input), which the kernels do not take"
     return None
+
+
+def _describe(model) -> str:
+    try:
+        return model.describe()
+    except Exception:  # a user's describe that fails must not hide which path runs
+        return type(model).__name__
 
 
 def _forced_or_refused(model=None) -> tuple[bool, str] | None:
@@ -195,7 +205,8 @@ def status(model=None, batch: int | None = None) -> str:
             f"RecursiveCheckpoint adjoints): {loop_why}")
     ready, origin = _kernels_origin()
     compiled_line = (f"{loop}; stage kernels for the numpy driver (implicit solvers, DP8, other engines): {why}; "
-                     f"{ENV_VARIABLE}=0 selects numpy")
+                     f"{ENV_VARIABLE}=0 selects numpy; models other than the MLP (harness.models) run the numpy "
+                     "engines")
     if not ready and _mode()[0] != "on":  # forced on, a run waits for the build instead
         return f"numpy for now ({origin}); then compiled (numba {importlib.metadata.version('numba')}): {compiled_line}"
     return f"compiled (numba {importlib.metadata.version('numba')}, {origin}): {compiled_line}"
@@ -414,7 +425,8 @@ def loop_runs() -> int:
 
 
 def stage_vjps(model, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0) -> StageVJPs:
-    """A `StageVJPs` for these arguments: the compiled one when the fast path is on, else the numpy one."""
+    """A `StageVJPs` for these arguments: the compiled one when the fast path is on, else the numpy one
+    (the MLP's fused form, or the generic form of any other model: `_stage_vjps.stage_vjps_for`)."""
     if enabled(model):
         return _load()(model, theta, batch, n_slots, cotangent_sign, stage=kernels().mlp_stage)
-    return StageVJPs(model, theta, batch, n_slots, cotangent_sign)
+    return stage_vjps_for(model, theta, batch, n_slots, cotangent_sign)

@@ -21,7 +21,7 @@ Inside, one concept per module: `spec` (the file format's common part and engine
 `_figures`, `_report`, `_experiment` (`run_experiment`), `_dask`, and `cli` (`harness compare`).
 """
 
-from . import _gradient, _training, _otd_vs_dto  # noqa: F401 - registers the built-in kinds
+from . import _gradient, _training, _otd_vs_dto, _fits  # noqa: F401 - registers the built-in kinds
 from ._cells import base_record, one_line_error
 from ._experiment import run_experiment
 from ._kind import ExperimentKind, register_kind, registered_kinds

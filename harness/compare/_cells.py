@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import threading
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -103,7 +104,10 @@ def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
     With `spec.times`, the catalogue problem's ground truth and initial states are observed at those
     times instead, solved with the tutorial's data settings (RadauIIA5 if the model is stiff).
     With `spec.augment`, the data are fitted by an augmented Neural ODE (θ drawn from seed + 1).
+    With `spec.model`, by that model instead (θ from its `init`, seeded with seed + 1).
     """
+    if spec.model is not None:
+        return _with_model(build_problem_from_spec(replace(spec, model=None, model_parameters="{}"), seed), spec, seed)
     return _build_problem(spec, seed, None if spec.file is None else file_digest(spec.file))
 
 
@@ -123,6 +127,22 @@ def _build_problem(spec: ProblemSpec, seed: int, contents: str | None) -> Proble
     return Problem(problem.model, problem.theta, problem.z0, problem.t0, times,
                    data.z_at_times[..., : problem.observed_dim],
                    name=f"{problem.name}_t{times[-1]:g}", theta_true=problem.theta_true, augment=problem.augment)
+
+
+def _with_model(problem: Problem, spec: ProblemSpec, seed: int) -> Problem:
+    """The problem's data, fitted by the model the spec names (no ground truth: another model's)."""
+    from ..models import build_model
+
+    model = build_model(spec.model, json.loads(spec.model_parameters))
+    if model.state_dim != problem.model.state_dim:
+        from ..errors import HarnessInputError
+
+        raise HarnessInputError(
+            f"model {spec.model!r} has N = {model.state_dim}, the problem's states have {problem.model.state_dim}"
+        )
+    theta = model.init(np.random.default_rng(seed + 1))
+    return Problem(model, theta, problem.z0, problem.t0, problem.times, problem.data,
+                   name=f"{problem.name}_{type(model).__name__}", augment=problem.augment, mask=problem.mask)
 
 
 # -------------------------------------------------------------------------------------------- cells

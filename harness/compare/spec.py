@@ -11,6 +11,8 @@ optional training comparison and the figures to draw:
     batch = 500
     # times = [100.0]          # observe the same ground truth at other times (catalogue only)
     # augment = 1              # fit with A augmented dimensions (an augmented Neural ODE)
+    # model = "harness.models:LotkaVolterra"   # fit the data with another model: an importable
+    # model_parameters = { init_theta = [1.0, 0.5, 1.0, 0.5] }   # 'module:callable' and plain values
 
     [grid]
     engines = ["BacksolveAdjoint", { engine = "InterpolatingAdjoint", checkpointing = true },
@@ -49,6 +51,7 @@ file is valid.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -89,6 +92,8 @@ class ProblemSpec:
     batch: int = 500
     times: tuple[float, ...] | None = None
     augment: int = 0
+    model: str | None = None  # "module:callable": fit the problem's data with this model instead
+    model_parameters: str = "{}"  # its keyword parameters, as JSON (hashable, plain values only)
 
     @property
     def label(self) -> str:
@@ -97,6 +102,8 @@ class ProblemSpec:
             base += f" (t = {', '.join(f'{t:g}' for t in self.times)})"
         if self.augment:
             base += f", augmented by {self.augment}"
+        if self.model is not None:
+            base += f", model {self.model}"
         return base
 
     def as_dict(self) -> dict:
@@ -104,6 +111,9 @@ class ProblemSpec:
                "times": list(self.times) if self.times is not None else None}
         if self.augment:  # only when set, so that the cell keys of plain problems do not change
             out["augment"] = self.augment
+        if self.model is not None:  # likewise
+            out["model"] = self.model
+            out["model_parameters"] = json.loads(self.model_parameters)
         return out
 
 
@@ -327,8 +337,9 @@ def _tolerance(value, where: str) -> tuple[float, float]:
 
 def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
     where = "[problem]"
-    _check_keys(table, where, (), ("name", "file", "batch", "times", "augment"))
+    _check_keys(table, where, (), ("name", "file", "batch", "times", "augment", "model", "model_parameters"))
     augment = _int(table.get("augment", 0), f"{where} augment", 0)
+    model = _parse_model(table, where)
     if ("name" in table) == ("file" in table):
         _fail(where, "expected exactly one of 'name' (a catalogue problem) or 'file' (a problem file)")
     if "file" in table:
@@ -340,7 +351,7 @@ def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
         for key in ("batch", "times"):
             if key in table:
                 _fail(f"{where} {key}", "applies to catalogue problems only: a problem file fixes it")
-        return ProblemSpec(file=str(path.resolve()), batch=0, augment=augment)
+        return ProblemSpec(file=str(path.resolve()), batch=0, augment=augment, **model)
     name = _string(table["name"], f"{where} name", PROBLEMS)
     batch = _int(table.get("batch", 500), f"{where} batch", 1)
     times = None
@@ -349,7 +360,27 @@ def _parse_problem(table: dict, base: Path | None) -> ProblemSpec:
         times = tuple(_positive(t, f"{where} times") for t in raw)
         if any(b <= a for a, b in zip(times, times[1:])):
             _fail(f"{where} times", f"{list(times)} are not strictly increasing")
-    return ProblemSpec(name=name, batch=batch, times=times, augment=augment)
+    return ProblemSpec(name=name, batch=batch, times=times, augment=augment, **model)
+
+
+def _parse_model(table: dict, where: str) -> dict:
+    """`model` ("module:callable") and `model_parameters` (a table of plain values), checked by
+    building the model once: an unknown or unimportable name is one line here, before anything runs."""
+    if "model" not in table:
+        if "model_parameters" in table:
+            _fail(f"{where} model_parameters", "given without 'model' (an importable 'module:callable')")
+        return {}
+    from ..models import build_model
+
+    name = _string(table["model"], f"{where} model")
+    parameters = table.get("model_parameters", {})
+    if not isinstance(parameters, dict):
+        _fail(f"{where} model_parameters", f"expected a table of keyword parameters, got {parameters!r}")
+    try:
+        build_model(name, parameters)
+    except HarnessInputError as err:
+        _fail(f"{where} model", str(err))
+    return {"model": name, "model_parameters": json.dumps(parameters, sort_keys=True)}
 
 
 def parse_experiment(document: dict, *, base: Path | None = None, path: str | None = None) -> Experiment:

@@ -15,18 +15,22 @@ from ._catalogue import (
     build_problem,
     deep_problem,
     irregular_problem,
+    lotka_volterra_problem,
     make_problem,
     multi_time_problem,
     reflection_problem,
     seed_problem,
     stiff_problem,
     time_dependent_problem,
+    ude_problem,
 )
 from ._file import load_problem, save_problem
+from ._lynx_hare import SERIES, lynx_hare_problem, lynx_hare_series
 from ._problem import Problem, grid_and_mask
 
 __all__ = [
     "PROBLEMS",
+    "SERIES",
     "STIFF_DECAY",
     "TUTORIAL_DATA_OPTIONS",
     "Problem",
@@ -38,6 +42,9 @@ __all__ = [
     "grid_and_mask",
     "irregular_problem",
     "load_problem",
+    "lynx_hare_problem",
+    "lynx_hare_series",
+    "lotka_volterra_problem",
     "make_problem",
     "multi_time_problem",
     "reflection_problem",
@@ -45,4 +52,5 @@ __all__ = [
     "seed_problem",
     "stiff_problem",
     "time_dependent_problem",
+    "ude_problem",
 ]

@@ -16,6 +16,7 @@ from .._forward import SolveOptions, solve_forward
 from ..model import MLP
 from ..solvers import solver_for
 from ._problem import Problem
+from . import _lynx_hare
 
 # The tutorial's settings.
 TUTORIAL_DATA_OPTIONS = SolveOptions("DP5", rtol=1e-6, atol=1e-4)  # vode's default rtol, its atol
@@ -92,6 +93,11 @@ def augment_problem(problem: Problem, augment: int, *, seed: int = 0) -> Problem
             f"problem {problem.name!r} is already augmented by {problem.augment}: augment a plain problem"
         )
     old, n = problem.model, problem.observed_dim
+    if type(old) is not MLP:
+        raise HarnessInputError(
+            f"augment={augment}: augmenting needs an MLP (its widths grow by A), and {problem.name!r} has "
+            f"{old.describe()}"
+        )
     decay = None if old.decay is None else np.concatenate((old.decay, np.zeros(augment)))
     model = MLP((n + augment, *old.widths[1:-1], n + augment), old.activation, decay, old.time_dependent)
     theta = model.init(np.random.default_rng(seed))
@@ -186,6 +192,40 @@ def annuli_problem(seed: int = 0, batch: int = 100, data_options=TUTORIAL_DATA_O
     return Problem(model, theta, z0, 0.0, np.array([1.0]), data[None], "annuli")
 
 
+def _positive_problem(model, name: str, seed: int, batch: int, data_options, times=(2.5, 5.0, 7.5, 10.0)) -> Problem:
+    """Ground truth θ from `model.init(seed)`, z0 ~ U[0.5, 2]² (populations are positive), data the
+    ground truth at `times`; θ to fit from `model.init(seed + 1)`."""
+    if batch < 1:
+        raise HarnessInputError(f"batch={batch}: expected an integer >= 1")
+    _check_memory(batch, model.state_dim, len(times))
+    rng = np.random.default_rng(seed)
+    theta_true = model.init(rng)
+    z0 = rng.uniform(0.5, 2.0, size=(batch, model.state_dim))
+    times = np.asarray(times, dtype=np.float64)
+    truth = solve_forward(model, theta_true, z0, 0.0, times, data_options)
+    theta = model.init(np.random.default_rng(seed + 1))
+    return Problem(model, theta, z0, 0.0, times, truth.z_at_times, name, theta_true=theta_true)
+
+
+def lotka_volterra_problem(seed: int = 0, batch: int = 500, data_options=TUTORIAL_DATA_OPTIONS) -> Problem:
+    """Lotka-Volterra, θ = (α, β, γ, δ) near (1, 0.5, 1, 0.5) (10 % spread), z0 ~ U[0.5, 2]², observed
+    at t = 2.5, 5, 7.5, 10 (about one and a half cycles); a parametric model, P = 4."""
+    from ..models import LotkaVolterra
+
+    return _positive_problem(LotkaVolterra(), "lotka_volterra", seed, batch, data_options)
+
+
+def ude_problem(seed: int = 0, batch: int = 500, data_options=TUTORIAL_DATA_OPTIONS) -> Problem:
+    """The predator-prey UDE: growth α x, -γ y plus an MLP 2-8-2 tanh (last layer scaled by 0.1 at
+    init), θ = [α, γ, mlp.W1, mlp.b1, mlp.W2, mlp.b2], P = 44; z0 ~ U[0.5, 2]², t = 1, 2, 3, 4. A
+    random network does not hold the prey's growth e^{αt} back as predation would, so the horizon is
+    shorter than Lotka-Volterra's: over t = 10 the prey grow ~e^10-fold and dL/dθ reaches ~1e10."""
+    from ..models import predator_prey_ude
+
+    return _positive_problem(predator_prey_ude(hidden=8), "ude", seed, batch, data_options,
+                             times=(1.0, 2.0, 3.0, 4.0))
+
+
 PROBLEMS = {
     "seed": seed_problem,
     "stiff": stiff_problem,
@@ -196,6 +236,9 @@ PROBLEMS = {
     "irregular": irregular_problem,
     "reflection": reflection_problem,
     "annuli": annuli_problem,
+    "lotka_volterra": lotka_volterra_problem,
+    "ude": ude_problem,
+    "lynx_hare": _lynx_hare.lynx_hare_problem,
 }
 
 

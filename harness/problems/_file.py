@@ -16,11 +16,18 @@
 | `augment` | () | int | optional, default 0: A augmented dimensions, started at 0, unobserved |
 | `time_dependent` | () | bool | optional, default false: f(z, t) = MLP([z, t]), W1 is (H1, N + A + 1) |
 | `mask` | (K, B) | bool | optional, default all true: whether state b is observed at t_k |
+| `model` | () | str | instead of `widths`/`activation`: an importable `"module:callable"` returning the model |
+| `model_parameters` | () | str | optional, with `model`: its keyword parameters as a JSON object (plain values) |
 
 A is 0 unless `augment` says otherwise. With a `mask`, `data` where the mask is false is ignored
 (write 0 or NaN there); per-trajectory observation times go on the grid of all of them (the
 union), with the mask saying which trajectory is observed when (`harness.problems.grid_and_mask`).
 Files written before `augment`, `time_dependent` and `mask` existed load unchanged.
+
+A model other than the MLP is named, never stored as code: `model = "harness.models:LotkaVolterra"`
+(a model class, or a function marked `@harness.models.model_factory`) and `model_parameters`, a JSON
+object of plain values; `theta` is then in that model's layout. An MLP file may name it the same way
+(`"harness.models:MLP"`), but `save_problem` writes the MLP with `widths`/`activation`, as before.
 
 Write one with `numpy.savez(path, **arrays)` from any language that can produce .npz, or with
 `save_problem`. `load_problem` checks every key and says exactly what is wrong with a bad file: before
@@ -44,38 +51,80 @@ from ._problem import Problem
 
 FORMAT = "harness-problem-1"
 REQUIRED = ("widths", "activation", "theta", "z0", "t0", "times", "data")
-OPTIONAL = ("format", "decay", "theta_true", "name", "augment", "time_dependent", "mask")
+OPTIONAL = ("format", "decay", "theta_true", "name", "augment", "time_dependent", "mask", "model",
+            "model_parameters")
+MLP_KEYS = ("widths", "activation", "decay", "time_dependent")  # the MLP's own keys; `model` replaces them
 
 
 def save_problem(problem: Problem, path) -> Path:
     """Write `problem` to `path` (.npz), atomically."""
     path = Path(path)
-    arrays = {
-        "format": np.array(FORMAT),
-        "widths": np.array(problem.model.widths, dtype=np.int64),
-        "activation": np.array(problem.model.activation),
+    arrays = {"format": np.array(FORMAT), **_model_arrays(problem.model)}
+    arrays.update({
         "theta": problem.theta,
         "z0": problem.observed_z0,
         "t0": np.array(problem.t0),
         "times": problem.times,
         "data": problem.data,
         "name": np.array(problem.name),
-    }
-    if problem.model.decay is not None:
-        arrays["decay"] = problem.model.decay
+    })
     if problem.theta_true is not None:
         arrays["theta_true"] = problem.theta_true
     # the new keys only where they say something, so that plain problems stay readable by older tools
     if problem.augment:
         arrays["augment"] = np.array(problem.augment, dtype=np.int64)
-    if problem.model.time_dependent:
-        arrays["time_dependent"] = np.array(True)
     if problem.mask is not None:
         arrays["mask"] = problem.mask
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     return path
+
+
+def _model_arrays(model) -> dict:
+    """The keys that say which model a file holds: the MLP's widths and activation (and decay,
+    time_dependent), or any other model's `module:callable` name and JSON parameters."""
+    if type(model) is MLP:
+        arrays = {"widths": np.array(model.widths, dtype=np.int64), "activation": np.array(model.activation)}
+        if model.decay is not None:
+            arrays["decay"] = model.decay
+        if model.time_dependent:
+            arrays["time_dependent"] = np.array(True)
+        return arrays
+    import json
+
+    from ..models import model_spec
+
+    name, parameters = model_spec(model)
+    return {"model": np.array(name), "model_parameters": np.array(json.dumps(parameters))}
+
+
+def _model_from(arrays: dict, label: str):
+    """The model a file names (`model`, `model_parameters`), or None for an MLP file."""
+    if "model" not in arrays:
+        if "model_parameters" in arrays:
+            raise HarnessInputError(f"{label} has model_parameters but no model: expected a 'module:callable' in model")
+        return None
+    import json
+
+    from ..models import build_model
+
+    clash = [key for key in MLP_KEYS if key in arrays]
+    if clash:
+        raise HarnessInputError(f"{label} names a model and also has the MLP's keys {clash}: expected one of the two")
+    for key in ("model", "model_parameters"):
+        if key in arrays and (arrays[key].dtype.kind != "U" or arrays[key].shape != ()):
+            raise HarnessInputError(f"{label}: {key} is {arrays[key].dtype} {arrays[key].shape}: expected a string")
+    parameters = {}
+    if "model_parameters" in arrays:
+        try:
+            parameters = json.loads(str(arrays["model_parameters"]))
+        except json.JSONDecodeError as err:
+            raise HarnessInputError(f"{label}: model_parameters is not JSON ({err.msg})") from None
+    try:
+        return build_model(str(arrays["model"]), parameters)
+    except HarnessInputError as err:
+        raise HarnessInputError(f"{label}: {err}") from None
 
 
 def load_problem(path) -> Problem:
@@ -88,7 +137,8 @@ def load_problem(path) -> Problem:
 
     arrays = read_npz(path, label, max_bytes=available_memory()[0] // 2,
                       check=lambda members: _check_declared_shapes(members, label))
-    missing = [key for key in REQUIRED if key not in arrays]
+    required = REQUIRED if "model" not in arrays else tuple(k for k in REQUIRED if k not in MLP_KEYS)
+    missing = [key for key in required if key not in arrays]
     if missing:
         raise HarnessInputError(f"{label} is missing {missing}: a problem file needs {list(REQUIRED)}")
     unknown = sorted(set(arrays) - set(REQUIRED) - set(OPTIONAL))
@@ -96,8 +146,9 @@ def load_problem(path) -> Problem:
         raise HarnessInputError(f"{label} has unknown keys {unknown}: expected {list(REQUIRED + OPTIONAL)}")
     if "format" in arrays and str(arrays["format"]) != FORMAT:
         raise HarnessInputError(f"{label} has format {str(arrays['format'])!r}: expected {FORMAT!r}")
-    widths = arrays["widths"]
-    if widths.ndim != 1 or not np.issubdtype(widths.dtype, np.integer):
+    named = _model_from(arrays, label)  # before the MLP's checks: such a file has no widths
+    widths = arrays.get("widths", np.zeros(0, dtype=np.int64))
+    if named is None and (widths.ndim != 1 or not np.issubdtype(widths.dtype, np.integer)):
         raise HarnessInputError(f"{label}: widths must be a 1-D integer array, got {widths.dtype} {widths.shape}")
     expected = {"augment": ("iu", "an integer scalar"), "time_dependent": ("b", "a bool scalar"),
                 "mask": ("b", "a bool array (K, B)")}
@@ -107,7 +158,7 @@ def load_problem(path) -> Problem:
             raise HarnessInputError(f"{label}: {key} is {value.dtype} {value.shape}: expected {what}")
     _check_kinds(arrays, label)
     try:
-        model = MLP(
+        model = named if named is not None else MLP(
             tuple(int(w) for w in widths),
             activation=str(arrays["activation"]),
             decay=arrays.get("decay"),
@@ -137,7 +188,7 @@ def load_problem(path) -> Problem:
 
 
 # The keys that hold text, and those that hold numbers (bools are numbers here: `time_dependent`, `mask`).
-TEXT_KEYS = ("format", "activation", "name")
+TEXT_KEYS = ("format", "activation", "name", "model", "model_parameters")
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, real floats: never complex, text or bytes
 
 
@@ -198,7 +249,7 @@ def _check_solvable(problem) -> None:
                 f"{names[i]} = {float(a)!r} and {names[i + 1]} = {float(b)!r} are {(b - a) / spacing:.0f} float "
                 f"spacings apart: expected at least {MIN_SPACINGS} (merge them into one observation, or "
                 "rescale time)")
-    decay = problem.model.decay
+    decay = getattr(problem.model, "decay", None)  # the MLP's Λ; other models have none
     if decay is None:
         return
     if not np.all(np.isfinite(decay)):

@@ -35,6 +35,9 @@ from ._registry import (
     uses_harness_solvers,
 )
 from ._result import GradientResult
+from ._model_needs import model_needs, path_of, require_for
+from .. import _compiled
+from ..models._check import check_once
 from ._backward import AdjointSystem, adjoint_gradient
 
 # Importing the behaviour modules registers the harness engines, in this order.
@@ -67,7 +70,8 @@ def gradient(
     Returns
     -------
     GradientResult
-        With `dtheta` (P,), `dz0` (B, N), the loss, costs and wall time. For an augmented problem
+        With `dtheta` (P,), `dz0` (B, N), the loss, costs, wall time and `path` (which
+        implementation ran). For an augmented problem
         (`problem.augment = A`) `dz0` is dL/dz0 of the N observed components only: the A augmented
         ones start at 0 by definition, they are not inputs.
 
@@ -85,12 +89,19 @@ def gradient(
         check_solver(solver)  # other backends have solver names of their own
     rtol, atol = check_tolerances(rtol, atol)
     theta = problem.theta if theta is None else problem.model.check_theta(theta)
+    if declaration.backend == "harness":
+        require_for(engine, problem.model, solver)  # one line naming a missing model slot, before solving
+        check_once(problem.model, theta)  # a wrong derivative of a new model type: one line, before solving
     # Every caller (gradcheck, reproduce, compare cells, training, the Python API) comes through here,
     # so a gradient that cannot fit is refused with the number instead of growing until the kernel
     # kills the process without a word. Not timed: it is not the gradient's cost.
     check_gradient_memory(problem, engine, solver)
     start = time.perf_counter()
+    loop_runs = _compiled.loop_runs()
     result = declaration.compute(engine, problem, theta, SolveOptions(solver, rtol, atol))
+    if not result.path:
+        harness_engine = declaration.backend == "harness"
+        result.path = path_of(engine, problem.model, loop_runs) if harness_engine else declaration.backend
     if problem.augment and result.dz0.shape[1] != problem.observed_dim:
         result.dz0 = result.dz0[:, : problem.observed_dim]  # engines solve all N + A components
     if not result.seconds:
@@ -117,6 +128,7 @@ __all__ = [
     "SolveOptions",
     "adjoint_gradient",
     "declaration_of",
+    "model_needs",
     "gradient",
     "load_engine_plugins",
     "register_engine",

@@ -13,7 +13,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from ..model import MLP
+from ..models.mlp import MLP
 from ..solvers import QuadratureTailSystem
 from .._state_layout import feature_major
 from .._compiled import stage_vjps
@@ -37,7 +37,7 @@ class _TapedAdjoint(QuadratureTailSystem):
         super().__init__(n_states * self._bn, model.n_params, n_slots)
         self._batch = batch
         self._tape_arguments = (model, theta, batch, n_slots)
-        self._timed = not model.autonomous  # a time-dependent field: each stage's t goes to the tape
+        self._timed = not getattr(model, "autonomous", True)  # time-dependent: each stage's t goes to the tape
 
     @cached_property
     def _tape(self):

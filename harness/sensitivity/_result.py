@@ -28,6 +28,11 @@ class GradientResult:
         Wall time of the whole computation.
     diagnostics : dict
         Engine-specific findings (e.g. BacksolveAdjoint's reconstruction error).
+    path : str
+        Which implementation ran: "compiled loop" (the MLP's whole compiled adaptive loop),
+        "compiled stages" (the numpy driver with the MLP's compiled stage kernels), "numpy (MLP)"
+        (the MLP's fused numpy stages), "numpy (model's vjp)" (any other model), or, for engines
+        of other backends, the backend's name ("julia", "diffrax", ...).
     """
 
     engine: str
@@ -39,6 +44,7 @@ class GradientResult:
     seconds: float = 0.0
     n_datapoints: int = 1
     diagnostics: dict = field(default_factory=dict)
+    path: str = ""
 
     @classmethod
     def of(cls, engine, problem, loss: float, dtheta: np.ndarray, dz0: np.ndarray, forward_stats: SolverStats,
