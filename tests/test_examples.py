@@ -83,3 +83,15 @@ def test_user_model_is_checked_and_two_engines_agree():
     # multiple of the tolerance; 1e-7 relative leaves 1000x rtol, and the printed 8 digits (rounding
     # at 1e-8 relative) stay well inside it
     assert np.linalg.norm(gauss - forward) <= 1e-7 * np.linalg.norm(forward), text
+
+
+def test_the_readme_and_models_page_show_the_example_that_runs():
+    # the README's own-model snippet is examples/user_model.py after its docstring, verbatim (run above),
+    # and the models page's class is the same class
+    script = (ROOT / "examples" / "user_model.py").read_text(encoding="utf-8")
+    body = script[script.index("import numpy"):]
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert body in blocks
+    assert len(body.strip().splitlines()) < 30
+    page = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "models.md").read_text(encoding="utf-8"), re.S)
+    assert page and page[0].strip() in script
