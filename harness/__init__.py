@@ -1,6 +1,9 @@
 """harness: Neural ODEs trained with adjoint-sensitivity gradients, cross-checked across engines.
 
 The public surface: build or load a problem, compute a gradient with a chosen engine, train.
+A problem's vector field is a model: the `MLP`, or any `VectorField` (f and vjp; `LotkaVolterra`,
+`UniversalODE`, `Linear` built in), checked against finite differences by `check_model` and named in
+files by "module:callable" (`build_model`, `model_factory`).
 Every engine is here (`GaussAdjoint`, `RecursiveCheckpointAdjoint` included), with what a new engine
 is built from: `SolveOptions` (what an engine's `compute` receives), `register_engine`,
 `resolve_engine` (a name such as "QuadratureAdjoint" or "julia:GaussAdjoint" to an engine), and for a
@@ -22,8 +25,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "HarnessInputError": ".errors", "SolverError": ".errors", "UnstableBacksolveError": ".errors",
     "MLP": ".model",
-    # the model protocol and checker (harness.models); reachable here, listed in __all__ once docs/api.md has them
-    "VectorField": ".models", "check_model": ".models", "build_model": ".models", "LotkaVolterra": ".models",
+    # the model protocol, the built-in models and the checker (harness.models); check_model from the
+    # module that defines it, so that `harness.check_model` carries its full docstring
+    "VectorField": ".models", "check_model": ".models._check", "build_model": ".models",
+    "model_factory": ".models", "LotkaVolterra": ".models", "UniversalODE": ".models",
+    "predator_prey_ude": ".models", "Linear": ".models",
     "Problem": ".problems", "load_problem": ".problems", "save_problem": ".problems",
     "build_problem": ".problems", "deep_problem": ".problems", "multi_time_problem": ".problems",
     "seed_problem": ".problems", "stiff_problem": ".problems",
@@ -58,4 +64,6 @@ __all__ = [
     "BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint", "RecursiveCheckpointAdjoint",
     "ForwardSensitivity", "FiniteDifferences", "register_engine", "resolve_engine", "ENGINES", "SolveOptions",
     "AdjointSystem", "adjoint_gradient",
+    "VectorField", "check_model", "build_model", "model_factory", "LotkaVolterra", "UniversalODE",
+    "predator_prey_ude", "Linear",
 ]

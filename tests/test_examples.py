@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,3 +67,31 @@ def test_julia_session():
     # both at rtol = atol = 1e-8 with DP5, different implementations: they agree to a modest
     # multiple of the tolerance, as the Julia self-test holds them
     assert difference < 100 * 1e-8, text
+
+
+def test_user_model_is_checked_and_two_engines_agree():
+    text = run("user_model.py")
+    methods = re.findall(r"^  (vjp\.f|vjp\.z|vjp\.theta|vjp\.per_sample|jac|jac_theta) .* (ok|wrong)$", text, re.M)
+    # the checker's six methods (jac and jac_theta by their defaults from vjp), each within its bound
+    assert [m for m, _ in methods] == ["vjp.f", "vjp.z", "vjp.theta", "vjp.per_sample", "jac", "jac_theta"], text
+    assert all(verdict == "ok" for _, verdict in methods), text
+    grads = {engine: (np.array(values.split(), dtype=float), path) for engine, values, path in
+             re.findall(r"^(\w+)\s+dL/dθ = \[([^\]]*)\]\s+\((.*)\)$", text, re.M)}
+    (gauss, gauss_path), (forward, forward_path) = grads["GaussAdjoint"], grads["ForwardSensitivity"]
+    assert (gauss_path, forward_path) == ("numpy (model's vjp)", "numpy (model's jac, jac_theta)"), text
+    # both at rtol = atol = 1e-10, an adjoint against forward sensitivities: they differ by a modest
+    # multiple of the tolerance; 1e-7 relative leaves 1000x rtol, and the printed 8 digits (rounding
+    # at 1e-8 relative) stay well inside it
+    assert np.linalg.norm(gauss - forward) <= 1e-7 * np.linalg.norm(forward), text
+
+
+def test_the_readme_and_models_page_show_the_example_that_runs():
+    # the README's own-model snippet is examples/user_model.py after its docstring, verbatim (run above),
+    # and the models page's class is the same class
+    script = (ROOT / "examples" / "user_model.py").read_text(encoding="utf-8")
+    body = script[script.index("import numpy"):]
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert body in blocks
+    assert len(body.strip().splitlines()) < 30
+    page = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "models.md").read_text(encoding="utf-8"), re.S)
+    assert page and page[0].strip() in script
