@@ -626,7 +626,7 @@ def _signal_at(faults: Faults, signum, phase: str, command: str = "reproduce") -
     elif phase == "inside a cell":
         run.wait_for_file(out / "cells", "*.json")
     else:  # gradcheck: inside the second case, once the first one's table is printed
-        run.wait_for_line("rel. error")
+        run.wait_for_line("dθ error")  # the first case's table header
     run.signal(signum)
     outcome.exit_status = run.finish()
     outcome.expect(outcome.exit_status == status, f"exit status is not {status}")
