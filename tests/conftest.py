@@ -12,3 +12,18 @@ def julia_available() -> bool:
     from harness.julia import julia_status  # no juliacall import: only files and the PATH are read
 
     return julia_status().available
+
+
+# Property-based tests (hypothesis): a modest number of examples so the suite stays within its time
+# budget; benchmarks/mutation_score.py selects the "mutation" profile (fewer examples, and the same
+# ones every run, so that a mutant's verdict does not depend on the draw).
+try:
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("harness", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("mutation", parent=settings.get_profile("harness"), max_examples=20, derandomize=True)
+    settings.load_profile(os.environ.get("HARNESS_HYPOTHESIS_PROFILE", "harness"))
+except ImportError:  # the property-based tests skip themselves without hypothesis
+    pass

@@ -24,7 +24,7 @@ from harness.compare._metrics import (
 )
 from harness.model import MLP
 
-SETTINGS = settings(max_examples=80, deadline=None)
+SETTINGS = settings()  # the profile of conftest.py: 50 examples, 20 under mutation testing
 # Magnitudes of 1e-100 and above (or exactly 0): the 2-norm of numpy squares its entries, which
 # underflow below ~1e-154, and gradients of that size are not what the metrics are for.
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False).map(lambda x: x if abs(x) > 1e-100 else 0.0)
@@ -105,7 +105,7 @@ def test_compare_vectors_names_the_worst_entry(pair):
     assert np.isnan(out["cosine"]) or out["cosine"] == cosine_similarity(g, r)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20)
 @given(n=st.integers(1, 3), hidden=st.lists(st.integers(1, 4), min_size=1, max_size=3), td=st.booleans())
 def test_parameter_names_follow_the_layout(n, hidden, td):
     model = MLP((n, *hidden, n), time_dependent=td)
@@ -118,7 +118,7 @@ def test_parameter_names_follow_the_layout(n, hidden, td):
     assert names[-1] == f"b{len(hidden) + 1}[{n - 1}]"
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10)
 @given(b=st.integers(1, 5), n=st.integers(1, 4))
 def test_state_names_are_row_major(b, n):
     names = state_names(b, n)

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.model import ACTIVATIONS, MLP
@@ -49,7 +49,7 @@ def _same_array(a, b) -> bool:
     return a.dtype.kind == b.dtype.kind and a.shape == b.shape and np.array_equal(a, b)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings()
 @given(problem=problems())
 def test_every_key_survives_a_round_trip(problem):
     with tempfile.TemporaryDirectory() as folder:
@@ -67,7 +67,7 @@ def test_every_key_survives_a_round_trip(problem):
     assert loaded.loss_constant == problem.loss_constant
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10)
 @given(problem=problems())
 def test_a_file_without_the_name_takes_the_file_stem(problem):
     with tempfile.TemporaryDirectory() as folder:
