@@ -49,11 +49,11 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "training.py": (
         ("harness/training.py",),
-        ("tests/test_optimiser.py", "tests/test_fail_safes.py", "tests/test_training_survivors.py"),
+        ("tests/test_optimiser.py", "tests/test_training_behaviour.py", "tests/test_fail_safes.py"),
     ),
     "problems/": (
         ("harness/problems/*",),
-        ("tests/test_problem.py", "tests/test_problem_file_properties.py", "tests/test_problem_survivors.py"),
+        ("tests/test_problem.py", "tests/test_problem_file_properties.py", "tests/test_problem_behaviour.py"),
     ),
     "solvers/": (
         ("harness/solvers/*",),
