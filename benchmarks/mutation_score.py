@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "compare/_claims.py": (
         ("harness/compare/_claims.py",),
-        ("tests/test_claims.py", "tests/test_compare_claims.py", "tests/test_claim_properties.py"),
+        ("tests/test_claims.py", "tests/test_compare_claims.py", "tests/test_claim_properties.py",
+         "tests/test_claim_edges.py"),
     ),
     "compare/_metrics.py": (
         ("harness/compare/_metrics.py",),

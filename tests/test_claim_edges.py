@@ -1,0 +1,129 @@
+"""Claims (harness/compare/_claims.py): the paths the property tests do not reach, each pinned by a
+behaviour a reader of a report relies on: the claim's sentence and row count on every path, a
+monotone claim without groups or with an `among` that excludes a breaking row, rows without the
+metric left out rather than crashing, the extreme rows named in the right order, and the mistakes
+in a claim's table rejected with the key named."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.compare._claims import evaluate, parse_claims
+from harness.errors import HarnessInputError
+
+
+def row(engine, rtol, error, status="ok", solver="DP5", seed=0, n_rhs=100):
+    return {"engine": engine, "solver": solver, "rtol": rtol, "seed": seed, "status": status, "n_rhs": n_rhs,
+            "dtheta": {"relative_error": error}}
+
+
+def one(table, rows):
+    (result,) = evaluate(parse_claims([table]), rows)
+    return result
+
+
+MONOTONE = {"says": "error grows with rtol", "monotone": "dtheta.relative_error", "over": "rtol",
+            "direction": "increasing"}
+RATIO = {"says": "DP5 costs more", "ratio": "n_rhs", "numerator": {"solver": "DP5"},
+         "denominator": {"solver": "RadauIIA5"}, "pair_by": ["engine"], "at_least": 1}
+BOUND = {"says": "small errors", "every": {"status": "ok"}, "metric": "dtheta.relative_error", "at_most": 1.0}
+
+
+@pytest.mark.parametrize("table, rows, n_rows", [
+    (BOUND, [row("A", 1e-6, 0.5)], 1),
+    (BOUND, [row("A", 1e-6, 0.5, status="failed")], 0),  # nothing selected
+    (MONOTONE, [row("A", 1e-6, 1.0), row("A", 1e-4, 2.0)], 2),
+    (MONOTONE, [row("A", 1e-6, 1.0)], 1),  # no group of two
+    (RATIO, [row("A", 1e-6, 0, n_rhs=200), row("A", 1e-6, 0, solver="RadauIIA5")], 1),
+    (RATIO, [row("A", 1e-6, 0, n_rhs=200)], 0),  # nothing paired
+])
+def test_every_path_keeps_the_sentence_and_counts_the_rows(table, rows, n_rows):
+    result = one(table, rows)
+    assert result.says == table["says"]
+    assert result.n_rows == n_rows
+    assert result.as_dict() == {"says": table["says"], "holds": result.holds, "evidence": result.evidence,
+                                "n_rows": n_rows}
+    assert isinstance(result.evidence, str) and result.evidence
+    assert result.holds is (n_rows > 0 if table is not MONOTONE else n_rows > 1)
+
+
+def test_a_claim_as_data_round_trips():
+    (claim,) = parse_claims([dict(BOUND)])
+    assert claim.as_dict() == {"says": "small errors", "form": "every", **{k: v for k, v in BOUND.items()
+                                                                          if k != "says"}}
+
+
+def test_monotone_without_group_by_is_one_group_of_all_rows():
+    rows = [row("A", 1e-8, 1.0), row("B", 1e-6, 2.0), row("A", 1e-4, 3.0)]
+    assert one(MONOTONE, rows).holds
+    assert not one(MONOTONE, rows + [row("B", 1e-2, 0.5)]).holds
+    assert not one({**MONOTONE, "direction": "decreasing"}, rows).holds
+
+
+def test_monotone_among_excludes_rows():
+    rows = [row("A", 1e-8, 1.0), row("A", 1e-6, 2.0), row("A", 1e-4, 0.1, status="failed")]
+    assert not one(MONOTONE, rows).holds
+    assert one({**MONOTONE, "among": {"status": "ok"}}, rows).holds
+
+
+def test_monotone_leaves_out_rows_without_the_metric():
+    rows = [row("A", 1e-8, 1.0), row("A", 1e-6, None), row("A", 1e-4, 3.0), {"engine": "A", "rtol": 1e-5}]
+    result = one(MONOTONE, rows)
+    assert result.holds and result.n_rows == 4
+
+
+def test_monotone_decreasing_in_both_outcomes():
+    rows = [row("A", 1e-8, 3.0), row("A", 1e-6, 2.0), row("A", 1e-4, 1.0)]
+    assert one({**MONOTONE, "direction": "decreasing"}, rows).holds
+    assert one({**MONOTONE, "direction": "decreasing", "strict": True}, rows).holds
+    assert not one(MONOTONE, rows).holds
+
+
+def test_the_metric_range_names_the_lowest_then_the_highest_row():
+    rows = [row("Mid", 1e-6, 0.5), row("Low", 1e-6, 0.1), row("High", 1e-6, 0.9)]
+    evidence = one(BOUND, rows).evidence
+    assert "0.1" in evidence and "0.9" in evidence
+    assert evidence.index("Low") < evidence.index("High")
+    assert "Mid" not in evidence
+
+
+def test_the_first_exception_of_a_quantified_claim_is_named():
+    rows = [row("Good", 1e-6, 0.5), row("Bad", 1e-6, 7.0)]
+    result = one(BOUND, rows)
+    assert not result.holds
+    assert "7" in result.evidence and result.evidence.count("Bad") >= 2  # in the range and as the exception
+    none = one({"says": "no big", "none": {"status": "ok"}, "metric": "dtheta.relative_error", "at_least": 5.0},
+               rows)
+    assert not none.holds and "Bad" in none.evidence
+
+
+def test_the_ratio_names_the_pairs_of_its_extremes():
+    rows = [row("A", 1e-6, 0, n_rhs=300), row("A", 1e-6, 0, solver="RadauIIA5"),
+            row("B", 1e-6, 0, n_rhs=150), row("B", 1e-6, 0, solver="RadauIIA5"),
+            row("C", 1e-6, 0, n_rhs=999)]  # no partner: not a pair
+    result = one(RATIO, rows)
+    assert result.holds and result.n_rows == 2
+    assert result.evidence.index("1.5") < result.evidence.index("3")
+    assert "(B)" in result.evidence and "(A)" in result.evidence
+    assert result.evidence.index("(B)") < result.evidence.index("(A)")
+    assert "C" not in result.evidence.replace("RadauIIA5", "")
+
+
+def test_ratio_rows_without_a_number_or_with_zero_are_not_pairs():
+    rows = [row("A", 1e-6, 0, n_rhs=300), row("A", 1e-6, 0, solver="RadauIIA5", n_rhs=0),
+            row("B", 1e-6, 0, n_rhs=None), row("B", 1e-6, 0, solver="RadauIIA5", n_rhs=5)]
+    result = one(RATIO, rows)
+    assert not result.holds and result.n_rows == 0
+
+
+@pytest.mark.parametrize("table, message", [
+    ({**MONOTONE, "group_by": "engine"}, "group_by = 'engine': expected a list of field names"),
+    ({**MONOTONE, "group_by": ["engine", 3]}, r"group_by = \['engine', 3\]: expected a list"),
+    ({**MONOTONE, "monotone": ""}, "monotone = '': expected a field name"),
+    ({**MONOTONE, "over": None}, "over = None: expected a field name"),
+    ({**RATIO, "pair_by": "engine"}, "pair_by = 'engine': expected a list"),
+    ({**MONOTONE, "strict": "yes"}, "strict = 'yes': expected true or false"),
+])
+def test_mistakes_in_monotone_and_ratio_claims_name_the_key(table, message):
+    with pytest.raises(HarnessInputError, match=message):
+        parse_claims([table])
