@@ -15,7 +15,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 
 import harness
