@@ -12,9 +12,12 @@ from mutmut's own records (mutants/**/*.meta) and counted per area: killed (a te
 (survivors listed in reports/mutation/equivalent.json with the reason each cannot change behaviour).
 
 The results file (reports/mutation/results.json by default) keeps one entry per area, replaced when
-that area is measured again, each with the date, commit, command, CPU, the counts, the score
-killed / (killed + survived + timeout + no tests - equivalent... see `score` below) and the names of
-the survivors. The hand-written catalogue of benchmarks/mutation_test.py remains the quick check.
+that area is measured again, each with the date, commit, command, CPU, the counts, the names of the
+survivors and the score: killed / non-equivalent checked mutants, where a timeout, a survivor and a
+mutant no selected test reaches all count as not killed (conservative: a timeout often means the
+mutant made a solve or a test hang, which a stricter count would call caught). Mutants mutmut did
+not get to ("not checked", an interrupted run) are counted apart and left out of the score. The
+hand-written catalogue of benchmarks/mutation_test.py remains the quick check.
 
 The run is a benchmark, not part of the test suite: an area takes from minutes (compare/_claims.py)
 to hours (sensitivity/) on one core.
@@ -179,8 +182,7 @@ def _summary(area, mutate, tests, verdicts, seconds, max_children) -> dict:
             survivors.append({"mutant": name, "verdict": verdict})
     counts = {k: v for k, v in counts.items() if v}
     counts["equivalent"] = len(equivalents)
-    # a timeout is counted as killed by mutmut's convention? no: it is reported apart, and only the
-    # killed ones count as caught; equivalent mutants are out of the denominator
+    # only killed mutants count as caught; equivalent and unchecked ones are out of the denominator
     total = sum(v for k, v in counts.items() if k not in ("equivalent", "skipped", "not checked"))
     killed = counts.get("killed", 0) + counts.get("caught by type check", 0)
     return {
