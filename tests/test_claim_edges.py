@@ -127,3 +127,99 @@ def test_ratio_rows_without_a_number_or_with_zero_are_not_pairs():
 def test_mistakes_in_monotone_and_ratio_claims_name_the_key(table, message):
     with pytest.raises(HarnessInputError, match=message):
         parse_claims([table])
+
+
+@pytest.mark.parametrize("selection, n", [
+    ({"at_least": 1e-6}, 2), ({"at_most": 1e-6}, 2), ({"at_least": 1e-6, "at_most": 1e-6}, 1),
+    ({"at_least": 1.1e-6}, 1), ({"at_most": 0.9e-6}, 1),
+])
+def test_a_selection_range_includes_its_ends(selection, n):
+    rows = [row("A", 1e-6, 0.5), row("B", 1e-4, 0.5), row("C", 1e-8, 0.5), {"engine": "D", "status": "ok"}]
+    result = one({"says": "s", "every": {"rtol": selection}, "status": "ok"}, rows)
+    assert result.n_rows == n  # D, without an rtol, is never in a range
+
+
+def test_quantified_evidence_names_the_bound_the_unit_and_the_rows():
+    rows = [row("A", 1e-6, 2e-5, seed=3), row("B", 1e-6, 5e-5, seed=4)]
+    claim = {"says": "s", "every": {"status": "ok"}, "metric": "dtheta.relative_error", "per": "rtol",
+             "at_least": 10, "at_most": 100}
+    result = one(claim, rows)
+    assert result.holds
+    assert "dtheta.relative_error / rtol" in result.evidence
+    assert ">= 10" in result.evidence and "<= 100" in result.evidence
+    assert "A DP5 1e-06 3" in result.evidence and "B DP5 1e-06 4" in result.evidence
+    status = one({"says": "s", "every": {"status": "ok"}, "status": ["ok", "flagged"]}, rows)
+    assert "ok or flagged" in status.evidence and "/ " not in status.evidence
+
+
+def test_the_first_exception_says_its_status_and_value():
+    rows = [row("A", 1e-6, 0.5), row("B", 1e-6, 7.0, status="flagged")]
+    result = one({"says": "s", "every": {"engine": ["A", "B"]}, "metric": "dtheta.relative_error", "at_most": 1.0},
+                 rows)
+    assert "first exception: B DP5 1e-06 0 (flagged, dtheta.relative_error = 7)" in result.evidence
+    status = one({"says": "s", "every": {"engine": ["A", "B"]}, "status": "ok"}, rows)
+    assert "first exception: B DP5 1e-06 0 (flagged)" in status.evidence
+    # `none` fails on a row that meets the condition; `any` names no exception
+    none = one({"says": "s", "none": {"engine": ["A", "B"]}, "status": "ok"}, rows)
+    assert not none.holds and "first exception: A DP5 1e-06 0 (ok)" in none.evidence
+    anything = one({"says": "s", "any": {"engine": ["A", "B"]}, "status": "failed"}, rows)
+    assert not anything.holds and "first exception" not in anything.evidence
+
+
+def test_monotone_evidence_names_the_groups_and_the_break():
+    rows = [row("A", 1e-8, 1.0), row("A", 1e-6, 0.5), row("B", 1e-8, 1.0), row("B", 1e-6, 2.0)]
+    result = one({**MONOTONE, "group_by": ["engine"]}, rows)
+    assert result.evidence.startswith("1 of 2 groups (engine) move increasing along rtol")
+    assert "first exception: A: dtheta.relative_error 1 at rtol = 1e-08, 0.5 at 1e-06" in result.evidence
+    whole = one(MONOTONE, rows[:2])
+    assert "(all rows)" in whole.evidence
+
+
+def test_claims_with_a_per_or_bound_need_a_metric_and_per_takes_atol():
+    with pytest.raises(HarnessInputError, match="go with `metric`"):
+        parse_claims([{"says": "s", "every": {}, "status": "ok", "per": "rtol"}])
+    with pytest.raises(HarnessInputError, match="go with `metric`"):
+        parse_claims([{"says": "s", "every": {}, "status": "ok", "at_most": 1}])
+    (claim,) = parse_claims([{"says": "s", "every": {}, "metric": "m", "per": "atol", "at_most": 1}])
+    assert claim.spec["per"] == "atol"
+    with pytest.raises(HarnessInputError, match=r"claims\[0\].status = \[1\]: expected a status"):
+        parse_claims([{"says": "s", "every": {}, "status": [1]}])
+    with pytest.raises(HarnessInputError, match=r"claims\[0\] \('s'\): expected exactly one of .*got none"):
+        parse_claims([{"says": "s"}])
+
+
+@pytest.mark.parametrize("table, where", [
+    ({"says": "s", "every": {"rtol": {"below": 1}}, "status": "ok"}, r"claims\[0\]\.every\.rtol"),
+    ({"says": "s", "every": {}, "metric": ""}, r"claims\[0\]\.metric"),
+    ({"says": "s", "every": {}, "metric": "m"}, r"claims\[0\] \('s'\): expected `at_most`"),
+    ({"says": "s", "every": {}, "metric": "m", "at_most": "x"}, r"claims\[0\]\.at_most"),
+    ({**MONOTONE, "among": {"rtol": {"x": 1}}}, r"claims\[0\]\.among\.rtol"),
+    ({**RATIO, "ratio": ""}, r"claims\[0\]\.ratio"),
+    ({**RATIO, "numerator": {"rtol": {"x": 1}}}, r"claims\[0\]\.numerator\.rtol"),
+])
+def test_parse_errors_give_the_path_of_the_bad_key(table, where):
+    with pytest.raises(HarnessInputError, match=where):
+        parse_claims([table])
+
+
+def test_the_says_key_is_the_sentence_not_part_of_the_predicate():
+    (claim,) = parse_claims([{"says": "  padded  ", "every": {}, "status": "ok"}])
+    assert claim.says == "padded" and "says" not in claim.spec
+
+
+def test_ratio_pairs_rows_missing_the_pair_field_among_themselves():
+    """Rows without the pair_by field pair with each other (key None) and sort beside named keys."""
+    rows = [row("A", 1e-6, 0, n_rhs=300), row("A", 1e-6, 0, solver="RadauIIA5"),
+            {"solver": "DP5", "n_rhs": 50}, {"solver": "RadauIIA5", "n_rhs": 100}]
+    result = one(RATIO, rows)
+    assert result.n_rows == 2 and not result.holds  # 0.5 < 1
+    assert "(None)" in result.evidence and "(A)" in result.evidence
+
+
+def test_a_ratio_near_one_prints_enough_digits_to_tell_its_ends_apart():
+    rows = [row("A", 1e-6, 0, n_rhs=100001), row("A", 1e-6, 0, solver="RadauIIA5", n_rhs=100000),
+            row("B", 1e-6, 0, n_rhs=100002), row("B", 1e-6, 0, solver="RadauIIA5", n_rhs=100000)]
+    evidence = one(RATIO, rows).evidence
+    assert "1.00001 (A) to 1.00002 (B)" in evidence
+    same = [row("A", 1e-6, 0, n_rhs=150), row("A", 1e-6, 0, solver="RadauIIA5", n_rhs=100)]
+    assert "1.5 (A) to 1.5 (A)" in one(RATIO, same).evidence
