@@ -156,6 +156,7 @@ def _scheduler_tasks(dask_scheduler=None) -> int:
     return len(dask_scheduler.tasks)
 
 
+@pytest.mark.slow  # a local cluster's start and stop: ~10 s (slow tests run in CI too: no -m filter there)
 def test_closing_the_dask_map_cancels_the_cells_not_yet_done():
     """A caller that stops reading (an interrupt) must leave no cell queued or running: the
     scheduler forgets every task at once, rather than running 20 s of cells nobody will read."""
