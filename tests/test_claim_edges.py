@@ -223,3 +223,92 @@ def test_a_ratio_near_one_prints_enough_digits_to_tell_its_ends_apart():
     assert "1.00001 (A) to 1.00002 (B)" in evidence
     same = [row("A", 1e-6, 0, n_rhs=150), row("A", 1e-6, 0, solver="RadauIIA5", n_rhs=100)]
     assert "1.5 (A) to 1.5 (A)" in one(RATIO, same).evidence
+
+
+def test_the_evidence_of_a_bound_reads_as_one_phrase():
+    rows = [row("A", 1e-6, 2e-5), row("B", 1e-6, 5e-5)]
+    claim = {"says": "s", "every": {"engine": ["A", "B"]}, "status": "ok", "metric": "dtheta.relative_error",
+             "per": "rtol", "at_least": 10, "at_most": 100}
+    evidence = one(claim, rows).evidence
+    assert evidence.startswith("2 of 2 rows have status ok, dtheta.relative_error / rtol >= 10 and <= 100; range 20 ")
+    plain = one({**BOUND, "every": {"engine": "A"}}, rows).evidence
+    assert plain.startswith("1 of 1 rows have dtheta.relative_error <= 1; range")
+
+
+def test_equal_metric_values_and_float_labels():
+    rows = [row("A", 2.0, 0.5), row("B", 2.0, 0.5)]  # a tie: the lowest and highest are the first found
+    evidence = one(BOUND, rows).evidence
+    assert "range 0.5 (A DP5 2 0) to 0.5 (A DP5 2 0)" in evidence
+
+
+def test_the_texts_of_claims_about_nothing():
+    assert one(MONOTONE, [row("A", 1e-6, 1.0)]).evidence == "no group has two or more rows to compare"
+    assert one(RATIO, [row("A", 1e-6, 0)]).evidence == "no numerator row pairs with a denominator row"
+
+
+def test_monotone_groups_by_two_keys_and_reports_the_first_group_in_order():
+    rows = [{"seed": 1, "engine": "B", "rtol": 1e-8, "status": "ok", "dtheta": {"relative_error": 2.0}},
+            {"seed": 1, "engine": "B", "rtol": 1e-6, "status": "ok", "dtheta": {"relative_error": 1.0}},
+            {"seed": 9, "engine": "A", "rtol": 1e-8, "status": "ok", "dtheta": {"relative_error": 2.0}},
+            {"seed": 9, "engine": "A", "rtol": 1e-6, "status": "ok", "dtheta": {"relative_error": 1.0}}]
+    result = one({**MONOTONE, "group_by": ["engine", "seed"]}, rows)
+    assert result.evidence.startswith("0 of 2 groups (engine, seed) move increasing along rtol")
+    assert "first exception: A 9: dtheta.relative_error 2" in result.evidence  # groups in the order of their keys
+    # a group whose key field is missing (None) sorts beside named ones
+    mixed = rows[:2] + [{k: v for k, v in r.items() if k != "engine"} for r in rows[2:]]
+    assert "first exception: B:" in one({**MONOTONE, "group_by": ["engine"]}, mixed).evidence
+
+
+def test_ratio_without_pair_by_pairs_every_row_with_every_row():
+    table = {k: v for k, v in RATIO.items() if k != "pair_by"}
+    rows = [row("A", 1e-6, 0, n_rhs=300), row("B", 1e-6, 0, solver="RadauIIA5", n_rhs=100),
+            row("C", 1e-6, 0, solver="RadauIIA5", n_rhs=200)]
+    result = one(table, rows)
+    assert result.holds and result.n_rows == 2
+    assert "2 pairs range 1.5 to 3" in result.evidence and "()" not in result.evidence
+    two_keys = one({**RATIO, "pair_by": ["engine", "seed"]},
+                   [row("A", 1e-6, 0, n_rhs=300), row("A", 1e-6, 0, solver="RadauIIA5")])
+    assert "3 (A 0) to 3 (A 0)" in two_keys.evidence
+
+
+def test_ratio_digits_start_at_three_and_fall_back_to_three():
+    rows = [row("A", 1e-6, 0, n_rhs=123456), row("A", 1e-6, 0, solver="RadauIIA5", n_rhs=100000),
+            row("B", 1e-6, 0, n_rhs=200000), row("B", 1e-6, 0, solver="RadauIIA5", n_rhs=100000)]
+    assert "1.23 (A) to 2 (B)" in one(RATIO, rows).evidence
+    same = [row("A", 1e-6, 0, n_rhs=123456), row("A", 1e-6, 0, solver="RadauIIA5", n_rhs=100000)]
+    assert "1.23 (A) to 1.23 (A)" in one(RATIO, same).evidence
+
+
+@pytest.mark.parametrize("tables, message", [
+    ({"says": "s"}, r"claims: expected an array of tables \(\[\[claims\]\]\)"),
+    (["not a table"], r"claims\[0\]: expected a table, got 'not a table'"),
+    ([{"says": "s", "every": "A", "status": "ok"}], r"claims\[0\]\.every = 'A': expected a table of field = value"),
+    ([{**RATIO, "at_least": "x"}], r"claims\[0\]\.at_least = 'x': expected a number"),
+    ([{k: v for k, v in RATIO.items() if k != "at_least"}], r"claims\[0\] \('DP5 costs more'\): expected `at_most`"),
+])
+def test_the_outer_mistakes_are_named(tables, message):
+    with pytest.raises(HarnessInputError, match=message):
+        parse_claims(tables)
+
+
+def test_a_claim_reads_the_gradient_rows_unless_it_names_a_kind():
+    from harness.compare._claims import evaluate_experiment
+
+    analysis = {"rows": [row("A", 1e-6, 0.5), row("A", 1e-4, 2.0), row("A", 1e-6, 0, solver="RadauIIA5")],
+                "training": [{"engine": "A", "rtol": 1e-6, "status": "ok", "dtheta": {"relative_error": 9.0},
+                              "solver": "DP5", "n_rhs": 1, "history": [1, 2]},
+                             {"engine": "A", "rtol": 1e-4, "status": "ok", "dtheta": {"relative_error": 0.1},
+                              "solver": "RadauIIA5", "n_rhs": 1000, "history": [1, 2]}]}
+    claims = parse_claims([
+        {**BOUND, "every": {"engine": "A"}},  # gradient rows only: 0.5, 2.0 -> fails on 2.0
+        {**BOUND, "every": {"engine": "A", "kind": "training"}, "at_most": 10.0},
+        {**MONOTONE},  # gradient: 0.5 at 1e-6, 2.0 at 1e-4 -> increasing holds
+        {**MONOTONE, "among": {"kind": "training"}},  # training: 9 -> 0.1 -> fails
+        {**RATIO},  # gradient: two DP5 rows of 100 over one RadauIIA5 row of 100
+        {**RATIO, "numerator": {"solver": "DP5", "kind": "training"},
+         "denominator": {"solver": "RadauIIA5", "kind": "training"}},  # 1 / 1000
+    ])
+    results = evaluate_experiment(claims, analysis)
+    assert [r.holds for r in results] == [False, True, True, False, True, False]
+    assert [r.n_rows for r in results] == [3, 2, 3, 2, 2, 1]
+    assert "history" not in str(results)
