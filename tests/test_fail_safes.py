@@ -52,15 +52,15 @@ def test_early_checks_allow_the_margin_and_no_more():
 
 
 # ------------------------------------------------------------------ the training step watchdog
-def _slow_from(step: int, seconds: float, base: float, monkeypatch):
-    """Make `train`'s gradient take `base` s per call, and `seconds` from call number `step` on."""
+def _slow_at(step: int, seconds: float, base: float, monkeypatch):
+    """Make `train`'s gradient take `base` s per call, and `seconds` at step `step` (call step + 1)."""
     import harness.training as training
 
     real, calls = training.gradient, []
 
     def timed(*args, **kwargs):
         calls.append(1)
-        time.sleep(seconds if len(calls) > step else base)
+        time.sleep(seconds if len(calls) == step + 1 else base)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(training, "gradient", timed)
@@ -82,7 +82,7 @@ def test_the_default_step_limit_is_a_hundred_times_the_median_of_the_first_steps
 
     watchdog = training._StepWatchdog
     monkeypatch.setattr(watchdog, "MIN_SECONDS", 0.05)
-    calls = _slow_from(4, 10.0, 0.02, monkeypatch)
+    calls = _slow_at(4, 10.0, 0.02, monkeypatch)
     problem = harness.seed_problem(batch=4)
     started = time.perf_counter()
     with pytest.raises(TrainingDivergedError) as err:
@@ -104,7 +104,7 @@ def test_the_default_step_limit_has_a_floor(monkeypatch):
 
     monkeypatch.setattr(training._StepWatchdog, "MIN_SECONDS", 2.0)
     monkeypatch.setattr(training._StepWatchdog, "FACTOR", 10.0)
-    calls = _slow_from(2, 1.0, 0.015, monkeypatch)
+    calls = _slow_at(2, 1.0, 0.015, monkeypatch)
     result = harness.train(harness.seed_problem(batch=4), steps=2, lr=1e-3, progress=False)
     assert result.status == "finished" and len(calls) == 3
 
