@@ -10,8 +10,18 @@ log-likelihood for `reproduce`; every number of results.json but timings for `co
     python benchmarks/inject_faults.py --quick    # the set the test suite runs (tests/test_faults.py)
     python benchmarks/inject_faults.py --quick --only sigint_figures --repeat 30   # one, 30 times
 
-It ends with "N faults injected, N survived, nothing lost" (or says which did not survive) and exits
-with status 0 only if every fault survived.
+It lists every scenario with its exit status and first line, ends with "N faults injected: N of N
+survived, nothing lost" (or says which did not survive) and exits with status 0 only if every fault
+survived. The full set writes its outcomes to reports/faults/results.json (`--results PATH` for
+another place), with the CPU and the command, for the docs to quote.
+
+Besides interrupts, kills, full disks and closed pipes, the scenarios cover (`ROBUST_SCENARIOS`):
+SIGTERM at each phase of reproduce, compare and gradcheck; checkpoints edited, forged with their
+digest, truncated or overwritten; a zip bomb, a text file, complex data and problem files float64
+cannot solve; a gradient whose memory cannot fit (under `ulimit -v`); an ascii stdout, /dev/full,
+an invalid MPLBACKEND; a 200 KB tmpfs disk (or a file-size limit where no tmpfs can be mounted);
+Ctrl-C sent to the process group of a run with Dask workers. Every child starts with SIGINT's
+default action, so the script (and the tests that run it) work when started with SIGINT ignored.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
+RESULTS = Path(__file__).resolve().parents[1] / "reports" / "faults" / "results.json"
 TIMEOUT = 300  # seconds: a handshake that takes longer is a hang, reported as a failure
 # One BLAS thread everywhere: the in-process and Dask runs of `compare` are then bit-identical
 # whatever the machine (multi-threaded BLAS reductions can differ in the last bit).
@@ -66,15 +77,32 @@ figures = ["heatmap", "work_precision", "training"]
 """
 
 
+def with_limits(limits=None) -> None:
+    """In a child before it starts: SIGINT's default action (a script's background job, and so a
+    suite started with `nohup ... &`, inherits SIGINT ignored, and Ctrl-C must reach the child), and
+    the resource limits asked for. Under RLIMIT_FSIZE, SIGXFSZ is ignored so that a write beyond the
+    limit fails with EFBIG (as a full disk fails with ENOSPC) instead of killing the process."""
+    import resource
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    for which, value in (limits or {}).items():
+        resource.setrlimit(which, (value, value))
+        if which == resource.RLIMIT_FSIZE:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
 class Run:
     """A `harness` subprocess whose stdout lines can be waited for."""
 
-    def __init__(self, args, env=None, stdout=None):
-        """`stdout`: None to read it here, or a file object the process writes to instead."""
+    def __init__(self, args, env=None, stdout=None, limits=None, new_session=False):
+        """`stdout`: None to read it here, or a file object the process writes to instead.
+        `limits`: {resource.RLIMIT_*: bytes} set in the child before it starts (`with_limits`).
+        `new_session`: the child leads its own process group (signalled as a terminal's Ctrl-C is)."""
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             HARNESS + [str(a) for a in args], stdout=subprocess.PIPE if stdout is None else stdout,
             stderr=subprocess.PIPE, text=True, env={**os.environ, **BLAS_ENV, **(env or {})},
+            preexec_fn=lambda: with_limits(limits), start_new_session=new_session,
         )
         self.lines: queue.Queue = queue.Queue()
         self.stdout: list[str] = []
@@ -202,8 +230,22 @@ def no_half_written(outcome: Outcome, out: Path) -> None:
 QUICK = ("sigint_startup", "sigint_training", "sigint_figures", "sigkill_training", "non_finite_problem",
          "disk_full", "read_only", "closed_pipe", "sigint_compare_startup", "sigint_compare_cell",
          "dask_worker_killed")
+# Signals at each phase, damaged inputs and checkpoints, odd environments (`ROBUST_SCENARIOS`); the
+# quick set takes those that run in seconds.
+ROBUST_QUICK = ("sigterm_training", "sigterm_figures", "sigterm_gradcheck", "sigkill_figures",
+                "checkpoint_forged_step", "checkpoint_truncated", "zip_bomb", "not_an_npz", "complex_data",
+                "growing_decay", "huge_decay", "close_times", "tiny_tolerance", "augmented_twice",
+                "memory_refused", "full_stdout", "bogus_backend", "ascii_reproduce", "tiny_disk")
+ROBUST_FULL = ("sigterm_startup", "sigterm_training", "sigterm_figures", "sigterm_compare_startup",
+               "sigterm_compare_cell", "sigterm_gradcheck", "sigint_gradcheck", "sigkill_figures",
+               "checkpoint_forged_step", "checkpoint_forged_digest", "checkpoint_truncated", "checkpoint_garbage",
+               "zip_bomb", "not_an_npz", "complex_data", "growing_decay", "huge_decay", "close_times",
+               "tiny_tolerance", "augmented_twice", "memory_refused", "gradcheck_memory", "ascii_reproduce",
+               "ascii_gradcheck", "ascii_compare", "full_stdout", "bogus_backend", "tiny_disk", "dask_ctrl_c")
 FULL = QUICK + ("sigint_runaway_solve", "diverging_lr", "sigint_training", "sigint_figures", "disk_full",
                 "sigint_compare_cell")
+QUICK = QUICK + ROBUST_QUICK
+FULL = FULL + ROBUST_FULL
 
 
 class Faults:
@@ -502,6 +544,8 @@ class Faults:
         return outcome
 
     def scenario(self, key: str):
+        if key in ROBUST_SCENARIOS:
+            return lambda: ROBUST_SCENARIOS[key](self)
         return {
             "sigint_startup": self.sigint_startup,
             "sigint_training": self.sigint_training,
@@ -526,6 +570,416 @@ class Faults:
             return Outcome(key, problems=[f"the injection itself failed: {type(err).__name__}: {err}"])
 
 
+# -- robustness: signals at each phase, damaged inputs and checkpoints, odd environments -----------
+# Each scenario is a function of the shared `Faults` (its work folder, problem and references), so
+# that scenarios added by other parts of the code base sit in blocks of their own.
+
+def _make_problem_file(faults: Faults, name: str, code: str) -> Path:
+    """A problem file made by `code` (Python, with `p` the seed problem of 20 states as arrays, a
+    dict, and `np`), written with numpy.savez to the work folder."""
+    path = faults.work / f"{name}.npz"
+    subprocess.run([sys.executable, "-c", (
+        "import sys, numpy as np, harness\n"
+        "harness.save_problem(harness.seed_problem(batch=20), sys.argv[1])\n"
+        "p = dict(np.load(sys.argv[1]))\n" + code + "\n"
+        "np.savez(sys.argv[1], **p)"
+    ), str(path)], check=True, env={**os.environ, **BLAS_ENV})
+    return path
+
+
+def _refused(faults: Faults, title: str, args, *words, env=None, limits=None) -> Outcome:
+    """A command that must refuse its input: exit 2, one line naming the problem, no output folder
+    left behind (when it was asked for one)."""
+    outcome = Outcome(title)
+    out = faults.out("refused")
+    args = [*args, "--out", out] if args[0] == "reproduce" else list(args)
+    run = Run(args, env=env, limits=limits)
+    outcome.exit_status = run.finish()
+    outcome.expect(outcome.exit_status == 2, f"exit status is not 2: {run.message[-300:]!r}")
+    one_line(outcome, run, *words)
+    outcome.expect(not out.exists(), "the output folder was left behind")
+    return outcome
+
+
+def _signal_at(faults: Faults, signum, phase: str, command: str = "reproduce") -> Outcome:
+    """`signum` at `phase` of `command`; the run must end with one line and that signal's status,
+    and the same command run again must end where an uninterrupted run ends."""
+    status, word = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}[signum]
+    outcome = Outcome(f"{signal.Signals(signum).name} {phase} ({command})")
+    out = faults.out(f"{signal.Signals(signum).name.lower()}-{phase.replace(' ', '-')}")
+    started = faults.work / f"started-{faults.n}"
+    if command == "reproduce":
+        args = faults.reproduce_args(out)
+    elif command == "compare":
+        args = ["compare", faults.compare_toml, "--out", out]
+    else:  # the three built-in cases, small: the signal lands in the second, once the first is printed
+        args = ["gradcheck", "--batch", 10, "--no-julia"]
+    run = Run(args, env={"HARNESS_TEST_STARTED_FILE": str(started)})
+    if phase == "during start-up":
+        run.wait_for_file(started)
+    elif phase == "inside a training step":
+        run.wait_for_file(out / "checkpoint.npz")
+    elif phase == "while figures are written":
+        run.wait_for_line("Writing the figures")
+    elif phase == "inside a cell":
+        run.wait_for_file(out / "cells", "*.json")
+    else:  # gradcheck: inside the second case, once the first one's table is printed
+        run.wait_for_line("rel. error")
+    run.signal(signum)
+    outcome.exit_status = run.finish()
+    outcome.expect(outcome.exit_status == status, f"exit status is not {status}")
+    one_line(outcome, run, word)
+    if command == "gradcheck":
+        outcome.expect("resume" not in run.message, "says it resumes, for a command that does not")
+    elif command == "compare":
+        faults.compare_rerun_matches(outcome, out)
+    else:
+        if phase != "during start-up":
+            outcome.expect((out / "checkpoint.npz").exists(), "no checkpoint was kept")
+        faults.rerun_matches(outcome, out, resumed=phase != "during start-up")
+    return outcome
+
+
+def _interrupted_run(faults: Faults, name: str) -> Path:
+    """An output folder holding the checkpoint of a reproduce run stopped by SIGINT mid-training."""
+    out = faults.out(name)
+    run = Run(faults.reproduce_args(out))
+    run.wait_for_file(out / "checkpoint.npz")
+    run.signal(signal.SIGINT)
+    run.finish()
+    return out
+
+
+def _damaged_checkpoint(faults: Faults, title: str, damage: str) -> Outcome:
+    """A checkpoint damaged by `damage` (Python, with `path` its Path and `np`): the rerun must say so
+    in one line, start afresh and end where an uninterrupted run ends."""
+    outcome = Outcome(title)
+    out = _interrupted_run(faults, "damaged-checkpoint")
+    path = out / "checkpoint.npz"
+    outcome.expect(path.exists(), "the interrupted run left no checkpoint")
+    subprocess.run([sys.executable, "-c", "import sys, numpy as np\nfrom pathlib import Path\n"
+                    "path = Path(sys.argv[1])\n" + damage, str(path)], check=True, env={**os.environ, **BLAS_ENV})
+    run = Run(faults.reproduce_args(out))
+    outcome.exit_status = run.finish()
+    outcome.message = "".join(line for line in run.stdout if "checkpoint" in line).strip() or run.message
+    outcome.expect(outcome.exit_status == 0, f"the rerun exited {outcome.exit_status}: {run.message[-300:]!r}")
+    outcome.expect("Traceback" not in run.stderr, "a traceback was printed")
+    notices = [line for line in run.stdout if "not a sound checkpoint" in line]
+    outcome.expect(len(notices) == 1, f"{len(notices)} lines say the checkpoint was set aside, expected 1")
+    outcome.expect(not any("resumed from the checkpoint" in line for line in run.stdout), "resumed from it")
+    if outcome.exit_status == 0:
+        outcome.expect(reproduce_result(out) == faults.reference(), "the result differs from an uninterrupted run")
+    no_half_written(outcome, out)
+    return outcome
+
+
+FORGE_STEP = """
+data = dict(np.load(path))
+data["step"] = np.array(10**9)
+np.savez(path, **data)
+"""
+FORGE_WITH_DIGEST = """
+import hashlib, importlib
+training = importlib.import_module("harness.training")
+data = dict(np.load(path))
+data["step"], data["adam_t"] = np.array(10**9), np.array(10**9)
+data["digest"] = np.array(training._digest(data))
+np.savez(path, **data)
+"""
+TRUNCATE = """
+blob = path.read_bytes()
+path.write_bytes(blob[: len(blob) // 2])
+"""
+GARBAGE = """
+path.write_bytes(b"\\x00" * 4096)
+"""
+
+
+def _zip_bomb(path: Path, declared_bytes: int) -> None:
+    """A problem file whose z0 and data are zeros declaring `declared_bytes` together, streamed
+    into a deflated zip (a few hundred KB on disk per 300 MB), with consistent shapes."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    batch = declared_bytes // 32  # z0 (B, 2) and data (1, B, 2) float64: 32 bytes per state
+    arrays = {"format": np.array("harness-problem-1"), "widths": np.array([2, 3, 2]),
+              "activation": np.array("tanh"), "theta": np.zeros(17), "t0": np.array(0.0),
+              "times": np.array([10.0])}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, value in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, value)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+        chunk = bytes(2**22)
+        for key, shape in (("z0", (batch, 2)), ("data", (1, batch, 2))):
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": shape})
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                member.write(header.getvalue())
+                left = batch * 16
+                while left:
+                    member.write(chunk[: min(left, len(chunk))])
+                    left -= min(left, len(chunk))
+
+
+def zip_bomb(faults: Faults) -> Outcome:
+    declared = (64 if faults.quick else 600) * 2**20
+    path = faults.work / "bomb.npz"
+    _zip_bomb(path, declared)
+    title = (f"a zip bomb: {path.stat().st_size // 1024} KB declaring {declared // 2**20} MB "
+             "(reproduce --problem-file, under a 4 GB address-space limit)")
+    import resource
+
+    # the limit makes a decompression that should not happen fail loudly instead of succeeding
+    return _refused(faults, title, ["reproduce", "--problem-file", path, "--steps", 1], "zip bomb",
+                    limits={resource.RLIMIT_AS: 4 * 2**30})
+
+
+def not_an_npz(faults: Faults) -> Outcome:
+    path = faults.work / "notes.npz"
+    path.write_text("a text file, not arrays\n")
+    outcome = _refused(faults, "a text file given as a problem file (gradcheck)",
+                       ["gradcheck", "--problem-file", path, "--no-julia"], "not a .npz archive")
+    outcome.expect("allow_pickle" not in outcome.message, "numpy's allow_pickle advice was shown")
+    return outcome
+
+
+def complex_data(faults: Faults) -> Outcome:
+    path = _make_problem_file(faults, "complex", 'p["data"] = p["data"] + 1j')
+    return _refused(faults, "complex data in a problem file (reproduce)",
+                    ["reproduce", "--problem-file", path, "--steps", 1], "complex")
+
+
+def growing_decay(faults: Faults) -> Outcome:
+    path = _make_problem_file(faults, "growing", 'p["decay"] = np.array([-50.0, -50.0])')
+    outcome = _refused(faults, "decay = [-50, -50]: the state grows by e^500 (gradcheck)",
+                       ["gradcheck", "--problem-file", path, "--no-julia"], "decay", "grow")
+    return outcome
+
+
+def huge_decay(faults: Faults) -> Outcome:
+    path = _make_problem_file(faults, "hugedecay", 'p["decay"] = np.array([1e300, 1e300])')
+    return _refused(faults, "decay = [1e300, 1e300] (gradcheck)",
+                    ["gradcheck", "--problem-file", path, "--no-julia"], "decay", "overflow")
+
+
+def close_times(faults: Faults) -> Outcome:
+    path = _make_problem_file(faults, "close", 'p["times"] = np.array([10.0, np.nextafter(10.0, 11.0)])\n'
+                                               'p["data"] = np.concatenate([p["data"]] * 2)')
+    outcome = _refused(faults, "two observation times one float spacing apart (reproduce)",
+                       ["reproduce", "--problem-file", path, "--steps", 1], "float spacings")
+    outcome.expect("blows up" not in outcome.message, "diagnosed as a blow-up")
+    return outcome
+
+
+def tiny_tolerance(faults: Faults) -> Outcome:
+    outcome = _refused(faults, "rtol = atol = 1e-300 (reproduce)",
+                       ["reproduce", *faults.problem, "--steps", 1, "--rtol", "1e-300", "--atol", "1e-300"], "rtol")
+    outcome.expect("diverged" not in outcome.message, "diagnosed as diverged parameters")
+    return outcome
+
+
+def augmented_twice(faults: Faults) -> Outcome:
+    """An input error found after the output folder was created: the folder must not stay."""
+    path = faults.work / "augmented.npz"
+    if not path.exists():
+        subprocess.run([sys.executable, "-c", (
+            "import sys, harness\nfrom harness.problems import augment_problem\n"
+            "harness.save_problem(augment_problem(harness.seed_problem(batch=20), 1), sys.argv[1])"
+        ), str(path)], check=True, env={**os.environ, **BLAS_ENV})
+    return _refused(faults, "an augmented problem file augmented again (reproduce --augment 1)",
+                    ["reproduce", "--problem-file", path, "--augment", 1, "--steps", 1], "already augmented")
+
+
+def memory_refused(faults: Faults) -> Outcome:
+    """The stiff reference of 52 states and 367 parameters needs ~44 GiB: refused with the number,
+    under an 8 GB address-space limit so that a miss fails fast instead of swapping."""
+    import resource
+
+    path = faults.work / "stiff52.npz"
+    if not path.exists():
+        subprocess.run([sys.executable, "-c", (
+            "import sys, harness\nfrom harness.problems import augment_problem, stiff_problem\n"
+            "p = augment_problem(stiff_problem(batch=2), 50, seed=1)\n"
+            "harness.save_problem(p, sys.argv[1])"
+        ), str(path)], check=True, env={**os.environ, **BLAS_ENV})
+    return _refused(faults, "ForwardSensitivity with RadauIIA5 on 52 states, P = 367 (reproduce; needs ~44 GiB)",
+                    ["reproduce", "--problem-file", path, "--engine", "ForwardSensitivity", "--solver",
+                     "RadauIIA5", "--steps", 1], "GiB of memory",
+                    limits={resource.RLIMIT_AS: 8 * 2**30})
+
+
+def gradcheck_memory(faults: Faults) -> Outcome:
+    """`gradcheck --augment 50 --batch 2` on the stiff case only (a problem file): its reference is
+    refused in its row, not grown to 24 GB."""
+    import resource
+
+    memory_refused(faults) if not (faults.work / "stiff52.npz").exists() else None
+    outcome = Outcome("gradcheck on 52 stiff states, P = 367 (reference needs ~44 GiB), 8 GB limit")
+    run = Run(["gradcheck", "--problem-file", faults.work / "stiff52.npz", "--no-julia"],
+              limits={resource.RLIMIT_AS: 8 * 2**30})
+    outcome.exit_status = run.finish()
+    outcome.message = "".join(run.stdout).strip().splitlines()[-1] if run.stdout else run.message
+    outcome.expect(outcome.exit_status == 0, f"exit status {outcome.exit_status}: {run.message[-300:]!r}")
+    outcome.expect("Traceback" not in run.stderr and not run.stderr.strip(), f"stderr: {run.stderr[-300:]!r}")
+    outcome.expect(any("refused" in line and "GiB" in line for line in run.stdout), "no row says refused with GiB")
+    outcome.expect("not checked" in outcome.message, "the summary does not say the case was not checked")
+    return outcome
+
+
+def ascii_output(faults: Faults, command: str) -> Outcome:
+    outcome = Outcome(f"PYTHONIOENCODING=ascii ({command})")
+    out = faults.out(f"ascii-{command}")
+    env = {"PYTHONIOENCODING": "ascii", "LC_ALL": "C", "LANG": "C"}
+    if command == "reproduce":
+        args = faults.reproduce_args(out)
+    elif command == "compare":
+        args = ["compare", faults.compare_toml, "--out", out]
+    else:
+        args = ["gradcheck", *faults.problem, "--no-julia"] if faults.problem else \
+            ["gradcheck", "--batch", 20, "--no-julia"]
+    run = Run(args, env=env)
+    outcome.exit_status = run.finish()
+    outcome.message = run.message or "(finished)"
+    outcome.expect(outcome.exit_status == 0, f"exit status {outcome.exit_status}: {run.message[-300:]!r}")
+    outcome.expect("Traceback" not in run.stderr, "a traceback was printed")
+    if command == "reproduce" and outcome.exit_status == 0:
+        outcome.expect(reproduce_result(out) == faults.reference(), "the result differs from a UTF-8 run")
+    if command == "compare" and outcome.exit_status == 0:
+        outcome.expect(compare_result(out) == faults.compare_reference(), "the result differs from a UTF-8 run")
+    return outcome
+
+
+def full_stdout(faults: Faults) -> Outcome:
+    outcome = Outcome("gradcheck > /dev/full")
+    args = ["gradcheck", *faults.problem, "--no-julia"] if faults.problem else \
+        ["gradcheck", "--batch", 20, "--no-julia"]
+    with open("/dev/full", "w") as full:
+        run = Run(args, stdout=full)
+        outcome.exit_status = run.finish()
+    outcome.expect(outcome.exit_status == 1, "exit status is not 1")
+    one_line(outcome, run, "No space left")
+    outcome.expect("resume" not in run.message, "says the command resumes")
+    return outcome
+
+
+def bogus_backend(faults: Faults) -> Outcome:
+    outcome = Outcome("MPLBACKEND=bogus (reproduce)")
+    out = faults.out("bogus-backend")
+    run = Run(faults.reproduce_args(out), env={"MPLBACKEND": "bogus"})
+    outcome.exit_status = run.finish()
+    outcome.expect(outcome.exit_status == 0, f"exit status {outcome.exit_status}")
+    one_line(outcome, run, "MPLBACKEND", "ignored")
+    if outcome.exit_status == 0:
+        outcome.expect(reproduce_result(out) == faults.reference(), "the result differs")
+        outcome.expect((out / "training_curve.png").exists(), "no figure was drawn")
+    return outcome
+
+
+def sigkill_figures(faults: Faults) -> Outcome:
+    """SIGKILL while a figure's temporary file exists; the rerun must leave no `.tmp` behind."""
+    outcome = Outcome("SIGKILL while a figure is written (reproduce), then the same command")
+    out = faults.out("sigkill-figures")
+    run = Run(faults.reproduce_args(out))
+    run.wait_for_line("Writing the figures")
+    caught = run.wait_for_file(out, ".*.png.*.tmp")
+    run.signal(signal.SIGKILL)
+    outcome.exit_status = run.finish()
+    left = [p.name for p in out.glob(".*.tmp")]
+    outcome.message = f"killed with {left or 'no'} temporary file(s) in the folder" if caught else "killed"
+    faults.rerun_matches(outcome, out)  # checks that no .tmp is left after the rerun
+    return outcome
+
+
+def tiny_disk(faults: Faults) -> Outcome:
+    """A disk that fills while the report is written: a 200 KB tmpfs where root may mount one, else
+    a 100 KB file-size limit (RLIMIT_FSIZE) on the run. Exit 1 in one line, the checkpoint kept,
+    and the same command on a roomy disk resumes."""
+    import resource
+
+    out = faults.out("tiny-disk")
+    mount = faults.work / "tiny-mount"
+    mount.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True).returncode == 0
+    try:
+        if mounted:
+            outcome = Outcome("a 200 KB disk (tmpfs) that fills while figures are written (reproduce)")
+            target = mount / "out"
+            run = Run(faults.reproduce_args(target))
+        else:
+            outcome = Outcome("a 100 KB file-size limit (RLIMIT_FSIZE) hit while figures are written (reproduce)")
+            target = out
+            run = Run(faults.reproduce_args(target), limits={resource.RLIMIT_FSIZE: 100 * 1024})
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 1, f"exit status is not 1: {run.message[-300:]!r}")
+        one_line(outcome, run, "could not write")
+        outcome.expect((target / "checkpoint.npz").exists(), "the checkpoint was not kept")
+        no_half_written(outcome, target)
+        if mounted and (target / "checkpoint.npz").exists():
+            shutil.copytree(target, out)  # the same folder, moved to a disk with room
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mount)], capture_output=True)
+    faults.rerun_matches(outcome, out)
+    return outcome
+
+
+def dask_ctrl_c(faults: Faults) -> Outcome:
+    """Ctrl-C at a terminal reaches the whole process group, Dask's local workers included."""
+    outcome = Outcome("Ctrl-C to the process group of compare --workers 2")
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        outcome.message = "skipped: the dask extra is not installed"
+        return outcome
+    out = faults.out("dask-ctrl-c")
+    run = Run(["compare", faults.compare_toml, "--out", out, "--workers", 2], new_session=True)
+    run.wait_for_file(out / "cells", "*.json")
+    os.killpg(run.proc.pid, signal.SIGINT)
+    outcome.exit_status = run.finish()
+    outcome.expect(outcome.exit_status == 130, "exit status is not 130")
+    one_line(outcome, run, "interrupted")
+    faults.compare_rerun_matches(outcome, out)
+    return outcome
+
+
+ROBUST_SCENARIOS = {
+    "sigterm_startup": lambda f: _signal_at(f, signal.SIGTERM, "during start-up"),
+    "sigterm_training": lambda f: _signal_at(f, signal.SIGTERM, "inside a training step"),
+    "sigterm_figures": lambda f: _signal_at(f, signal.SIGTERM, "while figures are written"),
+    "sigterm_compare_startup": lambda f: _signal_at(f, signal.SIGTERM, "during start-up", "compare"),
+    "sigterm_compare_cell": lambda f: _signal_at(f, signal.SIGTERM, "inside a cell", "compare"),
+    "sigterm_gradcheck": lambda f: _signal_at(f, signal.SIGTERM, "inside a gradient", "gradcheck"),
+    "sigint_gradcheck": lambda f: _signal_at(f, signal.SIGINT, "inside a gradient", "gradcheck"),
+    "sigkill_figures": sigkill_figures,
+    "checkpoint_forged_step": lambda f: _damaged_checkpoint(f, "a checkpoint edited to step = 1e9", FORGE_STEP),
+    "checkpoint_forged_digest": lambda f: _damaged_checkpoint(
+        f, "a checkpoint forged to step = 1e9 with its digest recomputed", FORGE_WITH_DIGEST),
+    "checkpoint_truncated": lambda f: _damaged_checkpoint(f, "a checkpoint truncated to half", TRUNCATE),
+    "checkpoint_garbage": lambda f: _damaged_checkpoint(f, "a checkpoint overwritten with zeros", GARBAGE),
+    "zip_bomb": zip_bomb,
+    "not_an_npz": not_an_npz,
+    "complex_data": complex_data,
+    "growing_decay": growing_decay,
+    "huge_decay": huge_decay,
+    "close_times": close_times,
+    "tiny_tolerance": tiny_tolerance,
+    "augmented_twice": augmented_twice,
+    "memory_refused": memory_refused,
+    "gradcheck_memory": gradcheck_memory,
+    "ascii_reproduce": lambda f: ascii_output(f, "reproduce"),
+    "ascii_gradcheck": lambda f: ascii_output(f, "gradcheck"),
+    "ascii_compare": lambda f: ascii_output(f, "compare"),
+    "full_stdout": full_stdout,
+    "bogus_backend": bogus_backend,
+    "tiny_disk": tiny_disk,
+    "dask_ctrl_c": dask_ctrl_c,
+}
+
+
 def _at_least_one(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
@@ -540,6 +994,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", metavar="KEY", help="run only these scenarios (keys as printed)")
     parser.add_argument("--repeat", type=_at_least_one, default=1, metavar="N",
                         help="run each scenario N times (an intermittent fault shows as a rate)")
+    parser.add_argument("--results", type=Path, default=None, metavar="PATH",
+                        help=f"write the outcomes as JSON here (default for the full set: {RESULTS})")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     work = Path(tempfile.mkdtemp(prefix="harness-faults-"))
@@ -560,9 +1016,64 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     survived = sum(o.survived for o in outcomes)
     lost = len(outcomes) - survived
-    print(f"{len(outcomes)} faults injected, {survived} survived, "
+    print(f"{len(outcomes)} faults injected: {survived} of {len(outcomes)} survived, "
           + ("nothing lost" if not lost else f"{lost} did not survive"))
+    results = args.results
+    if results is None and not (args.quick or args.only or args.repeat > 1):
+        results = RESULTS  # only the full set, once each, is the figure the docs quote
+    if results is not None:
+        write_results(results, outcomes, keys, seed, args)
+        print(f"wrote {results}")
     return 0 if not lost else 1
+
+
+def write_results(path: Path, outcomes, keys, seed: int, args) -> None:
+    """The outcomes as JSON (strict, atomic), with the command and machine that produced them."""
+    import platform
+
+    rows = [{"key": key, "scenario": o.name, "exit_status": o.exit_status,
+             "message": o.message.splitlines()[0] if o.message else "", "timings": o.timings,
+             "survived": o.survived, "problems": o.problems} for key, o in zip(keys_run(keys, args), outcomes)]
+    data = {
+        "command": "python benchmarks/inject_faults.py" + (" --quick" if args.quick else ""),
+        "seed": seed, "cpu": _cpu_name(), "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": _commit(),
+        "injected": len(outcomes), "survived": sum(o.survived for o in outcomes),
+        "lost": sum(not o.survived for o in outcomes), "scenarios": rows,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def keys_run(keys, args):
+    return [key for key in keys for _ in range(args.repeat)]
+
+
+def _commit() -> str | None:
+    """The commit of the code measured (with "+dirty" if it has uncommitted changes), or None."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ kills itself with SIGINT, so that the status the program chose (130) becomes "ki
 `dataclasses` and `namedtuple` build their methods with string `exec`, so Ctrl-C during an import
 that defines one sets the mark. Every string `exec` clears the mark as it starts:
 `forget_unhandled_interrupt` runs an empty one once the interrupt has been handled.
+
+SIGTERM (`kill`, a batch scheduler's pre-emption, `timeout`) is handled as Ctrl-C is: inside
+`sigterm_as_interrupt` it raises `Terminated`, a KeyboardInterrupt, so that every place that saves a
+checkpoint or stores finished cells on Ctrl-C does so on SIGTERM too, and the command line ends with
+one line and SIGTERM's own exit status, 143 (`exit_status`).
 """
 
 from __future__ import annotations
@@ -30,8 +35,25 @@ import signal
 import sys
 import threading
 
-# Set by the handler `sigint_watched` installs: SIGINT arrived inside the watched block.
+# Set by the handler `sigint_watched` installs (SIGINT) and by `sigterm_as_interrupt`'s (SIGTERM):
+# an interrupt arrived inside the watched block.
 _sigint_received = threading.Event()
+# Which signal set it last: SIGTERM must end as SIGTERM even when it surfaces disguised.
+_last_signal = signal.SIGINT
+
+# The exit status of a command ended by each signal: 128 + the signal's number, as a shell reports a
+# process killed by it, but reached after the command has saved what it can and said so.
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is (see `sigterm_as_interrupt`).
+
+    A KeyboardInterrupt, so that every handler written for Ctrl-C (save the checkpoint, keep the
+    finished cells, cancel the rest) handles it the same way.
+    """
+
+    signum = signal.SIGTERM
 
 # An interrupt dropped where Python cannot raise is tripped again after this long: time for the
 # place that dropped it to return, far below the second within which Ctrl-C must stop a command.
@@ -64,12 +86,58 @@ def is_interrupt(err: BaseException) -> bool:
 
 
 def raise_if_interrupt(err: BaseException) -> None:
-    """Raise KeyboardInterrupt (from `err`) if `err` is Ctrl-C in disguise (`is_interrupt`).
+    """Raise KeyboardInterrupt (from `err`) if `err` is Ctrl-C in disguise (`is_interrupt`);
+    `Terminated` if it is SIGTERM in disguise.
 
     For handlers that turn errors into findings: call it first in the `except` block.
     """
     if not isinstance(err, KeyboardInterrupt) and is_interrupt(err):
-        raise KeyboardInterrupt(f"interrupted ({type(err).__name__}: {err})") from err
+        kind = Terminated if signal_of(err) == signal.SIGTERM else KeyboardInterrupt
+        raise kind(f"interrupted ({type(err).__name__}: {err})") from err
+
+
+def signal_of(err: BaseException) -> int:
+    """The signal an interrupt (`is_interrupt(err)`) came from: SIGTERM or SIGINT."""
+    found = interrupt_in(err)
+    if isinstance(found, Terminated):
+        return signal.SIGTERM
+    if found is None and _sigint_received.is_set():
+        return _last_signal
+    return signal.SIGINT
+
+
+def exit_status(err: BaseException) -> int:
+    """The command line's exit status after the interrupt `err`: 130 for Ctrl-C, 143 for SIGTERM."""
+    return EXIT_STATUS[signal_of(err)]
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside the block, SIGTERM raises `Terminated` in the main thread, as SIGINT raises
+    KeyboardInterrupt; the previous handler is restored on exit.
+
+    A process that ignores SIGTERM (its parent asked for that) keeps ignoring it, and off the main
+    thread (only it can set handlers) the block runs unchanged.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        global _last_signal
+        _last_signal = signal.SIGTERM
+        _sigint_received.set()  # for `is_interrupt`: an error raised from here on is this signal
+        raise Terminated("terminated")
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        # what follows in this process is no longer this command's (also where SIGINT is ignored and
+        # `sigint_watched`, which clears it too, ran unwatched)
+        _sigint_received.clear()
 
 
 @contextlib.contextmanager
@@ -93,6 +161,8 @@ def sigint_watched():
         return
 
     def note_then_pass_on(signum, frame):
+        global _last_signal
+        _last_signal = signal.SIGINT
         _sigint_received.set()
         previous(signum, frame)
 
@@ -104,7 +174,8 @@ def sigint_watched():
             return
         # Not from here: the hook itself is a place where Python cannot raise. A timer thread
         # trips SIGINT again once this hook (and the callback that called it) has returned.
-        again = threading.Timer(REDELIVERY_SECONDS, _thread.interrupt_main)
+        signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        again = threading.Timer(REDELIVERY_SECONDS, _thread.interrupt_main, args=(signum,))
         again.daemon = True
         again.start()
 

@@ -4,6 +4,11 @@ the permissions of any other tool's files (the umask), and strict JSON.
 Every file the harness writes goes through `atomic_path`; every JSON it writes through `to_json`,
 which refuses NaN and infinities: a value that is not a finite number is written as null, with the
 reason beside it (`strict_json`).
+
+A process killed while it writes (SIGKILL, a power cut) cannot remove its temporary file. The name of
+each holds the writer's process id, so that the next run into the folder removes those whose writer
+is gone (`remove_stale_temporaries`) and never one that a concurrent run is still writing. An output
+folder that a command created and then refused its input in (`output_folder`) is removed again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import errno
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +45,64 @@ def ensure_writable_dir(path) -> Path:
             pass
     except OSError as err:
         raise HarnessInputError(f"output folder {str(path)!r} is not writable: {err.strerror}") from None
+    remove_stale_temporaries(path)
     return path
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of `path` and its parents that does not exist yet (None if `path` exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+@contextmanager
+def output_folder(path):
+    """`ensure_writable_dir(path)` for the block; if the block refuses its input (HarnessInputError)
+    the folders this call created are removed again, so that a mistake leaves nothing behind."""
+    path = Path(path) if str(path) else path
+    created = _first_missing(path) if isinstance(path, Path) else None
+    folder = ensure_writable_dir(path)
+    try:
+        yield folder
+    except HarnessInputError:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+# `.{name}.{pid}.{random}.tmp`: `atomic_path`'s temporary files (mkstemp's random part has no dot)
+_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove the temporary files of writers that died (killed mid-write) in `folder` and in its
+    subfolders one level down (`cells/`); returns the paths removed. A file whose writer is alive
+    (a concurrent run) is left alone."""
+    folder, removed = Path(folder), []
+    for candidate in (*folder.glob(".*.tmp"), *folder.glob("*/.*.tmp")):
+        match = _TEMPORARY.match(candidate.name)
+        if match is None or int(match["pid"]) == os.getpid() or _process_alive(int(match["pid"])):
+            continue
+        try:
+            candidate.unlink()
+        except OSError:
+            continue
+        removed.append(candidate)
+    return removed
 
 
 def _umask() -> int:
@@ -67,15 +131,18 @@ def atomic_path(path):
     removed and `path` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid in the name: `remove_stale_temporaries` knows whose it is
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
         _inject_fault(path)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)  # a writer (matplotlib's) that failed without naming the file
         raise
 
 

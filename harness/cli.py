@@ -4,7 +4,8 @@ Every ending is one line on stderr, never a traceback: user mistakes (HarnessInp
 that cannot be written, a problem too large for the memory) exit with status 2; failures mid-run
 (numerical failure, divergence, a full disk, a closed pipe) with status 1; Ctrl-C, wherever it
 comes (start-up, inside a solve, while figures are written), with 130 after saving what can be
-resumed.
+resumed, and SIGTERM the same way with 143. Output goes through whatever encoding stdout and stderr
+have (`PYTHONIOENCODING=ascii`, a C locale): characters it cannot encode are escaped, never fatal.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
 
-from ._interrupts import forget_unhandled_interrupt, quiet_teardown, raise_if_interrupt, sigint_watched
+from ._interrupts import (
+    exit_status, forget_unhandled_interrupt, quiet_teardown, raise_if_interrupt, sigint_watched,
+    sigterm_as_interrupt, signal_of,
+)
 from .errors import (
     BackendError, BackendUnavailableError, HarnessInputError, SolverError, TrainingDivergedError,
     UnstableBacksolveError,
@@ -154,8 +159,13 @@ def cmd_gradcheck(args) -> int:
         print(to_json(report))
     else:
         bad = [e for e in report["engines"] if not e["ok"]]
-        print("all engines within their bounds" if not bad else
-              f"{len(bad)} engine(s) beyond their bounds: " + ", ".join(f"{e['name']} ({e['problem']})" for e in bad))
+        # a problem whose reference was refused (too large for the memory) was not checked: say so
+        unchecked = [e["problem"] for e in report["engines"]
+                     if e["status"] == "refused" and e["name"].endswith("(reference)")]
+        tail = f"; not checked (reference refused, see its row): {', '.join(unchecked)}" if unchecked else ""
+        print(("all engines within their bounds" if not bad else
+               f"{len(bad)} engine(s) beyond their bounds: " + ", ".join(f"{e['name']} ({e['problem']})" for e in bad))
+              + tail)
     return 0 if report["ok"] else 1
 
 
@@ -309,13 +319,16 @@ def main(argv=None) -> int:
     Exit statuses: 0 done; 1 a failure while running (numerical, backend, I/O, memory, a closed
     pipe); 2 bad input (a usage mistake, an invalid file, an unavailable backend); 3 `harness compare`
     ran to the end and wrote its report, but a claim the experiment declares does not hold
-    (`CLAIM_FAILED`); 130 interrupted.
+    (`CLAIM_FAILED`); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
     """
     global _stdout_dropped
     _stdout_dropped = False
     name, command = "harness", None
+    _tolerate_any_encoding()
+    _drop_unusable_plot_backend()
     try:
-        with sigint_watched():  # so that an error Ctrl-C caused is known as Ctrl-C
+        # SIGTERM raises as Ctrl-C does; errors either caused are known as the interrupt they are
+        with sigterm_as_interrupt(), sigint_watched():
             try:
                 started_file = os.environ.get(STARTED_ENV)
                 if started_file:
@@ -336,11 +349,12 @@ def main(argv=None) -> int:
             except Exception as err:
                 raise_if_interrupt(err)  # an error made of Ctrl-C (see `_interrupts`) ends as Ctrl-C
                 raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         hint = "; run the same command again to resume" if command in RESUMABLE else ""
-        _say(f"{name}: interrupted{hint}")
+        what = "terminated (SIGTERM)" if signal_of(err) == signal.SIGTERM else "interrupted"
+        _say(f"{name}: {what}{hint}")
         quiet_teardown()  # the line above stays the only one (see `_interrupts.quiet_teardown`)
-        return 130
+        return exit_status(err)
     except HarnessInputError as err:
         _say(f"{name}: error: {err}")
         return 2
@@ -364,14 +378,52 @@ def main(argv=None) -> int:
         _say(f"{name}: ran out of memory; try a smaller batch or problem")
         return 1
     except OSError as err:
-        where = f" {err.filename}" if err.filename else ""
-        hint = "; free some space and run the same command again to resume" if err.errno == errno.ENOSPC else ""
+        where = f" {err.filename}" if err.filename else " its output"
+        hint = ""
+        if err.errno == errno.ENOSPC:  # only a command that keeps its finished work resumes
+            hint = ("; free some space and run the same command again to resume" if command in RESUMABLE
+                    else "; free some space and run the command again")
         _say(f"{name}: could not write{where}: {err.strerror or err}{hint}")
         return 1
     finally:
         # The status returned here is the process's: under `python -m`, a Ctrl-C that left a string
         # exec (a dataclass being defined by an import) would make it "killed by SIGINT" instead.
         forget_unhandled_interrupt()
+
+
+def _tolerate_any_encoding() -> None:
+    """Let stdout and stderr escape what their encoding cannot encode (θ, ≤, ² under ascii) instead
+    of raising UnicodeEncodeError in the middle of a run."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", None) == "strict":
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a detached or closed stream: nothing to print to anyway
+                pass
+
+
+# Backends matplotlib accepts without importing it to ask (the harness itself always draws with Agg).
+_KNOWN_BACKENDS = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
+
+
+def _drop_unusable_plot_backend() -> None:
+    """An invalid MPLBACKEND makes `import matplotlib` raise, in this process and in every worker it
+    starts. The harness draws its figures to files with Agg whatever MPLBACKEND says, so an invalid
+    value is removed from the environment, with one line saying so."""
+    value = os.environ.get("MPLBACKEND")
+    if value is None or value.lower() in _KNOWN_BACKENDS or value.startswith("module://"):
+        return
+    del os.environ["MPLBACKEND"]
+    try:
+        from matplotlib import rcsetup
+
+        rcsetup.validate_backend(value)
+    except ImportError:
+        return  # no matplotlib: nothing to protect
+    except ValueError:
+        _say(f"harness: MPLBACKEND={value!r} is not a matplotlib backend; ignored (figures are drawn with Agg)")
+        return
+    os.environ["MPLBACKEND"] = value  # valid: the user's, kept for whatever else reads it
 
 
 def _say(line: str) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from ._interrupts import raise_if_interrupt
 from .errors import BackendError, BackendUnavailableError, RefusedError, SolverError, UnstableBacksolveError
 from ._forward import SolveOptions
+from ._memory_budget import check_gradient_memory
 from .problems import augment_problem, load_problem
 from .problems import multi_time_problem, seed_problem, stiff_problem
 from .solvers import solver_for
@@ -37,6 +38,7 @@ from .sensitivity import (
     RecursiveCheckpointAdjoint,
     declaration_of,
     gradient,
+    uses_harness_solvers,
 )
 
 GROWTH = 1e3  # error growth over t in [0, 10]; see the module docstring
@@ -104,10 +106,28 @@ def bound_for(engine, tol: float) -> float:
     return GROWTH * tol
 
 
+# A linear solve that fails inside an implicit step (scipy's splu: "Factor is exactly singular") is
+# that row's numerical failure, as a SolverError is, not a traceback that ends the run.
+NUMERICAL_FAILURES = (SolverError, RuntimeError, ArithmeticError, np.linalg.LinAlgError)
+
+
 def check_case(problem, solver: str, tol: float, engines, extra_rows=()) -> Case:
+    """Every engine's gradient of `problem` against the reference. A reference that cannot fit in
+    memory or fails makes one row saying so (and the engines are not run: nothing to compare with);
+    an engine that cannot fit is refused before it allocates."""
+    reference_engine = ForwardSensitivity()
     start = time.perf_counter()
-    reference = gradient(problem, engine=ForwardSensitivity(), solver=solver, rtol=REFERENCE_TOL,
-                         atol=REFERENCE_TOL)
+    try:
+        check_gradient_memory(problem, reference_engine, solver, role="the reference")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            reference = gradient(problem, engine=reference_engine, solver=solver, rtol=REFERENCE_TOL,
+                                 atol=REFERENCE_TOL)
+    except RefusedError as err:
+        return _without_reference(problem, solver, "refused", err, extra_rows)
+    except NUMERICAL_FAILURES as err:
+        raise_if_interrupt(err)
+        return _without_reference(problem, solver, "failed", err, extra_rows)
     case = Case(problem.name, problem.describe(), solver, time.perf_counter() - start)
     ref_norm = np.linalg.norm(reference.dtheta)
     for engine in engines:
@@ -117,20 +137,39 @@ def check_case(problem, solver: str, tol: float, engines, extra_rows=()) -> Case
             case.rows.append(Row(label, "unavailable", bound=bound, reason=reason or ""))
             continue
         try:
+            if uses_harness_solvers(engine):
+                check_gradient_memory(problem, engine, solver)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # overflow while a solve blows up
                 result = gradient(problem, engine=engine, solver=solver, rtol=tol, atol=tol)
         except (UnstableBacksolveError, RefusedError) as err:
             case.rows.append(Row(label, "refused", bound=bound, reason=str(err)))
             continue
-        except (SolverError, BackendError, BackendUnavailableError) as err:
+        except (BackendError, BackendUnavailableError, *NUMERICAL_FAILURES) as err:
             # a backend's own error (Julia's MethodError, out of memory, a failed start) is this
             # row's failure, not the end of the run
-            case.rows.append(Row(label, "failed", bound=bound, reason=str(err)))
+            raise_if_interrupt(err)
+            case.rows.append(Row(label, "failed", bound=bound, reason=_one_line(err)))
             continue
         rel = float(np.linalg.norm(result.dtheta - reference.dtheta) / ref_norm)
         case.rows.append(Row(label, "ok" if rel <= bound else "beyond bound", rel, bound,
                              result.seconds, result.n_rhs, result.dtheta.tolist()))
+    case.rows.extend(extra_rows)
+    return case
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line: our own errors' messages are, others get their type in front."""
+    own = (SolverError, UnstableBacksolveError, BackendError, BackendUnavailableError, RefusedError)
+    text = str(err) if isinstance(err, own) else f"{type(err).__name__}: {err}"
+    return " ".join(text.split())
+
+
+def _without_reference(problem, solver: str, status: str, err: BaseException, extra_rows) -> Case:
+    """The case of a problem whose reference was refused or failed: one row saying so, not ok
+    when it failed (the engines were not checked)."""
+    case = Case(problem.name, problem.describe(), solver, 0.0)
+    case.rows.append(Row(f"{ForwardSensitivity.name} (reference)", status, reason=_one_line(err)))
     case.rows.extend(extra_rows)
     return case
 

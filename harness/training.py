@@ -9,6 +9,11 @@ stopped with Ctrl-C (or killed) and started again ends bit for bit where an unin
 Ctrl-C is not deferred: it stops a step wherever it is, and the checkpoint written is that of the
 last completed step. A step whose loss or gradient is not finite ends training with status
 "diverged" instead of feeding garbage to Adam.
+
+A checkpoint is read only after its archive's declared sizes (`harness._archive`), its digest (a
+SHA-256 of everything it holds, written with it) and every value's range agree with this run's
+settings; a truncated, damaged or hand-edited one (`step = 1e9`) is set aside with one line saying
+why, and training starts afresh (`_load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HarnessInputError, SolverError, TrainingDivergedError
+from ._archive import read_npz
 from ._io import atomic_path, to_json
 from ._progress import Progress
 from .sensitivity import gradient, resolve_engine
@@ -175,25 +182,80 @@ def _settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# What a checkpoint holds besides its digest, and the shape of each: (P,) for the parameter vectors.
+CHECKPOINT_KEYS = ("key", "step", "theta", "m", "v", "adam_t", "history", "seconds", "n_rhs")
+VECTOR_KEYS = ("theta", "m", "v")
+# The history is one JSON string of a record per logged step; a few hundred bytes each.
+MAX_HISTORY_BYTES = 64 * 2**20
+
+
+def _digest(values: dict) -> str:
+    """SHA-256 of a checkpoint's values (in `CHECKPOINT_KEYS` order), exactly as stored."""
+    digest = hashlib.sha256()
+    for name in CHECKPOINT_KEYS:
+        value = np.asarray(values[name])
+        digest.update(name.encode() + b"\0" + str(value.dtype).encode() + str(value.shape).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
 def _save_checkpoint(path: Path, key, state: _Committed, seconds):
     adam = state.adam
     m = adam.m if adam.m is not None else np.zeros_like(state.theta)
     v = adam.v if adam.v is not None else np.zeros_like(state.theta)
+    values = {
+        "key": np.array(key), "step": np.array(state.next_step, dtype=np.int64), "theta": state.theta,
+        "m": m, "v": v, "adam_t": np.array(adam.t, dtype=np.int64),
+        "history": np.array(json.dumps(list(state.history), allow_nan=False)),
+        "seconds": np.array(float(seconds)), "n_rhs": np.array(state.n_rhs, dtype=np.int64),
+    }
     with _signals_blocked(signal.SIGINT, signal.SIGTERM), atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(
-            handle, key=key, step=state.next_step, theta=state.theta, m=m, v=v, adam_t=adam.t,
-            history=json.dumps(list(state.history), allow_nan=False), seconds=seconds, n_rhs=state.n_rhs,
-        )
+        np.savez(handle, digest=np.array(_digest(values)), **values)
 
 
-def _load_checkpoint(path: Path, key: str):
+class _DamagedCheckpoint(Exception):
+    """A checkpoint that cannot be this run's: the message says why."""
+
+
+def _load_checkpoint(path: Path, key: str, n_params: int, steps: int):
+    """The checkpoint's values if it is a sound checkpoint of this run; None if it is another
+    settings' (start afresh, it will be replaced). Raises _DamagedCheckpoint (with the reason) for a
+    truncated, damaged or edited one."""
+
+    def check_shapes(members):
+        for name in ("digest", *CHECKPOINT_KEYS):
+            if name not in members:
+                raise _DamagedCheckpoint(f"it has no {name!r}")
+            expected = (n_params,) if name in VECTOR_KEYS else ()
+            if members[name].shape != expected:
+                raise _DamagedCheckpoint(f"{name} has shape {members[name].shape}, expected {expected}")
+
     try:
-        with np.load(path) as data:
-            if str(data["key"]) != key:
-                return None  # a checkpoint of other settings: start afresh, it will be replaced
-            return {name: data[name] for name in data.files}
-    except (OSError, ValueError, KeyError, EOFError):
-        return None
+        data = read_npz(path, "the checkpoint", max_bytes=3 * 8 * n_params + MAX_HISTORY_BYTES, check=check_shapes)
+    except HarnessInputError as err:
+        raise _DamagedCheckpoint(str(err).removeprefix("the checkpoint ")) from None
+    if data["key"].dtype.kind != "U" or str(data["key"]) != key:
+        return None  # a checkpoint of other settings: start afresh, it will be replaced
+    if data["digest"].dtype.kind != "U" or str(data["digest"]) != _digest(data):
+        raise _DamagedCheckpoint("its contents do not match the digest written with them (damaged or edited)")
+    # the digest matched: what follows can fail only for a checkpoint forged with its digest recomputed
+    kinds = {"step": "iu", "adam_t": "iu", "n_rhs": "iu", "seconds": "f", "theta": "f", "m": "f", "v": "f"}
+    for name, allowed in kinds.items():
+        if data[name].dtype.kind not in allowed:
+            raise _DamagedCheckpoint(f"{name} is {data[name].dtype}")
+    step, adam_t = int(data["step"]), int(data["adam_t"])
+    if not 0 <= step <= steps + 1 or adam_t != min(step, steps):
+        raise _DamagedCheckpoint(f"step {step} with {adam_t} Adam updates is not a state of a {steps}-step run")
+    if not all(np.all(np.isfinite(data[name])) for name in ("theta", "m", "v", "seconds")) or np.any(data["v"] < 0):
+        raise _DamagedCheckpoint("its parameters or Adam's moments are not finite")
+    try:
+        history = json.loads(str(data["history"]))
+        logged = [int(record["step"]) for record in history]
+    except (ValueError, TypeError, KeyError) as err:
+        raise _DamagedCheckpoint(f"its history is not a list of records ({err})") from None
+    if logged != sorted(set(logged)) or (logged and not 0 <= logged[-1] < max(step, 1)):
+        raise _DamagedCheckpoint(f"its history logs steps {logged[:3]}... that step {step} cannot have")
+    return data
 
 
 def _not_finite(result) -> str | None:
@@ -222,6 +284,7 @@ def train(
     step_timeout: float | None = None,
     progress: bool | None = None,
     on_log=None,
+    on_notice=None,
 ) -> TrainingResult:
     """Fit θ to `problem`'s data with Adam.
 
@@ -248,6 +311,8 @@ def train(
         A progress bar; default: only when stderr is a terminal.
     on_log : callable(record), optional
         Called with each history record as it is logged (e.g. to print it).
+    on_notice : callable(str), optional
+        Called with one line when a damaged checkpoint is set aside (default: a RuntimeWarning).
 
     Returns
     -------
@@ -282,7 +347,15 @@ def train(
     seconds_before, resumed_from = 0.0, None
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
-        saved = _load_checkpoint(path, key)
+        try:
+            saved = _load_checkpoint(path, key, theta.size, steps)
+        except _DamagedCheckpoint as err:
+            saved = None
+            notice = f"{path} is not a sound checkpoint of this run ({err}): training starts afresh"
+            if on_notice is not None:
+                on_notice(notice)
+            else:
+                warnings.warn(notice, RuntimeWarning, stacklevel=2)
         if saved is not None:
             resumed_from = int(saved["step"])
             adam = Adam(lr=lr, t=int(saved["adam_t"]))

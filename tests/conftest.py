@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 
@@ -12,6 +14,19 @@ def julia_available() -> bool:
     from harness.julia import julia_status  # no juliacall import: only files and the PATH are read
 
     return julia_status().available
+
+
+@pytest.fixture
+def ctrl_c_handler():
+    """SIGINT raises KeyboardInterrupt in this process for the test's duration.
+
+    Python installs that handler at start-up only if SIGINT has its default action; a suite started
+    in a script's background (`nohup python -m pytest -q &`) inherits SIGINT ignored, and a test that
+    raises SIGINT in-process would see nothing happen.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 # Property-based tests (hypothesis): a modest number of examples so the suite stays within its time
@@ -25,5 +40,5 @@ try:
     settings.register_profile("harness", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     settings.register_profile("mutation", parent=settings.get_profile("harness"), max_examples=20, derandomize=True)
     settings.load_profile(os.environ.get("HARNESS_HYPOTHESIS_PROFILE", "harness"))
-except ImportError:  # the property-based tests skip themselves without hypothesis
+except ImportError:  # hypothesis is in the test extra; without it only the property-based tests fail to import
     pass

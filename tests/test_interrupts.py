@@ -46,7 +46,8 @@ from harness import cli
 
 
 def ctrl_c():
-    signal.raise_signal(signal.SIGINT)  # a real SIGINT, through the handlers the command line set
+    # a real signal (SIGINT, or SIGTERM where SIGNAL says so), through the handlers the command line set
+    signal.raise_signal(getattr(signal, os.environ.get("SIGNAL", "SIGINT")))
 
 
 def in_string_exec(args):
@@ -148,11 +149,18 @@ check_engine = "none"
 """
 
 
+def with_ctrl_c():
+    """preexec_fn of a child that must stop on SIGINT: SIGINT's default action, whatever the suite's
+    (a suite started with `nohup ... &` ignores SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _harness(tmp_path: Path, *args, env=None) -> subprocess.CompletedProcess:
     (tmp_path / "harness_with_interrupts.py").write_text(HARNESS_WITH_INTERRUPTS)
     return subprocess.run(
         [sys.executable, "-m", "harness_with_interrupts", *map(str, args)], cwd=tmp_path,
         capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+        preexec_fn=with_ctrl_c,
     )
 
 
@@ -164,6 +172,15 @@ def test_ctrl_c_ends_with_one_line_and_status_130(tmp_path, command):
     # the 10 s of work; half-built its line, then "Exception ignored in ... __del__" at exit
     assert done.returncode == 130, done.stderr
     assert done.stderr == f"harness {command}: interrupted\n"
+
+
+@pytest.mark.parametrize("command", ["in-string-exec", "chained", "replaced", "in-weakref-callback", "half-built"])
+def test_sigterm_ends_like_ctrl_c_with_its_own_status(tmp_path, command):
+    """SIGTERM, however it surfaces (the same five disguises), ends as Ctrl-C does, with one line
+    and 143. Before: no handler, so the process died at once with no message and nothing saved."""
+    done = _harness(tmp_path, command, env={"SIGNAL": "SIGTERM"})
+    assert done.returncode == 143, done.stderr
+    assert done.stderr == f"harness {command}: terminated (SIGTERM)\n"
 
 
 @pytest.mark.slow
@@ -241,7 +258,7 @@ def test_raise_if_interrupt_passes_other_errors_through():
         raise_if_interrupt(_raised(_chained_import_error))
 
 
-def test_after_sigint_any_error_is_the_interrupt_and_the_watch_leaves_no_trace():
+def test_after_sigint_any_error_is_the_interrupt_and_the_watch_leaves_no_trace(ctrl_c_handler):
     before = signal.getsignal(signal.SIGINT)
     error = ValueError("raised after Ctrl-C, holding no trace of it")
     with sigint_watched():
@@ -262,3 +279,16 @@ def test_an_ignored_sigint_stays_ignored():
         assert not is_interrupt(ValueError())
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_sigterm_leaves_no_trace_once_its_block_ends(ctrl_c_handler):
+    """After a SIGTERM was handled, a later error in the same process is no interrupt, even where
+    SIGINT is ignored (a suite started with `nohup ... &`, where `sigint_watched` runs unwatched)."""
+    from harness._interrupts import Terminated, sigterm_as_interrupt
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with pytest.raises(Terminated):
+        with sigterm_as_interrupt(), sigint_watched():
+            signal.raise_signal(signal.SIGTERM)
+    assert not is_interrupt(RuntimeError("Factor is exactly singular"))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -233,14 +233,14 @@ def test_doctor_flags_a_julia_outside_the_enzyme_tested_versions(tmp_path):
 
 # ----------------------------------------------------------------------------- harness julia selftest
 def test_selftest_covers_every_route_sensealg_and_solver_family():
+    # (the rows and their sizing in detail: tests/test_julia_second_review.py test_selftest_plan)
     from harness.julia import names
-    from harness.julia.selftest import FAMILIES, selftest_engines
+    from harness.julia.selftest import FAMILIES, family_engines
 
-    engines = selftest_engines("Vern9")
+    engines = family_engines(FAMILIES[0])  # the explicit family: every route in full
     adjoints = {(e.route, e.sensealg) for e in engines if isinstance(e, JuliaAdjoint)}
-    assert adjoints == {(r, s) for r in names.ROUTES for s in names.ADJOINT_SENSEALGS}
+    assert {(r, s) for r in names.ROUTES for s in names.ADJOINT_SENSEALGS} <= adjoints
     assert {e.route for e in engines if isinstance(e, JuliaForwardSensitivity)} == set(names.FORWARD_ROUTES)
-    assert all(e.solver == "Vern9" for e in engines)
     solvers = [f.solver for f in FAMILIES]
     assert [names.check_julia_solver(s).stiff for s in solvers] == [False] + [True] * (len(solvers) - 1)
     assert {"Rodas5P", "KenCarp4", "FBDF", "RadauIIA5"} <= set(solvers)

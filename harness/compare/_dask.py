@@ -24,6 +24,12 @@ this safe:
   worker ran it and whether the backend was available there (`worker`, `backend_available`). Both
   are provenance: `_experiment.comparable` leaves them out when two runs are compared.
 
+Ctrl-C reaches every process of the terminal's process group, the local workers included. They
+leave it to the client (`ignore_sigint`, run in each worker process as it starts): the client
+cancels the cells still running and closes the cluster, with Dask's own logging silenced for the
+close, so that an interrupted run prints the one line of the command line and no worker tracebacks
+or shutdown warnings.
+
 This module needs the `dask` extra (`pip install -e ".[dask]"`); `cli` checks for it before
 importing it.
 """
@@ -34,8 +40,11 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import logging
 import os
+import signal
 import socket
+import sys
 import threading
 import uuid
 
@@ -59,7 +68,33 @@ LOOPBACK = "127.0.0.1"
 # The worker's statistical profiler samples every thread's stack every 10 ms from the event loop;
 # tracemalloc traces the whole process, so those samples would inflate the peak memory measured
 # in cells by up to hundreds of kB. Nobody looks at the profile without a dashboard: switch it off.
-LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+#
+# The preload runs `dask_setup` below in each local worker process as it starts (restarts included).
+LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
+                       "distributed.worker.preload": [__name__]}
+
+
+def dask_setup(worker) -> None:
+    """Dask's preload hook, run in each local worker process at start: `ignore_sigint`, and no
+    warning for a cell the client cancelled (`_CancelledCellFilter`)."""
+    ignore_sigint()
+    logging.getLogger("distributed.worker.state_machine").addFilter(_CancelledCellFilter())
+
+
+class _CancelledCellFilter(logging.Filter):
+    """Drops the worker's "Async instruction ... ended with CancelledError": a cell the client
+    cancelled (Ctrl-C, or the run stopping) ends that way by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "ended with CancelledError" not in record.getMessage()
+
+
+def ignore_sigint() -> None:
+    """Leave Ctrl-C to the client: a local worker shares the terminal's process group, so Ctrl-C
+    reaches it too, and it would end with a traceback of its event loop on the terminal while the
+    client is still stopping cleanly. The client closes the workers itself."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------------------- workers
@@ -288,7 +323,18 @@ class DaskExecutor:
             if futures:
                 self.client.cancel(list(futures))
 
-    def close(self) -> None:
+    def close(self, interrupted: bool | None = None) -> None:
+        """Close the client and the local cluster. After an interrupt, Dask's own logging is
+        silenced first: its warnings about cells cancelled and workers stopped mid-task are the
+        expected course of a stop the user asked for, and the command line says it in one line.
+
+        interrupted : default: whether a KeyboardInterrupt is propagating through the caller (a
+            `finally` block that closes the executor sees it in `sys.exc_info`).
+        """
+        if interrupted is None:
+            interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        if interrupted:
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
@@ -296,5 +342,5 @@ class DaskExecutor:
     def __enter__(self) -> "DaskExecutor":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close(interrupted=exc_type is not None and issubclass(exc_type, KeyboardInterrupt))

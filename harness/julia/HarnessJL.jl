@@ -111,7 +111,11 @@ end
 sigmoid(x) = (1 + tanh(x / 2)) / 2                  # overflow-free, as harness.model
 softplus(x) = max(x, zero(x)) + log1p(exp(-abs(x)))  # = log(1 + eˣ), as np.logaddexp(0, x)
 
-const ACTIVATIONS = Dict{String, Function}("tanh" => tanh, "sigmoid" => sigmoid, "softplus" => softplus)
+# The keys are harness.model.ACTIVATIONS' (a test keeps the two in step). `identity` makes f
+# linear in z: harness's closed-form case.
+const ACTIVATIONS = Dict{String, Function}(
+    "tanh" => tanh, "sigmoid" => sigmoid, "softplus" => softplus, "identity" => identity
+)
 
 """
     NativeMLP(widths, σ, decay, batch)
@@ -179,6 +183,20 @@ is_native(d::Dynamics) = d.native !== nothing
 
 algorithm(d::Dynamics, name::AbstractString) =
     SOLVERS[name](is_native(d) ? AutoForwardDiff() : AutoFiniteDiff())
+
+# Where even the native MLP's implicit solves must use finite-difference Jacobians, because the
+# solver's ForwardDiff Jacobian would push Dual numbers into Float64-only storage:
+# - forward sensitivities: the ODEForwardSensitivityFunction copies the state into Float64 buffers
+#   made from u0 (SciMLSensitivity 7.112.3 src/forward_sensitivity.jl: `pf = ParamJacobianWrapper(...,
+#   copy(u0))` L467, `copyto!(S.pf.u, y)` L173); upstream marks the default (ForwardDiff) KenCarp4
+#   solve of such a problem `@test_broken` and tests only `autodiff = AutoFiniteDiff()`
+#   (test/Core1/forward.jl L62-65, also Rodas4 L64);
+# - ReverseDiffAdjoint through an implicit solver: `@test_broken` for every implicit solver whose
+#   `forwarddiffs_model` is true (test/Core2/stiff_adjoints.jl L231-239; TRBDF2 in
+#   test/Core2/autodiff_events.jl L79-86), tested with Rosenbrock23(autodiff = AutoFiniteDiff())
+#   (test/Core1/concrete_solve_derivatives.jl L704-728). harness/julia/names.py refuses the
+#   Newton-based families there before Julia starts; the Rosenbrock family comes here.
+finite_difference_algorithm(name::AbstractString) = SOLVERS[name](AutoFiniteDiff())
 
 # Only the adjoints that build their own adjoint Jacobian from the forward `jac` read a
 # `jac_prototype` safely (gauss_adjoint.jl / quadrature_adjoint.jl `adjoint_jac`).
@@ -340,7 +358,7 @@ function discrete_gradient(
         collect(Float64, θ))
     retcode = Ref{Any}(nothing)
     states = function (u, p)
-        sol = solve(prob, algorithm(d, solver); u0 = u, p = p, saveat = times, tstops = times,
+        sol = solve(prob, finite_difference_algorithm(solver); u0 = u, p = p, saveat = times, tstops = times,
             abstol, reltol, maxiters, sensealg = ReverseDiffAdjoint())
         retcode[] = sol.retcode
         return reduce(hcat, sol.u)  # n×K
@@ -401,7 +419,9 @@ function forward_sensitivity_solve(
     sensealg = is_native(d) ? ForwardSensitivity() : ForwardSensitivity(autodiff = false, autojacvec = false)
     q = vcat(collect(Float64, θ), z0)
     prob = ODEForwardSensitivityProblem(fun, zero(z0), (Float64(t0), Float64(t1)), q; sensealg)
-    return solve(prob, algorithm(d, solver); abstol, reltol, maxiters)
+    # finite_difference_algorithm on every route: see its comment (ForwardDiff Jacobians of the
+    # augmented right-hand side fail on its Float64 buffers).
+    return solve(prob, finite_difference_algorithm(solver); abstol, reltol, maxiters)
 end
 
 """States z = z0 + w at the times `ts` of a `forward_sensitivity_solve`, as an n×K matrix."""

@@ -6,10 +6,12 @@ Julia calls these with plain `Vector{Float64}`s (juliacall hands them over as ar
 Each returns a *fresh* contiguous float64 array: Julia wraps it without a copy and copies it
 into its own memory at once (HarnessJL.jl `from_python!`).
 
-The derivatives are `harness.model.MLP`'s (`.vjp`, `.jac`, `.jac_theta`): the same mathematics as
-the pure-Python adjoint, whose explicit solves evaluate it through `harness._stage_vjps` (tested equal
-to `MLP.vjp` to rounding), so a Julia adjoint with the "python_vjp" route differs from the Python
-one only in the ODE solvers.
+The derivatives are the model's own (`.vjp`, `.jac`, `.jac_theta` of harness's model protocol; for
+the MLP the same mathematics as the pure-Python adjoint, whose explicit solves evaluate it through
+`harness._stage_vjps`, tested equal to `MLP.vjp` to rounding), so a Julia adjoint with the
+"python_vjp" route differs from the Python one only in the ODE solvers. Nothing here reads a
+model's internals: any model with these methods goes through (`guards.ROUTE_NEEDS` says which
+route calls which).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from collections import Counter
 
 import numpy as np
 
-from ..model import MLP
 from .._state_layout import block_diagonal, flat, states
 
 
@@ -41,7 +42,7 @@ class PythonDynamics:
     `vjp_p(λ, u, p, t) -> (P,)`, `jac(u, p, t) -> (n, n)`, `paramjac(u, p, t) -> (n, P)`.
     """
 
-    def __init__(self, model: MLP, batch: int):
+    def __init__(self, model, batch: int):
         self.model = model
         self.batch = batch
         self.calls: Counter = Counter()

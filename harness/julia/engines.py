@@ -8,12 +8,15 @@ engine's, so Julia rows line up with the Python ones in gradcheck and bench tabl
 
 Routes (how f's derivatives reach SciMLSensitivity):
 
-- "python_vjp": our exact VJPs (`MLP.vjp`) as the ODEFunction's in-place vjp/vjp_p, with
-  `autodiff=false, autojacvec=false`; stiff solvers also get our analytic Jacobian.
+- "python_vjp": the model's exact VJPs (`model.vjp`) as the ODEFunction's in-place vjp/vjp_p, with
+  `autodiff=false, autojacvec=false`; stiff solvers also get its analytic Jacobian (`model.jac`).
+  It calls the model only through f, vjp and jac, so any model of harness's protocol goes through.
 - "finite_difference": no derivative code of ours; FiniteDiff Jacobians of the Python f (about
-  2n + 2P Python calls per adjoint step): an independent check of "python_vjp".
-- "native": the same MLP written in Julia, differentiated by Zygote (adjoints) or ForwardDiff
-  (forward sensitivities and implicit solvers); no Python in the loop.
+  2n + 2P Python calls per adjoint step): an independent check of "python_vjp". Calls only f.
+- "native": harness.model.MLP written in Julia (no other model has a Julia twin: refused in one
+  line), differentiated by Zygote (adjoints) or ForwardDiff (forward sensitivities, implicit
+  solvers); no Python in the loop. Forward sensitivities and ReverseDiffAdjoint give their implicit
+  solvers finite-difference Jacobians (HarnessJL.jl `finite_difference_algorithm` says why).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import HarnessInputError, UnstableBacksolveError
+from ..errors import BackendUnavailableError, HarnessInputError, UnstableBacksolveError
 from .._forward import SolveOptions
 from ..model import MLP
 from ..sensitivity import register_engine
@@ -34,6 +37,7 @@ from .guards import (
     ADVICE,
     check_adjoint_reached_start,
     check_forward_sensitivity_size,
+    check_model_for_route,
     check_reconstruction,
 )
 from .layout import flat_state, loss_gradient_table, states_at_times
@@ -42,6 +46,7 @@ from .names import (
     DISCRETE_SENSEALGS,
     FORWARD_ROUTES,
     ROUTES,
+    check_discrete_solver,
     check_julia_solver,
     check_route,
     check_sensealg,
@@ -88,19 +93,27 @@ def _check_common(engine) -> None:
 
 
 def _native_dynamics(jl, model: MLP, batch: int):
-    if not model.autonomous:  # HarnessJL's native MLP has no t input; the Python routes pass t
-        raise HarnessInputError(
-            "the Julia native route has no time-dependent fields: use route='python_vjp' or 'python_fd'"
-        )
+    """The Julia MLP twin of `model` (an autonomous MLP: `guards.check_model_for_route` has refused
+    anything else before Julia started)."""
     decay = np.zeros(0) if model.decay is None else np.asarray(model.decay, dtype=np.float64)
     return jl.native_dynamics(np.asarray(model.widths, dtype=np.int64), model.activation, decay, batch)
 
 
 def _availability() -> tuple[bool, str | None]:
+    """Whether Julia engines can run here: the installation, and no failed start in this process (a
+    failed start is reported once, by the row that tried, and never retried)."""
     from .environment import julia_status
 
+    if runtime.start_failure() is not None:
+        return False, f"Julia failed to start earlier in this process: {runtime.start_failure()}"
     status = julia_status()
-    return bool(status.available), status.reason
+    if not status.available:
+        return False, status.reason
+    try:
+        runtime.check_import_order()  # torch first: Julia will not start in this process
+    except BackendUnavailableError as error:
+        return False, str(error)
+    return True, None
 
 
 @register_engine(backend="julia", uses_harness_solvers=False, availability=_availability)
@@ -114,7 +127,8 @@ class JuliaAdjoint:
     sensealg : str
         "BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint" or "GaussAdjoint"; on route
         "native" also "ReverseDiffAdjoint" (discretise-then-optimise, harness's
-        RecursiveCheckpointAdjoint; unverified: it has not run with Julia here).
+        RecursiveCheckpointAdjoint; unverified: it has not run with Julia here), with explicit and
+        Rosenbrock solvers only (`names.check_discrete_solver`).
     route : str
         "python_vjp", "finite_difference" or "native" (module docstring).
     solver : str, optional
@@ -154,6 +168,8 @@ class JuliaAdjoint:
         check_sensealg(self.sensealg, self.route)
         check_vjp(self.vjp, self.sensealg, self.route)
         _check_common(self)
+        if self.solver is not None:
+            check_discrete_solver(self.sensealg, self.solver)
 
     @property
     def name(self) -> str:
@@ -163,6 +179,9 @@ class JuliaAdjoint:
         """dL/dθ (P,) and dL/dz0 (B, N) of `problem` at θ."""
         s = resolve_settings(self, options)
         model, batch, theta = problem.model, problem.batch_size, problem.model.check_theta(theta)
+        # refusals first, so that nothing starts Julia for a combination it cannot run
+        check_discrete_solver(self.sensealg, s.solver)
+        check_model_for_route(model, self.route, stiff=s.stiff, engine=self.name)
         with runtime.julia_errors(self.name):
             jl = runtime.load()
             exact = self.route == "python_vjp"
@@ -223,8 +242,11 @@ class JuliaForwardSensitivity:
 
     z and S = ∂z/∂[θ; z0] are solved forwards together (as w = z - z0 with z0 a parameter, since
     ForwardSensitivity differentiates only with respect to parameters). Routes:
-    "python_jacobian" (our exact ∂f/∂z, ∂f/∂θ as jac/paramjac), "finite_difference" (FiniteDiff of
-    the Python f) or "native" (ForwardDiff through the Julia MLP). Other fields as `JuliaAdjoint`.
+    "python_jacobian" (the model's exact ∂f/∂z, ∂f/∂θ, `model.jac` / `model.jac_theta`, as
+    jac/paramjac), "finite_difference" (FiniteDiff of the Python f) or "native" (ForwardDiff through
+    the Julia MLP). Implicit solvers differentiate the augmented system by finite differences on
+    every route (upstream's ForwardDiff path is broken there, HarnessJL.jl
+    `finite_difference_algorithm`). Other fields as `JuliaAdjoint`.
 
     The augmented system has n (1 + P + n) states and SciMLSensitivity gives it no Jacobian, so
     problems beyond `guards.MAX_IMPLICIT_AUGMENTED_STATES` (implicit solvers) or
@@ -251,6 +273,7 @@ class JuliaForwardSensitivity:
         s = resolve_settings(self, options)
         model, batch, theta = problem.model, problem.batch_size, problem.model.check_theta(theta)
         z0 = flat_state(problem.z0)
+        check_model_for_route(model, self.route, stiff=s.stiff, engine=self.name)
         check_forward_sensitivity_size(z0.size, model.n_params, s.stiff, s.solver)
         with runtime.julia_errors(self.name):
             jl = runtime.load()
@@ -288,9 +311,10 @@ def _result(name, problem, loss, dtheta, dz0, counts, backward_stats, diagnostic
     )
 
 
-def _dynamics(jl, model: MLP, batch: int, route: str, *, vjp=False, jac=False, paramjac=False):
-    """(Julia-side dynamics, PythonDynamics or None): the native Julia MLP, or the Python model with
-    exactly the derivatives asked for (each is left to Julia's finite differences otherwise)."""
+def _dynamics(jl, model, batch: int, route: str, *, vjp=False, jac=False, paramjac=False):
+    """(Julia-side dynamics, PythonDynamics or None): the native Julia MLP, or the Python model (any
+    model of harness's protocol) with exactly the derivatives asked for (each is left to Julia's
+    finite differences otherwise)."""
     if route == "native":
         return _native_dynamics(jl, model, batch), None
     python = PythonDynamics(model, batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RefusedError, SolverError, UnstableBacksolveError
+from ..model import MLP
 
 # ODEForwardSensitivityProblem builds no Jacobian and no prototype for the augmented system of
 # m = n (1 + P + n) states (SciMLSensitivity forward_sensitivity.jl: `extended_jac_prototype =
@@ -79,3 +80,47 @@ def check_reconstruction(z_back: np.ndarray, z0: np.ndarray, rtol: float, atol: 
             f"and the gradient unreliable; {ADVICE}"
         )
     return error
+
+
+# What each route calls on the model (harness's model protocol): the Python routes call only these
+# methods, so any model that has them goes through; the native route re-implements harness.model.MLP
+# in Julia (HarnessJL.jl `NativeMLP`) and takes nothing else (no Julia twin of other models).
+ROUTE_NEEDS = {
+    "python_vjp": ("f", "vjp"),  # + jac with an implicit solver
+    "finite_difference": ("f",),
+    "python_jacobian": ("f", "jac", "jac_theta"),
+}
+
+
+def check_model_for_route(model, route: str, *, stiff: bool, engine: str) -> None:
+    """Refuse, in one line and before Julia starts, a model the route cannot take.
+
+    Raises RefusedError naming the missing method (Python routes), or saying that the native route
+    needs an autonomous harness.model.MLP.
+    """
+    if route == "native":
+        if not isinstance(model, MLP):
+            raise RefusedError(
+                f"{engine}: route 'native' runs harness.model.MLP re-implemented in Julia and has no "
+                f"Julia version of {_describe(model)}: use route 'python_vjp' (exact VJPs of the Python "
+                "model) or 'finite_difference'"
+            )
+        if not model.autonomous:  # NativeMLP has no t input; the Python routes pass t
+            raise RefusedError(
+                f"{engine}: the Julia native route has no time-dependent fields: use route 'python_vjp' "
+                "or 'finite_difference'"
+            )
+        return
+    needs = ROUTE_NEEDS[route] + (("jac",) if route == "python_vjp" and stiff else ())
+    missing = [name for name in needs if not callable(getattr(model, name, None))]
+    if missing:
+        why = " (an implicit solver's Newton matrix)" if missing == ["jac"] and route == "python_vjp" else ""
+        raise RefusedError(
+            f"{engine}: {_describe(model)} has no method {', '.join(missing)}{why}, which route {route!r} "
+            "calls: add it, or use route 'finite_difference' (calls only f)"
+        )
+
+
+def _describe(model) -> str:
+    describe = getattr(model, "describe", None)
+    return f"the model {describe()!r}" if callable(describe) else f"the model {type(model).__name__}"

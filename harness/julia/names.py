@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import HarnessInputError
+from ..errors import HarnessInputError, RefusedError
+
+
+# Solver families: how a method treats the Jacobian decides what can go wrong with it (a
+# Rosenbrock method uses J in its formula, the Newton-based ones only to converge).
+EXPLICIT, ROSENBROCK, SDIRK, BDF, FIRK, AUTO_SWITCHING = (
+    "explicit Runge-Kutta", "Rosenbrock", "SDIRK", "BDF", "fully implicit Runge-Kutta", "auto-switching")
+# Families whose implicit stages are solved by Newton iterations on a differentiated f.
+NEWTON_FAMILIES = (SDIRK, BDF, FIRK)
 
 
 @dataclass(frozen=True)
@@ -17,24 +25,26 @@ class JuliaSolver:
     name: str
     stiff: bool
     description: str
+    family: str
 
 
 JULIA_SOLVERS: dict[str, JuliaSolver] = {
     s.name: s
     for s in (
-        JuliaSolver("Tsit5", False, "Tsitouras 5(4)"),
-        JuliaSolver("Vern7", False, "Verner 7(6)"),
-        JuliaSolver("Vern9", False, "Verner 9(8)"),
-        JuliaSolver("DP5", False, "Dormand-Prince 5(4)"),
-        JuliaSolver("BS3", False, "Bogacki-Shampine 3(2)"),
-        JuliaSolver("Rosenbrock23", True, "Rosenbrock 2(3), L-stable"),
-        JuliaSolver("Rodas5P", True, "Rosenbrock 5(4), stiffly accurate"),
-        JuliaSolver("KenCarp4", True, "ESDIRK 4(3)"),
-        JuliaSolver("TRBDF2", True, "TR-BDF2 SDIRK 2(3)"),
-        JuliaSolver("FBDF", True, "fixed-leading-coefficient BDF 1-5"),
-        JuliaSolver("QNDF", True, "quasi-constant-step NDF 1-5"),
-        JuliaSolver("RadauIIA5", True, "Radau IIA order 5"),
-        JuliaSolver("AutoTsit5(Rosenbrock23())", True, "Tsit5, switching to Rosenbrock23 when stiff"),
+        JuliaSolver("Tsit5", False, "Tsitouras 5(4)", EXPLICIT),
+        JuliaSolver("Vern7", False, "Verner 7(6)", EXPLICIT),
+        JuliaSolver("Vern9", False, "Verner 9(8)", EXPLICIT),
+        JuliaSolver("DP5", False, "Dormand-Prince 5(4)", EXPLICIT),
+        JuliaSolver("BS3", False, "Bogacki-Shampine 3(2)", EXPLICIT),
+        JuliaSolver("Rosenbrock23", True, "Rosenbrock-W 2(3), L-stable", ROSENBROCK),
+        JuliaSolver("Rodas5P", True, "Rosenbrock 5(4), stiffly accurate", ROSENBROCK),
+        JuliaSolver("KenCarp4", True, "ESDIRK 4(3)", SDIRK),
+        JuliaSolver("TRBDF2", True, "TR-BDF2 SDIRK 2(3)", SDIRK),
+        JuliaSolver("FBDF", True, "fixed-leading-coefficient BDF 1-5", BDF),
+        JuliaSolver("QNDF", True, "quasi-constant-step NDF 1-5", BDF),
+        JuliaSolver("RadauIIA5", True, "Radau IIA order 5", FIRK),
+        JuliaSolver("AutoTsit5(Rosenbrock23())", True, "Tsit5, switching to Rosenbrock23 when stiff",
+                    AUTO_SWITCHING),
     )
 }
 
@@ -114,6 +124,30 @@ def check_sensealg(name: str, route: str) -> str:
     if name not in ADJOINT_SENSEALGS:
         raise _unknown("sensealg", name, ADJOINT_SENSEALGS + DISCRETE_SENSEALGS)
     return name
+
+
+def check_discrete_solver(sensealg: str, solver: str) -> None:
+    """Refuse ReverseDiffAdjoint with a Newton-based implicit solver (SDIRK, BDF, FIRK) before
+    Julia starts, with a RefusedError naming the solver.
+
+    Upstream marks ReverseDiffAdjoint through every implicit solver that differentiates f with
+    ForwardDiff `@test_broken` (SciMLSensitivity 7.112.3 test/Core2/stiff_adjoints.jl L231-239;
+    TRBDF2 in test/Core2/autodiff_events.jl L79-86) and tests the finite-difference variant only
+    with a Rosenbrock method (Rosenbrock23(autodiff = AutoFiniteDiff()), test/Core1/
+    concrete_solve_derivatives.jl L704-728). So the Rosenbrock family runs with AutoFiniteDiff()
+    (HarnessJL.jl `finite_difference_algorithm`) and the Newton-based families are refused, as
+    harness's own RecursiveCheckpointAdjoint refuses implicit solvers.
+    """
+    if sensealg not in DISCRETE_SENSEALGS:
+        return
+    family = check_julia_solver(solver).family
+    if family in NEWTON_FAMILIES:
+        allowed = sorted(s.name for s in JULIA_SOLVERS.values() if s.family not in NEWTON_FAMILIES)
+        raise RefusedError(
+            f"{sensealg} with {solver} ({family}): reverse mode through Newton iterations is broken "
+            "upstream (SciMLSensitivity test/Core2/stiff_adjoints.jl marks it @test_broken): use one of "
+            f"{allowed}, or a continuous adjoint (e.g. GaussAdjoint) with {solver}"
+        )
 
 
 def check_route(route: str, routes: dict[str, str] = ROUTES) -> str:

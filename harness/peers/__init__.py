@@ -57,6 +57,12 @@ def _adapter(backend: str):
     available, reason = peer_status(backend)
     if not available:
         raise BackendUnavailableError(reason)
+    if "torch" in PEERS[backend][1]:
+        # juliacall must come before torch in a process that holds both (harness.julia.runtime
+        # `check_import_order`): start Julia first where it can run here
+        from ..julia.runtime import start_before_torch
+
+        start_before_torch()
     try:
         return importlib.import_module(PEERS[backend][0], __name__)
     except ImportError as err:  # installed but broken

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, HarnessInputError
+from ..errors import BackendUnavailableError, HarnessInputError, RefusedError
 from ..sensitivity import GradientResult, register_engine
 
 
@@ -85,7 +85,17 @@ class DiffraxEngine(PeerEngine):
 
 def check_supported(problem, name: str) -> None:
     """Refuse, in one line, what the adapters cannot express: they write the tutorial's model and
-    loss (f(z) without t, every component observed at the shared times)."""
+    loss (f(z) without t, every component observed at the shared times). Only harness.model.MLP has
+    a PyTorch and a JAX twin (the adapters rebuild it from the problem file); any other model of
+    harness's protocol is refused (RefusedError) before a file is written or a peer is imported."""
+    from ..model import MLP
+
+    if not isinstance(problem.model, MLP):
+        describe = getattr(problem.model, "describe", None)
+        what = describe() if callable(describe) else type(problem.model).__name__
+        raise RefusedError(f"{name} rebuilds harness.model.MLP in its own framework and has no version of "
+                           f"the model {what!r} (problem {problem.name!r}): compare it with harness's own "
+                           "engines or the Julia route 'python_vjp'")
     unsupported = [what for what, present in (
         ("augmented dimensions", problem.augment), ("time-dependent fields", not problem.model.autonomous),
         ("per-trajectory observation times (a mask)", problem.mask is not None)) if present]

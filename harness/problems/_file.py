@@ -23,17 +23,21 @@ union), with the mask saying which trajectory is observed when (`harness.problem
 Files written before `augment`, `time_dependent` and `mask` existed load unchanged.
 
 Write one with `numpy.savez(path, **arrays)` from any language that can produce .npz, or with
-`save_problem`. `load_problem` checks every key and says exactly what is wrong with a bad file.
+`save_problem`. `load_problem` checks every key and says exactly what is wrong with a bad file: before
+decompressing anything, that it is an .npz of plain arrays whose declared sizes fit the memory
+available and agree with each other (`harness._archive`); then that every number is real (no complex
+or text where numbers go), and that the problem can be solved in float64 at all (`_check_solvable`).
 """
 
 from __future__ import annotations
 
-import zipfile
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import HarnessInputError
+from .._archive import read_npz
 from .._io import atomic_path
 from ..model import MLP
 from ._problem import Problem
@@ -80,11 +84,10 @@ def load_problem(path) -> Problem:
     label = f"problem file {str(path)!r}"
     if not path.is_file():
         raise HarnessInputError(f"{label} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise HarnessInputError(f"{label} is not a readable .npz file ({err})") from None
+    from .._memory_budget import available_memory
+
+    arrays = read_npz(path, label, max_bytes=available_memory()[0] // 2,
+                      check=lambda members: _check_declared_shapes(members, label))
     missing = [key for key in REQUIRED if key not in arrays]
     if missing:
         raise HarnessInputError(f"{label} is missing {missing}: a problem file needs {list(REQUIRED)}")
@@ -102,6 +105,7 @@ def load_problem(path) -> Problem:
         value = arrays.get(key)
         if value is not None and (value.dtype.kind not in kinds or (key != "mask" and value.shape != ())):
             raise HarnessInputError(f"{label}: {key} is {value.dtype} {value.shape}: expected {what}")
+    _check_kinds(arrays, label)
     try:
         model = MLP(
             tuple(int(w) for w in widths),
@@ -112,7 +116,7 @@ def load_problem(path) -> Problem:
         t0 = arrays["t0"]
         if t0.shape != ():
             raise HarnessInputError(f"t0 has shape {t0.shape}: expected a scalar")
-        return Problem(
+        problem = Problem(
             model=model,
             theta=arrays["theta"],
             z0=arrays["z0"],
@@ -124,7 +128,91 @@ def load_problem(path) -> Problem:
             augment=int(arrays["augment"]) if "augment" in arrays else 0,
             mask=arrays.get("mask"),
         )
+        _check_solvable(problem)
+        return problem
     except HarnessInputError as err:
         raise HarnessInputError(f"{label}: {err}") from None
     except (TypeError, ValueError) as err:
         raise HarnessInputError(f"{label}: {err}") from None
+
+
+# The keys that hold text, and those that hold numbers (bools are numbers here: `time_dependent`, `mask`).
+TEXT_KEYS = ("format", "activation", "name")
+NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, real floats: never complex, text or bytes
+
+
+def _check_kinds(arrays: dict, label: str) -> None:
+    """Text where text goes, real numbers where numbers go: a complex `data` would otherwise lose its
+    imaginary part without a word when it is cast to float64."""
+    for key, value in arrays.items():
+        if key in TEXT_KEYS:
+            if value.dtype.kind not in "US":
+                raise HarnessInputError(f"{label}: {key} is {value.dtype}: expected a string")
+        elif value.dtype.kind not in NUMERIC_KINDS:
+            what = "complex numbers" if value.dtype.kind == "c" else f"{value.dtype}"
+            raise HarnessInputError(f"{label}: {key} holds {what}: expected real numbers (float64)")
+
+
+def _check_declared_shapes(members: dict, label: str) -> None:
+    """Before decompressing: the large arrays' declared shapes must agree with z0's and times'
+    (data (K, B, N), mask (K, B)), so that a file cannot declare gigabytes that no problem uses."""
+    z0, times = members.get("z0"), members.get("times")
+    if z0 is None or times is None or len(z0.shape) != 2 or len(times.shape) != 1:
+        return  # the full validation names what is wrong
+    (batch, n), (k,) = z0.shape, times.shape
+    expected = {"data": (k, batch, n), "mask": (k, batch)}
+    for key, shape in expected.items():
+        member = members.get(key)
+        if member is not None and member.shape != shape:
+            raise HarnessInputError(f"{label}: {key} declares shape {member.shape}: expected {shape} "
+                                    f"(K = {k} times, B = {batch} states of N = {n} from times and z0)")
+    for key in ("theta_true",):
+        if key in members and "theta" in members and members[key].shape != members["theta"].shape:
+            raise HarnessInputError(f"{label}: {key} declares shape {members[key].shape}: expected "
+                                    f"{members['theta'].shape}, theta's")
+
+
+# Solvers refuse a step below 10 float spacings of t; a span of fewer than this many cannot be solved.
+MIN_SPACINGS = 100
+# The square of a state or a derivative must stay finite in float64 (error norms and the loss square
+# them): below sqrt(max float64) ~ 1.3e154.
+LARGEST_SQUARABLE = math.sqrt(np.finfo(np.float64).max)
+
+
+def _check_solvable(problem) -> None:
+    """Refuse what no float64 solve can do, before a solver grinds at it or fails with a message
+    about something else:
+
+    - observation times (and t0) closer than `MIN_SPACINGS` float spacings: the solvers would report
+      a step size collapse ("blows up in finite time") on a span of a few ulps;
+    - a decay Λ whose negative entries make the state grow by more than `LARGEST_SQUARABLE` over the
+      span (e^{|λ| (t_K - t0)}: the loss overflows, and an implicit reference takes hours to find out);
+    - a decay so large that Λ z overflows when squared (the Newton matrix becomes singular in float64).
+    """
+    points = np.concatenate(([problem.t0], problem.times))
+    names = ["t0", *(f"times[{k}]" for k in range(problem.times.size))]
+    for i, (a, b) in enumerate(zip(points[:-1], points[1:])):
+        spacing = np.spacing(max(abs(a), abs(b)))
+        if b - a < MIN_SPACINGS * spacing:
+            raise HarnessInputError(
+                f"{names[i]} = {float(a)!r} and {names[i + 1]} = {float(b)!r} are {(b - a) / spacing:.0f} float "
+                f"spacings apart: expected at least {MIN_SPACINGS} (merge them into one observation, or "
+                "rescale time)")
+    decay = problem.model.decay
+    if decay is None:
+        return
+    if not np.all(np.isfinite(decay)):
+        raise HarnessInputError(f"decay {decay.tolist()} is not finite: expected finite numbers")
+    span = float(points[-1] - points[0])
+    growth = float(-np.min(decay)) * span
+    if growth > math.log(LARGEST_SQUARABLE):
+        raise HarnessInputError(
+            f"decay {float(np.min(decay)):g} makes the state grow like e^({-float(np.min(decay)):g} t), by "
+            f"e^{growth:.3g} over the span {span:g}: beyond float64 (the loss would overflow); expected "
+            f"min(decay) x span >= {-math.log(LARGEST_SQUARABLE):.0f}")
+    scale = max(1.0, float(np.max(np.abs(problem.z0))), float(np.nanmax(np.abs(problem.data), initial=0.0)))
+    largest = float(np.max(np.abs(decay)))
+    if largest * scale > LARGEST_SQUARABLE:
+        raise HarnessInputError(
+            f"decay {largest:g} times states of size {scale:g} gives derivatives of {largest * scale:.3g}, whose "
+            f"squares overflow float64: expected |decay| x max|z| <= {LARGEST_SQUARABLE:.2g} (rescale the problem)")

@@ -35,10 +35,19 @@ for _solver in (DP5(), BS3(), DP8(), RadauIIA5(), BDF()):
     register(_solver)
 
 
+# As scipy's solvers: a relative tolerance below 100 machine epsilons asks for more digits than float64
+# holds (scipy raises it to this with a warning; here it is refused, so that no solve fails later with
+# a diagnosis about something else).
+MIN_RTOL = 100 * float(np.finfo(np.float64).eps)
+
+
 def check_tolerances(rtol, atol) -> tuple[float, float]:
     for label, value in (("rtol", rtol), ("atol", atol)):
         if isinstance(value, bool) or not (isinstance(value, Real) and np.isfinite(value) and value > 0):
             raise HarnessInputError(f"{label}={value!r}: expected a finite number > 0")
+    if rtol < MIN_RTOL:
+        raise HarnessInputError(f"rtol={rtol!r}: expected at least {MIN_RTOL:.3g} (100 x float64's machine "
+                                "epsilon; a tighter relative tolerance asks for more digits than float64 holds)")
     return float(rtol), float(atol)
 
 
