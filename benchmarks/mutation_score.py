@@ -57,7 +57,8 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "problems/": (
         ("harness/problems/*",),
-        ("tests/test_problem.py", "tests/test_problem_file_properties.py", "tests/test_problem_behaviour.py"),
+        ("tests/test_problem.py", "tests/test_problem_file_properties.py", "tests/test_problem_behaviour.py",
+         "tests/test_problem_catalogue.py"),
     ),
     "solvers/": (
         ("harness/solvers/*",),
