@@ -7,6 +7,7 @@ pin each rule of the loop.)"""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -112,8 +113,10 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(problem, tmp_path):
     other = train(problem, steps=2, lr=0.02, progress=False, checkpoint=ckpt, **SOLVE)
     assert other.resumed_from is None
     np.testing.assert_allclose(other.theta, _by_hand(problem, 2, 0.02), rtol=1e-12, atol=1e-14)
-    ckpt.write_bytes(b"not a checkpoint")  # unreadable: start afresh, never crash
-    again = train(problem, steps=1, lr=0.02, progress=False, checkpoint=ckpt, **SOLVE)
+    ckpt.write_bytes(b"not a checkpoint")  # unreadable: start afresh, never crash (and say so, or not)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        again = train(problem, steps=1, lr=0.02, progress=False, checkpoint=ckpt, **SOLVE)
     assert again.resumed_from is None
 
 
@@ -159,3 +162,94 @@ def test_adam_matches_tensorflow_defaults_on_a_known_step():
     theta = adam.step(np.array([1.0, 2.0]), np.array([3.0, -4.0]))
     np.testing.assert_allclose(theta, [1.0 - 0.1 * 3 / (3 + 1e-7), 2.0 + 0.1 * 4 / (4 + 1e-7)], rtol=1e-15)
     assert adam.t == 1
+
+
+def test_the_settings_record_what_the_run_used(problem):
+    """The settings (returned, written to history.json, and hashed into the checkpoint's key) name
+    every choice, defaults included."""
+    result = train(problem, steps=0, progress=False)
+    settings = dict(result.settings)
+    assert len(settings.pop("data")) == 64 and settings.pop("theta0") == problem.theta.tolist()
+    from harness.sensitivity import InterpolatingAdjoint
+
+    assert settings == {"problem": "seed", "steps": 0, "lr": 1e-2, "engine": repr(InterpolatingAdjoint()),
+                        "solver": "DP5", "rtol": 1e-6, "atol": 1e-4, "log_every": 50}
+
+
+def test_the_engine_and_solver_chosen_are_the_ones_used(problem):
+    from harness.sensitivity import QuadratureAdjoint
+
+    result = train(problem, steps=1, lr=0.05, engine=QuadratureAdjoint(), solver="BS3", rtol=1e-5, atol=1e-5,
+                   progress=False)
+    g = gradient(problem, engine=QuadratureAdjoint(), solver="BS3", rtol=1e-5, atol=1e-5).dtheta
+    np.testing.assert_allclose(result.theta, Adam(lr=0.05).step(problem.theta, g), rtol=1e-12, atol=1e-14)
+    assert result.settings["engine"] == repr(QuadratureAdjoint()) and result.settings["solver"] == "BS3"
+
+
+def test_seconds_are_the_wall_time_of_the_run(problem):
+    import time
+
+    started = time.perf_counter()
+    result = train(problem, steps=2, progress=False)
+    wall = time.perf_counter() - started
+    assert 0 < result.seconds <= wall and all(0 < r["seconds"] <= wall for r in result.history)
+
+
+def test_resuming_after_the_first_step_restores_adams_moments(problem, tmp_path, monkeypatch):
+    """A checkpoint after one step (Adam's t = 1) resumes with its moments, to the same θ."""
+    import harness.training as training
+
+    whole = train(problem, steps=3, lr=0.05, progress=False, **SOLVE)
+    ckpt = tmp_path / "one.npz"
+    real, calls = training.gradient, []
+
+    def failing_at_step_2(*args, **kwargs):
+        calls.append(1)
+        result = real(*args, **kwargs)
+        if len(calls) == 3:
+            result.loss = float("inf")
+        return result
+
+    monkeypatch.setattr(training, "gradient", failing_at_step_2)
+    with pytest.raises(TrainingDivergedError, match="the loss is inf"):
+        train(problem, steps=3, lr=0.05, progress=False, checkpoint=ckpt, **SOLVE)
+    monkeypatch.setattr(training, "gradient", real)
+    resumed = train(problem, steps=3, lr=0.05, progress=False, checkpoint=ckpt, **SOLVE)
+    assert resumed.resumed_from == 2
+    np.testing.assert_array_equal(resumed.theta, whole.theta)
+
+
+def test_a_checkpoint_before_any_update_resumes(problem, tmp_path):
+    """steps = 0 with keep_checkpoint: Adam has taken no step (no moments yet); the checkpoint is
+    still a readable one, and a run of the same settings resumes from it."""
+    ckpt = tmp_path / "zero.npz"
+    first = train(problem, steps=0, progress=False, checkpoint=ckpt, keep_checkpoint=True)
+    assert ckpt.exists()
+    again = train(problem, steps=0, progress=False, checkpoint=ckpt)
+    assert again.resumed_from == 1 and again.history == first.history
+
+
+def test_an_explicit_step_timeout_is_the_limit_and_inf_turns_it_off(problem, monkeypatch):
+    import math
+    import time
+
+    import harness.training as training
+
+    real, calls = training.gradient, []
+
+    def slow_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "gradient", slow_third)
+    with pytest.raises(TrainingDivergedError, match=r"the step took more than its limit of 0.5 s") as err:
+        train(problem, steps=3, progress=False, step_timeout=0.5, **SOLVE)
+    assert err.value.result.failure["step"] == 2
+    # the default limit (here lowered to 0.2 s) is turned off by inf: the slow step is waited for
+    monkeypatch.setattr(training._StepWatchdog, "MIN_SECONDS", 0.2)
+    monkeypatch.setattr(training._StepWatchdog, "FACTOR", 1.0)
+    calls.clear()
+    result = train(problem, steps=3, progress=False, step_timeout=math.inf, **SOLVE)
+    assert result.status == "finished" and len(calls) == 4
