@@ -140,6 +140,7 @@ def measure(area: str, max_children: int, keep: bool, read: Path | None = None) 
         pyproject = (read / "pyproject.toml").read_text()
         tests = json.loads(re.search(r"pytest_add_cli_args_test_selection = (\[.*\])", pyproject).group(1))
         return _summary(area, mutate, tests, verdicts, seconds, max_children)
+    commit = _commit()  # of the code copied now, not of whatever is checked out when the run ends
     scratch = Path(tempfile.mkdtemp(prefix="harness-mutmut-"))
     try:
         for rel in _tracked_files() + [t for t in tests if t not in _tracked_files()]:
@@ -167,10 +168,10 @@ def measure(area: str, max_children: int, keep: bool, read: Path | None = None) 
             print(f"scratch copy kept in {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    return _summary(area, mutate, tests, verdicts, seconds, max_children)
+    return _summary(area, mutate, tests, verdicts, seconds, max_children, commit)
 
 
-def _summary(area, mutate, tests, verdicts, seconds, max_children) -> dict:
+def _summary(area, mutate, tests, verdicts, seconds, max_children, commit=None) -> dict:
     equivalent = _equivalents()
     counts = {name: 0 for name in STATUS_NAMES}
     survivors, equivalents = [], []
@@ -196,7 +197,7 @@ def _summary(area, mutate, tests, verdicts, seconds, max_children) -> dict:
         "survivors": survivors,
         "equivalent": equivalents,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _commit(),
+        "commit": commit or _commit(),
         "command": f"nice -n 10 python benchmarks/mutation_score.py --area {area} --max-children {max_children}",
         "cpu": _cpu(),
         "seconds": None if seconds != seconds else round(seconds),
