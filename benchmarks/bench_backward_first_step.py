@@ -5,7 +5,8 @@ step, or chosen by the solver's initial-step heuristic, side by side.
 Usage: python benchmarks/bench_backward_first_step.py [--seeds N]
 
 The counts are deterministic (no timing), so the table is the same on any machine. The harness uses
-`sensitivity.common.BACKWARD_FIRST_STEP_FRACTION`; this script is the measurement behind it.
+`harness.solvers._step_rules.BACKWARD_FIRST_STEP_FRACTION` (read by the numpy and the compiled
+backward pass alike); this script is the measurement behind it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from unittest import mock
 
 from harness._forward import SolveOptions
 from harness.problems import deep_problem, multi_time_problem, seed_problem
-from harness.sensitivity import BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint, common, gradient
+from harness.sensitivity import BacksolveAdjoint, InterpolatingAdjoint, QuadratureAdjoint, gradient
+from harness.solvers import _step_rules as step_rules
 
 PROBLEMS = {"seed": seed_problem, "multi_time": multi_time_problem, "deep": deep_problem}
 TOLERANCES = (1e-4, 1e-6)
@@ -25,7 +27,7 @@ CHOICES = {"heuristic": None, "1.0 x h_last": 1.0, "0.5 x h_last": 0.5, "0.3 x h
 def backward_evaluations(engine, fraction, n_seeds: int) -> int:
     """Total backward right-hand-side evaluations over problems x seeds x tolerances."""
     total = 0
-    with mock.patch.object(common, "BACKWARD_FIRST_STEP_FRACTION", fraction):
+    with mock.patch.object(step_rules, "BACKWARD_FIRST_STEP_FRACTION", fraction):
         for make in PROBLEMS.values():
             for seed in range(n_seeds):
                 problem = make(seed=seed, data_options=SolveOptions("DP5", 1e-6, 1e-4))
@@ -40,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     engines = (BacksolveAdjoint(), InterpolatingAdjoint(), QuadratureAdjoint())
     print(f"Backward evaluations, summed over {sorted(PROBLEMS)} x {args.seeds} seeds x tolerances "
-          f"{TOLERANCES} (DP5); the harness uses {common.BACKWARD_FIRST_STEP_FRACTION} x h_last")
+          f"{TOLERANCES} (DP5); the harness uses {step_rules.BACKWARD_FIRST_STEP_FRACTION} x h_last")
     print(f"{'first step':<14}" + "".join(f"{e.name:>22}" for e in engines))
     baseline = None
     for label, fraction in CHOICES.items():

@@ -3,6 +3,7 @@ against diffrax and torchdiffeq, side by side in one run.
 
 Usage:
     python benchmarks/bench_scale.py [--repeats 5] [--quick] [--rows TEXT ...] [--out reports/scale]
+    python benchmarks/bench_scale.py --grid 12 [--seed 0] [--isa on off] [--out reports/scale]
 
 Every (framework, method, problem) runs in its own process on the same problem file (DP5, float64,
 rtol = atol = 1e-6): one untimed warm-up gradient, whose extra time over a timed one is reported apart
@@ -13,6 +14,18 @@ says which path ran), "harness numpy" HARNESS_COMPILED=0. The peers are used whe
 (`pip install -e ".[peers]"`) and shown as "-" otherwise. Writes `table.md`, `results.json` and the
 log-log figure `scale.png` to `--out`, and measures the arithmetic limit (the kernel's GFLOP/s and
 activations per second against a tight loop and BLAS).
+
+`--grid K` measures instead K cells drawn from the grid of `GRID` (hidden width 3-128, one to three
+hidden layers, state size N 2-8, batch 1-5000, 1 or 20 observation times in [0, 1]), each factor
+cycling through its levels in its own seeded random order so that every level appears; each cell's
+weights, initial states and data come from a seed of its own (`--seed` + the cell's index). Per cell
+and instruction set: the best harness engine (default mode: Backsolve, Interpolating,
+RecursiveCheckpoint) and the best diffrax engine (Backsolve, RecursiveCheckpoint), each framework in
+its own process, post-JIT medians, DP5/Dopri5, rtol = atol = 1e-6; the cells' frameworks and
+instruction sets interleaved. `--isa off` runs both frameworks as on a CPU without AVX-512 (numba's
+target and the module built ahead of time: NUMBA_CPU_FEATURES with every AVX-512 feature off; numpy:
+NPY_DISABLE_CPU_FEATURES; OpenBLAS: OPENBLAS_CORETYPE=Zen; XLA: --xla_cpu_max_isa=AVX2). Writes
+`grid.json`, `grid.md` (with the worst cell named) and the heatmap `grid.png` of harness ÷ diffrax.
 """
 
 from __future__ import annotations
@@ -45,9 +58,10 @@ TABLE = [
     ("8-128-128-8, B 256, t1 = 1", (8, 128, 128, 8), 256, (1.0,)),
     ("2-50-2, B 1, 30 observation times", (2, 50, 2), 1, tuple(np.linspace(10 / 30, 10, 30))),
 ]
-# the figure's sweeps: 2-3-2 over B, and 2-H-2 at B = 500 over H (so over P = 4 H + 2)
-BATCH_SWEEP = [(f"2-3-2, B {b}", (2, 3, 2), b, (10.0,)) for b in (1, 50, 500, 5000, 50000)]
-WIDTH_SWEEP = [(f"2-{h}-2, B 500", (2, h, 2), 500, (10.0,)) for h in (3, 16, 64, 256)]
+# the figure's sweeps: 2-3-2 over B, and 2-H-2 at B = 500 over H (so over P = 5 H + 2); each point has a
+# label of its own (its sweep named), so that no measurement overwrites another in results.json
+BATCH_SWEEP = [(f"batch sweep: 2-3-2, B {b}", (2, 3, 2), b, (10.0,)) for b in (1, 50, 500, 5000, 50000)]
+WIDTH_SWEEP = [(f"width sweep: 2-{h}-2, B 500", (2, h, 2), 500, (10.0,)) for h in (3, 16, 64, 256)]
 
 # column -> (worker framework, method)
 COLUMNS = {
@@ -61,6 +75,13 @@ COLUMNS = {
     "torchdiffeq adjoint": ("torchdiffeq", "odeint_adjoint"),
 }
 SWEEP_COLUMNS = ["harness numpy Backsolve", "harness compiled Backsolve", "diffrax Backsolve"]
+
+
+# the benchmark grid (`--grid`): every level of each factor
+GRID = {"width": (3, 8, 16, 32, 64, 128), "layers": (1, 2, 3), "state": (2, 4, 8), "batch": (1, 20, 500, 5000),
+        "times": (1, 20)}
+GRID_METHODS = {"harness-compiled": ("BacksolveAdjoint", "InterpolatingAdjoint", "RecursiveCheckpointAdjoint"),
+                "diffrax": ("BacksolveAdjoint", "RecursiveCheckpointAdjoint")}
 
 
 # --------------------------------------------------------------------------------------- workers
@@ -128,13 +149,183 @@ def _available(framework: str) -> bool:
     return module is None or importlib.util.find_spec(module) is not None
 
 
+# ------------------------------------------------------------------------------------------- grid
+def grid_cells(count: int, seed: int) -> list[dict]:
+    """`count` cells of `GRID`: each factor runs through its levels in a random order of its own (so
+    each level appears about count / levels times), a seed per cell for its weights and data."""
+    rng = np.random.default_rng(seed)
+    orders = {name: [] for name in GRID}
+    cells = []
+    for i in range(count):
+        cell = {}
+        for name, levels in GRID.items():
+            if not orders[name]:
+                orders[name] = list(rng.permutation(len(levels)))
+            cell[name] = int(levels[orders[name].pop()])
+        cell["seed"] = seed + i
+        cell["label"] = (f"{cell['state']}-" + "-".join([str(cell['width'])] * cell["layers"]) + f"-{cell['state']}, "
+                         f"B {cell['batch']}, {cell['times']} time{'s' if cell['times'] > 1 else ''}, "
+                         f"seed {cell['seed']}")
+        cells.append(cell)
+    return cells
+
+
+def _grid_problem(cell: dict, folder: Path) -> Path:
+    from harness.model import MLP
+    from harness.problems import make_problem, save_problem
+
+    widths = (cell["state"], *[cell["width"]] * cell["layers"], cell["state"])
+    times = (1.0,) if cell["times"] == 1 else tuple(np.linspace(1 / cell["times"], 1.0, cell["times"]))
+    problem = make_problem(MLP(widths), seed=cell["seed"], batch=cell["batch"], times=times, name=cell["label"])
+    return save_problem(problem, folder / f"cell{cell['seed']}.npz")
+
+
+def isa_environment(isa: str) -> dict:
+    """Environment changes that make numba (and the module built ahead of time), numpy, OpenBLAS and XLA
+    target this CPU without AVX-512 ('off') or as it is ('on')."""
+    if isa == "on":
+        return {}
+    import llvmlite.binding as llvm
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    features = ",".join(("-" + f[1:]) if f.startswith("+avx512") else f
+                        for f in llvm.get_host_cpu_features().flatten().split(","))
+    return {"NUMBA_CPU_NAME": llvm.get_host_cpu_name(), "NUMBA_CPU_FEATURES": features,
+            "NPY_DISABLE_CPU_FEATURES": " ".join(k for k, v in __cpu_features__.items() if v and "AVX512" in k),
+            "OPENBLAS_CORETYPE": "Zen", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}
+
+
+def _grid_worker(framework: str, problem_path: str, repeats: int) -> dict:
+    """Runs in its own process: every method of `GRID_METHODS[framework]` on one problem."""
+    return {method: _worker(framework, method, problem_path, repeats) for method in GRID_METHODS[framework]}
+
+
+def _run_grid_worker(framework: str, problem_path: Path, repeats: int, env_changes: dict) -> dict | None:
+    env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_COMPILED", "HARNESS_BUILD")}
+    env.update(env_changes)
+    env["HARNESS_BUILD"] = "wait"  # a benchmark measures the compiled code: build it first (reported apart)
+    cmd = [sys.executable, __file__, "--grid-worker", framework, str(problem_path), "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(f"  {framework}: failed ({(proc.stderr.strip().splitlines() or ['?'])[-1]})", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _best(per_method: dict | None) -> tuple[str, float] | None:
+    found = [(m, r["median"]) for m, r in (per_method or {}).items() if r]
+    return min(found, key=lambda mr: mr[1]) if found else None
+
+
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, command: str,
+             cells: list[int] | None = None, one_thread: bool = False) -> int:
+    drawn = grid_cells(count, seed)
+    cells = [drawn[i] for i in cells] if cells else drawn
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
+    print(f"grid: {count} cells of {np.prod([len(v) for v in GRID.values()])}, seed {seed}, instruction sets "
+          f"{isas}; DP5, rtol = atol = {RTOL:g}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-grid-") as folder:
+        for cell in cells:
+            path = _grid_problem(cell, Path(folder))
+            for isa in isas:  # interleaved: both frameworks, both instruction sets, cell by cell
+                env = isa_environment(isa)
+                if one_thread:
+                    env = {**env, **ONE_THREAD, "XLA_FLAGS": " ".join(
+                        f for f in (env.get("XLA_FLAGS", ""), XLA_ONE_THREAD) if f)}
+                harness = _run_grid_worker("harness-compiled", path, repeats, env)
+                diffrax = _run_grid_worker("diffrax", path, repeats, env)
+                best_h, best_d = _best(harness), _best(diffrax)
+                ratio = best_h[1] / best_d[1] if best_h and best_d else None
+                rows.append({**cell, "avx512": isa, "harness": harness, "diffrax": diffrax,
+                             "best_harness": best_h, "best_diffrax": best_d, "ratio": ratio})
+                text = "—" if ratio is None else f"{ratio:.2f}"
+                print(f"  {cell['label']:44s} AVX-512 {isa:3s}: harness {best_h and f'{best_h[1] * 1e3:.3g} ms'}, "
+                      f"diffrax {best_d and f'{best_d[1] * 1e3:.3g} ms'}: ratio {text}", flush=True)
+    measured = [r for r in rows if r["ratio"] is not None]
+    worst = max(measured, key=lambda r: r["ratio"]) if measured else None
+    lines = [f"CPU: {cpu_model()} ({os.cpu_count()} logical cores)", "", f"Command: `{command}`", "",
+             f"{len(cells)} cells drawn from the grid ({np.prod([len(v) for v in GRID.values()])} cells), seed {seed}"
+             + (" (one thread per framework)" if one_thread else "") + "; "
+             "harness ÷ diffrax, the best engine of each, one dL/dθ, DP5/Dopri5, rtol = atol = 1e-6, post-JIT medians.",
+             "", "| cell | AVX-512 | harness (best) | diffrax (best) | harness ÷ diffrax |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        h, d = r["best_harness"], r["best_diffrax"]
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['label']} | {r['avx512']} | {h and f'{h[1] * 1e3:.3g} ms ({h[0]})' or '—'} | "
+                     f"{d and f'{d[1] * 1e3:.3g} ms ({d[0]})' or '—'} | {ratio} |")
+    if worst:
+        lines += ["", f"Worst cell: {worst['label']}, AVX-512 {worst['avx512']}: "
+                      f"harness ÷ diffrax = {worst['ratio']:.2f}."]
+        for isa in isas:
+            ratios = [r["ratio"] for r in measured if r["avx512"] == isa]
+            if ratios:
+                lines.append(f"- AVX-512 {isa}: {len(ratios)} cells, ratio {min(ratios):.2f}-{max(ratios):.2f}, "
+                             f"median {statistics.median(ratios):.2f}; {sum(x <= 1 for x in ratios)} at most 1, "
+                             f"{sum(x <= 0.5 for x in ratios)} at most 0.5")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_text(out / "grid.md", text)
+    _atomic_text(out / "grid.json", json.dumps({"cpu": cpu_model(), "command": command, "grid": GRID,
+                                                "seed": seed, "rows": rows,
+                                                "worst": worst and {k: worst[k] for k in ("label", "avx512", "ratio")}},
+                                               indent=1))
+    _grid_figure(rows, isas, out / "grid.png")
+    return 0
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(text)
+    os.replace(scratch, path)
+
+
+def _grid_figure(rows: list[dict], isas: list[str], path: Path) -> None:
+    """Heatmap of harness ÷ diffrax: columns (layers, width), rows (N, B, times); one panel per
+    instruction set; cells not drawn are blank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    columns = [(layers, width) for layers in GRID["layers"] for width in GRID["width"]]
+    lines = [(n, b, t) for n in GRID["state"] for b in GRID["batch"] for t in GRID["times"]]
+    fig, axes = plt.subplots(1, len(isas), figsize=(7.5 * len(isas), 8), squeeze=False,
+                             gridspec_kw={"wspace": 0.45})
+    image = None
+    for ax, isa in zip(axes[0], isas):
+        grid = np.full((len(lines), len(columns)), np.nan)
+        for r in rows:
+            if r["avx512"] == isa and r["ratio"] is not None:
+                i, j = lines.index((r["state"], r["batch"], r["times"])), columns.index((r["layers"], r["width"]))
+                grid[i, j] = r["ratio"]
+                ax.text(j, i, f"{r['ratio']:.2f}", ha="center", va="center", fontsize=7)
+        image = ax.imshow(grid, cmap="RdYlGn_r", norm=LogNorm(vmin=0.1, vmax=10), aspect="auto")
+        ax.set_xticks(range(len(columns)), [f"{layers}x{width}" for layers, width in columns], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(lines)), [f"N {n}, B {b}, {t} t" for n, b, t in lines], fontsize=7)
+        ax.set_xlabel("hidden layers x width")
+        ax.set_title(f"AVX-512 {isa}", fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), label="harness ÷ diffrax (one gradient; < 1: harness faster)")
+    fig.suptitle(f"harness ÷ diffrax per grid cell, DP5 rtol = atol = 1e-6 ({cpu_model()})", fontsize=10)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
 # ---------------------------------------------------------------------------- arithmetic limit
 def arithmetic_limit() -> dict:
     """The stage kernel's achieved GFLOP/s and activations per second against tight loops."""
     from numba import njit
 
     from harness._compiled._activations import tanh_array
-    from harness._compiled._stage_vjps import CompiledStageVJPs
+    from harness._compiled import kernels as compiled_kernels
+    from harness._compiled._compiled_stage_vjps import CompiledStageVJPs
     from harness.model import MLP
 
     @njit(fastmath={"contract"}, error_model="numpy")
@@ -169,7 +360,7 @@ def arithmetic_limit() -> dict:
     for widths, batch in (((2, 3, 2), 500), ((2, 64, 2), 500), ((8, 128, 128, 8), 256)):
         model = MLP(widths)
         theta = model.init(np.random.default_rng(1))
-        tape = CompiledStageVJPs(model, theta, batch, 1, -1.0)
+        tape = CompiledStageVJPs(model, theta, batch, 1, -1.0, stage=compiled_kernels().mlp_stage)
         z, a = np.random.default_rng(2).normal(size=(2, widths[0], batch))
         f, az = np.empty_like(z), np.empty_like(z)
         seconds = best(lambda tape=tape, z=z, a=a, f=f, az=az: tape.vjp(0, z, a, f, az), 50)
@@ -217,21 +408,49 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="reports/scale")
     parser.add_argument("--rows", metavar="TEXT", nargs="+",
                         help="only the table rows whose label contains one of these (and no sweeps)")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw scale.png from --out's results.json (a file written before the sweep "
+                             "points had labels of their own is read through the points' problems)")
+    parser.add_argument("--grid", type=int, metavar="K", help="measure K cells of the benchmark grid instead")
+    parser.add_argument("--seed", type=int, default=0, help="the grid's seed (cell i uses seed + i)")
+    parser.add_argument("--isa", nargs="+", choices=("on", "off"), default=["on", "off"],
+                        help="AVX-512 on, off or both (default both), for --grid")
+    parser.add_argument("--cells", type=int, nargs="+", metavar="I",
+                        help="with --grid K: measure only these cells (0-based) of the K drawn")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="with --grid: both frameworks on one thread (OpenBLAS, OpenMP, XLA's Eigen pool)")
     parser.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "METHOD", "PROBLEM"), help=argparse.SUPPRESS)
+    parser.add_argument("--grid-worker", nargs=2, metavar=("FRAMEWORK", "PROBLEM"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: expected an integer >= 1")
     if args.worker:
         print(json.dumps(_worker(*args.worker, args.repeats)))
         return 0
+    if args.grid_worker:
+        print(json.dumps(_grid_worker(*args.grid_worker, args.repeats)))
+        return 0
+    if args.replot:
+        results = json.loads((Path(args.out) / "results.json").read_text())["results"]
+        _figure(_sweep_points(results), Path(args.out) / "scale.png")
+        if (Path(args.out) / "grid.json").exists():  # and the grid's heatmap from grid.json
+            grid = json.loads((Path(args.out) / "grid.json").read_text())
+            isas = list(dict.fromkeys(r["avx512"] for r in grid["rows"]))
+            _grid_figure(grid["rows"], isas, Path(args.out) / "grid.png")
+        return 0
+    if args.grid is not None:
+        if args.grid < 1:
+            parser.error(f"--grid {args.grid}: expected an integer >= 1")
+        command = "python benchmarks/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        return run_grid(args.grid, args.seed, args.isa, args.repeats, Path(args.out), command.strip(),
+                        cells=args.cells, one_thread=args.one_thread)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table_rows = [r for r in TABLE if not (args.quick and r[2] >= 50000)]
     if args.rows:
         table_rows = [r for r in table_rows if any(text in r[0] for text in args.rows)]
-    sweeps = [] if args.quick or args.rows else [
-        r for r in BATCH_SWEEP + WIDTH_SWEEP if r[0] not in {t[0] for t in TABLE}]
+    sweeps = [] if args.quick or args.rows else BATCH_SWEEP + WIDTH_SWEEP
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
     print(f"DP5, float64, rtol = atol = {RTOL:g}; median of {args.repeats} gradients after a warm-up; "
           "compilation apart in parentheses", flush=True)
@@ -281,6 +500,22 @@ def main(argv=None) -> int:
     return 0
 
 
+def _sweep_points(results: dict) -> dict:
+    """`results` with every sweep point under its own label; in a file written before the sweep points
+    had labels of their own, a point is found by its problem (the label without its sweep's name, or the
+    table row of the same network, batch and times)."""
+    found = dict(results)
+    for label, widths, batch, times in BATCH_SWEEP + WIDTH_SWEEP:
+        if label in found:
+            continue
+        same_problem = [label.split(": ", 1)[1]] + [t[0] for t in TABLE if (t[1], t[2], t[3]) == (widths, batch, times)]
+        for old in same_problem:
+            if old in results:
+                found[label] = results[old]
+                break
+    return found
+
+
 def _figure(results, path: Path) -> None:
     import matplotlib
 
@@ -288,13 +523,14 @@ def _figure(results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    rows_b = [(label, b) for label, w, b, _ in BATCH_SWEEP + TABLE[:3] if w == (2, 3, 2) and label in results]
-    rows_p = [(label, 4 * w[1] + 2) for label, w, b, _ in WIDTH_SWEEP + [TABLE[3]] if label in results]
+    from harness.model import MLP
+
+    rows_b = [(label, b) for label, w, b, _ in BATCH_SWEEP if label in results]
+    rows_p = [(label, MLP(w).n_params) for label, w, b, _ in WIDTH_SWEEP if label in results]  # 5 H + 2
     panels = ((axes[0], rows_b, "batch size B (MLP 2-3-2)"), (axes[1], rows_p, "parameters P (MLP 2-H-2, B = 500)"))
     for ax, rows, xlabel in panels:
         for column in SWEEP_COLUMNS:
-            pts = sorted({x: results[label][column]["median"] for label, x in rows
-                          if results[label].get(column)}.items())
+            pts = sorted((x, results[label][column]["median"]) for label, x in rows if results[label].get(column))
             if pts:
                 ax.loglog(*zip(*pts), "o-", label=column)
         ax.set_xlabel(xlabel)

@@ -546,6 +546,8 @@ class Faults:
     def scenario(self, key: str):
         if key in ROBUST_SCENARIOS:
             return lambda: ROBUST_SCENARIOS[key](self)
+        if key in CACHE_FAULTS:  # the compiled-code cache's scenarios (below the class)
+            return lambda: CACHE_FAULTS[key](self)
         return {
             "sigint_startup": self.sigint_startup,
             "sigint_training": self.sigint_training,
@@ -978,6 +980,239 @@ ROBUST_SCENARIOS = {
     "tiny_disk": tiny_disk,
     "dask_ctrl_c": dask_ctrl_c,
 }
+
+
+# ------------------------------------------------------------------------ the compiled-code cache
+# Each scenario runs a short `harness reproduce` against a cache of its own (HARNESS_AHEAD_OF_TIME_DIR in
+# the work folder) holding a copy of this code's verified module, damaged or blocked in one way; the run
+# must end normally (on the numpy path where the module is unusable), say why, and leave the cache
+# repairable. The builders started are killed (their process groups) before the scenario returns.
+CACHE_QUICK = ("cache_truncated_module", "cache_damaged_module", "cache_empty_module", "cache_garbage_module",
+               "cache_foreign_module", "cache_unwritable_location", "cache_failed_build_remembered",
+               "cache_bad_switch")
+CACHE_FULL = CACHE_QUICK + ("cache_killed_builder", "cache_concurrent_runs_one_builder", "cache_full_disk")
+
+
+def _cache_env(cache: Path, **changes) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_COMPILED", "HARNESS_AHEAD_OF_TIME")}
+    return {**env, "HARNESS_AHEAD_OF_TIME_DIR": str(cache), "HARNESS_BUILD": "never", **changes}
+
+
+def _verified_entry(faults: Faults):
+    """This code's verified module in the user's cache (built, waiting, the first time), as an Entry."""
+    if getattr(faults, "_verified", None) is None:
+        done = subprocess.run([sys.executable, "-c", (
+            "import harness._compiled as c\nfrom harness._compiled._module_cache import Entry, cache_directory\n"
+            "c.kernels()\nassert c.kernels_source().startswith('built ahead of time'), c.kernels_source()\n"
+            "print(Entry(cache_directory()[0]).path)")], capture_output=True, text=True,
+            env={**os.environ, "HARNESS_BUILD": "wait"}, check=True)
+        from harness._compiled._module_cache import Entry
+
+        path = Path(done.stdout.strip().splitlines()[-1])
+        faults._verified = Entry(path.parent, path.name)
+    return faults._verified
+
+
+def _cache_copy(faults: Faults, name: str):
+    """A cache of its own in the work folder holding a copy of the verified entry."""
+    from harness._compiled._module_cache import Entry
+
+    verified = _verified_entry(faults)
+    copy = Entry(faults.out(name) / "cache", verified.key)
+    copy.path.mkdir(parents=True)
+    shutil.copy(verified.module, copy.module)
+    shutil.copy(verified.record, copy.record)
+    return copy
+
+
+def _short_run(faults: Faults, name: str, env: dict) -> Run:
+    return Run(["reproduce", *faults.problem, "--steps", 10, "--out", faults.out(name)], env=env)
+
+
+def _forge_record(entry) -> None:
+    from harness._compiled._module_cache import sha256
+
+    entry.write(entry.record, {"size": entry.module.stat().st_size, "sha256": sha256(entry.module)})
+
+
+def _damaged_module(name: str, damage) -> callable:
+    def scenario(faults: Faults) -> Outcome:
+        outcome = Outcome(f"cached compiled module {name}")
+        entry = _cache_copy(faults, "cache-" + name.replace(" ", "-"))
+        damage(entry)
+        run = _short_run(faults, "cache-run", _cache_env(entry.path.parent))
+        outcome.exit_status = run.finish()
+        outcome.message = next((line for line in run.message.splitlines() if "compiled" in line), run.message)
+        outcome.expect(outcome.exit_status == 0, f"exit status {outcome.exit_status}: {run.message[-300:]}")
+        outcome.expect("Traceback" not in run.stderr, "a traceback was printed")
+        outcome.expect("was removed" in run.message, "no line says the module was removed")
+        outcome.expect(not entry.module.exists(), "the damaged module is still there")
+        return outcome
+    return scenario
+
+
+def _flip(entry) -> None:
+    data = entry.module.read_bytes()
+    entry.module.write_bytes(data[:4096] + bytes(x ^ 0xFF for x in data[4096:8192]) + data[8192:])
+
+
+def _unwritable_location(faults: Faults) -> Outcome:
+    outcome = Outcome("cache paths under a regular file (HARNESS_AHEAD_OF_TIME_DIR, NUMBA_CACHE_DIR)")
+    blocker = faults.out("cache-blocker")
+    blocker.write_text("a regular file")
+    run = _short_run(faults, "cache-run", _cache_env(blocker / "aot", NUMBA_CACHE_DIR=str(blocker / "numba")))
+    outcome.exit_status = run.finish()
+    outcome.message = next((line for line in run.message.splitlines() if "unusable" in line), run.message)
+    outcome.expect(outcome.exit_status == 0, f"exit status {outcome.exit_status}: {run.message[-300:]}")
+    outcome.expect("Traceback" not in run.stderr, "a traceback was printed")
+    outcome.expect("HARNESS_AHEAD_OF_TIME_DIR unusable" in run.message, "the unusable directory is not named")
+    return outcome
+
+
+def _failed_build_remembered(faults: Faults) -> Outcome:
+    from harness._compiled._module_cache import Entry
+
+    outcome = Outcome("a failed build on record is not retried")
+    entry = Entry(faults.out("cache-failed") / "cache", _verified_entry(faults).key)
+    entry.path.mkdir(parents=True)
+    entry.write(entry.failed, {"reason": "LinkError: gcc failed", "when": "2026-01-01T00:00:00Z"})
+    run = _short_run(faults, "cache-run", _cache_env(entry.path.parent, HARNESS_BUILD="background"))
+    outcome.exit_status = run.finish()
+    outcome.message = next((line for line in run.message.splitlines() if "failed" in line), run.message)
+    outcome.expect(outcome.exit_status == 0, f"exit status {outcome.exit_status}: {run.message[-300:]}")
+    outcome.expect("--rebuild" in run.message, "the way to retry is not named")
+    outcome.expect(not entry.lock.exists(), "a builder was started")
+    return outcome
+
+
+def _bad_switch(faults: Faults) -> Outcome:
+    outcome = Outcome("HARNESS_COMPILED=maybe")
+    run = _short_run(faults, "cache-run", {**os.environ, "HARNESS_COMPILED": "maybe"})
+    outcome.exit_status = run.finish()
+    one_line(outcome, run, "HARNESS_COMPILED='maybe'")
+    outcome.expect(outcome.exit_status == 2, f"exit status {outcome.exit_status}, expected 2")
+    return outcome
+
+
+def _builder_pid(run: Run) -> int | None:
+    marker = "being built in the background (process "
+    return int(run.message.split(marker)[1].split(",")[0]) if marker in run.message else None
+
+
+def _kill_group(pid) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, TypeError):
+        pass
+
+
+def _until(condition, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _killed_builder(faults: Faults) -> Outcome:
+    from harness._compiled._module_cache import Entry
+
+    outcome = Outcome("a builder killed mid-build (SIGKILL)")
+    entry = Entry(faults.out("cache-killed") / "cache", _verified_entry(faults).key)
+    env = _cache_env(entry.path.parent, HARNESS_BUILD="background")
+    first = second = None
+    try:
+        run = _short_run(faults, "cache-run", env)
+        outcome.exit_status = run.finish()
+        first = _builder_pid(run)
+        outcome.expect(first is not None, f"no background builder was started: {run.message[-300:]}")
+        if first is None or not _until(lambda: any(entry.path.glob("build-*"))):
+            return outcome
+        scratch = next(entry.path.glob("build-*"))
+        _kill_group(first)
+        outcome.expect(_until(lambda: entry.builder() is None), "the lock outlived the killed builder")
+        run = _short_run(faults, "cache-run", env)
+        run.finish()
+        second = _builder_pid(run)
+        outcome.message = f"builder {first} killed; the next run started builder {second}"
+        outcome.expect(second is not None, "the next run started no builder")
+        outcome.expect(_until(lambda: not scratch.exists()), "the killed builder's scratch folder stayed")
+    finally:
+        _kill_group(first)
+        _kill_group(second)
+    return outcome
+
+
+def _concurrent_runs(faults: Faults) -> Outcome:
+    from harness._compiled._module_cache import Entry
+
+    outcome = Outcome("two runs at once with nothing built: one builder")
+    entry = Entry(faults.out("cache-concurrent") / "cache", _verified_entry(faults).key)
+    env = _cache_env(entry.path.parent, HARNESS_BUILD="background")
+    runs = [_short_run(faults, "cache-run", env) for _ in range(2)]
+    codes = [run.finish() for run in runs]
+    pids = [_builder_pid(run) for run in runs]
+    try:
+        outcome.exit_status = max(codes)
+        started = [pid for pid in pids if pid is not None]
+        outcome.message = f"builders started: {started}"
+        outcome.expect(codes == [0, 0], f"exit statuses {codes}")
+        outcome.expect(len(started) == 1, f"{len(started)} builders started, expected 1")
+        waiting = [run for run in runs if _builder_pid(run) is None]
+        outcome.expect(all("is being built by process" in run.message for run in waiting),
+                       "the other run does not say it found the build under way")
+    finally:
+        for pid in pids:
+            _kill_group(pid)
+    return outcome
+
+
+def _full_disk(faults: Faults) -> Outcome:
+    """The cache on a 1 MB disk (a tmpfs, where root may mount one): the module (1.4 MB) cannot be
+    written; the run that waits for the build ends normally on numba's cache, and the doctor names the
+    full disk."""
+    outcome = Outcome("a full disk under the cache (a 1 MB tmpfs)")
+    mount = faults.out("cache-full-disk")
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        outcome.message = "skipped: no tmpfs can be mounted here"
+        return outcome
+    try:
+        env = _cache_env(mount, HARNESS_BUILD="wait")
+        run = _short_run(faults, "cache-run", env)
+        outcome.exit_status = run.finish()
+        outcome.expect(outcome.exit_status == 0, f"exit status {outcome.exit_status}: {run.message[-300:]}")
+        outcome.expect("Traceback" not in run.stderr, "a traceback was printed")
+        doctor = subprocess.run(HARNESS + ["doctor"], env=env, capture_output=True, text=True)
+        line = next((x for x in doctor.stdout.splitlines() if x.strip().startswith("compiled")), "")
+        outcome.message = line.strip()
+        outcome.expect(f"the disk holding {mount}" in line and "is full" in line,
+                       f"the doctor does not name the full disk: {line[:300]!r}")
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+    return outcome
+
+
+CACHE_FAULTS = {
+    "cache_truncated_module": _damaged_module("truncated", lambda e: e.module.write_bytes(
+        e.module.read_bytes()[: e.module.stat().st_size // 2])),
+    "cache_damaged_module": _damaged_module("with damaged bytes", _flip),
+    "cache_empty_module": _damaged_module("of 0 bytes", lambda e: e.module.write_bytes(b"")),
+    "cache_garbage_module": _damaged_module("of garbage, with a forged record", lambda e: (
+        e.module.write_bytes(os.urandom(4096)), _forge_record(e))),
+    "cache_foreign_module": _damaged_module("replaced by another extension, with a forged record", lambda e: (
+        shutil.copy(__import__("_json").__file__, e.module), _forge_record(e))),
+    "cache_unwritable_location": _unwritable_location,
+    "cache_failed_build_remembered": _failed_build_remembered,
+    "cache_bad_switch": _bad_switch,
+    "cache_killed_builder": _killed_builder,
+    "cache_concurrent_runs_one_builder": _concurrent_runs,
+    "cache_full_disk": _full_disk,
+}
+QUICK = QUICK + CACHE_QUICK
+FULL = FULL + CACHE_FULL
 
 
 def _at_least_one(text: str) -> int:

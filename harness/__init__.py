@@ -1,6 +1,17 @@
 """harness: Neural ODEs trained with adjoint-sensitivity gradients, cross-checked across engines.
 
 The public surface: build or load a problem, compute a gradient with a chosen engine, train.
+Every engine is here (`GaussAdjoint`, `RecursiveCheckpointAdjoint` included), with what a new engine
+is built from: `SolveOptions` (what an engine's `compute` receives), `register_engine`,
+`resolve_engine` (a name such as "QuadratureAdjoint" or "julia:GaussAdjoint" to an engine), and for a
+new continuous adjoint its backward system, `AdjointSystem`, driven by `adjoint_gradient`.
+
+Inside, from the bottom up: `solvers` (forward solves; `solvers._step_rules` the step rules both loops
+use), `model` and `_stage_vjps` (the vector field and its per-stage VJPs), `_compiled` (numba kernels
+that take and return arrays), `_forward` and `_state_layout`, `problems`, `sensitivity` (the engines;
+`_compiled_loop` is their glue to the kernels), `_backends` (Julia and peer engines by name), then
+`training`, `testing`, `compare`, `julia`, `peers` and `cli`. tests/test_import_graph.py keeps the
+imports in that direction.
 """
 
 __version__ = "0.1.0"
@@ -17,7 +28,9 @@ _LAZY = {
     "BacksolveAdjoint": ".sensitivity", "FiniteDifferences": ".sensitivity",
     "ForwardSensitivity": ".sensitivity", "GradientResult": ".sensitivity",
     "InterpolatingAdjoint": ".sensitivity", "QuadratureAdjoint": ".sensitivity", "gradient": ".sensitivity",
-    "register_engine": ".sensitivity", "ENGINES": ".sensitivity",
+    "GaussAdjoint": ".sensitivity", "RecursiveCheckpointAdjoint": ".sensitivity",
+    "register_engine": ".sensitivity", "resolve_engine": ".sensitivity", "ENGINES": ".sensitivity",
+    "SolveOptions": ".sensitivity", "AdjointSystem": ".sensitivity", "adjoint_gradient": ".sensitivity",
     "train": ".training",
 }
 
@@ -40,6 +53,7 @@ __all__ = [
     "MLP", "Problem", "HarnessInputError", "SolverError", "UnstableBacksolveError",
     "load_problem", "save_problem", "build_problem", "seed_problem", "stiff_problem",
     "multi_time_problem", "deep_problem", "gradient", "GradientResult", "train",
-    "BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "ForwardSensitivity",
-    "FiniteDifferences", "register_engine",
+    "BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint", "RecursiveCheckpointAdjoint",
+    "ForwardSensitivity", "FiniteDifferences", "register_engine", "resolve_engine", "ENGINES", "SolveOptions",
+    "AdjointSystem", "adjoint_gradient",
 ]

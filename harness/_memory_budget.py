@@ -28,6 +28,7 @@ under the process's address-space limit (`ulimit -v`, RLIMIT_AS).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .errors import RefusedError
@@ -41,6 +42,9 @@ BYTES_PER_JACOBIAN_ENTRY = 64
 # the new state, the error estimate, scale and the right-hand side's temporaries.
 STAGE_ARRAYS = 20
 FLOAT = 8  # bytes: float64 throughout
+# The memory available is read at most once per this many seconds: a training loop checks every step,
+# and reading the system's figure costs about 0.1 ms, as much as a whole small gradient.
+AVAILABLE_MEMORY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,18 @@ def available_memory() -> tuple[int, str]:
     return available, source
 
 
+_recent = {"at": float("-inf"), "reader": None, "value": None}
+
+
+def _recent_available_memory() -> tuple[int, str]:
+    """`available_memory()`, read again when the last reading is older than
+    `AVAILABLE_MEMORY_SECONDS` (or was made by another reader function)."""
+    now = time.monotonic()
+    if _recent["reader"] is not available_memory or now - _recent["at"] > AVAILABLE_MEMORY_SECONDS:
+        _recent.update(at=now, reader=available_memory, value=available_memory())
+    return _recent["value"]
+
+
 def gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.3g} GiB"
 
@@ -110,7 +126,7 @@ def check_gradient_memory(problem, engine, solver: str, *, role: str = "") -> Me
     memory available; returns the estimate otherwise. `role` names it in the message ("the
     reference")."""
     need = gradient_memory(problem, engine, solver)
-    available, source = available_memory()
+    available, source = _recent_available_memory()
     if need.bytes > available:
         name = getattr(engine, "name", type(engine).__name__)
         who = f"{name}{f' ({role})' if role else ''}"

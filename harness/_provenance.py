@@ -37,7 +37,10 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str | None:
-    """The harness checkout's commit (with '+dirty' for local changes), or None outside git."""
+    """The harness checkout's commit (with '+dirty' for local changes), or None outside git.
+
+    Changes under `reports/` do not make it dirty: they are the outputs of runs, not code, and
+    regenerating the shipped reports one after another must not mark the later ones "+dirty"."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -46,7 +49,8 @@ def git_commit() -> str | None:
         if commit.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":(exclude)reports"],
             capture_output=True, text=True, timeout=5,
         )
         return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -97,24 +97,37 @@ GRADCHECK_TOL_RANGE = (1e-12, 1e-4)
 
 
 
-def _julia_engine(method: str):
-    """The Julia engine value for `--backend julia`."""
-    from .julia import JuliaAdjoint, julia_status
+def _julia_engine(sensealg: str):
+    """The Julia engine value for `--backend julia` (`resolve_engine("julia:<sensealg>")`)."""
+    from .julia import julia_status
+    from .sensitivity import resolve_engine
 
-    if method not in _julia_methods():
-        raise HarnessInputError(f"--backend julia takes --engine one of {list(_julia_methods())}, not {method!r}")
+    if sensealg not in _julia_methods():
+        raise HarnessInputError(f"--backend julia takes --engine one of {list(_julia_methods())}, not {sensealg!r}")
     status = julia_status()
     if not status.available:
         raise BackendUnavailableError(f"the Julia backend is unavailable: {status.reason}")
-    return JuliaAdjoint(sensealg=method, route="python_vjp")
+    return resolve_engine(f"julia:{sensealg}")
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An older spelling of an option: works as the new one, with a one-line note on stderr."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"harness: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
-    engine = _julia_engine(args.method) if args.backend == "julia" else None
+    engine = _julia_engine(args.engine) if args.backend == "julia" else args.engine
     reproduce(
-        args.out, preset=args.preset, steps=args.steps, method=args.method, solver=args.solver,
+        args.out, preset=args.preset, steps=args.steps, solver=args.solver,
         rtol=args.rtol, atol=args.atol, lr=args.lr, seed=args.seed, problem_file=args.problem_file,
         engine=engine, echo=_echo, augment=args.augment,
     )
@@ -243,10 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the tutorial end to end, with a report")
     p.add_argument("--preset", default="tutorial", choices=sorted(PRESETS),
                    help="tutorial (default), close-fit (longer, tighter) or tutorial-exact (the "
-                        "tutorial's own draws: its table row for row); see README")
+                        "tutorial's own draws: its table row for row); see docs/tutorial.md")
     p.add_argument("--steps", type=nonnegative_int, help="Adam steps (preset: 1000)")
-    p.add_argument("--engine", "--method", dest="method", metavar="ENGINE", default="BacksolveAdjoint",
-                   help=f"gradient engine (--method is the older spelling), one of {sorted(ENGINES)}, "
+    p.add_argument("--method", dest="engine", action=_DeprecatedAlias, new="--engine", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--engine", dest="engine", metavar="ENGINE", default="BacksolveAdjoint",
+                   help=f"gradient engine (--method, deprecated, is the older spelling), one of {sorted(ENGINES)}, "
                         "or with --backend julia one of "
                         f"{list(_julia_methods())} (default BacksolveAdjoint, the tutorial's method; its "
                         "reconstruction check refuses problems where it would be unreliable)")

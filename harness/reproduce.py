@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _figures as figures
+from . import _reproduce_figures as figures
 from .errors import HarnessInputError, TrainingDivergedError
 from ._forward import SolveOptions, solve_forward
 from ._io import output_folder, write_json, write_text

@@ -19,12 +19,11 @@ _WRT = {"theta": ("dtheta", "dL/dθ"), "z0": ("dz0", "dL/dz0")}
 
 
 def _engine(engine, solver, rtol, atol):
-    """An engine value from a value, class, harness name, or "backend:Name" (Julia, peers)."""
-    if isinstance(engine, str) and ":" in engine:
-        from .compare.engines import build_engine
-        from .compare.spec import parse_engine
-
-        return build_engine(parse_engine(engine, "engine"), solver, rtol, atol)
+    """An engine value from a value, class, harness name, or "backend:Name" (Julia, peers); a name gets
+    the solver and tolerances as its backward settings (harness engines would take them anyway: theirs
+    follow the forward pass's)."""
+    if isinstance(engine, str):
+        return resolve_engine(engine, solver=solver, rtol=rtol, atol=atol)
     return resolve_engine(engine)
 
 
@@ -33,7 +32,7 @@ def _label(engine) -> str:
 
 
 def _names(problem, key: str) -> list[str]:
-    from .compare._metrics import parameter_names, state_names
+    from ._metrics import parameter_names, state_names
 
     if key == "dtheta":
         return parameter_names(problem.model)
@@ -139,7 +138,7 @@ def _disagreement(label, title, g, r, names, rtol, atol, n_worst) -> str | None:
         + (f" = {diff[i] / scale:.2e} of max|ref|" if scale > 0 else "") + ")"
         for i in order if bad[i]
     )
-    from .compare._metrics import cosine_similarity, relative_error
+    from ._metrics import cosine_similarity, relative_error
 
     relative, cosine = relative_error(g, r), cosine_similarity(g, r)
     return (f"{label}, {title}: {int(np.sum(bad))} of {g.size} entries beyond {bound:.2e}; worst "

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
+
+# the suite starts no background build of the compiled code: a test that uses it waits for it (once per
+# key, saying so), and a test about the background build sets HARNESS_BUILD itself
+os.environ.setdefault("HARNESS_BUILD", "wait")
 
 
 @pytest.fixture(scope="session")

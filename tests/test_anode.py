@@ -264,10 +264,12 @@ def test_peer_adapters_refuse_in_one_line(name, fragment):
 
 
 def test_julia_native_route_refuses_time_dependent_fields():
-    from harness.julia.engines import _native_dynamics
+    # refused before Julia starts (the native Julia MLP has no t input), so this runs without Julia
+    from harness.julia.guards import check_model_for_route
 
     with pytest.raises(HarnessInputError, match="time-dependent"):
-        _native_dynamics(None, MLP((2, 3, 2), time_dependent=True), 2)
+        check_model_for_route(MLP((2, 3, 2), time_dependent=True), "native", stiff=False, engine="GaussAdjoint")
+    check_model_for_route(MLP((2, 3, 2)), "native", stiff=False, engine="GaussAdjoint")  # autonomous: taken
 
 
 def test_quadrature_adjoint_uses_each_nodes_time():

@@ -41,7 +41,7 @@ def test_reproduce_short_run_writes_complete_report(tmp_path):
     [
         (["reproduce", "--rtol", "-1"], "expected a finite number > 0"),
         (["reproduce", "--solver", "RK99", "--steps", "0"], "unknown solver 'RK99'"),
-        (["reproduce", "--method", "Magic", "--steps", "0"], "unknown engine 'Magic'"),
+        (["reproduce", "--engine", "Magic", "--steps", "0"], "unknown engine 'Magic'"),
         (["reproduce", "--problem-file", "/nonexistent.npz", "--steps", "0"], "does not exist"),
         (["reproduce", "--out", "/proc/not-writable", "--steps", "0"], "not writable"),
     ],
@@ -170,3 +170,13 @@ def test_bench_json_runs(capsys):
     assert names[0].startswith("baseline") and "InterpolatingAdjoint" in names
     for row in report["rows"]:
         assert row["median_ms"] > 0 and row["peak_memory_mb"] > 0
+
+
+def test_method_is_a_deprecated_alias_of_engine(capsys):
+    """`reproduce --method X` (the older spelling) still selects the engine X, and says it is deprecated."""
+    from harness.cli import build_parser
+
+    args = build_parser().parse_args(["reproduce", "--method", "QuadratureAdjoint"])
+    assert args.engine == "QuadratureAdjoint" and not hasattr(args, "method")
+    assert capsys.readouterr().err.strip() == "harness: --method is deprecated; use --engine"
+    assert build_parser().parse_args(["reproduce"]).engine == "BacksolveAdjoint"

@@ -128,3 +128,29 @@ def test_step_times_and_a_ranking_only_beyond_the_spread():
     slow = {"engine": "C", "step_seconds_median": 0.020, "step_seconds_min": 0.018, "step_seconds_max": 0.025}
     assert speed_ranking([close, fast]).startswith("No engine is fastest per step")
     assert speed_ranking([slow, fast]).startswith("Fastest per step: A")
+
+
+@pytest.mark.parametrize("claim, message", [
+    # a misspelled metric, status, pair_by or engine used to match no row and hold vacuously
+    ('every = { engine = "QuadratureAdjoint" }\nmetric = "dtheta.relative_eror"\nat_most = 1',
+     r"metric = 'dtheta.relative_eror': no such field in the gradient rows \(did you mean 'dtheta.relative_error'\?\)"),
+    ('none = { engine = "QuadratureAdjoint" }\nstatus = "okk"', r"unknown status 'okk'; a status is one of"),
+    ('ratio = "n_rhs"\nnumerator = { solver = "DP5" }\ndenominator = { solver = "DP5" }\n'
+     'pair_by = ["engnie"]\nat_least = 1',
+     r"pair_by\[0\] = 'engnie': no such field"),
+    ('every = { engine = "QuadratureAdjiont" }\nstatus = "ok"',
+     r"every.engine = 'QuadratureAdjiont': not a value of this experiment's rows; "
+     r"expected one of \['QuadratureAdjoint'\]"),
+    ('every = { rtol = { at_most = 1e-9 } }\nstatus = "ok"', r"matches none of this experiment's values \[1e-06\]"),
+    ('every = { kind = "training" }\nstatus = "ok"',
+     r"kind = 'training': this experiment's rows are of kinds \['gradient'\]"),
+    ('every = { engine = "QuadratureAdjoint" }\nstatus = "ok"\ncovers = ["tolerance"]', r"covers\[0\] = 'tolerance'"),
+])
+def test_a_misspelled_name_is_refused_when_the_file_is_read(tmp_path, claim, message, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY + f'[[claims]]\nsays = "x"\n{claim}\n')
+    with pytest.raises(HarnessInputError, match=message):
+        load_experiment(path)
+    assert main(["compare", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

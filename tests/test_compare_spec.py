@@ -79,3 +79,36 @@ def test_not_toml_and_missing_file(tmp_path):
         load_experiment(write(tmp_path, "[grid\n"))
     with pytest.raises(HarnessInputError, match="does not exist"):
         load_experiment(tmp_path / "absent.toml")
+
+
+def test_grid_exclude_leaves_out_named_combinations_and_refuses_unknown_names():
+    """[grid] exclude removes exactly the named engine x solver cells (every tolerance and seed), and
+    a name that is not in the grid, or a missing reason, is refused in one line."""
+    import tomllib
+
+    from harness.compare._gradient import GradientKind
+    from harness.compare.spec import parse_experiment
+
+    text = """
+[problem]
+name = "seed"
+batch = 4
+[grid]
+engines = ["BacksolveAdjoint", "QuadratureAdjoint"]
+solvers = ["DP5", "BS3"]
+tolerances = [1e-4, 1e-6]
+EXCLUDE
+"""
+    full = parse_experiment(tomllib.loads(text.replace("EXCLUDE", "")))
+    cut = parse_experiment(tomllib.loads(text.replace(
+        "EXCLUDE", 'exclude = [{ engine = "QuadratureAdjoint", solver = "BS3", why = "a test" }]')))
+    kind = GradientKind()
+    grid_cells = lambda e: {(c.engine.label, c.solver, c.rtol) for c in kind.cells(e, e.grid) if c.role == "grid"}  # noqa: E731
+    left_out = {("QuadratureAdjoint", "BS3", 1e-4), ("QuadratureAdjoint", "BS3", 1e-6)}
+    assert grid_cells(full) - grid_cells(cut) == left_out
+    assert len(grid_cells(cut)) == len(grid_cells(full)) - 2
+    for bad, words in (('{ engine = "GaussAdjoint", solver = "BS3", why = "x" }', "not in the grid"),
+                       ('{ engine = "QuadratureAdjoint", solver = "BS3" }', "missing key"),
+                       ('{ engine = "QuadratureAdjoint", solver = "BS3", why = " " }', "saying why")):
+        with pytest.raises(HarnessInputError, match=words):
+            parse_experiment(tomllib.loads(text.replace("EXCLUDE", f"exclude = [{bad}]")))

@@ -29,7 +29,7 @@ pytest.importorskip("numba", reason="the compiled path needs numba")
 
 import harness._compiled as compiled
 from harness._compiled._activations import tanh_array
-from harness._compiled._stage_vjps import CompiledStageVJPs
+from harness._compiled._compiled_stage_vjps import CompiledStageVJPs
 from harness._stage_vjps import StageVJPs
 from harness.model import MLP
 from harness.problems import (
@@ -97,7 +97,7 @@ def test_stage_kernel_matches_stage_vjps(widths, activation, decay, batch):
     theta = model.init(rng)
     n_slots = 3
     ref = StageVJPs(model, theta, batch, n_slots, cotangent_sign=-1.0)
-    fast = CompiledStageVJPs(model, theta, batch, n_slots, cotangent_sign=-1.0)
+    fast = CompiledStageVJPs(model, theta, batch, n_slots, cotangent_sign=-1.0, stage=compiled.kernels().mlp_stage)
     xs = [rng.uniform(-5, 5, (widths[0], batch)) for _ in range(n_slots)]
     as_ = [rng.normal(size=(widths[0], batch)) for _ in range(n_slots)]
     results = []
@@ -124,7 +124,7 @@ def test_stage_kernel_matches_model_vjp():
     theta = model.init(rng)
     z, a = rng.uniform(-3, 3, (40, 2)), rng.normal(size=(40, 2))
     f, a_z, a_theta = model.vjp(0.0, z, theta, a)
-    tape = CompiledStageVJPs(model, theta, 40, 1)
+    tape = CompiledStageVJPs(model, theta, 40, 1, stage=compiled.kernels().mlp_stage)
     out_f, out_az = np.empty((2, 40)), np.empty((2, 40))
     tape.vjp(0, np.ascontiguousarray(z.T), np.ascontiguousarray(a.T), out_f, out_az)
     assert rel(out_f.T, f) <= 1e-14 and rel(out_az.T, a_z) <= 1e-14

@@ -36,7 +36,8 @@ from harness.sensitivity import (
     RecursiveCheckpointAdjoint,
     gradient,
 )
-from harness.solvers import _step_budget, _step_control
+from harness._compiled import _reverse_sweep as sweep_module
+from harness.solvers import _step_rules
 
 AGREEMENT = 1e-12  # relative; see the module docstring
 STIFF_AGREEMENT = 1e-9  # 1e-12 x max Λ; see the module docstring
@@ -243,14 +244,17 @@ def test_automatic_mode_uses_the_loop_at_every_size_and_refuses_kernelless_model
     assert "identity" in compiled.status(identity.model, identity.batch_size)
 
 
-def test_the_loop_uses_the_numpy_controller_and_budget_constants():
-    assert (loop.SAFETY, loop.MIN_FACTOR, loop.MAX_FACTOR, loop.NONFINITE_ERROR_NORM) == (
-        _step_control.SAFETY, _step_control.MIN_FACTOR, _step_control.MAX_FACTOR,
-        _step_control.NONFINITE_ERROR_NORM)
-    assert (loop.MIN_STEPS, loop.MAX_STEPS, loop.STEPS_PER_NATURAL_STEP, loop.FIRST_CHECK, loop.EARLY_MARGIN,
-            loop.PATIENT_STEPS) == (
-        _step_budget.MIN_STEPS, _step_budget.MAX_STEPS, _step_budget.STEPS_PER_NATURAL_STEP,
-        _step_budget.FIRST_CHECK, _step_budget.EARLY_MARGIN, _step_budget.PATIENT_STEPS)
+def test_the_loop_compiles_the_numpy_step_rules_and_holds_no_copy():
+    """The compiled loop calls the very functions the numpy loop calls (`solvers._step_rules`), and
+    neither kernel module defines a constant of theirs: a change to a rule is made in one file."""
+    for rule in _step_rules.RULES:
+        users = [m for m in (loop, sweep_module) if getattr(m, rule.__name__, None) is not None]
+        assert all(getattr(m, rule.__name__) is rule for m in users), rule.__name__
+    assert loop.factor_after_accept is _step_rules.factor_after_accept
+    assert sweep_module.first_part is _step_rules.first_part
+    constants = [name for name, value in vars(_step_rules).items() if name.isupper() and isinstance(value, float | int)]
+    for module in (loop, sweep_module):
+        assert not [name for name in constants if name in vars(module)], module.__name__
 
 
 def test_doctor_prints_the_compiled_path():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import harness._compiled as compiled
-from harness._forward import SolveOptions
+from harness import SolveOptions
 from harness._memory import peak_memory
 from harness.errors import HarnessInputError, RefusedError
 from harness.problems import make_problem, multi_time_problem, seed_problem

@@ -214,3 +214,28 @@ def test_an_engine_with_required_arguments_is_not_named():
         unregister_engine(NeedsStep)
     with pytest.raises(HarnessInputError, match="cannot be built with no arguments"):
         register_engine(NeedsStep, name="NeedsStep")
+
+
+def test_one_resolver_for_every_kind_of_name():
+    """`resolve_engine` is what the API, the CLI, compare and harness.testing use: harness names (with an
+    optional "harness:" prefix) with their backward settings and options, and "backend:Name" for the
+    optional backends, refused in one line when the backend or the name is unknown."""
+    assert resolve_engine("harness:QuadratureAdjoint") == QuadratureAdjoint()
+    engine = resolve_engine("QuadratureAdjoint", solver="BS3", rtol=1e-5, options={"quadrature_nodes": 5})
+    assert engine == QuadratureAdjoint(solver="BS3", rtol=1e-5, quadrature_nodes=5)
+    # a reference has no backward settings: the forward ones reach it through `gradient`
+    assert resolve_engine("FiniteDifferences", solver="BS3") == harness.FiniteDifferences()
+    with pytest.raises(HarnessInputError, match="unknown backend 'nope'"):
+        resolve_engine("nope:X")
+    with pytest.raises(HarnessInputError, match="unknown engine 'torchdiffeq:nope'"):
+        resolve_engine("torchdiffeq:nope")
+    with pytest.raises(HarnessInputError, match="unknown engine 'Magic'.*julia:<Name>"):
+        resolve_engine("Magic")
+
+
+def test_the_public_api_covers_every_engine_and_what_a_new_adjoint_is_built_from():
+    for name in ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint", "GaussAdjoint",
+                 "RecursiveCheckpointAdjoint", "ForwardSensitivity", "FiniteDifferences"):
+        assert name in harness.__all__ and getattr(harness, name) is ENGINES[name]
+    for name in ("SolveOptions", "AdjointSystem", "adjoint_gradient", "register_engine", "resolve_engine"):
+        assert name in harness.__all__ and getattr(harness, name) is not None

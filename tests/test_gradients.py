@@ -59,7 +59,7 @@ import pytest
 from harness.errors import HarnessInputError, UnstableBacksolveError
 from harness._forward import SolveOptions, solve_forward
 from harness.model import MLP
-from harness.compare._metrics import parameter_names
+from harness._metrics import parameter_names
 from harness.problems import (
     build_problem,
     deep_problem,
@@ -79,7 +79,8 @@ from harness.sensitivity import (
     RecursiveCheckpointAdjoint,
     gradient,
 )
-from harness.sensitivity._backward import BACKWARD_FIRST_STEP_FRACTION, first_backward_step
+from harness.sensitivity._backward import first_backward_step
+from harness.solvers._step_rules import BACKWARD_FIRST_STEP_FRACTION
 from harness.solvers import SOLVERS, integrate
 from harness.testing import assert_gradients_agree
 from harness._state_layout import forward_rhs

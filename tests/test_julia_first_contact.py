@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.sensitivity._registry import register_engine, unregister_engine
+from harness.sensitivity import register_engine, unregister_engine
 
 from harness.errors import (
     BackendError,
@@ -25,7 +25,7 @@ from harness.errors import (
     SolverError,
     UnstableBacksolveError,
 )
-from harness._forward import SolveOptions
+from harness import SolveOptions
 from harness.gradcheck import check_case, run_gradcheck
 from harness.julia import JuliaAdjoint, JuliaForwardSensitivity, environment, julia_engines, julia_status
 from harness.julia.guards import (

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessInputError, SolverError
-from harness._forward import SolveOptions
+from harness import SolveOptions
 from harness.julia import JuliaAdjoint, JuliaForwardSensitivity, doctor_report, julia_engines, julia_status
 from harness.julia import environment, install, layout, names, results
 from harness.julia.callbacks import PythonDynamics

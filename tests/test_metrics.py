@@ -15,7 +15,7 @@ import pytest
 
 import harness.gradcheck as gradcheck
 import harness.testing as testing
-from harness.compare._metrics import compare_vectors, cosine_similarity, parameter_names, relative_error, worst_entry
+from harness._metrics import compare_vectors, cosine_similarity, parameter_names, relative_error, worst_entry
 from harness.problems import seed_problem
 from harness.sensitivity import ForwardSensitivity, QuadratureAdjoint, gradient
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.compare import load_experiment
+from harness.compare._claims import ClaimResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ("tutorial", "stiff", "stiff_peers", "long_horizon", "tolerance_sweep", "otd_vs_dto", "anode", "anode_annuli")
@@ -29,4 +30,10 @@ def test_each_shipped_report_checks_the_claims_its_experiment_declares_and_all_h
     assert not failed, failed
     report = (ROOT / "reports" / "compare" / name / "report.md").read_text(encoding="utf-8")
     for claim in results["claims"]:
-        assert f"✓ {claim['says']} ({claim['evidence']})" in report
+        assert ClaimResult(**claim).line() in report
+    # none loose: every bound within 10x of what was observed (see `_claims.LOOSE`)
+    assert not [c["says"] for c in results["claims"] if c["loose"]]
+    # the report is of the code that wrote it: no cell resumed from another commit
+    assert results["timing"]["from_other_commits"] == []
+    assert all(c["computed"]["commit"] == results["provenance"]["git_commit"]
+               for c in results["cells"] if c["status"] != "unavailable")

@@ -20,7 +20,7 @@ from numba import njit
 
 from harness._compiled._borrowed import reshaped
 from harness._compiled._unit_stage import unit_stage, unit_theta_products
-from harness._compiled._whole_gradient import network_arguments
+from harness._compiled._arguments import network_arguments
 from harness._stage_vjps import _augmented_layout
 from harness.model import MLP
 

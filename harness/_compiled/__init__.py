@@ -17,24 +17,33 @@ The whole adaptive loop of a gradient is compiled too (`_adaptive_loop.py`): the
 forward solve over the observation times and the backward solve of BacksolveAdjoint,
 InterpolatingAdjoint, QuadratureAdjoint or GaussAdjoint (the last two: a alone, with their
 Gauss-Legendre sums on every accepted step), with DP5, BS3 or any `ExplicitRungeKutta`, taking the
-numpy loop's steps, at every batch size (wide products go to BLAS). `harness.sensitivity._backward.
-adjoint_gradient` asks `adjoint_gradient` below first; it returns None (and the numpy driver runs)
-outside its scope: implicit solvers and scipy's (DP8), checkpointing, the references, models other
-than the plain MLP, activations without a kernel. RecursiveCheckpointAdjoint (discretise-then-optimise)
-has its compiled path too (`discrete_gradient`, `_reverse_sweep.py`): the same forward pass keeping
-each step's size, then the reverse sweep through those steps, stored or binomially checkpointed
-(`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy), within the same model scope.
+numpy loop's steps, at every batch size (wide products go to BLAS). RecursiveCheckpointAdjoint
+(discretise-then-optimise) has its compiled path too (`_reverse_sweep.py`): the same forward pass
+keeping each step's size, then the reverse sweep through those steps, stored or binomially
+checkpointed (`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy). The step rules (initial step,
+controller, budget, revolve schedule) are not copied here: the loop compiles the numpy loop's own
+(`harness.solvers._step_rules`, through `_rules.py`).
+
+This package sits below the engines: its kernels and their drivers (`_solves.py`) take arrays and
+return arrays, and it imports nothing from `sensitivity`, `problems` or `compare`
+(tests/test_import_graph.py). The engines' glue, `harness.sensitivity._compiled_loop`, asks
+`loop_enabled(model)`, checks the rest of the scope (explicit Runge-Kutta both ways, no
+checkpointing, the plain MLP) and calls the solves; where it does not apply the numpy driver runs.
 
 The compiled functions are built ahead of time into one extension module (`_ahead_of_time.py`),
-cached on disk and loaded without numba: the first process builds it (a one-line note on stderr says
-so), later processes import it; it is keyed on the kernel files, so editing one rebuilds it. Where
-the build fails, or with ``HARNESS_AHEAD_OF_TIME=0``, numba's just-in-time functions run, cached by
-numba (``__pycache__`` beside this package, or ``NUMBA_CACHE_DIR``). For whoever edits these files and
+cached on disk and loaded without numba. No run waits for that build: a process that finds no usable
+build starts one in the background (one per key, at the lowest priority, `_module_cache.py`) and runs
+the numpy path itself, saying so in one line; later runs use what it built. ``HARNESS_BUILD=wait``
+waits for it instead (the test suite does), ``HARNESS_BUILD=never`` never starts one. Where numba.pycc
+is missing or its build fails, or with ``HARNESS_AHEAD_OF_TIME=0``, the builder fills numba's own
+cache (``cache=True``; ``__pycache__`` beside this package, or ``NUMBA_CACHE_DIR``) and runs use
+numba's just-in-time functions from it. For whoever edits these files and
 runs the just-in-time functions: numba keys each cache entry on its own source file's timestamp only,
 and a caller's entry embeds the callees it was compiled with, so after editing any kernel file
-(`_activations.py`, `_stage_kernels.py`, `_unit_stage.py`, `_borrowed.py`, `_adaptive_loop.py`)
-delete ``__pycache__/*.nbi`` and ``*.nbc`` here, or the callers' cached functions keep running the
-old code (an installed release is not affected: installing rewrites every file).
+(`_activations.py`, `_stage_kernels.py`, `_unit_stage.py`, `_borrowed.py`, `_adaptive_loop.py`,
+`_reverse_sweep.py`, `_rules.py`, or the rules in `harness/solvers/_step_rules.py`) delete
+``__pycache__/*.nbi`` and ``*.nbc`` here, or the callers' cached functions keep running the old code
+(an installed release is not affected: installing rewrites every file).
 """
 
 from __future__ import annotations
@@ -64,25 +73,43 @@ AUTO_MAX_WIDTH = 8
 COMPILED_ACTIVATIONS = ("tanh", "sigmoid", "softplus")
 
 _OFF = ("0", "false", "no", "off")  # what the environment variables above take for "off"
+_ON = ("1", "true", "yes", "on")
+_AUTO = ("", "auto")
 
-_state = {"enabled": None, "loaded": None, "kernels": None, "loop_runs": 0}
+# kernels: the compiled functions once ready; not_ready: why this process runs numpy instead (decided
+# once per process, see `_ready`)
+_state = {"enabled": None, "loaded": None, "kernels": None, "loop_runs": 0, "not_ready": None}
+
+
+def _switch(variable: str, allowed: tuple[str, ...]) -> str:
+    """The lower-cased value of an on/off environment variable, refused in one line if not understood."""
+    value = os.environ.get(variable, "").strip().lower()
+    if value not in allowed:
+        from ..errors import HarnessInputError
+
+        raise HarnessInputError(f"{variable}={os.environ[variable]!r} is not understood: use 1 (on), 0 (off)"
+                                + (" or leave it unset (automatic)" if "auto" in allowed else ""))
+    return value
 
 
 def _mode() -> tuple[str, str]:
     """("off" | "on" | "auto", why) from `set_enabled` first, then the environment variable."""
     if _state["enabled"] is not None:
         return ("on" if _state["enabled"] else "off"), f"harness._compiled.set_enabled({_state['enabled']})"
-    value = os.environ.get(ENV_VARIABLE, "").strip().lower()
+    value = _switch(ENV_VARIABLE, _OFF + _ON + _AUTO)
     if value in _OFF:
         return "off", f"{ENV_VARIABLE}={os.environ[ENV_VARIABLE]}"
-    if value in ("1", "true", "yes", "on"):
+    if value in _ON:
         return "on", f"{ENV_VARIABLE}={os.environ[ENV_VARIABLE]}"
     return "auto", "the default"
 
 
 def available() -> bool:
-    """True if numba is installed (the fast path can run)."""
-    return importlib.util.find_spec("numba") is not None
+    """True if numba is installed (the fast path can run). Looked up once per process: every gradient
+    asks, and the lookup costs about 170 µs (0.5 s of CPU over a 1000-step `harness reproduce`)."""
+    if _state.get("numba_installed") is None:
+        _state["numba_installed"] = importlib.util.find_spec("numba") is not None
+    return _state["numba_installed"]
 
 
 def set_enabled(enabled: bool | None) -> None:
@@ -135,7 +162,7 @@ def _forced_or_refused(model=None) -> tuple[bool, str] | None:
     return None
 
 
-def _decide(model=None) -> tuple[bool, str]:
+def _decide(model=None, look_only: bool = False) -> tuple[bool, str]:
     decided = _forced_or_refused(model)
     if decided is not None:
         return decided
@@ -144,6 +171,10 @@ def _decide(model=None) -> tuple[bool, str]:
             f"hidden width {max(model.widths[1:-1])} > {AUTO_MAX_WIDTH}, where numpy's BLAS products are "
             f"faster; {ENV_VARIABLE}=1 forces the kernel"
         )
+    if not look_only:
+        ready, why = _ready()
+        if not ready:
+            return False, why
     return True, f"numba is installed; used for hidden widths <= {AUTO_MAX_WIDTH}"
 
 
@@ -152,79 +183,189 @@ def status(model=None, batch: int | None = None) -> str:
     0.68.1): whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature, Gauss and
     RecursiveCheckpoint adjoints): used at every size; stage kernels for the numpy driver (implicit
     solvers, DP8, other engines): used for hidden widths <= 8; HARNESS_COMPILED=0 selects numpy'."""
-    on, why = _decide(model)
-    loop_on, loop_why = _decide_loop(model, batch)
+    on, why = _decide(model, look_only=True)
+    loop_on, loop_why = _decide_loop(model, look_only=True)
     if not (on or loop_on):
         return f"numpy: {why}"
+    if _state["not_ready"]:
+        return f"numpy in this process: {_state['not_ready']}"
     import importlib.metadata
 
     loop = ("whole adaptive loop (explicit RK; Backsolve, Interpolating, Quadrature, Gauss and "
             f"RecursiveCheckpoint adjoints): {loop_why}")
-    return (f"compiled (numba {importlib.metadata.version('numba')}, {_kernels_origin()}): {loop}; stage kernels "
-            f"for the numpy driver (implicit solvers, DP8, other engines): {why}; {ENV_VARIABLE}=0 selects numpy")
+    ready, origin = _kernels_origin()
+    compiled_line = (f"{loop}; stage kernels for the numpy driver (implicit solvers, DP8, other engines): {why}; "
+                     f"{ENV_VARIABLE}=0 selects numpy")
+    if not ready and _mode()[0] != "on":  # forced on, a run waits for the build instead
+        return f"numpy for now ({origin}); then compiled (numba {importlib.metadata.version('numba')}): {compiled_line}"
+    return f"compiled (numba {importlib.metadata.version('numba')}, {origin}): {compiled_line}"
 
 
-def _kernels_origin() -> str:
-    """Where the compiled functions come (or will come) from, without loading them."""
+def _kernels_origin() -> tuple[bool, str]:
+    """(this process can use them now, where the compiled functions come or will come from), without
+    loading or building anything."""
     if _state.get("kernels_source"):
-        return _state["kernels_source"]
-    if not _ahead_of_time_wanted():
-        return f"numba's just-in-time functions ({AHEAD_OF_TIME_VARIABLE}=0)"
-    from ._ahead_of_time import module_path
+        return True, _state["kernels_source"]
+    from ._module_cache import build_mode, state
 
-    path = module_path()
-    if path.is_file():
-        return f"built ahead of time, loaded without numba from {path}"
-    return f"to be built ahead of time on first use (once, 1-4 minutes) into {path.parent}"
+    build_mode()  # refuses a value it does not understand
+    ready, origin = state()
+    if not _ahead_of_time_wanted():
+        origin += f" ({AHEAD_OF_TIME_VARIABLE}=0: numba's just-in-time functions from numba's cache are used)"
+    return ready, origin
 
 
 def _ahead_of_time_wanted() -> bool:
-    return os.environ.get(AHEAD_OF_TIME_VARIABLE, "").strip().lower() not in _OFF
+    return _switch(AHEAD_OF_TIME_VARIABLE, _OFF + _ON + ("",)) not in _OFF
 
 
 def _load():
     """The compiled `StageVJPs` class, with the kernels made ready (`_load_kernels`)."""
     if _state["loaded"] is None:
         _load_kernels()
-        from ._stage_vjps import CompiledStageVJPs
+        from ._compiled_stage_vjps import CompiledStageVJPs
 
         _state["loaded"] = CompiledStageVJPs
     return _state["loaded"]
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _find_kernels():
+    """(compiled functions or None, where they come from or why there are none, the cache entry or
+    None, whether a failed build is on record): without building or waiting. A damaged cached module is
+    removed here (`_module_cache.load_module`), never loaded."""
+    from ._module_cache import Entry, cache_directory, jit_ready, load_module
+
+    directory, note = cache_directory()
+    if note and not _state.get("said_directory"):
+        _state["said_directory"] = True
+        _say(f"harness: compiled-code cache: {note}")
+    if directory is None:
+        return None, f"no writable cache directory for the compiled code ({note})", None, False
+    entry = Entry(directory)
+    if _ahead_of_time_wanted():
+        module, why = load_module(entry)
+        if module is not None:
+            return module, f"built ahead of time ({entry.key})", entry, False
+    else:
+        why = f"{AHEAD_OF_TIME_VARIABLE}=0"
+    if entry.jit.exists():
+        functions, jit_why = jit_ready(entry)
+        if functions is not None:
+            return functions, f"numba's just-in-time functions from numba's cache ({jit_why or why})", entry, False
+        if entry.builder() is None:
+            entry.jit.unlink(missing_ok=True)  # its cache entries are gone: build again
+    failed = entry.read(entry.failed)
+    if failed is not None:
+        return (None, f"the compiled build failed ({failed.get('reason')}); `harness doctor --rebuild` retries",
+                entry, True)
+    return None, why, entry, False
+
+
+def _ready() -> tuple[bool, str]:
+    """(the compiled functions can run in this process without waiting for a build, why not), decided
+    once per process. Where they cannot, a build is started in the background (unless one runs, one
+    failed, or ``HARNESS_BUILD`` says otherwise) and one line on stderr says that this run uses numpy."""
+    if _state["kernels"] is not None:
+        return True, ""
+    if _state["not_ready"] is None:
+        from ._module_cache import build_mode, start_build
+
+        try:
+            if build_mode() == "wait":
+                _load_kernels()
+                return True, ""
+            kernels, why, entry, failed = _find_kernels()
+        except Exception as err:  # noqa: BLE001 (the cache cannot take a run down: numpy runs)
+            from ..errors import HarnessInputError
+
+            if isinstance(err, HarnessInputError):
+                raise
+            why = f"the compiled code cannot be loaded ({type(err).__name__}: {err})"
+            kernels, entry, failed = None, None, True
+        if kernels is not None:
+            _state["kernels"], _state["kernels_source"] = kernels, why
+            if (_ahead_of_time_wanted() and entry is not None and not entry.module.exists()
+                    and (entry.read(entry.jit) or {}).get("why") == f"{AHEAD_OF_TIME_VARIABLE}=0"
+                    and build_mode() == "background"):
+                # numba's cache was filled with the module turned off; now it is wanted: build it too
+                pid, _ = start_build(entry, background=True)
+                if pid is not None:
+                    _say(f"harness: building the compiled module in the background (process {pid}, log: "
+                         f"{entry.log}); this run uses numba's just-in-time functions")
+            return True, ""
+        if entry is None or failed:
+            reason = why
+        elif build_mode() == "never":
+            reason = "the compiled code is not built and HARNESS_BUILD=never"
+        else:
+            pid, not_started = start_build(entry, background=True)
+            running = entry.builder() if pid is None else {"pid": pid}
+            if pid is not None:
+                reason = (f"the compiled code is being built in the background (process {pid}, lowest priority, "
+                          f"log: {entry.log}); this run uses numpy, later runs the compiled code")
+            elif running is not None:
+                reason = (f"the compiled code is being built by process {running.get('pid')} (log: {entry.log}); "
+                          "this run uses numpy")
+            else:
+                reason = f"the compiled code cannot be built ({not_started})"
+        _state["not_ready"] = reason
+        _say(f"harness: {reason}")
+    return False, _state["not_ready"]
+
+
 def _load_kernels() -> None:
-    """Make the compiled functions ready: the module built ahead of time (`_ahead_of_time.py`; built
-    first, once, if it is not on disk), or where it cannot be built (or with ``HARNESS_AHEAD_OF_TIME=0``)
-    numba's just-in-time functions, compiled or loaded from numba's cache. A build or a compilation
-    says so on stderr first."""
+    """Make the compiled functions ready, waiting for a build if there is none (unlike `_ready`): the
+    module built ahead of time, or numba's just-in-time functions from numba's cache; where no build
+    can provide them, numba's just-in-time functions compiled in this process. Each wait says so on
+    stderr first."""
     if _state["kernels"] is not None:
         return
+    from ._module_cache import start_build, wait_for_builder
+
     started = time.perf_counter()
-    module, why = None, f"{AHEAD_OF_TIME_VARIABLE}=0"
-    if _ahead_of_time_wanted():
-        from ._ahead_of_time import load_or_build
-
-        def say_build():
-            print("harness: building the compiled kernels ahead of time (once, 1-4 minutes; cached on disk) ...",
-                  file=sys.stderr, flush=True)
-
-        module, why = load_or_build(say_build)
-        if module is None:
-            print(f"harness: {why}; using numba's just-in-time functions", file=sys.stderr, flush=True)
-    if module is not None:
-        _state["kernels"] = module
-    else:
+    kernels, why, entry, failed = _find_kernels()
+    if kernels is None and entry is not None and not failed:
+        wait_for_builder(entry, _say)  # a build under way (maybe another process's): wait for it
+        kernels, why, entry, failed = _find_kernels()
+        if kernels is None and not failed:
+            pid, _ = start_build(entry, background=False)
+            if pid is not None:
+                _say(f"harness: building the compiled code (once per version and machine; up to a few minutes of "
+                     f"CPU; log: {entry.log}) ...")
+            wait_for_builder(entry, _say if pid is None else (lambda line: None))  # said above if ours
+            kernels, why, entry, failed = _find_kernels()
+    if kernels is None:
         from ._warmup import just_in_time_kernels, warm_up
 
-        def say_compile():
-            print("harness: compiling the numba kernels (once, 1-4 minutes; cached on disk) ...",
-                  file=sys.stderr, flush=True)
-
+        _say(f"harness: {why}; using numba's just-in-time functions")
         _state["kernels"] = just_in_time_kernels()
-        warm_up(say_compile)
+        warm_up(lambda: _say("harness: compiling the numba kernels in this process (minutes of CPU) ..."))
         why = f"numba's just-in-time functions ({why})"
+    else:
+        _state["kernels"] = kernels
     _state["kernels_source"] = why
+    _state["not_ready"] = None
     _state["compile_seconds"] = time.perf_counter() - started
+
+
+def rebuild() -> str:
+    """Forget this code's cached build (module, records, a remembered failure), build it again in the
+    foreground (saying so) and return the new status line: ``harness doctor --rebuild``."""
+    from ._module_cache import Entry, cache_directory, forget, wait_for_builder
+
+    directory, note = cache_directory()
+    if directory is None:
+        return f"no writable cache directory for the compiled code ({note})"
+    entry = Entry(directory)
+    wait_for_builder(entry, _say)
+    forget(entry)
+    _state["kernels"] = _state["kernels_source"] = _state["not_ready"] = None
+    _load_kernels()
+    return status()
 
 
 def kernels():
@@ -241,20 +382,30 @@ def kernels_source() -> str | None:
     return _state.get("kernels_source")
 
 
-def load_seconds() -> float | None:
-    """Seconds this process spent compiling or loading the kernels (None before the first use)."""
-    return _state.get("compile_seconds")
-
-
-def _decide_loop(model=None, batch: int | None = None) -> tuple[bool, str]:
-    """(use the compiled whole loop for this model and batch, why). In the automatic mode it runs at
-    every size: with wide products handed to BLAS it was the faster path at every problem measured
-    (README: 2-3-2 from B = 1 to 50 000, 2-64-2, 2-32-32-2, 8-128-128-8), which the numpy loop with its
-    per-call overhead was not. `batch` is accepted so callers need not know that."""
+def _decide_loop(model=None, look_only: bool = False) -> tuple[bool, str]:
+    """(use the compiled whole loop for this model, why). In the automatic mode it runs at every size:
+    with wide products handed to BLAS it was the faster path at every problem measured (2-3-2 from
+    B = 1 to 50 000, 2-64-2, 2-32-32-2, 8-128-128-8), which the numpy loop with its per-call overhead
+    was not. `look_only`: decide without starting a build or loading anything (for `status`)."""
     decided = _forced_or_refused(model)
     if decided is not None:
         return decided
+    if not look_only:
+        ready, why = _ready()
+        if not ready:
+            return False, why
     return True, "used at every size"
+
+
+def loop_enabled(model) -> bool:
+    """Whether the compiled whole loop may compute a gradient for `model` now (the gradients of
+    `harness.sensitivity._compiled_loop` ask, then check the rest of their scope)."""
+    return _decide_loop(model)[0]
+
+
+def count_loop_run() -> None:
+    """Count one gradient computed by the compiled whole loop (`loop_runs`)."""
+    _state["loop_runs"] += 1
 
 
 def loop_runs() -> int:
@@ -262,43 +413,8 @@ def loop_runs() -> int:
     return _state["loop_runs"]
 
 
-def adjoint_gradient(problem, theta, forward, options, engine, adjoint):
-    """The gradient by the compiled whole loop, or None where it does not apply (the numpy driver runs).
-
-    The arguments are those of `harness.sensitivity._backward.adjoint_gradient`, with `options` the
-    backward pass's solver and tolerances.
-    """
-    if not _decide_loop(problem.model, problem.batch_size)[0]:
-        return None
-    from ._whole_gradient import whole_loop_applies, whole_loop_gradient
-
-    if not whole_loop_applies(problem, forward, options, engine, adjoint):
-        return None
-    result = whole_loop_gradient(problem, theta, forward, options, engine, adjoint)
-    if result is not None:
-        _state["loop_runs"] += 1
-    return result
-
-
-def discrete_gradient(problem, theta, forward, engine):
-    """RecursiveCheckpointAdjoint's gradient by the compiled forward loop and reverse sweep, or None where
-    they do not apply (the numpy engine runs). The arguments are those of
-    `harness.sensitivity._discrete.recursive_checkpoint_gradient`: `forward` the forward pass's settings,
-    `engine` the RecursiveCheckpointAdjoint (its `checkpoints`)."""
-    if not _decide_loop(problem.model, problem.batch_size)[0]:
-        return None
-    from ._discrete_gradient import discrete_loop_applies, discrete_loop_gradient
-
-    if not discrete_loop_applies(problem, forward):
-        return None
-    result = discrete_loop_gradient(problem, theta, forward, engine)
-    if result is not None:
-        _state["loop_runs"] += 1
-    return result
-
-
 def stage_vjps(model, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0) -> StageVJPs:
     """A `StageVJPs` for these arguments: the compiled one when the fast path is on, else the numpy one."""
     if enabled(model):
-        return _load()(model, theta, batch, n_slots, cotangent_sign)
+        return _load()(model, theta, batch, n_slots, cotangent_sign, stage=kernels().mlp_stage)
     return StageVJPs(model, theta, batch, n_slots, cotangent_sign)

@@ -7,8 +7,9 @@ This is the numpy loop of `harness.solvers._explicit_rk` (`rk_step`, `StepSizeCo
 `harness.sensitivity._backward.adjoint_gradient`, written out statement for statement so that it takes
 THE SAME STEPS: the same stage combinations (h aᵢⱼ formed first, then multiplied by Kⱼ), the same error
 norm (RMS over the state and, for an adjoint, the ∂L/∂θ tail, scaled by atol + rtol max(|y|, |y_new|)),
-the same controller (safety 0.9, factors within [0.2, 10], no growth after a rejection), the same
-clipping at each piece's end and the same step carried from one piece to the next. Only the order of a
+the same step rules, which are not copied here but compiled from `harness.solvers._step_rules` (the
+initial step, the controller, the budget, the clipped next step; see `_rules.py`), the same step carried
+from one piece to the next. Only the order of a
 few sums differs, so results agree with the numpy path to rounding (tests/test_compiled_loop.py).
 
 Each stage is the fused MLP kernel `mlp_stage`; an adjoint stage's (∂f/∂θ)ᵀ(-a) is formed right after it
@@ -40,13 +41,11 @@ from numba import njit
 from ._activations import FASTMATH, sigmoid, softplus, tanh
 from ._arguments import ALONE, BACKSOLVE, FAILED, FORWARD, INTERPOLATING, NEED_ROOM, OK  # noqa: F401 (the loop's numbers)
 from ._borrowed import borrowed, borrowed_four, borrowed_network, borrowed_seven, borrowed_tableau, reshaped
+from ._rules import (budget_exceeded, default_max_steps, error_exponent, factor_after_accept, factor_after_reject,
+                     first_check, first_step_guess, initial_step_size, next_check, next_step, projected_steps,
+                     step_underflows)
 from ._stage_kernels import mlp_stage
 from ._unit_stage import unit_stage, unit_theta_products
-
-# harness.solvers._step_control and _step_budget, as numbers (a test keeps them equal)
-SAFETY, MIN_FACTOR, MAX_FACTOR, NONFINITE_ERROR_NORM = 0.9, 0.2, 10.0, 1e10
-MIN_STEPS, MAX_STEPS, STEPS_PER_NATURAL_STEP = 10_000, 1_000_000, 100
-FIRST_CHECK, EARLY_MARGIN, PATIENT_STEPS = 100, 1e4, 5_000
 
 _OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
 
@@ -298,32 +297,29 @@ def _combine(start, h, weights, count, K, out, from_zero):
 
 
 @njit(**_OPTIONS)
-def _rms(x, scale):
+def _rms(x):
+    """The root mean square of x (the numpy loop's `_rms`, summed in index order)."""
     total = 0.0
     for i in range(x.shape[0]):
-        total += (x[i] / scale[i]) ** 2
+        total += x[i] ** 2
     return math.sqrt(total / x.shape[0])
 
 
 @njit(**_OPTIONS)
 def _initial_step(net, shape, t0, y0, f0, direction, error_order, rtol, atol, y1, f1):
-    """`harness.solvers._explicit_rk.initial_step` (forward solves)."""
+    """`harness.solvers._explicit_rk.initial_step` (forward solves): its arrays here, its rules shared."""
     scale = atol + np.abs(y0) * rtol
-    d0, d1 = _rms(y0 / scale, np.ones_like(y0)), _rms(f0 / scale, np.ones_like(y0))
-    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
+    h0 = first_step_guess(d0, d1)
     y1[:] = y0 + h0 * direction * f0
     _value(net, y1.reshape(shape)[0], f1.reshape(shape)[0])
-    d2 = _rms((f1 - f0) / scale, np.ones_like(y0)) / h0
-    if d1 <= 1e-15 and d2 <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / (error_order + 1))
-    return min(100 * h0, h1)
+    d2 = _rms((f1 - f0) / scale) / h0
+    return initial_step_size(h0, d1, d2, error_order)
 
 
 @njit(**_OPTIONS)
-def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, dense, store, n_stored, keep,
-                 nodes):
+def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, dense, store, n_stored, keep,
+               nodes):
     """Integrate one piece from t0 to t1 (`run_steps` with its stepper's `start`), u and q in place.
 
     u is the flat state (n_blocks N B,) of `shape` (n_blocks, N, B); q the ∂L/∂θ tail (empty forward).
@@ -342,7 +338,7 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
     n_q = q.shape[0]
     d_t, d_h, d_y, d_q = store
     degree = d_q.shape[1]  # the store's: 0 for a store of step sizes only (`step_store`)
-    exponent = -1.0 / (error_order + 1)
+    exponent = error_exponent(error_order)
     direction = 1.0 if t1 >= t0 else -1.0
     t = t0
     _stage(mode, net, shape, t, u, K[0], products[0], dense, zbuf)
@@ -353,12 +349,8 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
         h_abs = _initial_step(net, shape, t0, u, K[0], direction, error_order, rtol, atol, u_stage, scratch)
         n_rhs = 2
     # StepBudget with the default max_steps
-    span = abs(t1 - t0)
-    if h_abs > 0 and math.isfinite(span / h_abs):
-        max_steps = int(min(MAX_STEPS, max(MIN_STEPS, STEPS_PER_NATURAL_STEP * span / h_abs)))
-    else:
-        max_steps = MAX_STEPS
-    next_check = min(FIRST_CHECK, max_steps)
+    max_steps = default_max_steps(abs(t1 - t0), h_abs)
+    check_at = first_check(max_steps)
     n_accepted = n_rejected = 0
     after_rejection = False
     # ALONE: ∂L/∂θ is no part of the ODE, so neither of its error norm (the numpy `PlainStepper` of a)
@@ -366,23 +358,13 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
     n_total = size + n_tail
     while direction * (t1 - t) > 0:
         n_steps = n_accepted + n_rejected
-        if n_steps >= next_check:
-            remaining, done = abs(t1 - t), abs(t - t0)
-            at_current_step = remaining / h_abs if h_abs > 0 else math.inf
-            at_average_rate = n_steps * remaining / done if done > 0 else math.inf
-            projected = n_steps + min(at_current_step, at_average_rate)
-            margin = EARLY_MARGIN if n_steps < PATIENT_STEPS else 1.0
-            if n_steps >= max_steps or projected > margin * max_steps:
+        if n_steps >= check_at:
+            if budget_exceeded(n_steps, projected_steps(n_steps, t, h_abs, t0, t1), max_steps):
                 return FAILED, h_abs, n_rhs, n_accepted, n_rejected, n_stored
-            next_check = min(2 * n_steps, max_steps)
-        if h_abs < 10 * abs(np.nextafter(t, direction * math.inf) - t):
+            check_at = next_check(n_steps, max_steps)
+        if step_underflows(t, h_abs, direction):
             return FAILED, h_abs, n_rhs, n_accepted, n_rejected, n_stored
-        h = h_abs * direction
-        t_new = t + h
-        if direction * (t_new - t1) > 0:
-            t_new = t1
-            h = t1 - t
-            h_abs = abs(h)
+        h, t_new, h_abs = next_step(t, h_abs, direction, t1)
         # rk_step: the stages, the solution, the last (first-same-as-last) stage, the error estimate
         # one `_stage` call site for stages 1 .. s (it is inlined: each site is a copy of every mode's code)
         for i in range(1, s + 1):
@@ -410,12 +392,7 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
             total += err * err
         error_norm = math.sqrt(total / n_total)
         if error_norm < 1.0:
-            if error_norm == 0:
-                factor = MAX_FACTOR
-            else:
-                factor = min(MAX_FACTOR, SAFETY * error_norm**exponent)
-            if after_rejection:
-                factor = min(1.0, factor)
+            factor = factor_after_accept(error_norm, exponent, after_rejection)
             after_rejection = False
             if keep:
                 if n_stored == d_t.shape[0]:
@@ -437,8 +414,7 @@ def _solve_piece(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work,
             n_accepted += 1
             h_abs *= factor
         else:
-            norm = error_norm if math.isfinite(error_norm) else NONFINITE_ERROR_NORM
-            h_abs *= max(MIN_FACTOR, SAFETY * norm**exponent)
+            h_abs *= factor_after_reject(error_norm, exponent)
             n_rejected += 1
             after_rejection = True
     n_rhs += s * (n_accepted + n_rejected)
@@ -484,7 +460,7 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     n_rhs = n_accepted = n_rejected = 0
     status = np.int64(OK)  # typed as the pieces return it (a bare constant types as a literal)
     for k in range(n_times):
-        status, h, rhs_k, acc_k, rej_k, n_stored = _solve_piece(
+        status, h, rhs_k, acc_k, rej_k, n_stored = _piece_loop(
             FORWARD, net, tab, shape, u, q, t_prev, times[k], h, rtol, atol, work, no_dense, store, n_stored,
             keep_dense, no_nodes,
         )
@@ -546,7 +522,7 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
             u[a0 + d] += dL_k[d]
         t_start = t0 if k == 0 else times[k - 1]
         dense = (piece_first[k], piece_first[k + 1] - piece_first[k], d_t, d_h, d_y, d_q)
-        status, h, rhs_k, acc_k, rej_k, _ = _solve_piece(
+        status, h, rhs_k, acc_k, rej_k, _ = _piece_loop(
             mode, net, tab, shape, u, q, times[k], t_start, h, rtol, atol, work, dense, store, 0, False, nodes,
         )
         n_rhs += rhs_k

@@ -12,35 +12,36 @@ It is the same Python source compiled by the same numba for this CPU, so it take
 gives the same numbers as the just-in-time functions (tests/test_compiled_loop.py runs whichever is
 loaded against the numpy reference; tests/test_ahead_of_time.py compares the two).
 
-The build runs once, in a child process (``python -m harness._compiled._ahead_of_time DIRECTORY``),
-about half a minute: numba compiles the code, then the C compiler builds numba's small C runtime into
-the module. It needs what any C extension needs, a C compiler and Python's headers; where the build
-fails, `load_or_build` says why and the caller falls back to numba's just-in-time functions.
+The build runs once per key, in a builder process that `_module_cache.py` starts (in the background
+by default: no run waits for it), and takes minutes of CPU: numba compiles the code, then the C
+compiler builds numba's small C runtime into the module. It needs what any C extension needs, a C
+compiler and Python's headers, and ``numba.pycc`` itself, which numba has marked pending deprecation;
+where any of those is missing the builder fills numba's own cache (``cache=True``) instead and later
+runs use numba's just-in-time functions from there (`_module_cache.py`).
 
 The cache entry is keyed on the kernels' source files, numba's and numpy's versions, the Python
-version and the CPU (its model and feature flags: the module is compiled for this CPU's instructions, like numba's
-own cache), so an edit, an upgrade or another machine sharing the directory builds its own.
+version, the CPU (its model and feature flags: the module is compiled for this CPU's instructions, like
+numba's own cache) and the target numba is told to use (``NUMBA_CPU_NAME``, ``NUMBA_CPU_FEATURES``,
+which the module follows as numba's just-in-time compiler does), so an edit, an upgrade, another
+machine or another target sharing the directory builds its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 MODULE_NAME = "harness_compiled_loop"
 EXPORTED = ("forward_pass", "backward_pass", "reverse_sweep", "mlp_stage")
 HERE = Path(__file__).resolve().parent
-FAILURE = "harness: build failed: "  # how the child reports why, in one line
+# the step rules the kernels compile from the solvers' package (`_rules.py`): part of the cache key
+STEP_RULES = HERE.parent / "solvers" / "_step_rules.py"
 
 
 def _cpu_identity() -> str:
@@ -67,126 +68,19 @@ def build_key() -> str:
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     # numpy too: the module's C runtime is compiled against numpy's headers
     versions = (importlib.metadata.version("numba"), importlib.metadata.version("numpy"), sys.version)
-    for part in (*versions, _cpu_identity()):
+    target = (os.environ.get("NUMBA_CPU_NAME", ""), os.environ.get("NUMBA_CPU_FEATURES", ""))
+    for part in (*versions, _cpu_identity(), *target):
         digest.update(part.encode())
     return digest.hexdigest()[:20]
 
 
-DIRECTORY_VARIABLE = "HARNESS_AHEAD_OF_TIME_DIR"
-
-
 def _key_sources() -> list[Path]:
     """The files the module is made of: every kernel file (one that imports numba), the argument builders
-    (they decide the signatures) and this file (the build), found by reading the package, so a new
-    kernel file counts without a list to keep."""
+    (they decide the signatures), this file (the build) and the step rules the kernels compile
+    (`harness/solvers/_step_rules.py`), found by reading the package, so a new kernel file counts
+    without a list to keep."""
     kernels = [p for p in sorted(HERE.glob("*.py")) if re.search(r"^(from|import) numba\b", p.read_text(), re.M)]
-    return [*kernels, HERE / "_arguments.py", HERE / "_ahead_of_time.py"]
-
-
-def cache_directory() -> Path:
-    """Where built modules live: ``HARNESS_AHEAD_OF_TIME_DIR`` if set, else beside numba's own cache
-    (``NUMBA_CACHE_DIR`` if set), else this package's ``__pycache__`` if writable, else the user's cache
-    directory."""
-    if os.environ.get(DIRECTORY_VARIABLE):
-        return Path(os.environ[DIRECTORY_VARIABLE])
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return Path(os.environ["NUMBA_CACHE_DIR"]) / "harness-ahead-of-time"
-    beside = HERE / "__pycache__"
-    try:
-        beside.mkdir(exist_ok=True)
-        if os.access(beside, os.W_OK):
-            return beside / "ahead-of-time"
-    except OSError:
-        pass
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "harness" / "ahead-of-time"
-
-
-def module_path(key: str | None = None) -> Path:
-    """The built module's file for `key` (default: this code on this machine)."""
-    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    return cache_directory() / (key or build_key()) / (MODULE_NAME + suffix)
-
-
-def load(path: Path | None = None):
-    """The built module, imported (no numba involved), or None if it is not built or does not load
-    (then it is removed, to be built again)."""
-    path = path or module_path()
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except ImportError:  # a file this machine cannot load (it should not happen: the key names the build)
-        path.unlink(missing_ok=True)
-        return None
-    if not all(hasattr(module, name) for name in EXPORTED):
-        return None
-    return module
-
-
-def load_or_build(on_build) -> tuple[object | None, str]:
-    """(the built module or None, why): load it, or build it first (calling `on_build()` before), one
-    process at a time (a lock file), in a child process. None with the reason where the build failed."""
-    path = module_path()
-    built = f"built ahead of time ({path.parent.name})"
-    module = load(path)
-    if module is not None:
-        return module, built
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.parent / "build.lock"):
-        module = load(path)  # another process may have built it while this one waited
-        if module is None:
-            on_build()
-            failure = _build_in_child(path)
-            if failure is not None:
-                return None, f"the ahead-of-time build failed ({failure})"
-            module = load(path)
-    return module, built
-
-
-class _locked:
-    """An exclusive lock on `path` for a `with` block (fcntl where there is one; elsewhere none: the
-    module is moved into place in one rename, so two builds at once only waste time)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        self.file = open(self.path, "a")
-        try:
-            import fcntl
-        except ImportError:
-            return self
-        fcntl.flock(self.file, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()  # closing releases the lock
-        return False
-
-
-def _build_in_child(path: Path) -> str | None:
-    """Build the module into `path` in a child process; None on success, else the child's last line."""
-    package_root = str(HERE.parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    scratch = Path(tempfile.mkdtemp(prefix="build-", dir=path.parent))
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "harness._compiled._ahead_of_time", str(scratch)],
-            env=env, capture_output=True, text=True,
-        )
-        built = scratch / path.name
-        if done.returncode != 0 or not built.is_file():
-            lines = (done.stderr or done.stdout or "").strip().splitlines()
-            said = [line[len(FAILURE):] for line in lines if line.startswith(FAILURE)]
-            return (said or lines or [f"exit status {done.returncode}"])[-1]
-        os.replace(built, path)  # one rename: a reader sees no module or the whole of it
-        return None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    return [*kernels, HERE / "_arguments.py", HERE / "_ahead_of_time.py", STEP_RULES]
 
 
 def example_arguments() -> dict[str, tuple]:
@@ -224,8 +118,8 @@ def example_arguments() -> dict[str, tuple]:
     }
 
 
-def _compile(directory: str) -> None:
-    """Compile the module into `directory` (the child process's work; imports numba)."""
+def compile_module(directory: str) -> None:
+    """Compile the module into `directory` (the builder's work, `_module_cache.build`; imports numba)."""
     import warnings
 
     import llvmlite.binding as llvm
@@ -236,37 +130,28 @@ def _compile(directory: str) -> None:
         warnings.simplefilter("ignore")  # numba.pycc's pending-deprecation notice
         from numba.pycc import CC
 
-    from . import _adaptive_loop, _reverse_sweep, _stage_kernels
+    # the functions wherever the kernel files put them (`_warmup.just_in_time_kernels` names them)
+    from ._warmup import just_in_time_kernels
+
+    functions = vars(just_in_time_kernels())
 
     # numba's ahead-of-time code generator targets a CPU model with that model's default instruction
     # set; a virtual machine may hide some of them (AVX-512, say) behind the same model name. Target
     # the instructions this CPU reports, as numba's just-in-time generator does.
-    features = llvm.get_host_cpu_features().flatten()
+    # NUMBA_CPU_NAME / NUMBA_CPU_FEATURES choose another target, as they do for the just-in-time
+    # functions (e.g. NUMBA_CPU_NAME=znver3 NUMBA_CPU_FEATURES='' measures a CPU without AVX-512)
+    features = os.environ.get("NUMBA_CPU_FEATURES")
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
     codegen.AOTCPUCodegen._customize_tm_features = lambda self: features
 
-    cc = CC(MODULE_NAME, source_module=_adaptive_loop)
+    cc = CC(MODULE_NAME, source_module=sys.modules[functions["forward_pass"].py_func.__module__])
     cc.output_dir = directory
-    cc.target_cpu = llvm.get_host_cpu_name()
-    functions = {"forward_pass": _adaptive_loop.forward_pass, "backward_pass": _adaptive_loop.backward_pass,
-                 "reverse_sweep": _reverse_sweep.reverse_sweep, "mlp_stage": _stage_kernels.mlp_stage}
+    cc.target_cpu = os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name()
     for name, arguments in example_arguments().items():
         cc.export(name, tuple(typeof(a) for a in arguments))(functions[name].py_func)
     cc.compile()
     built = Path(directory) / cc.output_file
-    if built.name != module_path().name:
-        built.rename(Path(directory) / module_path().name)
-
-
-def _main(directory: str) -> int:
-    """The child's entry point: compile, or print why not as one line (`FAILURE`) and return 1."""
-    try:
-        _compile(directory)
-    except Exception as err:  # noqa: BLE001 (any failure means: fall back, saying why)
-        first_sentence = (str(err).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
-        print(f"{FAILURE}{type(err).__name__}: {first_sentence}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1]))
+    wanted = MODULE_NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+    if built.name != wanted:
+        built.rename(Path(directory) / wanted)

@@ -2,10 +2,10 @@
 fixed arguments, the scratch buffers of a solve, the stores of its steps, and the numbers the loop
 returns.
 
-Nothing here imports numba, so the driver code (`_whole_gradient.py`, `_discrete_gradient.py`) runs the
-same with the loop compiled ahead of time (`_ahead_of_time.py`, loaded without numba) as with numba's
-just-in-time functions. Every array a solve needs beyond a few numbers is allocated here rather than
-inside the compiled functions: numpy's allocations are the ones Python's tracemalloc sees, so the peak
+Nothing here imports numba, so the drivers (`_solves.py`) run the same with the loop compiled ahead of
+time (`_ahead_of_time.py`, loaded without numba) as with numba's just-in-time functions. Every array a
+solve needs beyond a few numbers is allocated here rather than inside the compiled functions: numpy's
+allocations are the ones Python's tracemalloc sees, so the peak
 memory that `harness compare` reports stays true for the compiled loop too.
 """
 
@@ -77,16 +77,16 @@ def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
     return (*network_constants(model, theta), inputs, cotangents, slopes, np.zeros((model.state_dim, batch)))
 
 
-_TABLEAUS: dict = {}
+_TABLEAU_ARGUMENTS: dict = {}
 
 
 def tableau_arguments(solver: ExplicitRungeKutta) -> tuple:
     """(A, B, C, E, P, error order) of the solver's tableau as the loop reads them (made once per tableau)."""
     t = solver.tableau
-    cached = _TABLEAUS.get(id(t))
+    cached = _TABLEAU_ARGUMENTS.get(id(t))
     if cached is None or cached[0] is not t:
         arrays = (t.A, t.B, t.C, t.E, t.P)
-        cached = _TABLEAUS[id(t)] = (t, (*(np.ascontiguousarray(a, dtype=np.float64) for a in arrays),
+        cached = _TABLEAU_ARGUMENTS[id(t)] = (t, (*(np.ascontiguousarray(a, dtype=np.float64) for a in arrays),
                                          int(t.error_order)))
     return cached[1]
 

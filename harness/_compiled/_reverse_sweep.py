@@ -32,28 +32,7 @@ from numba import njit
 
 from ._adaptive_loop import _OPTIONS, _adjoint_stage, _combine, _value
 from ._borrowed import borrowed, borrowed_network, borrowed_six, borrowed_tableau, reshaped
-
-
-@njit(**_OPTIONS)
-def _binomial_capped(m, k, cap):
-    """min(C(m, k), cap), exact in int64: the partial products C(m - k + i, i) only grow with i, so the
-    product stops at `cap` before it could overflow."""
-    value = 1
-    for i in range(1, k + 1):
-        value = value * (m - k + i) // i
-        if value >= cap:
-            return cap
-    return value
-
-
-@njit(**_OPTIONS)
-def _first_part(n, free):
-    """`harness.sensitivity._discrete._first_part`: how many of n steps to advance before storing the
-    next checkpoint, with `free` checkpoints (Griewank & Walther's binomial schedule)."""
-    r = 0
-    while _binomial_capped(free + r, free, n) < n:
-        r += 1
-    return max(1, n - min(n - 1, _binomial_capped(free - 1 + r, free - 1, n)))
+from ._rules import first_part
 
 
 @njit(**_OPTIONS)
@@ -204,7 +183,7 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, piece_first, checkpoints, slots
                                                out_az, products)
                         n_f += s - 1
                     break
-                mid = lo + _first_part(hi - lo, free)
+                mid = lo + first_part(hi - lo, free)
                 _advance(net, A, B, plane, steps, lo, mid, slots[slot], slots[slot + 1], K, Y[0], scratch)
                 recomputed += mid - lo
                 n_f += s * (mid - lo)

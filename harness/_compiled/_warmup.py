@@ -4,7 +4,8 @@ where the module built ahead of time (`_ahead_of_time.py`) cannot be built, or w
 
 numba compiles a function on its first call for the argument types it sees; a solve always passes the
 same types (float64 C-contiguous arrays, int64 arrays, Python scalars), so one call on tiny arrays
-settles every later one. Whether that call compiled or loaded is read from numba's cache statistics.
+through the same solves the gradients use (`_solves.py`) settles every later one. Whether that call
+compiled or loaded is read from numba's cache statistics.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..model import MLP
+from ..solvers import check_solver
 from ._adaptive_loop import backward_pass, forward_pass
+from ._arguments import BACKSOLVE, INTERPOLATING, dense_store, step_store
+from ._compiled_stage_vjps import CompiledStageVJPs
 from ._reverse_sweep import reverse_sweep
+from ._solves import solve_backward, solve_forward, sweep
 from ._stage_kernels import mlp_stage
 
 
@@ -35,32 +40,27 @@ def _is_cached(dispatcher) -> bool:
 
 
 def warm_up(on_compile) -> bool:
-    """Make the kernels ready (one stage of each kind and one tiny gradient of each adjoint, through
-    `harness._compiled.kernels()`, which must already return `just_in_time_kernels()`); call
-    `on_compile()` first if they must be compiled. Returns whether they were."""
+    """Make the just-in-time kernels ready (one stage of each kind, one tiny forward pass, backward pass
+    and reverse sweep); call `on_compile()` first if they must be compiled. Returns whether they were."""
     compiling = not all(_is_cached(f) for f in (mlp_stage, forward_pass, backward_pass, reverse_sweep))
     if compiling:
         on_compile()
-    from ._stage_vjps import CompiledStageVJPs
-
+    jit = just_in_time_kernels()
     model = MLP((1, 1, 1))
-    tape = CompiledStageVJPs(model, np.zeros(model.n_params), 1, 1)
+    theta = np.zeros(model.n_params)
+    tape = CompiledStageVJPs(model, theta, 1, 1, stage=mlp_stage)
     x, out = np.zeros((1, 1)), np.empty((1, 1))
     tape.value(x, out)
     tape.vjp(0, x, x, out, out)
     tape.vjp(0, x, x, None, out)
 
-    from .._forward import SolveOptions
-    from ..problems import Problem
-    from ..sensitivity import BacksolveAdjoint, InterpolatingAdjoint, RecursiveCheckpointAdjoint
-    from ..sensitivity._backsolve import Backsolve
-    from ..sensitivity._interpolating import Interpolating
-    from ._discrete_gradient import discrete_loop_gradient
-    from ._whole_gradient import whole_loop_gradient
-
-    problem = Problem(model, np.zeros(model.n_params), np.zeros((1, 1)), 0.0, np.array([1.0]), np.zeros((1, 1, 1)))
-    options = SolveOptions()
-    whole_loop_gradient(problem, problem.theta, options, options, BacksolveAdjoint(), Backsolve)
-    whole_loop_gradient(problem, problem.theta, options, options, InterpolatingAdjoint(), Interpolating)
-    discrete_loop_gradient(problem, problem.theta, options, RecursiveCheckpointAdjoint())
+    solver = check_solver("DP5")
+    z0, times, dL_dz = np.zeros((1, 1)), np.array([1.0]), np.zeros((1, 1, 1))
+    rtol, atol = 1e-6, 1e-8
+    dense = solve_forward(jit, model, theta, z0, 0.0, times, solver, rtol, atol, True, 32,
+                          lambda capacity: dense_store(capacity, 1, solver.tableau.dense_degree))
+    for mode in (BACKSOLVE, INTERPOLATING):
+        solve_backward(jit, mode, dense, dL_dz, 0.0, solver, 0.5 * dense.h_last, rtol, atol, model.n_params)
+    steps = solve_forward(jit, model, theta, z0, 0.0, times, solver, rtol, atol, True, 256, step_store)
+    sweep(jit, steps, dL_dz, solver.tableau.n_stages, model.n_params, None)
     return compiling

@@ -15,13 +15,13 @@ The public surface is what this module exports; every `_`-prefixed module behind
 
 Inside, one concept per module: `spec` (the file format's common part and engine entries),
 `engines` (an engine spec to a runnable engine), `_kind` (the kind protocol and registry),
-`_gradient`, `_training` and `_discretisation` (the built-in kinds;
+`_gradient`, `_training` and `_otd_vs_dto` (the built-in kinds;
 `_dto_figures` draws the last), `_cells` (what every cell shares),
-`_runner` (the resumable cell store and executors), `_metrics` (distances between gradients),
+`_runner` (the resumable cell store and executors), `harness._metrics` (distances between gradients),
 `_figures`, `_report`, `_experiment` (`run_experiment`), `_dask`, and `cli` (`harness compare`).
 """
 
-from . import _gradient, _training, _discretisation  # noqa: F401 - registers the built-in kinds
+from . import _gradient, _training, _otd_vs_dto  # noqa: F401 - registers the built-in kinds
 from ._cells import base_record, one_line_error
 from ._experiment import run_experiment
 from ._kind import ExperimentKind, register_kind, registered_kinds

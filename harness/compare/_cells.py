@@ -21,7 +21,9 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import threading
+from datetime import datetime, timezone
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -37,23 +39,76 @@ from .engines import build_engine
 from .spec import ProblemSpec
 
 STATUSES = ("ok", "flagged", "failed", "unavailable")
+# What the analysis of each built-in kind reads from a finished ("ok" or "flagged") record; a kind
+# of the user's may say the same in a `record_fields` attribute.
+RESULT_FIELDS = {
+    "gradient": ("loss", "dtheta", "dz0", "seconds", "forward_stats", "backward_stats", "diagnostics"),
+    "training": ("history", "final_loglik_per_datapoint", "perfect_loglik_per_datapoint", "seconds",
+                 "seconds_per_step", "n_rhs", "theta"),
+    "otd_vs_dto": ("seconds", "n_steps", "n_rhs_forward", "n_rhs_backward", "diagnostics"),
+}
 
 
 def cell_key(spec) -> str:
-    """A stable hash of everything that determines the cell's result (and the harness version)."""
-    text = json.dumps({"harness": __version__, **spec.as_dict()}, sort_keys=True)
+    """A stable hash of everything that determines the cell's result: its settings, the harness
+    version, and the contents of the files it reads (a problem file edited in place is a new cell,
+    never the old record under the old path)."""
+    content = {"harness": __version__, **spec.as_dict()}
+    inputs = cell_inputs(spec)
+    if inputs:  # only when there are files, so that the keys of catalogue problems do not change
+        content["inputs"] = inputs
+    text = json.dumps(content, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def cell_inputs(spec) -> dict[str, str]:
+    """{path: sha256 of its contents} of the files the cell reads (its problem file, if any)."""
+    problem = getattr(spec, "problem", None)
+    path = getattr(problem, "file", None)
+    return {} if path is None else {path: file_digest(path)}
+
+
+def file_digest(path) -> str:
+    """sha256 of a file's contents, cached per process on (path, size, modification time): a grid
+    of thousands of cells on one problem file reads it once."""
+    stat = os.stat(path)
+    return _digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def computed_by() -> dict:
+    """What computed this process's cells: the harness commit (None outside git) and version.
+
+    Taken once per process, before the run writes anything (`_experiment.run_experiment` calls it
+    first), and stored in every record as `computed`, with the time the cell finished."""
+    from .._provenance import git_commit
+
+    return {"commit": git_commit(), "harness_version": __version__}
+
+
 # ----------------------------------------------------------------------------------------- problems
-@functools.lru_cache(maxsize=8)
 def build_problem_from_spec(spec: ProblemSpec, seed: int) -> Problem:
-    """The problem of `spec` (cached per process: every cell of a seed shares one build).
+    """The problem of `spec` (cached per process: every cell of a seed shares one build; the cache
+    is keyed on a problem file's contents too, so an edited file is read again).
 
     With `spec.times`, the catalogue problem's ground truth and initial states are observed at those
     times instead, solved with the tutorial's data settings (RadauIIA5 if the model is stiff).
     With `spec.augment`, the data are fitted by an augmented Neural ODE (θ drawn from seed + 1).
     """
+    return _build_problem(spec, seed, None if spec.file is None else file_digest(spec.file))
+
+
+@functools.lru_cache(maxsize=8)
+def _build_problem(spec: ProblemSpec, seed: int, contents: str | None) -> Problem:
     if spec.file is not None:
         from ..problems import augment_problem, load_problem
 
@@ -149,4 +204,34 @@ def run_cell(spec) -> dict:
     threads the caller (a Dask worker has one, a laptop's shell many) lets BLAS use.
     """
     with one_blas_thread():
-        return kind(spec.kind).run(spec)
+        record = kind(spec.kind).run(spec)
+    record["computed"] = {**computed_by(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return record
+
+
+def record_problem(record, spec) -> str | None:
+    """Why a stored record cannot be trusted as the result of `spec` (None when it can).
+
+    A record is a dict with its key, kind, role and settings equal to the cell's, a known status and
+    a reason that is text or null; a finished gradient carries what the analysis reads from it.
+    """
+    if not isinstance(record, dict):
+        return f"not a record (a {type(record).__name__})"
+    for name, wanted in (("key", cell_key(spec)), ("kind", spec.kind), ("role", spec.role),
+                         ("spec", plain(spec.as_dict()))):
+        if record.get(name) != wanted:
+            return f"its {name!r} is not the cell's"
+    if record.get("status") not in STATUSES:
+        return f"unknown status {record.get('status')!r}"
+    if record.get("reason") is not None and not isinstance(record.get("reason"), str):
+        return "its reason is not text"
+    needed = ()
+    if record["status"] in ("ok", "flagged"):
+        needed = getattr(kind(spec.kind), "record_fields", RESULT_FIELDS.get(spec.kind, ()))
+    missing = [name for name in needed if name not in record]
+    if missing:
+        return f"missing {missing}"
+    computed = record.get("computed")
+    if computed is not None and not isinstance(computed, dict):
+        return "its 'computed' is not a table"
+    return None

@@ -181,12 +181,14 @@ def work_precision(curves: list[dict], solvers, floor_label: str, floor: float |
                     ax.scatter(*zip(*flagged, strict=True), s=140, facecolors="none",
                                edgecolors=FLAGGED_COLOUR, linewidths=1.5, zorder=5)
             failed = [c for c in mine if c.get("failed")]
-            for k, curve in enumerate(failed):
-                tols = ", ".join(f"{rtol:g}" for rtol, _ in curve["failed"])
-                ax.text(0.01, 0.02 + 0.065 * (len(failed) - 1 - k),
-                        f"× {curve['engine']} failed at rtol {tols}", transform=ax.transAxes,
-                        fontsize=7.5, color=engine_colour(curve["engine"]), va="bottom",
-                        bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+            if failed:
+                # A panel legend placed where it covers the fewest curves and lines (the reference
+                # line included), not text at a fixed corner that the reference line can run through.
+                ax.legend([plt.Line2D([], [], marker="x", linestyle="", color=engine_colour(c["engine"]))
+                           for c in failed],
+                          [f"{c['engine']} failed at rtol {', '.join(f'{rtol:g}' for rtol, _ in c['failed'])}"
+                           for c in failed],
+                          loc="best", fontsize=7.5, framealpha=0.9, handlelength=1.0, borderpad=0.4)
             if floor is not None and floor > 0:
                 ax.axhline(floor, color="0.4", linestyle="--", linewidth=1,
                            label=f"reference accuracy ({floor_label})")

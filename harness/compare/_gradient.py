@@ -5,6 +5,7 @@
     solvers = ["DP5"]
     tolerances = [1e-4, 1e-6, [1e-8, 1e-10]]   # rtol = atol, or [rtol, atol]
     seeds = [0]                                 # also forward_solver, memory, repeats
+    exclude = [{ engine = "diffrax:BacksolveAdjoint", solver = ["RadauIIA5"], why = "..." }]
 
     [reference]                                 # optional; these are the defaults
     engine = "ForwardSensitivity"
@@ -36,10 +37,11 @@ from .. import _memory as memory
 from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError
 from ..sensitivity import gradient
+from . import _markdown as markdown
 from . import _figures
 from ._cells import base_record, one_line_error, plain, prepare
 from ._kind import ExperimentKind, register_kind
-from ._metrics import WRT, compare_vectors, cosine_similarity, parameter_names, relative_error, state_names
+from .._metrics import WRT, compare_vectors, cosine_similarity, parameter_names, relative_error, state_names
 from .spec import (
     EngineSpec,
     ProblemSpec,
@@ -85,6 +87,11 @@ class GradientSettings:
     reference: ReferenceSpec
     measure_memory: bool = True
     repeats: int = 3
+    # combinations left out of the product: (engine labels, solvers, why), each named in the report
+    exclude: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = ()
+
+    def excluded(self, engine: str, solver: str) -> bool:
+        return any(engine in engines and solver in solvers for engines, solvers, _ in self.exclude)
 
 
 @dataclass(frozen=True)
@@ -156,11 +163,49 @@ def _floor(analysis: dict) -> float | None:
 
 
 # -------------------------------------------------------------------------------------------- kind
+def _parse_exclude(value, labels: list[str], solvers: tuple[str, ...]) -> tuple:
+    """[grid] exclude: a list of tables {engine, solver, why}, each naming engines and solvers of the grid
+    (a string or a list) whose combinations are not computed, and why (the report says it)."""
+    if not isinstance(value, list):
+        _fail("[grid] exclude", f"{value!r}: expected a list of tables {{ engine, solver, why }}")
+    out = []
+    for i, entry in enumerate(value):
+        where = f"[grid] exclude[{i}]"
+        if not isinstance(entry, dict):
+            _fail(where, f"{entry!r}: expected a table {{ engine, solver, why }}")
+        _check_keys(entry, where, ("engine", "solver", "why"), ())
+        named = {}
+        for key, valid in (("engine", labels), ("solver", list(solvers))):
+            values = entry[key] if isinstance(entry[key], list) else [entry[key]]
+            unknown = [v for v in values if v not in valid]
+            if not values or unknown:
+                _fail(f"{where} {key}", f"{unknown or values!r} not in the grid: expected some of {valid}")
+            named[key] = tuple(values)
+        if not isinstance(entry["why"], str) or not entry["why"].strip():
+            _fail(f"{where} why", "expected a sentence saying why these cells are left out")
+        out.append((named["engine"], named["solver"], entry["why"].strip()))
+    return tuple(out)
+
+
 class GradientKind(ExperimentKind):
     name = "gradient"
 
     def claim_rows(self, analysis):
         return analysis.get("rows", [])
+
+    def claim_fields(self, g):
+        measures = ("relative_error", "worst_entry", "worst_index", "worst_name", "cosine")
+        return {
+            "engine": tuple(e.label for e in g.engines), "backend": tuple({e.backend for e in g.engines}),
+            "solver": g.solvers, "forward_solver": None, "rtol": tuple(r for r, _ in g.tolerances),
+            "atol": tuple(a for _, a in g.tolerances), "seed": g.seeds,
+            "status": ("ok", "flagged", "failed", "unavailable"), "reason": None, "key": None,
+            **{f"{w}.{m}": None for w in ("dtheta", "dz0") for m in measures},
+            **{f"dz0.{m}": None for m in ("max_abs_error", "max_abs_error_per_atol", "reference_max_abs")},
+            **{m: None for m in ("seconds", "seconds_min", "seconds_max", "repeats", "n_rhs_forward",
+                                 "n_rhs_backward", "n_rhs", "n_jac", "n_lu", "peak_memory_bytes",
+                                 "reconstruction_error")},
+        }
     tables = ("grid", "reference")
     required = True
     figures = ("heatmap", "work_precision", "memory")
@@ -169,7 +214,7 @@ class GradientKind(ExperimentKind):
     def parse(self, tables, *, problem, base):
         grid = tables["grid"]
         _check_keys(grid, "[grid]", ("engines", "solvers", "tolerances"),
-                    ("seeds", "forward_solver", "memory", "repeats"))
+                    ("seeds", "forward_solver", "memory", "repeats", "exclude"))
         engines = tuple(
             parse_engine(e, f"[grid] engines[{i}]")
             for i, e in enumerate(_nonempty_list(grid["engines"], "[grid] engines"))
@@ -189,8 +234,9 @@ class GradientKind(ExperimentKind):
         forward_solver = grid.get("forward_solver")
         if forward_solver is not None:
             forward_solver = _solver(forward_solver, "[grid] forward_solver")
+        exclude = _parse_exclude(grid.get("exclude", []), labels, solvers)
         return GradientSettings(
-            engines=engines, solvers=solvers, tolerances=tolerances, seeds=seeds,
+            engines=engines, solvers=solvers, tolerances=tolerances, seeds=seeds, exclude=exclude,
             forward_solver=forward_solver, reference=_parse_reference(tables.get("reference")),
             measure_memory=_bool(grid.get("memory", True), "[grid] memory"),
             repeats=_int(grid.get("repeats", 3), "[grid] repeats", 1),
@@ -207,6 +253,7 @@ class GradientKind(ExperimentKind):
                 "forward_solver": g.forward_solver,
                 "memory": g.measure_memory,
                 "repeats": g.repeats,
+                "exclude": [{"engine": list(e), "solver": list(s), "why": why} for e, s, why in g.exclude],
             },
             "reference": {
                 "engine": reference.engine.as_dict(), "solver": reference.solver,
@@ -240,6 +287,8 @@ class GradientKind(ExperimentKind):
             for solver in g.solvers:
                 for rtol, atol in tolerances:
                     for engine in g.engines:
+                        if g.excluded(engine.label, solver):
+                            continue
                         cells.append(GradientCell(
                             problem=experiment.problem, seed=seed, engine=engine, solver=solver,
                             forward_solver=g.forward_solver or solver, rtol=rtol, atol=atol,
@@ -465,15 +514,17 @@ class GradientKind(ExperimentKind):
         over_seeds = "the only seed" if n_seeds == 1 else f"{n_seeds} seeds"
         md = [f"Grid: {len(g.engines)} engines x solvers {list(g.solvers)} x tolerances "
               f"{[list(t) for t in g.tolerances]} (rtol, atol) x seeds {list(g.seeds)}.", ""]
+        for engines, solvers, why in g.exclude:
+            md[-1:-1] = [f"Left out of the grid: {', '.join(engines)} with {', '.join(solvers)} ({why}).", ""]
         md += ["## Reference", "",
-               "| seed | engine | status | time (s) | check engine | check: rel. error dL/dθ | "
-               "check: rel. error dL/dz0 |", "|---|---|---|---|---|---|---|"]
+               *markdown.header("seed", "engine", "status", "time (s)", "check engine",
+                                "check: rel. error dL/dθ", "check: rel. error dL/dz0")]
         for r in analysis["references"]:
             check = r.get("check", {})
-            md.append(f"| {r['seed']} | {r['engine']} | {r['status']} | {_fmt(r['seconds'], '.2f')} | "
-                      f"{r.get('check_engine', '—')} | "
-                      f"{_fmt(check.get('dtheta', {}).get('relative_error'))} | "
-                      f"{_fmt(check.get('dz0', {}).get('relative_error'))} |")
+            md.append(markdown.row(r["seed"], r["engine"], r["status"], _fmt(r["seconds"], ".2f"),
+                                   r.get("check_engine", "—"),
+                                   _fmt(check.get("dtheta", {}).get("relative_error")),
+                                   _fmt(check.get("dz0", {}).get("relative_error"))))
         md += ["", "## Every engine against the reference", "",
                "Relative error ‖g − r‖/‖r‖; worst entry max|g_i − r_i| / max|r| (with the entry's "
                "name); cosine similarity. f evals count right-hand-side evaluations of the system each "
@@ -653,11 +704,10 @@ def _median_or_none(values):
 
 
 def _grid_table(analysis: dict) -> list[str]:
-    head = ("| engine | solver | rtol | atol | seed | status | rel. error dL/dθ | worst entry dL/dθ | "
-            "cosine dL/dθ | rel. error dL/dz0 | worst entry dL/dz0 | max|Δ dL/dz0| / atol | "
-            "time (s) median [min-max] | f evals fwd | "
-            "f evals bwd | peak MiB | note |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = markdown.header("engine", "solver", "rtol", "atol", "seed", "status", "rel. error dL/dθ",
+                            "worst entry dL/dθ", "cosine dL/dθ", "rel. error dL/dz0", "worst entry dL/dz0",
+                            "max|Δ dL/dz0| / atol", "time (s) median [min-max]", "f evals fwd",
+                            "f evals bwd", "peak MiB", "note")
     for r in analysis["rows"]:
         if r["status"] == "unavailable":
             continue  # said once, at the top of the report
@@ -675,8 +725,8 @@ def _grid_table(analysis: dict) -> list[str]:
         note = r["reason"] or ""
         if r.get("reconstruction_error") is not None:
             note = f"reconstruction error {r['reconstruction_error']:.1e} tol. " + note
-        cells.append(note.replace("|", "/")[:160])
-        lines.append("| " + " | ".join(cells) + " |")
+        cells.append(note[:160])
+        lines.append(markdown.row(*cells))
     return lines
 
 
@@ -688,13 +738,13 @@ def _seconds(r: dict) -> str:
 
 def _matrix_table(matrix: dict, w: str) -> list[str]:
     labels = matrix["labels"]
-    lines = ["| row vs column | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines = markdown.header("row vs column", *labels)
     for i, label in enumerate(labels):
         values = []
         for j in range(len(labels)):
             e, c = matrix[w]["relative_error"][i][j], matrix[w]["cosine"][i][j]
             values.append("—" if i == j else ("n/a" if e is None else f"{e:.1e} (cos {c:.9f})"))
-        lines.append(f"| {label} | " + " | ".join(values) + " |")
+        lines.append(markdown.row(label, *values))
     return lines
 
 

@@ -73,6 +73,12 @@ class ExperimentKind:
         """Its report.md section, as lines; `written` maps figure names to the files saved."""
         return []
 
+    def claim_fields(self, settings) -> dict | None:
+        """The fields of its claim rows, so that a claim's names are checked when the file is read:
+        {dotted name: tuple of the values it can take in this experiment, or None for any value
+        (a metric)}. None (the default): not declared, a claim's names on its rows go unchecked."""
+        return None
+
     def claim_rows(self, analysis: dict) -> list[dict]:
         """The rows of its analysis that declared claims read (`harness.compare._claims`); each gets
         `kind` = this kind's name, which a claim's selection names to read them."""

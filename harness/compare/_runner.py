@@ -15,13 +15,14 @@ the same record and rewrites the same file.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from .. import _memory as memory
 from .._interrupts import raise_if_interrupt
 from .._io import write_json
 from .._progress import Progress
-from ._cells import base_record, cell_key, one_blas_thread, one_line_error, run_cell
+from ._cells import base_record, cell_key, one_blas_thread, one_line_error, record_problem, run_cell
 from ._kind import kind
 from .spec import Experiment
 
@@ -67,20 +68,39 @@ def experiment_cells(experiment: Experiment) -> list:
 class CellStore:
     """Finished cells on disk: `root/<key>.json`."""
 
-    def __init__(self, root):
+    def __init__(self, root, *, warn=None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.warn = warn if warn is not None else (lambda line: print(line, file=sys.stderr))
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.json"
 
-    def load(self, key: str) -> dict | None:
-        """The stored record, or None if absent or unreadable (a partial write never is: atomic)."""
+    def load(self, cell, key: str | None = None) -> dict | None:
+        """The stored record of `cell`, or None if absent or not to be trusted.
+
+        Every record read is validated (`_cells.record_problem`): an unreadable or malformed one is
+        recomputed, and one line on stderr says which and why (a partial write never is: atomic).
+        """
+        key = key or cell_key(cell)
+        path = self.path(key)
         try:
-            record = json.loads(self.path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return None
-        return record if isinstance(record, dict) and record.get("key") == key else None
+        except OSError as err:
+            self.warn(f"{path}: unreadable ({err.strerror}); recomputing the cell")
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            self.warn(f"{path}: not valid JSON; recomputing the cell")
+            return None
+        problem = record_problem(record, cell)
+        if problem is not None:
+            self.warn(f"{path}: malformed record ({problem}); recomputing the cell")
+            return None
+        return record
 
     def save(self, record: dict) -> None:
         """Store `record`, unless it must be re-run next time (unavailable engine, `task_failure`)."""
@@ -93,19 +113,22 @@ def run_cells(cells, store: CellStore, *, executor=None, progress: bool | None =
     """Records of `cells` (in their order), running only those missing from `store`.
 
     on_record(record, resumed) is called for each record (resumed=True if it came from the store).
+    Each cell's key is computed once and looked up in a dict: preparing a grid of thousands of
+    cells is linear in their number.
     """
+    keys = [cell_key(cell) for cell in cells]
     records: dict[str, dict] = {}
-    pending = []
-    for cell in cells:
-        key = cell_key(cell)
-        if key in records:
+    pending, queued = [], set()
+    for cell, key in zip(cells, keys):
+        if key in records or key in queued:
             continue
-        stored = store.load(key)
+        stored = store.load(cell, key)
         if stored is not None:
             records[key] = stored
             if on_record is not None:
                 on_record(stored, True)
-        elif all(cell_key(p) != key for p in pending):
+        else:
+            queued.add(key)
             pending.append(cell)
     bar = Progress(total=len(pending), enabled=progress, desc="cells")
     try:
@@ -120,4 +143,4 @@ def run_cells(cells, store: CellStore, *, executor=None, progress: bool | None =
                         on_record(record, False)
     finally:
         bar.close()
-    return [records[cell_key(cell)] for cell in cells]
+    return [records[key] for key in keys]

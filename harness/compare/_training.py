@@ -25,6 +25,7 @@ from ..errors import BackendUnavailableError
 from ..problems import Problem
 from .._forward import SolveOptions, solve_forward
 from . import _figures
+from . import _markdown as markdown
 from ._cells import base_record, one_line_error, plain, prepare
 from ._kind import ExperimentKind, register_kind
 from .spec import EngineSpec, _check_keys, _int, _nonempty_list, _positive, _solver, parse_engine
@@ -72,6 +73,16 @@ class TrainingCell:
 
 class TrainingKind(ExperimentKind):
     name = "training"
+
+    def claim_fields(self, t):
+        return {
+            "engine": None, "base_engine": tuple(e.label for e in t.engines), "augment": t.augment,
+            "status": ("ok", "flagged", "failed", "unavailable"), "reason": None, "steps": None,
+            **{m: None for m in ("final_loglik_per_datapoint", "perfect_loglik_per_datapoint", "gap_to_perfect",
+                                 "best_gap_to_perfect", "seconds", "seconds_per_step", "n_rhs", "n_rhs_per_step",
+                                 "step_seconds_median", "step_seconds_min", "step_seconds_max",
+                                 "step_intervals", "observed_dim", "final_forward_n_rhs")},
+        }
 
     def claim_rows(self, analysis):
         # a claim reads numbers, not curves
@@ -217,15 +228,13 @@ class TrainingKind(ExperimentKind):
             if r["status"] == "unavailable":
                 continue  # said once, at the top of the report
             if "history" in r:
-                md.append(
-                    f"| {r['engine']} | {r['status']} | {r['steps']} | "
-                    f"{r['final_loglik_per_datapoint']:.5f} | {r['perfect_loglik_per_datapoint']:.5f} | "
-                    f"{_ms(r)} | {r['seconds']:.2f} | {r['n_rhs']} | "
-                    f"{(r['reason'] or '')[:120]} |"
-                )
+                md.append(markdown.row(
+                    r["engine"], r["status"], r["steps"], f"{r['final_loglik_per_datapoint']:.5f}",
+                    f"{r['perfect_loglik_per_datapoint']:.5f}", _ms(r), f"{r['seconds']:.2f}", r["n_rhs"],
+                    (r["reason"] or "")[:120]))
             else:
-                md.append(f"| {r['engine']} | {r['status']} | {r['steps']} | — | — | — | — | — | "
-                          f"{(r['reason'] or '').replace('|', '/')[:160]} |")
+                md.append(markdown.row(r["engine"], r["status"], r["steps"], *["—"] * 5,
+                                       (r["reason"] or "")[:160]))
         md.append("")
         if "training" in written:
             md += ["![training](training.png)", "",
@@ -250,9 +259,9 @@ def _augmentation_table(analysis: dict) -> list[str]:
              "f evals per training step | f evals of the final forward pass |", "|---|---|---|---|---|---|---|"]
     for t in analysis["training"]:
         if "gap_to_perfect" in t:
-            lines.append(f"| {t['engine']} | {t['augment']} | {t['final_loglik_per_datapoint']:.5f} | "
-                         f"{t['gap_to_perfect']:.2e} | {t['best_gap_to_perfect']:.2e} | {t['n_rhs_per_step']:.1f} | "
-                         f"{t.get('final_forward_n_rhs', '—')} |")
+            lines.append(markdown.row(t["engine"], t["augment"], f"{t['final_loglik_per_datapoint']:.5f}",
+                                      f"{t['gap_to_perfect']:.2e}", f"{t['best_gap_to_perfect']:.2e}",
+                                      f"{t['n_rhs_per_step']:.1f}", t.get("final_forward_n_rhs", "—")))
     return lines
 
 

@@ -57,6 +57,7 @@ from pathlib import Path
 
 from ..errors import HarnessInputError
 from ..problems import PROBLEMS
+from .._backends import BACKENDS
 from ..peers import PEER_METHODS
 from ..sensitivity import ENGINES
 from ..solvers import SOLVERS
@@ -66,10 +67,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-# Engines outside the harness are named "backend:Name". Peers' names are known statically; Julia's
-# come from harness.julia at run time (Julia may be absent), so only their form is checked here.
+# Engines outside the harness are named "backend:Name" (`harness._backends`, which builds them through
+# `harness.sensitivity.resolve_engine`). Peers' names are known statically; Julia's come from
+# harness.julia at run time (Julia may be absent), so only their form is checked here.
 PEER_ENGINES = PEER_METHODS  # backend -> methods, kept by harness.peers
-BACKENDS = ("harness", "julia", *PEER_ENGINES)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -358,7 +359,7 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     experiment kind, which validates it (`ExperimentKind.parse`). A kind whose tables are absent
     is not used, unless it is required (the gradient grid).
     """
-    from ._kind import registered_kinds
+    from ._kind import kind, registered_kinds
 
     where = str(path) if path else "experiment"
     kinds = registered_kinds()
@@ -387,8 +388,9 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
     if not isinstance(figures, list):
         _fail("[plots] figures", f"expected a list, got {figures!r}")
     figures = tuple(_string(f, "[plots] figures", valid_figures) for f in figures)
-    claims = parse_claims(document.get("claims"), "[[claims]]")
-    return Experiment(
+    fields = {name: kind(name).claim_fields(settings) for name, settings in sections}
+    claims = parse_claims(document.get("claims"), "[[claims]]", fields)
+    experiment = Experiment(
         title=title,
         description=description,
         problem=problem,
@@ -397,6 +399,25 @@ def parse_experiment(document: dict, *, base: Path | None = None, path: str | No
         path=str(path) if path else None,
         claims=claims,
     )
+    render_description(experiment)  # a quoted setting that does not exist is a mistake in the file
+    return experiment
+
+
+def render_description(experiment: Experiment) -> str:
+    """The description with each `{table[key]}` replaced by the experiment's own setting.
+
+    A description that quotes a setting reads it from the experiment (`lr = {training[lr]:g}`), so
+    the text cannot disagree with the run; literal braces are written `{{` and `}}`.
+    """
+    settings = experiment.as_dict()
+    try:
+        return experiment.description.format_map(settings)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as err:
+        raise HarnessInputError(
+            f"description: cannot fill in {{...}} ({type(err).__name__}: {err}): a setting is quoted as "
+            f"{{table[key]}} with table one of {sorted(settings)}, e.g. {{training[lr]:g}}; "
+            "literal braces are doubled"
+        ) from None
 
 
 def load_experiment(path) -> Experiment:

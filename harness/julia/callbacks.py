@@ -74,6 +74,3 @@ class PythonDynamics:
         per_row = self.model.jac_theta(float(t), self._z(u), _read(p, "p"))  # (B, N, P)
         # Row i B + b of the flat layout is component i of sample b.
         return _out(per_row.transpose(1, 0, 2).reshape(-1, per_row.shape[2]))
-
-    def total_calls(self) -> int:
-        return sum(self.calls.values())

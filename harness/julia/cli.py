@@ -39,6 +39,10 @@ def _selftest(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    if args.rebuild:
+        from .._compiled import rebuild  # noqa: PLC0415
+
+        rebuild()
     print(doctor_report(julia_status(run_julia=True)))
     return 0
 
@@ -71,4 +75,6 @@ def register(subparsers) -> None:
     selftest.add_argument("--json", action="store_true", help="print one JSON object")
     selftest.set_defaults(func=_selftest)
     doctor = subparsers.add_parser("doctor", help="list the backends, whether each is available and why not")
+    doctor.add_argument("--rebuild", action="store_true",
+                        help="build the compiled code again now, waiting for it (a remembered failure included)")
     doctor.set_defaults(func=_doctor)

@@ -63,8 +63,6 @@ ADJOINT_SENSEALGS = ("BacksolveAdjoint", "InterpolatingAdjoint", "QuadratureAdjo
 # Discretise-then-optimise: reverse mode through the solver's steps, the counterpart of harness's
 # RecursiveCheckpointAdjoint. ReverseDiff traces f itself, so only on route "native".
 DISCRETE_SENSEALGS = ("ReverseDiffAdjoint",)
-# harness engine name -> its SciMLSensitivity counterpart where the names differ
-HARNESS_TO_JULIA_SENSEALG = {"RecursiveCheckpointAdjoint": "ReverseDiffAdjoint"}
 
 # How f's derivatives reach SciMLSensitivity.
 ROUTES: dict[str, str] = {

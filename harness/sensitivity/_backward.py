@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._compiled import adjoint_gradient as compiled_adjoint_gradient
 from .._forward import ForwardSolution, SolveOptions, solve_forward
 from ..errors import SolverError
 from ..solvers import SolverStats, check_solver, integrate
+from ..solvers import _step_rules as step_rules
+from ._compiled_loop import continuous_gradient
 from ._result import GradientResult
 
 
@@ -27,11 +28,6 @@ def backward_options(engine, forward: SolveOptions) -> SolveOptions:
     )
     check_solver(options.solver)
     return options
-
-
-# Measured by benchmarks/bench_backward_first_step.py; see `first_backward_step`. None would leave
-# explicit backward solves, too, to their solver's initial-step heuristic.
-BACKWARD_FIRST_STEP_FRACTION: float | None = 0.5
 
 
 def first_backward_step(fwd: ForwardSolution, options: SolveOptions) -> float | None:
@@ -47,9 +43,9 @@ def first_backward_step(fwd: ForwardSolution, options: SolveOptions) -> float | 
     than with the heuristic (benchmarks/bench_backward_first_step.py).
     Implicit (stiff): the jump of the adjoint excites fast modes the forward's last step never saw.
     """
-    if check_solver(options.solver).implicit or fwd.h_last is None or BACKWARD_FIRST_STEP_FRACTION is None:
+    if check_solver(options.solver).implicit or fwd.h_last is None or step_rules.BACKWARD_FIRST_STEP_FRACTION is None:
         return None
-    return BACKWARD_FIRST_STEP_FRACTION * fwd.h_last
+    return step_rules.backward_first_step(fwd.h_last)
 
 
 class AdjointSystem:
@@ -71,12 +67,13 @@ step, and hands the trajectory to `leave_piece`.
         Whether the backward solve of each piece must return dense output.
     compiled_loop : str or None
         "backsolve", "interpolating", "quadrature" or "gauss" if `harness._compiled` has a compiled
-        whole loop for this adjoint (used for small batches); None runs the numpy driver always.
+        whole loop for this adjoint (`_compiled_loop.continuous_gradient` runs it where it applies: the
+        plain MLP, explicit Runge-Kutta both ways, at every batch size); None runs the numpy driver.
     """
 
     dense_forward = False
     dense_backward = False
-    compiled_loop = None  # the mode of harness._compiled's whole loop that computes this adjoint, if any
+    compiled_loop = None  # the mode of the compiled whole loop that computes this adjoint, if any
 
     def __init__(self, problem, theta: np.ndarray, engine, options: SolveOptions):
         self.problem, self.theta, self.engine, self.options = problem, theta, engine, options
@@ -137,8 +134,8 @@ def adjoint_gradient(problem, theta, forward: SolveOptions, engine, adjoint: typ
     GradientResult
     """
     options = backward_options(engine, forward)
-    # the whole loop compiled, where it applies (small batches, explicit RK; see harness._compiled)
-    compiled = compiled_adjoint_gradient(problem, theta, forward, options, engine, adjoint)
+    # the whole loop compiled, where it applies (explicit RK, the plain MLP; see `_compiled_loop`)
+    compiled = continuous_gradient(problem, theta, forward, options, engine, adjoint)
     if compiled is not None:
         return compiled
     implicit = check_solver(options.solver).implicit
@@ -173,14 +170,5 @@ def adjoint_gradient(problem, theta, forward: SolveOptions, engine, adjoint: typ
         h = None if implicit else traj.h_last
         y = backward.leave_piece(traj)
     dtheta, dz0, diagnostics = backward.gradients(y)
-    return GradientResult(
-        engine=engine.name,
-        loss=loss,
-        dtheta=dtheta,
-        dz0=dz0,
-        forward_stats=fwd.stats,
-        # re-solves of checkpointed forward pieces happen during the backward pass
-        backward_stats=stats + fwd.recompute_stats,
-        n_datapoints=problem.n_datapoints,
-        diagnostics=diagnostics,
-    )
+    # re-solves of checkpointed forward pieces happen during the backward pass
+    return GradientResult.of(engine, problem, loss, dtheta, dz0, fwd.stats, stats + fwd.recompute_stats, diagnostics)

@@ -27,31 +27,25 @@ Explicit solvers only (DP5, BS3, DP8): differentiating an implicit solver's Newt
 different algorithm, and such solvers are refused with a one-line reason.
 
 This numpy code is the reference. Where numba is installed, DP5 and BS3 on the plain MLP run compiled
-(`harness._compiled.discrete_gradient`: the compiled forward loop, then `_reverse_sweep.py`, this
+(`_compiled_loop.discrete_sweep`: the compiled forward loop, then `harness._compiled._reverse_sweep`, this
 algorithm written out, with the same counts); ``HARNESS_COMPILED=0`` selects this code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb
 
 import numpy as np
 
-from .._compiled import discrete_gradient as compiled_discrete_gradient
 from ..errors import RefusedError
 from .._forward import SolveOptions, solve_forward
 from .._state_layout import states
-from ..solvers import SolverStats, check_solver
+from ..solvers import SOLVERS, ExplicitRungeKutta, SolverStats, check_solver
+from ..solvers._step_rules import first_part
+from ._compiled_loop import discrete_sweep
 from ._registry import register_engine
 from ._result import GradientResult
 from .algorithms import RecursiveCheckpointAdjoint
-
-# The tableaus of the explicit solvers, as scipy holds them: (A, B, C), A[i, :i] the stage weights; the
-# classes' names in `scipy.integrate`, imported only when this engine runs (it costs memory, see
-# `harness/solvers/_tableaus.py`).
-_TABLEAUS = {"DP5": "RK45", "BS3": "RK23", "DP8": "DOP853"}
-
 
 @dataclass(frozen=True)
 class ExplicitSteps:
@@ -123,19 +117,6 @@ class _Stepper:
         return z_bar
 
 
-def _first_part(n: int, free: int) -> int:
-    """How many of n steps to advance before storing the next checkpoint, with `free` checkpoints.
-
-    β(c, r) = C(c + r, c) steps can be reversed with c checkpoints and r forward sweeps; with r the
-    smallest such that β(free, r) >= n, the part after the checkpoint gets β(free - 1, r) steps
-    (Griewank & Walther's binomial schedule), and at least one step is advanced.
-    """
-    r = 0
-    while comb(free + r, free) < n:
-        r += 1
-    return max(1, n - min(n - 1, comb(free - 1 + r, free - 1)))
-
-
 class _ReverseSweep:
     """The reverse sweep over one piece's steps, with at most `checkpoints` states held at once."""
 
@@ -175,7 +156,7 @@ class _ReverseSweep:
                 z_k = self._advance(z_lo, lo, k)
                 z_bar = self.stepper.reverse(self.ts[k], self.hs[k], z_k, z_bar, theta_bar)
         else:
-            mid = lo + _first_part(hi - lo, free)
+            mid = lo + first_part(hi - lo, free)
             z_mid = self._advance(z_lo, lo, mid)
             self.held += 1
             self.peak_held = max(self.peak_held, self.held)
@@ -187,16 +168,20 @@ class _ReverseSweep:
 
 
 def explicit_tableau(solver: str):
-    """scipy's tableau class for an explicit solver name, or a one-line refusal."""
+    """The tableau (A, B, C; A[i, :i] the stage weights) of an explicit solver from the solver registry:
+    our `ExplicitRungeKutta`'s (DP5, BS3) or the scipy class's of a scipy method (DP8's DOP853); or a
+    one-line refusal for an implicit solver."""
     info = check_solver(solver)
-    if info.implicit or solver not in _TABLEAUS:
+    if isinstance(info, ExplicitRungeKutta):
+        return info.tableau
+    scipy_class = None if info.implicit else getattr(info, "scipy_class", None)
+    if scipy_class is None or not hasattr(scipy_class, "A"):
+        explicit = [name for name, s in SOLVERS.items() if not s.implicit]
         raise RefusedError(
-            f"RecursiveCheckpointAdjoint differentiates explicit Runge-Kutta steps ({', '.join(_TABLEAUS)}); "
+            f"RecursiveCheckpointAdjoint differentiates explicit Runge-Kutta steps ({', '.join(explicit)}); "
             f"solver {solver!r} is implicit: use QuadratureAdjoint or InterpolatingAdjoint for stiff problems"
         )
-    import scipy.integrate
-
-    return getattr(scipy.integrate, _TABLEAUS[solver])
+    return scipy_class
 
 
 def discrete_loss(problem, theta, z0, pieces: list[ExplicitSteps], solver: str) -> float:
@@ -232,9 +217,9 @@ def recursive_checkpoint_gradient(engine: RecursiveCheckpointAdjoint, problem, t
     (one float each), then each piece is swept in reverse from its stored start state."""
     # the compiled forward loop and reverse sweep, where they apply (DP5, BS3, the plain MLP; see
     # harness._compiled): this algorithm, written out statement for statement
-    compiled = compiled_discrete_gradient(problem, theta, forward, engine)
+    compiled = discrete_sweep(problem, theta, forward, engine.checkpoints)
     if compiled is not None:
-        return compiled
+        return discrete_result(engine, problem, *compiled)
     fwd, pieces = forward_steps(problem, theta, forward)
     loss, dL_dz = problem.loss_terms(fwd.z_at_times)
     stepper = _Stepper(problem.model, theta, explicit_tableau(forward.solver))
@@ -257,15 +242,10 @@ def discrete_result(engine, problem, loss, dtheta, dz0, forward_stats, n_f, n_vj
                     peak_held) -> GradientResult:
     """The `GradientResult` of a RecursiveCheckpointAdjoint sweep (numpy or compiled): its backward counts
     are the reversed steps' evaluations (n_f values, n_vjp VJPs) and its diagnostics the sweep's."""
-    return GradientResult(
-        engine=engine.name,
-        loss=loss,
-        dtheta=dtheta,
-        dz0=dz0,
-        forward_stats=forward_stats,
-        backward_stats=SolverStats(n_rhs=n_f + n_vjp, n_accepted=n_steps, n_rejected=0),
-        n_datapoints=problem.n_datapoints,
-        diagnostics={
+    return GradientResult.of(
+        engine, problem, loss, dtheta, dz0, forward_stats,
+        SolverStats(n_rhs=n_f + n_vjp, n_accepted=n_steps, n_rejected=0),
+        {
             "n_steps": n_steps,
             "checkpoints": engine.checkpoints,
             "recomputed_steps": recomputed,

@@ -40,16 +40,7 @@ def finite_difference_gradient(engine: FiniteDifferences, problem, theta, forwar
             shifted[:, i] += offset * h
             dz0[:, i] += weight * row_losses(theta, shifted)
         dz0[:, i] /= 12 * h
-    return GradientResult(
-        engine=engine.name,
-        loss=loss,
-        dtheta=dtheta,
-        dz0=dz0,
-        forward_stats=stats[0],
-        backward_stats=SolverStats(),
-        n_datapoints=problem.n_datapoints,
-        diagnostics={"step": engine.step},
-    )
+    return GradientResult.of(engine, problem, loss, dtheta, dz0, stats[0], SolverStats(), {"step": engine.step})
 
 
 register_engine(FiniteDifferences, compute=finite_difference_gradient)

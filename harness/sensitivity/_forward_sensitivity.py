@@ -63,15 +63,7 @@ def forward_sensitivity_gradient(engine: ForwardSensitivity, problem, theta, for
     loss, dL_dz = problem.loss_terms(z_at_times)
     dtheta = sum(np.einsum("bip,bi->p", s, g) for s, g in zip(s_theta_at, dL_dz, strict=True))
     dz0 = sum(np.einsum("bik,bi->bk", s, g) for s, g in zip(s_z0_at, dL_dz, strict=True))
-    return GradientResult(
-        engine=engine.name,
-        loss=loss,
-        dtheta=dtheta,
-        dz0=dz0,
-        forward_stats=stats,
-        backward_stats=SolverStats(),
-        n_datapoints=problem.n_datapoints,
-    )
+    return GradientResult.of(engine, problem, loss, dtheta, dz0, stats, SolverStats())
 
 
 register_engine(ForwardSensitivity, compute=forward_sensitivity_gradient)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from .._state_layout import states
 from ..solvers import check_solver
 from ._backward import adjoint_gradient
-from ._quadrature import AdjointAlone, gauss_legendre
+from ._adjoint_systems import gauss_legendre
+from ._quadrature import AdjointAlone
 from ._registry import register_engine
 from .algorithms import GaussAdjoint
 

@@ -200,20 +200,46 @@ def registered_engines() -> tuple[EngineDeclaration, ...]:
     return tuple(_DECLARATIONS.values())
 
 
-def resolve_engine(engine):
-    """An engine value from a registered instance, a class, or a name such as "QuadratureAdjoint".
+def resolve_engine(engine, *, solver: str | None = None, rtol: float | None = None, atol: float | None = None,
+                   options: dict | None = None):
+    """The one way from what a user writes to an engine value, for the API, the CLI, `compare` and
+    `harness.testing`.
 
-    None gives `InterpolatingAdjoint()`, the default engine.
+    `engine` is a registered engine value (returned as it is), a registered class, or a name:
+    "QuadratureAdjoint" (a registered name; "harness:QuadratureAdjoint" is the same) or "backend:Name"
+    for the optional backends, "julia:GaussAdjoint", "torchdiffeq:odeint_adjoint",
+    "diffrax:BacksolveAdjoint" (`harness._backends`). None gives `InterpolatingAdjoint()`.
+
+    For a name, `options` are the engine's fields (its options), and `solver`, `rtol`, `atol`, where
+    given, its backward settings if it has those fields (a backend's engine takes them always).
     """
     if engine is None:
         engine = "InterpolatingAdjoint"
     if isinstance(engine, str):
-        if engine not in ENGINES:
+        backend, _, name = engine.rpartition(":")
+        if backend not in ("", "harness"):
+            import importlib
+
+            # the optional backends, imported by name as plugins are (see `harness._backends`)
+            backends = importlib.import_module("harness._backends")
+            return backends.backend_engine(backend, name, dict(options or {}), solver or "DP5",
+                                           1e-6 if rtol is None else rtol, 1e-6 if atol is None else atol)
+        if name not in ENGINES:
             raise HarnessInputError(
-                f"unknown engine {engine!r}: expected one of {sorted(ENGINES)} (an engine of your own "
-                f"is found by name once you {REGISTER_HINT})"
+                f"unknown engine {engine!r}: expected one of {sorted(ENGINES)}, or 'julia:<Name>', "
+                f"'torchdiffeq:<method>', 'diffrax:<method>' (an engine of your own is found by name once "
+                f"you {REGISTER_HINT})"
             )
-        return ENGINES[engine]()
+        cls = ENGINES[name]
+        settings = dict(options or {})
+        fields = getattr(cls, "__dataclass_fields__", {})
+        for key, value in (("solver", solver), ("rtol", rtol), ("atol", atol)):
+            if value is not None and key in fields:
+                settings[key] = value
+        try:
+            return cls(**settings)
+        except TypeError as err:
+            raise HarnessInputError(f"engine {name!r} with options {sorted(settings)}: {err}") from None
     if isinstance(engine, type):
         declaration_of(engine)
         try:

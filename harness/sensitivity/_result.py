@@ -40,6 +40,15 @@ class GradientResult:
     n_datapoints: int = 1
     diagnostics: dict = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, engine, problem, loss: float, dtheta: np.ndarray, dz0: np.ndarray, forward_stats: SolverStats,
+           backward_stats: SolverStats, diagnostics: dict | None = None) -> GradientResult:
+        """The result of `engine` (a value with a `name`) on `problem`: what every engine of this package
+        builds its result with, so that the name and the data-point count come from one place."""
+        return cls(engine=engine.name, loss=loss, dtheta=dtheta, dz0=dz0, forward_stats=forward_stats,
+                   backward_stats=backward_stats, n_datapoints=problem.n_datapoints,
+                   diagnostics={} if diagnostics is None else diagnostics)
+
     @property
     def loglik_per_datapoint(self) -> float:
         return -self.loss / self.n_datapoints

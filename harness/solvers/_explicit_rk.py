@@ -3,6 +3,8 @@
 The pieces, each readable alone (as scipy's `rk_step` / `RungeKutta._step_impl` / `solve_ivp`):
 - `rk_step` (`_rk_step.py`): the stages, the solution and the error estimate of one step;
 - `StepSizeController` (`_step_control.py`): accept or reject, and the next step size;
+- the step rules (`_step_rules.py`: initial step, controller factors, budget, the clipped next step),
+  plain scalar functions that the compiled loop (`harness._compiled._adaptive_loop`) compiles too;
 - a stepper, which owns the state and its error norm: `PlainStepper` for dy/dt = rhs(t, y), and
   `QuadratureTailStepper` for a `QuadratureTailSystem`, whose quadrature tail q is summed once per
   step from the stage records instead of being evaluated at every stage;
@@ -24,6 +26,7 @@ from ._quadrature_tail import QuadratureTailSystem
 from ._rk_step import StepWorkspace, Tableau, rk_step
 from ._step_budget import StepBudget
 from ._step_control import StepSizeController
+from ._step_rules import first_step_guess, initial_step_size, next_step, step_underflows
 from ._trajectory import PiecewisePolynomial, SolverStats, Trajectory
 
 
@@ -35,15 +38,11 @@ def initial_step(rhs, t0, y0, f0, direction, order, rtol, atol) -> float:
     """Hairer, Nørsett & Wanner's starting step (as scipy's `select_initial_step`)."""
     scale = atol + np.abs(y0) * rtol
     d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
-    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    h0 = first_step_guess(d0, d1)
     y1 = y0 + h0 * direction * f0
     f1 = rhs(t0 + h0 * direction, y1)
     d2 = _rms((f1 - f0) / scale) / h0
-    if d1 <= 1e-15 and d2 <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
-    return min(100 * h0, h1)
+    return initial_step_size(h0, d1, d2, order)
 
 
 class PlainStepper:
@@ -175,14 +174,9 @@ def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name:
         n_steps = n_accepted + n_rejected
         if n_steps >= budget.next_check:
             budget.check(n_steps, t, h_abs)
-        if h_abs < 10 * abs(math.nextafter(t, direction * math.inf) - t):
+        if step_underflows(t, h_abs, direction):
             raise SolverError(name, t, t1, _underflow_reason(nonfinite, stepper.state()))
-        h = h_abs * direction
-        t_new = t + h
-        if direction * (t_new - t1) > 0:
-            t_new = t1
-            h = t1 - t
-            h_abs = abs(h)
+        h, t_new, h_abs = next_step(t, h_abs, direction, t1)
         error_norm = stepper.attempt(t, t_new, h)
         # an inf or NaN anywhere in the stages makes error_norm non-finite: never accepted
         if error_norm < 1.0:

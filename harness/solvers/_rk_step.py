@@ -29,13 +29,6 @@ class Tableau:
     order: int  # of the propagated solution
     error_order: int  # of the embedded (error) method
 
-    @classmethod
-    def from_scipy(cls, scipy_class) -> "Tableau":
-        """The tableau of one of scipy's `RungeKutta` classes (RK45, RK23): the same arithmetic as
-        `solve_ivp` with that method."""
-        c = scipy_class
-        return cls(c.A, c.B, c.C, c.E, c.P, c.order, c.error_estimator_order)
-
     @property
     def n_stages(self) -> int:
         return len(self.B)

@@ -22,17 +22,13 @@ hundred steps instead; the explicit loop reports that itself.
 
 from __future__ import annotations
 
-import math
 from numbers import Integral
 
 from ..errors import HarnessInputError, SolverError
-
-MIN_STEPS = 10_000  # every sane solve of the catalogue, explicit solvers on the stiff model included, needs fewer
-MAX_STEPS = 1_000_000
-STEPS_PER_NATURAL_STEP = 100  # room for the step size to shrink 100-fold on average
-FIRST_CHECK = 100  # attempted steps before the first projection
-EARLY_MARGIN = 1e4  # before PATIENT_STEPS, how far beyond the budget a projection must be to stop the solve
-PATIENT_STEPS = 5_000  # from here on, a projection beyond the budget stops the solve (first check: 6400)
+# the rules and their constants, written once for this loop and the compiled one
+from ._step_rules import (EARLY_MARGIN, FIRST_CHECK, MAX_STEPS, MIN_STEPS, PATIENT_STEPS,  # noqa: F401
+                          STEPS_PER_NATURAL_STEP, budget_exceeded, default_max_steps, first_check, next_check,
+                          projected_steps)
 
 
 def check_max_steps(max_steps) -> int | None:
@@ -42,13 +38,6 @@ def check_max_steps(max_steps) -> int | None:
     if isinstance(max_steps, bool) or not isinstance(max_steps, Integral) or max_steps < 1:
         raise HarnessInputError(f"max_steps={max_steps!r}: expected an integer >= 1 or None")
     return int(max_steps)
-
-
-def default_max_steps(span: float, h_first: float) -> int:
-    """The budget of a solve over |t1 - t0| = `span` whose first step is `h_first`."""
-    if not (h_first > 0 and math.isfinite(span / h_first)):
-        return MAX_STEPS
-    return int(min(MAX_STEPS, max(MIN_STEPS, STEPS_PER_NATURAL_STEP * span / h_first)))
 
 
 class StepBudget:
@@ -63,19 +52,14 @@ class StepBudget:
         self.t0, self.t1 = t0, t1
         self.h_first = abs(h_first)
         self.max_steps = default_max_steps(abs(t1 - t0), self.h_first) if max_steps is None else max_steps
-        self.next_check = min(FIRST_CHECK, self.max_steps)
+        self.next_check = first_check(self.max_steps)
 
     def check(self, n_steps: int, t: float, h_abs: float) -> None:
         """Raise SolverError if the solve cannot reach t1 within the budget; else set the next check."""
-        remaining = abs(self.t1 - t)
-        done = abs(t - self.t0)
-        at_current_step = remaining / h_abs if h_abs > 0 else math.inf
-        at_average_rate = n_steps * remaining / done if done > 0 else math.inf
-        projected = n_steps + min(at_current_step, at_average_rate)
-        margin = EARLY_MARGIN if n_steps < PATIENT_STEPS else 1.0
-        if n_steps >= self.max_steps or projected > margin * self.max_steps:
+        projected = projected_steps(n_steps, t, h_abs, self.t0, self.t1)
+        if budget_exceeded(n_steps, projected, self.max_steps):
             raise SolverError(self.method, t, self.t1, self._explain(n_steps, projected, h_abs))
-        self.next_check = min(2 * n_steps, self.max_steps)
+        self.next_check = next_check(n_steps, self.max_steps)
 
     def _explain(self, n_steps: int, projected: float, h_abs: float) -> str:
         if h_abs < self.h_first * 1e-3:

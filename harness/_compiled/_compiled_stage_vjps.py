@@ -1,5 +1,6 @@
 """`StageVJPs` with its per-stage work done by the compiled kernel of `_stage_kernels.py` (`mlp_stage`, from
-the module built ahead of time or numba's just-in-time function: `harness._compiled.kernels()`).
+the module built ahead of time or numba's just-in-time function: `harness._compiled.kernels().mlp_stage`,
+which `harness._compiled.stage_vjps` passes in).
 
 Only `value` and `vjp` change; the records land in the same buffers, in the same layout, so
 `theta_cotangents` and `carry` are inherited unchanged and the numpy class stays the reference.
@@ -11,14 +12,15 @@ import numpy as np
 
 from .._stage_vjps import StageVJPs
 from ..model import MLP
-from . import kernels
 from ._arguments import network_constants
 
 
 class CompiledStageVJPs(StageVJPs):
     """The same records and results as `StageVJPs` (see there for the parameters), one kernel a stage."""
 
-    def __init__(self, model: MLP, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0):
+    def __init__(self, model: MLP, theta: np.ndarray, batch: int, n_slots: int, cotangent_sign: float = 1.0, *,
+                 stage):
+        """`stage`: the compiled `mlp_stage` to call (`harness._compiled.kernels().mlp_stage`)."""
         super().__init__(model, theta, batch, n_slots, cotangent_sign)
         # the kernel's arguments before x: fixed for the life of this object
         self._fixed = network_constants(model, model.check_theta(theta))
@@ -38,7 +40,7 @@ class CompiledStageVJPs(StageVJPs):
         self._slot_inputs, self._slot_cotangents = list(inputs), list(cotangents)
         self._slopes = np.empty((int(np.sum(n_inputs[1:] + 1)), batch))
         self._no_cotangent = np.zeros((n, batch))
-        self._stage = kernels().mlp_stage
+        self._stage = stage
 
     def _kernel(self, *arrays):
         """The stage kernel for these arrays: the compiled one takes C-contiguous arrays; a caller's strided

@@ -1,4 +1,4 @@
-"""How far apart two gradients are: the measures every comparison (and `harness.testing`) uses.
+"""How far apart two gradients are: the measures every comparison (`harness.compare`) and `harness.testing` use.
 
 For a gradient g and a reference r (flat vectors):
 
@@ -13,23 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._distances import relative_error, worst_entry  # noqa: F401 - shared with gradcheck
+
 WRT = ("dtheta", "dz0")  # dL/dθ and dL/dz0
-
-
-def relative_error(g, r) -> float:
-    g, r = np.ravel(g), np.ravel(r)
-    scale = np.linalg.norm(r)
-    diff = np.linalg.norm(g - r)
-    return float(diff / scale) if scale > 0 else float(diff)
-
-
-def worst_entry(g, r) -> tuple[float, int]:
-    """(max_i |g_i - r_i| / max_j |r_j|, argmax i) over flat vectors."""
-    g, r = np.ravel(g), np.ravel(r)
-    diff = np.abs(g - r)
-    i = int(np.argmax(diff))
-    scale = float(np.max(np.abs(r)))
-    return (float(diff[i] / scale) if scale > 0 else float(diff[i])), i
 
 
 def cosine_similarity(g, r) -> float:

@@ -35,6 +35,7 @@ from .. import _memory as memory
 from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError
 from ..sensitivity import ForwardSensitivity, RecursiveCheckpointAdjoint, gradient
+from . import _markdown as markdown
 from ._cells import base_record, build_problem_from_spec, one_line_error, plain, prepare
 from ._kind import ExperimentKind, register_kind
 from .spec import EngineSpec, _check_keys, _int, _nonempty_list, _positive, _solver, parse_engine
@@ -112,6 +113,17 @@ def _rel(g, ref) -> float:
 
 class DiscretisationKind(ExperimentKind):
     name = "otd_vs_dto"
+
+    def claim_fields(self, s):
+        engines = s.engines + s.memory_engines
+        return {
+            "engine": tuple(dict.fromkeys(e.label for e in engines)), "backend": tuple({e.backend for e in engines}),
+            "role": ("errors", "memory"), "solver": (s.solver,), "rtol": None, "atol": None, "seed": (s.seed,),
+            "horizon": s.horizons, "status": ("ok", "flagged", "failed", "unavailable"), "reason": None,
+            **{m: None for m in ("ode_error", "discrete_error", "n_steps", "n_rhs_forward", "n_rhs_backward",
+                                 "peak_memory_bytes", "seconds", "peak_stored_states", "recomputed_steps",
+                                 "quadrature_points")},
+        }
 
     def claim_rows(self, analysis):
         return analysis.get("otd_vs_dto", [])
@@ -304,10 +316,12 @@ class DiscretisationKind(ExperimentKind):
             if r["role"] != "errors" or r["status"] == "unavailable":
                 continue
             if r["status"] != "ok":
-                md.append(f"| {r['engine']} | {r['rtol']:g} | {r['status']} | | | | {(r['reason'] or '')[:100]} |")
+                md.append(markdown.row(r["engine"], f"{r['rtol']:g}", r["status"], "", "", "",
+                                       (r["reason"] or "")[:100]))
                 continue
-            md.append(f"| {r['engine']} | {r['rtol']:g} | {r['ode_error']:.2e} | {r['discrete_error']:.2e} | "
-                      f"{r['n_steps']} | {r['n_rhs_forward']}/{r['n_rhs_backward']} | {r['seconds'] * 1e3:.1f} |")
+            md.append(markdown.row(r["engine"], f"{r['rtol']:g}", f"{r['ode_error']:.2e}",
+                                   f"{r['discrete_error']:.2e}", r["n_steps"],
+                                   f"{r['n_rhs_forward']}/{r['n_rhs_backward']}", f"{r['seconds'] * 1e3:.1f}"))
         md.append("")
         if "otd_vs_dto_errors" in written:
             md += ["![errors](otd_vs_dto_errors.png)", ""]
@@ -323,10 +337,10 @@ class DiscretisationKind(ExperimentKind):
                    "|---|---|---|---|---|---|---|---|"]
             for r in mem:
                 if r["status"] != "ok":
-                    md.append(f"| {r['engine']} | {r['horizon']:g} | {r['status']} | | | | | |")
+                    md.append(markdown.row(r["engine"], f"{r['horizon']:g}", r["status"], *[""] * 5))
                     continue
                 peak = r.get("peak_memory_bytes")
-                md.append(f"| {r['engine']} | {r['horizon']:g} | {r['n_steps']} | "
+                md.append(f"| {markdown.escape(r['engine'])} | {r['horizon']:g} | {r['n_steps']} | "
                           f"{'—' if peak is None else f'{peak / 2**20:.3f}'} | {r.get('peak_stored_states', '—')} | "
                           f"{r.get('recomputed_steps', '—')} | {r.get('quadrature_points', '—')} | "
                           f"{r['n_rhs_forward']}/{r['n_rhs_backward']} |")

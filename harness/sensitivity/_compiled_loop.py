@@ -1,0 +1,125 @@
+"""Gradients by the compiled whole loop (`harness._compiled`), where it applies: the continuous adjoints'
+(`continuous_gradient`) and RecursiveCheckpointAdjoint's (`discrete_gradient`).
+
+This is the glue between engines and kernels: it reads the problem, the engine and the adjoint system,
+calls the compiled solves with arrays (`harness._compiled._solves`) and builds the `GradientResult`.
+Each function returns None where the compiled loop does not apply (the mode, the model, the solver) or
+where the compiled solve did not finish (a step-size underflow, a step budget that cannot suffice); the
+numpy driver then runs as before, raising its own explained error in the second case.
+
+The wide products go to the BLAS scipy ships, threaded as the process's BLAS is (OPENBLAS_NUM_THREADS,
+threadpoolctl), as numpy's are. Measured (8-128-128-8, B = 256): two threads 1.3x faster than one on an
+idle 2-core machine, and several times slower while another job holds a core (OpenBLAS's threads
+spin-wait for each other), so on a shared machine set OPENBLAS_NUM_THREADS=1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _compiled as compiled
+from .._compiled._arguments import ALONE, BACKSOLVE, dense_store, step_store
+from .._compiled._solves import MODES, solve_backward, solve_forward, sweep
+from ..model import MLP
+from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
+from ..solvers import _step_rules as step_rules
+from ._adjoint_systems import gauss_legendre
+from ._result import GradientResult
+
+# the explicit solvers RecursiveCheckpointAdjoint's compiled sweep takes (DP8 is scipy's DOP853 and
+# stays numpy: its steps are scipy's loop, not `ExplicitRungeKutta`'s)
+SWEEP_SOLVERS = ("DP5", "BS3")
+
+
+def _plain_mlp(model) -> bool:
+    # the kernels' first layer reads z only, and they implement the MLP alone
+    return type(model) is MLP and model.autonomous
+
+
+def _stats(counts) -> SolverStats:
+    return SolverStats(n_rhs=counts[0], n_accepted=counts[1], n_rejected=counts[2])
+
+
+def _forward(problem, theta, options, keep: bool, capacity: int, make_store):
+    """The compiled forward solve, the loss and ∂L/∂z (K, N, B) at the times, or None."""
+    solved = solve_forward(compiled.kernels(), problem.model, theta, problem.z0, problem.t0, problem.times,
+                           check_solver(options.solver), options.rtol, options.atol, keep, capacity, make_store)
+    if solved is None:
+        return None, None, None
+    loss, dL_dz = problem.loss_terms(solved.z_at.transpose(0, 2, 1))
+    return solved, loss, np.ascontiguousarray(np.transpose(dL_dz, (0, 2, 1)))
+
+
+def continuous_applies(problem, forward, options, engine, adjoint) -> bool:
+    """The compiled loop covers this gradient: an adjoint that declares a loop, the plain autonomous
+    MLP, explicit Runge-Kutta solvers both ways, no checkpointing, and the backward pass started from
+    the forward's last step."""
+    if not compiled.loop_enabled(problem.model) or not _plain_mlp(problem.model):
+        return False
+    if getattr(adjoint, "compiled_loop", None) not in MODES:
+        return False
+    if getattr(engine, "checkpointing", False) or step_rules.BACKWARD_FIRST_STEP_FRACTION is None:
+        return False
+    return all(isinstance(check_solver(o.solver), ExplicitRungeKutta) for o in (forward, options))
+
+
+def continuous_gradient(problem, theta, forward, options, engine, adjoint) -> GradientResult | None:
+    """The `GradientResult` of `adjoint_gradient(problem, theta, forward, engine, adjoint)` by the
+    compiled loop, or None (see the module docstring). `options`: the backward pass's settings."""
+    if not continuous_applies(problem, forward, options, engine, adjoint):
+        return None
+    mode = MODES[adjoint.compiled_loop]
+    model = problem.model
+    bn = problem.batch_size * model.state_dim
+    keep_dense = mode != BACKSOLVE
+    degree = check_solver(forward.solver).tableau.dense_degree
+    # room for 32 steps per observation time, doubled (and the forward pass re-run) when too small
+    solved, loss, dL_dz = _forward(problem, theta, forward, keep_dense, 32 * len(problem.times) if keep_dense else 0,
+                                   lambda capacity: dense_store(capacity, bn, degree))
+    if solved is None:
+        return None
+    system = adjoint(problem, theta, engine, options)
+    # ALONE: the Gauss-Legendre rule of every backward step, the adjoint's own (`n_nodes`)
+    rule = gauss_legendre(system.n_nodes) if mode == ALONE else ((), ())
+    backward = solve_backward(compiled.kernels(), mode, solved, dL_dz, problem.t0, check_solver(options.solver),
+                              step_rules.backward_first_step(solved.h_last), options.rtol, options.atol,
+                              model.n_params, rule)
+    if backward is None:
+        return None
+    u, dtheta, counts = backward
+    # the adjoint's own `gradients` turns the state at t0 into the result (BacksolveAdjoint's
+    # reconstruction check included): the flat numpy layout [z, a | ∂L/∂θ] or [a | ∂L/∂θ], or for
+    # ALONE a, with the quadrature's ∂L/∂θ handed over first
+    if mode == ALONE:
+        system.take_quadrature(dtheta, n_steps=counts[1])
+        state = u
+    else:
+        system.n_pieces = len(solved.times)
+        state = np.concatenate((u, dtheta))
+    dtheta, dz0, diagnostics = system.gradients(state)
+    compiled.count_loop_run()
+    return GradientResult.of(engine, problem, loss, dtheta, dz0, _stats(solved.counts), _stats(counts), diagnostics)
+
+
+def discrete_sweep(problem, theta, forward, checkpoints: int | None):
+    """RecursiveCheckpointAdjoint's forward loop and reverse sweep compiled, or None (see the module
+    docstring): the plain autonomous MLP with DP5 or BS3 (implicit solvers are left to the numpy
+    engine, which refuses them with its one-line reason).
+
+    Returns (loss, ∂L/∂θ (P,), ∂L/∂z0 (B, N), forward SolverStats, n_f, n_vjp, n_steps, recomputed steps,
+    peak held states): the numbers `harness.sensitivity._discrete` builds its result from."""
+    if not compiled.loop_enabled(problem.model) or not _plain_mlp(problem.model):
+        return None
+    if forward.solver not in SWEEP_SOLVERS or not isinstance(check_solver(forward.solver), ExplicitRungeKutta):
+        return None
+    solver = check_solver(forward.solver)
+    # the step sizes alone (one float per step, and its t): the sweep replays each piece's states from
+    # its start, as the numpy engine does, so memory and the counts it reports are the numpy engine's.
+    # Room for 256 steps per time (4 KB), doubled (and the forward pass re-run) when too small.
+    solved, loss, dL_dz = _forward(problem, theta, forward, True, 256 * len(problem.times), step_store)
+    if solved is None:
+        return None
+    dtheta, dz0, n_f, n_vjp, recomputed, peak_held, n_steps = sweep(
+        compiled.kernels(), solved, dL_dz, solver.tableau.n_stages, problem.model.n_params, checkpoints)
+    compiled.count_loop_run()
+    return loss, dtheta, dz0, _stats(solved.counts), n_f, n_vjp, n_steps, recomputed, peak_held
