@@ -25,7 +25,9 @@ SETTINGS = settings()  # the profile of conftest.py: 50 examples, 20 under mutat
 ENGINES = ("A", "B", "C")
 SOLVERS = ("DP5", "RadauIIA5")
 RTOLS = (1e-8, 1e-6, 1e-4)
-STATUSES = ("ok", "flagged", "failed")
+# "failed" rows are left out: since the claims rewrite a failed row in scope breaks a claim whatever
+# its form, a rule these properties do not model (test_claims.py covers it)
+STATUSES = ("ok", "flagged")
 
 # values on a coarse grid so that equal values (ties, edges) are common
 values = st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 10.0, 100.0])
@@ -60,9 +62,11 @@ def bounds(draw, pool):
     pick = st.one_of(st.sampled_from(pool), st.floats(-1.0, 120.0, allow_nan=False))
     out = {}
     if choice in ("at_most", "both"):
-        out["at_most"] = draw(pick)
+        out["at_most"] = float(draw(pick))
     if choice in ("at_least", "both"):
-        out["at_least"] = draw(pick)
+        out["at_least"] = float(draw(pick))
+    if choice == "both" and out["at_least"] > out["at_most"]:  # a range no value can meet is refused
+        out["at_least"], out["at_most"] = out["at_most"], out["at_least"]
     return out
 
 
@@ -147,7 +151,8 @@ def curves(draw):
     """Groups (by engine) of points (rtol, error) with distinct rtols within each group."""
     out = []
     for engine in draw(st.lists(st.sampled_from(ENGINES), min_size=1, max_size=3, unique=True)):
-        xs = draw(st.lists(st.sampled_from([1e-10, 1e-8, 1e-6, 1e-4, 1e-2]), min_size=1, max_size=5, unique=True))
+        # two points at least per group: a group of one point breaks a monotone claim since the rewrite
+        xs = draw(st.lists(st.sampled_from([1e-10, 1e-8, 1e-6, 1e-4, 1e-2]), min_size=2, max_size=5, unique=True))
         for x in xs:
             out.append({"engine": engine, "rtol": x, "status": "ok", "dtheta": {"relative_error": draw(values)}})
     return draw(st.permutations(out))
@@ -175,8 +180,8 @@ def paired_costs(draw):
     out = []
     for seed in draw(st.lists(st.integers(0, 4), min_size=1, max_size=4, unique=True)):
         for solver in SOLVERS:
-            if draw(st.integers(0, 5)) > 0:  # now and then a side without its partner
-                out.append({"solver": solver, "seed": seed, "n_rhs": draw(st.integers(1, 40))})
+            # every row has its partner: an unpaired row breaks a ratio claim since the rewrite
+            out.append({"solver": solver, "seed": seed, "n_rhs": draw(st.integers(1, 40))})
     return out
 
 
