@@ -47,8 +47,8 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("tests/test_claims.py", "tests/test_compare_claims.py", "tests/test_claim_properties.py",
          "tests/test_claim_edges.py"),
     ),
-    "compare/_metrics.py": (
-        ("harness/compare/_metrics.py",),
+    "_metrics.py": (
+        ("harness/_metrics.py", "harness/_distances.py"),
         ("tests/test_metrics.py", "tests/test_metric_properties.py"),
     ),
     "training.py": (

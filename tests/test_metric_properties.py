@@ -1,4 +1,4 @@
-"""The gradient metrics (harness/compare/_metrics.py) on random vectors against direct formulas.
+"""The gradient metrics (harness/_metrics.py, harness/_distances.py) on random vectors against direct formulas.
 
 The direct evaluations are written differently from the module (explicit sums and loops rather than
 numpy norms and argmax), and the invariances any distance between a gradient and its reference must
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from harness.compare._metrics import (
+from harness._metrics import (
     compare_vectors,
     cosine_similarity,
     parameter_names,
