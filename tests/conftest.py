@@ -32,3 +32,18 @@ def ctrl_c_handler():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+# Property-based tests (hypothesis): a modest number of examples so the suite stays within its time
+# budget; benchmarks/mutation_score.py selects the "mutation" profile (fewer examples, and the same
+# ones every run, so that a mutant's verdict does not depend on the draw).
+try:
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("harness", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("mutation", parent=settings.get_profile("harness"), max_examples=20, derandomize=True)
+    settings.load_profile(os.environ.get("HARNESS_HYPOTHESIS_PROFILE", "harness"))
+except ImportError:  # hypothesis is in the test extra; without it only the property-based tests fail to import
+    pass

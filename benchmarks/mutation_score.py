@@ -1,0 +1,251 @@
+"""Mutation score per package area, measured with mutmut (systematic mutants, not a hand-written list).
+
+Usage: nice -n 10 python benchmarks/mutation_score.py [--area NAME ...] [--max-children N] [--list]
+                                                      [--results PATH] [--keep]
+
+For each area (AREAS below: the files it mutates and the fast test files that guard them) the tracked
+files of the repository are copied into a scratch directory, `[tool.mutmut]` of the copy's
+pyproject.toml is narrowed to that area, and `mutmut run` mutates every function of those files one
+mutant at a time, running the tests that cover each function. The verdict of every mutant is read
+from mutmut's own records (mutants/**/*.meta) and counted per area: killed (a test failed), survived
+(every test passed), timeout, no tests (no selected test calls the function), and equivalent
+(survivors listed in reports/mutation/equivalent.json with the reason each cannot change behaviour).
+
+The results file (reports/mutation/results.json by default) keeps one entry per area, replaced when
+that area is measured again, each with the date, commit, command, CPU, the counts, the names of the
+survivors and the score: killed / non-equivalent checked mutants, where a timeout, a survivor and a
+mutant no selected test reaches all count as not killed (conservative: a timeout often means the
+mutant made a solve or a test hang, which a stricter count would call caught). Mutants mutmut did
+not get to ("not checked", an interrupted run) are counted apart and left out of the score. The
+hand-written catalogue of benchmarks/mutation_test.py remains the quick check.
+
+The run is a benchmark, not part of the test suite: an area takes from minutes (compare/_claims.py)
+to hours (sensitivity/) on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# area -> (files or globs to mutate, test files that guard them: fast ones that exercise behaviour)
+AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "compare/_claims.py": (
+        ("harness/compare/_claims.py",),
+        ("tests/test_claims.py", "tests/test_compare_claims.py", "tests/test_claim_properties.py",
+         "tests/test_claim_edges.py"),
+    ),
+    "_metrics.py": (
+        ("harness/_metrics.py", "harness/_distances.py"),
+        ("tests/test_metrics.py", "tests/test_metric_properties.py"),
+    ),
+    "training.py": (
+        ("harness/training.py",),
+        ("tests/test_optimiser.py", "tests/test_training_behaviour.py", "tests/test_fail_safes.py"),
+    ),
+    "problems/": (
+        ("harness/problems/*",),
+        ("tests/test_problem.py", "tests/test_problem_file_properties.py", "tests/test_problem_behaviour.py",
+         "tests/test_problem_catalogue.py"),
+    ),
+    "solvers/": (
+        ("harness/solvers/*",),
+        ("tests/test_solvers.py", "tests/test_closed_form.py", "tests/test_fail_safes.py"),
+    ),
+    "sensitivity/": (
+        ("harness/sensitivity/*",),
+        ("tests/test_closed_form.py", "tests/test_gradients.py", "tests/test_discrete_adjoint.py",
+         "tests/test_independent_references.py", "tests/test_engine_registry.py"),
+    ),
+}
+
+RESULTS = ROOT / "reports" / "mutation" / "results.json"
+EQUIVALENT = ROOT / "reports" / "mutation" / "equivalent.json"
+
+# mutmut's exit-code convention (mutmut.__main__.status_by_exit_code), by name
+STATUS_NAMES = ("killed", "survived", "timeout", "no tests", "suspicious", "skipped", "segfault",
+                "check was interrupted by user", "not checked", "caught by type check")
+
+
+def _tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line]
+
+
+def _narrowed_pyproject(text: str, mutate: tuple[str, ...], tests: list[str]) -> str:
+    """The copy's pyproject.toml with `[tool.mutmut]` set to this area (any existing section replaced)."""
+    text = re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", text)
+    # one process per test run inside mutmut (its own workers are the parallelism); no xdist
+    text = text.replace('addopts = "-ra -n auto"', 'addopts = "-ra"')
+    section = (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["harness"]\n'
+        f"only_mutate = {json.dumps(list(mutate))}\n"
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider", "-x", "-q"]\n'
+        "timeout_multiplier = 5.0\n"
+        "timeout_constant = 30.0\n"
+    )
+    return text.rstrip() + "\n" + section
+
+
+def _statuses(scratch: Path) -> dict[str, str]:
+    """mutant name -> verdict, from mutmut's .meta records in the scratch copy."""
+    from mutmut.stats import status_by_exit_code  # the tool's own mapping, not a copy
+
+    verdicts = {}
+    for meta in (scratch / "mutants").rglob("*.meta"):
+        record = json.loads(meta.read_text())
+        for name, code in record.get("exit_code_by_key", {}).items():
+            verdicts[name] = status_by_exit_code[code]
+    return verdicts
+
+
+def _cpu() -> str:
+    from harness._provenance import cpu_model
+
+    return cpu_model()
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
+def _equivalents() -> dict[str, str]:
+    if EQUIVALENT.exists():
+        return {name: entry["reason"] for name, entry in json.loads(EQUIVALENT.read_text()).items()}
+    return {}
+
+
+def measure(area: str, max_children: int, keep: bool, read: Path | None = None) -> dict:
+    mutate, tests = AREAS[area]
+    tests = [t for t in tests if (ROOT / t).exists()]
+    if read is not None:  # the verdicts of an earlier run's kept copy, not a new run
+        verdicts, seconds = _statuses(read), float("nan")
+        pyproject = (read / "pyproject.toml").read_text()
+        tests = json.loads(re.search(r"pytest_add_cli_args_test_selection = (\[.*\])", pyproject).group(1))
+        return _summary(area, mutate, tests, verdicts, seconds, max_children)
+    commit = _commit()  # of the code copied now, not of whatever is checked out when the run ends
+    scratch = Path(tempfile.mkdtemp(prefix="harness-mutmut-"))
+    try:
+        for rel in _tracked_files() + [t for t in tests if t not in _tracked_files()]:
+            source = ROOT / rel
+            if source.is_file():
+                (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, scratch / rel)
+        pyproject = scratch / "pyproject.toml"
+        pyproject.write_text(_narrowed_pyproject(pyproject.read_text(), mutate, tests))
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)  # mutmut puts its mutated copy first on the path itself
+        # the numpy reference path: the compiled module is not what these areas are, and a build per
+        # mutant would cost minutes
+        env.update(HARNESS_COMPILED="0", MPLBACKEND="Agg", PYTHONHASHSEED="0", HARNESS_HYPOTHESIS_PROFILE="mutation")
+        command = ["mutmut", "run", "--max-children", str(max_children)]
+        started = time.monotonic()
+        proc = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
+        seconds = time.monotonic() - started
+        verdicts = _statuses(scratch)
+        if not verdicts:
+            tail = (proc.stdout + proc.stderr)[-3000:]
+            raise SystemExit(f"mutmut produced no verdicts for {area} (exit {proc.returncode}):\n{tail}")
+    finally:
+        if keep:
+            print(f"scratch copy kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _summary(area, mutate, tests, verdicts, seconds, max_children, commit)
+
+
+def _summary(area, mutate, tests, verdicts, seconds, max_children, commit=None) -> dict:
+    equivalent = _equivalents()
+    counts = {name: 0 for name in STATUS_NAMES}
+    survivors, equivalents = [], []
+    for name, verdict in sorted(verdicts.items()):
+        if verdict == "survived" and name in equivalent:
+            equivalents.append(name)
+            continue
+        counts[verdict] = counts.get(verdict, 0) + 1
+        if verdict in ("survived", "timeout", "no tests", "suspicious"):
+            survivors.append({"mutant": name, "verdict": verdict})
+    counts = {k: v for k, v in counts.items() if v}
+    counts["equivalent"] = len(equivalents)
+    # only killed mutants count as caught; equivalent and unchecked ones are out of the denominator
+    total = sum(v for k, v in counts.items() if k not in ("equivalent", "skipped", "not checked"))
+    killed = counts.get("killed", 0) + counts.get("caught by type check", 0)
+    return {
+        "area": area,
+        "mutated": list(mutate),
+        "tests": tests,
+        "counts": counts,
+        "non_equivalent": total,
+        "score": round(killed / total, 4) if total else None,
+        "survivors": survivors,
+        "equivalent": equivalents,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit or _commit(),
+        "command": f"nice -n 10 python benchmarks/mutation_score.py --area {area} --max-children {max_children}",
+        "cpu": _cpu(),
+        "seconds": None if seconds != seconds else round(seconds),
+        "tool": "mutmut " + _mutmut_version(),
+    }
+
+
+def _mutmut_version() -> str:
+    from importlib.metadata import version
+
+    return version("mutmut")
+
+
+def _write(results_path: Path, entry: dict) -> None:
+    from harness._io import write_json
+
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"areas": {}}
+    results["areas"][entry["area"]] = entry
+    results["areas"] = dict(sorted(results["areas"].items()))
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(results_path, results)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--area", action="append", choices=sorted(AREAS), help="area to measure (repeatable)")
+    parser.add_argument("--max-children", type=int, default=1, help="mutmut's worker processes (default 1)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copy (to inspect with mutmut show)")
+    parser.add_argument("--read", type=Path, help="score the kept copy DIR of an earlier run (with --area)")
+    parser.add_argument("--list", action="store_true", help="list the areas, their files and tests")
+    args = parser.parse_args(argv)
+    if args.list:
+        for area, (mutate, tests) in AREAS.items():
+            print(f"{area}: mutates {', '.join(mutate)}; tests {', '.join(tests)}")
+        return 0
+    for area in args.area or list(AREAS):
+        entry = measure(area, args.max_children, args.keep, args.read)
+        _write(args.results, entry)
+        c = entry["counts"]
+        print(f"{area}: {c.get('killed', 0)} of {entry['non_equivalent']} non-equivalent mutants killed "
+              f"({100 * (entry['score'] or 0):.1f} %), {c.get('survived', 0)} survived, "
+              f"{c.get('timeout', 0)} timeout, {c.get('no tests', 0)} without tests, {c['equivalent']} equivalent "
+              f"[{entry['seconds']} s]")
+        for survivor in entry["survivors"]:
+            print(f"  {survivor['verdict']}: {survivor['mutant']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
