@@ -121,7 +121,6 @@ def test_the_grid_table_columns_follow_their_names(report):
     if not grids:
         pytest.skip(f"{folder.name}: no gradient grid in this report")
     (grid,) = grids
-    raw = (folder / "report.md").read_text()
     for record, row in zip(_records(grid), _shown(results)):
         assert set(record) == set(grid["header"]) and all(h for h in grid["header"])
         if row["status"] not in ("ok", "flagged"):
