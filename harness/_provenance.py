@@ -71,7 +71,7 @@ def provenance(**extra) -> dict:
                          "jax", "jaxlib", "diffrax")
             if _package_version(name)
         },
-        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu": cpu_model()},
     }
     record.update(extra)
     return record
