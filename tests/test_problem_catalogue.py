@@ -40,7 +40,7 @@ def test_each_catalogue_problem_has_its_documented_shape():
         assert np.all(np.abs(p.z0) <= 10.0) and p.t0 == 0.0 and p.theta_true is not None
         assert not np.array_equal(p.theta, p.theta_true)  # the model to train is drawn from seed + 1
     assert set(PROBLEMS) == {"seed", "stiff", "multi_time", "deep", "augmented", "time_dependent", "irregular",
-                             "reflection", "annuli", "lynx_hare"}
+                             "reflection", "annuli", "lynx_hare", "lotka_volterra", "ude"}
 
 
 def test_the_data_are_the_ground_truth_solved_with_the_data_options():
