@@ -1266,12 +1266,14 @@ def write_results(path: Path, outcomes, keys, seed: int, args) -> None:
     """The outcomes as JSON (strict, atomic), with the command and machine that produced them."""
     import platform
 
+    from harness._provenance import cpu_model
+
     rows = [{"key": key, "scenario": o.name, "exit_status": o.exit_status,
              "message": o.message.splitlines()[0] if o.message else "", "timings": o.timings,
              "survived": o.survived, "problems": o.problems} for key, o in zip(keys_run(keys, args), outcomes)]
     data = {
         "command": "python benchmarks/inject_faults.py" + (" --quick" if args.quick else ""),
-        "seed": seed, "cpu": _cpu_name(), "python": platform.python_version(),
+        "seed": seed, "cpu": cpu_model(), "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d", time.gmtime()), "commit": _commit(),
         "injected": len(outcomes), "survived": sum(o.survived for o in outcomes),
         "lost": sum(not o.survived for o in outcomes), "scenarios": rows,
@@ -1299,16 +1301,6 @@ def _commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":
