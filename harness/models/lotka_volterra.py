@@ -14,7 +14,26 @@ import numpy as np
 from ._protocol import VectorField, scalar_layout
 
 
-class LotkaVolterra(VectorField):
+class _NamedScalars(VectorField):
+    """A model whose θ is a few named scalars: its layout is one part per name, `init_theta` is where
+    `init` starts, and two instances are the same model whatever their starting θ (the vector field
+    is the class's, θ is passed to every call)."""
+
+    def __init__(self, init_theta):
+        self.init_theta = tuple(float(v) for v in self.check_theta(init_theta))
+
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+    def __hash__(self):
+        return hash(type(self).__name__)
+
+    @property
+    def layout(self):
+        return scalar_layout(self.parameter_names)
+
+
+class LotkaVolterra(_NamedScalars):
     """dx/dt = α x - β x y, dy/dt = δ x y - γ y; θ = (α, β, γ, δ), N = 2, P = 4.
 
     Parameters
@@ -28,17 +47,7 @@ class LotkaVolterra(VectorField):
     parameter_names = ["alpha", "beta", "gamma", "delta"]
 
     def __init__(self, init_theta=(1.0, 0.5, 1.0, 0.5)):
-        self.init_theta = tuple(float(v) for v in self.check_theta(init_theta))
-
-    def __eq__(self, other):
-        return type(other) is type(self)
-
-    def __hash__(self):
-        return hash(type(self).__name__)
-
-    @property
-    def layout(self):
-        return scalar_layout(self.parameter_names)
+        super().__init__(init_theta)
 
     def f(self, t, z, theta):
         alpha, beta, gamma, delta = theta
@@ -87,7 +96,7 @@ class LotkaVolterra(VectorField):
         return "harness.models:LotkaVolterra", {"init_theta": list(self.init_theta)}
 
 
-class PredatorPreyGrowth(VectorField):
+class PredatorPreyGrowth(_NamedScalars):
     """The growth terms alone: dx/dt = α x, dy/dt = -γ y; θ = (α, γ), N = 2, P = 2."""
 
     state_dim = 2
@@ -95,17 +104,7 @@ class PredatorPreyGrowth(VectorField):
     parameter_names = ["alpha", "gamma"]
 
     def __init__(self, init_theta=(1.0, 1.0)):
-        self.init_theta = tuple(float(v) for v in self.check_theta(init_theta))
-
-    def __eq__(self, other):
-        return type(other) is type(self)
-
-    def __hash__(self):
-        return hash(type(self).__name__)
-
-    @property
-    def layout(self):
-        return scalar_layout(self.parameter_names)
+        super().__init__(init_theta)
 
     def f(self, t, z, theta):
         return z * np.array([theta[0], -theta[1]])
