@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness._provenance import cpu_model
+from harness._provenance import cpu_model, provenance
 
 HARNESS = [sys.executable, "-m", "harness.cli", "reproduce"]
 CPU: list[float] = []  # CPU seconds of each run timed, in order
@@ -128,7 +128,8 @@ def main(argv=None) -> int:
     numpy_median, first_median = statistics.median(rows["numpy path"]), statistics.median(rows["first run"])
     during_median = statistics.median(rows["run during the build"])
     result = {
-        "cpu": cpu_model(), "command": "python benchmarks/bench_first_run.py " + " ".join(argv or sys.argv[1:]),
+        "cpu": cpu_model(), "provenance": provenance(),
+        "command": "python benchmarks/bench_first_run.py " + " ".join(argv or sys.argv[1:]),
         "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(), "seconds": rows,
         "cpu_seconds": cpu, "median_cpu": {kind: statistics.median(v) for kind, v in cpu.items()},
         "median_numpy_path": numpy_median, "median_first_run": first_median,

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness._provenance import cpu_model
+from harness._provenance import cpu_model, provenance
 
 RTOL = ATOL = 1e-6
 
@@ -271,7 +271,8 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
     print("\n" + text)
     out.mkdir(parents=True, exist_ok=True)
     _atomic_text(out / "grid.md", text)
-    _atomic_text(out / "grid.json", json.dumps({"cpu": cpu_model(), "command": command, "grid": GRID,
+    _atomic_text(out / "grid.json", json.dumps({"cpu": cpu_model(), "provenance": provenance(),
+                                                "command": command, "grid": GRID,
                                                 "seed": seed, "rows": rows,
                                                 "worst": worst and {k: worst[k] for k in ("label", "avx512", "ratio")}},
                                                indent=1))
@@ -494,7 +495,8 @@ def main(argv=None) -> int:
                         f"{k['activations_per_second'] / 1e6:.0f} M activations/s")
     print("\n" + "\n".join(text))
     (out / "table.md").write_text("\n".join(text) + "\n")
-    (out / "results.json").write_text(json.dumps({"cpu": cpu_model(), "results": results, "limit": limit}, indent=1))
+    (out / "results.json").write_text(json.dumps({"cpu": cpu_model(), "provenance": provenance(), "results": results,
+                                                          "limit": limit}, indent=1))
     if not args.rows:  # the figure needs the sweeps
         _figure(results, out / "scale.png")
     return 0
