@@ -25,11 +25,11 @@ from .._distances import worst_entry
 from ..errors import (
     BackendError,
     BackendUnavailableError,
-    HarnessInputError,
     RefusedError,
     SolverError,
     UnstableBacksolveError,
 )
+from ..models import LotkaVolterra
 from ..problems import Problem, multi_time_problem, stiff_problem
 from ..sensitivity import ForwardSensitivity, declaration_of, gradient
 from . import runtime
@@ -110,57 +110,11 @@ NON_MLP = Family(EXPLICIT, "Vern9", "non_mlp", factor=100.0, dz0_factor=100.0)  
 
 
 # --------------------------------------------------------------------------- a model that is not the MLP
-class PredatorPrey:
-    """Lotka-Volterra, dx/dt = α x - β x y, dy/dt = -δ y + γ x y, written only to harness's model
-    protocol (no MLP internals), so that the selftest puts a model other than the MLP through the
-    "python_vjp" route. θ = (α, β, δ, γ); z has shape (B, 2)."""
-
-    state_dim = 2
-    n_params = 4
-    autonomous = True
-    parameter_names = ["alpha", "beta", "delta", "gamma"]
-
-    def f(self, t, z, theta):
-        alpha, beta, delta, gamma = theta
-        x, y = z[:, 0], z[:, 1]
-        return np.stack([alpha * x - beta * x * y, -delta * y + gamma * x * y], axis=1)
-
-    def vjp(self, t, z, theta, a, per_sample=False):
-        alpha, beta, delta, gamma = theta
-        x, y = z[:, 0], z[:, 1]
-        u, v = a[:, 0], a[:, 1]
-        a_z = np.stack([u * (alpha - beta * y) + v * gamma * y, -u * beta * x + v * (gamma * x - delta)], axis=1)
-        a_theta = np.stack([u * x, -u * x * y, -v * y, v * x * y], axis=1)
-        return self.f(t, z, theta), a_z, a_theta if per_sample else a_theta.sum(axis=0)
-
-    def jac(self, t, z, theta):
-        alpha, beta, delta, gamma = theta
-        x, y = z[:, 0], z[:, 1]
-        return np.stack([np.stack([alpha - beta * y, -beta * x], axis=1),
-                         np.stack([gamma * y, gamma * x - delta], axis=1)], axis=1)
-
-    def jac_theta(self, t, z, theta):
-        x, y = z[:, 0], z[:, 1]
-        zero = np.zeros_like(x)
-        return np.stack([np.stack([x, -x * y, zero, zero], axis=1),
-                         np.stack([zero, zero, -y, x * y], axis=1)], axis=1)
-
-    def init(self, rng):
-        return np.array([1.5, 1.0, 3.0, 1.0]) * rng.uniform(0.8, 1.2, size=4)
-
-    def check_theta(self, theta):
-        theta = np.asarray(theta, dtype=np.float64)
-        if theta.shape != (4,):
-            raise HarnessInputError(f"theta has shape {theta.shape}: expected (4,) = (α, β, δ, γ)")
-        return theta
-
-    def describe(self):
-        return "Lotka-Volterra (α, β, δ, γ)"
-
-
 def non_mlp_problem(batch: int = BATCH, seed: int = 0) -> Problem:
-    """Lotka-Volterra populations from z0 ~ U[0.5, 1.5]², observed at four times up to t = 5."""
-    model = PredatorPrey()
+    """Lotka-Volterra populations (`harness.models.LotkaVolterra`, written to the model protocol only:
+    no MLP internals) from z0 ~ U[0.5, 1.5]², observed at four times up to t = 5: the selftest's
+    model other than the MLP on the "python_vjp" route. θ = (α, β, γ, δ) around (1.5, 1, 3, 1)."""
+    model = LotkaVolterra(init_theta=(1.5, 1.0, 3.0, 1.0))
     rng = np.random.default_rng(seed)
     z0 = rng.uniform(0.5, 1.5, size=(batch, 2))
     times = np.array([1.25, 2.5, 3.75, 5.0])
