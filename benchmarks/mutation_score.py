@@ -45,7 +45,7 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "compare/_claims.py": (
         ("harness/compare/_claims.py",),
         ("tests/test_claims.py", "tests/test_compare_claims.py", "tests/test_claim_properties.py",
-         "tests/test_claim_edges.py"),
+         "tests/test_claim_edges.py", "tests/test_claim_evidence.py", "tests/test_claim_names.py"),
     ),
     "_metrics.py": (
         ("harness/_metrics.py", "harness/_distances.py"),
@@ -58,7 +58,7 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "problems/": (
         ("harness/problems/*",),
         ("tests/test_problem.py", "tests/test_problem_file_properties.py", "tests/test_problem_behaviour.py",
-         "tests/test_problem_catalogue.py"),
+         "tests/test_problem_catalogue.py", "tests/test_tutorial_exact.py", "tests/test_tutorial_draws.py"),
     ),
     "solvers/": (
         ("harness/solvers/*",),
@@ -94,7 +94,9 @@ def _narrowed_pyproject(text: str, mutate: tuple[str, ...], tests: list[str]) ->
         'source_paths = ["harness"]\n'
         f"only_mutate = {json.dumps(list(mutate))}\n"
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider", "-x", "-q"]\n'
+        # the area's fast tests only: a slow test (a 1000-step training, a Dask cluster) run per mutant
+        # would cost hours; what it guards is measured elsewhere or not by this area
+        'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider", "-x", "-q", "-m", "not slow"]\n'
         "timeout_multiplier = 5.0\n"
         "timeout_constant = 30.0\n"
     )
@@ -126,24 +128,50 @@ def _commit() -> str:
     return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
-def _equivalents() -> dict[str, str]:
-    if EQUIVALENT.exists():
-        return {name: entry["reason"] for name, entry in json.loads(EQUIVALENT.read_text()).items()}
-    return {}
+def _equivalents(scratch: Path | None) -> tuple[dict[str, str], list[str]]:
+    """The listed equivalent mutants that are still the mutant described, and the stale entries.
+
+    mutmut numbers the mutants of a function in order, so an edit of the function renumbers them:
+    each entry carries `mutated`, a fragment of the mutant's code, and counts only while the mutant
+    of that name in this run's copy contains it (read from mutmut's mutated source, `mutants/...`).
+    """
+    if not EQUIVALENT.exists():
+        return {}, []
+    entries = json.loads(EQUIVALENT.read_text())
+    sources = {}
+    if scratch is not None:
+        import ast
+
+        for path in (scratch / "mutants").rglob("*.py"):
+            text = path.read_text()
+            if "__mutmut_" not in text:
+                continue
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name:
+                    module = ".".join(path.relative_to(scratch / "mutants").with_suffix("").parts)
+                    sources[f"{module}.{node.name}"] = ast.get_source_segment(text, node)
+    valid, stale = {}, []
+    for name, entry in entries.items():
+        source = sources.get(name)
+        if source is not None and entry.get("mutated", "") in source:
+            valid[name] = entry["reason"]
+        elif source is not None:
+            stale.append(name)
+    return valid, stale
 
 
 def measure(area: str, max_children: int, keep: bool, read: Path | None = None) -> dict:
     mutate, tests = AREAS[area]
-    tests = [t for t in tests if (ROOT / t).exists()]
+    tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
     if read is not None:  # the verdicts of an earlier run's kept copy, not a new run
         verdicts, seconds = _statuses(read), float("nan")
         pyproject = (read / "pyproject.toml").read_text()
         tests = json.loads(re.search(r"pytest_add_cli_args_test_selection = (\[.*\])", pyproject).group(1))
-        return _summary(area, mutate, tests, verdicts, seconds, max_children)
+        return _summary(area, mutate, tests, verdicts, seconds, max_children, _equivalents(read))
     commit = _commit()  # of the code copied now, not of whatever is checked out when the run ends
     scratch = Path(tempfile.mkdtemp(prefix="harness-mutmut-"))
     try:
-        for rel in _tracked_files() + [t for t in tests if t not in _tracked_files()]:
+        for rel in _tracked_files() + [t.split("::")[0] for t in tests if t.split("::")[0] not in _tracked_files()]:
             source = ROOT / rel
             if source.is_file():
                 (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -163,16 +191,52 @@ def measure(area: str, max_children: int, keep: bool, read: Path | None = None) 
         if not verdicts:
             tail = (proc.stdout + proc.stderr)[-3000:]
             raise SystemExit(f"mutmut produced no verdicts for {area} (exit {proc.returncode}):\n{tail}")
+        equivalents = _equivalents(scratch)
     finally:
         if keep:
             print(f"scratch copy kept in {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    return _summary(area, mutate, tests, verdicts, seconds, max_children, commit)
+    return _summary(area, mutate, tests, verdicts, seconds, max_children, equivalents, commit)
 
 
-def _summary(area, mutate, tests, verdicts, seconds, max_children, commit=None) -> dict:
-    equivalent = _equivalents()
+def retest(area: str, max_children: int, scratch: Path) -> dict:
+    """Re-run the mutants an earlier run (its copy kept with --keep) did not kill, with the
+    repository's current tests.
+
+    Tests are only ever added between the two runs, so a mutant killed then is still killed; the
+    mutated files must be unchanged (checked byte for byte), or the earlier verdicts would be of
+    other code. mutmut finds the new tests, maps them to the functions they call, and runs every
+    test of each named mutant's function again.
+    """
+    mutate, tests = AREAS[area]
+    tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
+    for rel in _tracked_files():
+        if any(Path(rel).match(pattern) for pattern in mutate) and (scratch / rel).read_bytes() != (ROOT / rel).read_bytes():
+            raise SystemExit(f"{rel} differs from the copy in {scratch}: measure the area again instead")
+    shutil.copytree(ROOT / "tests", scratch / "tests", dirs_exist_ok=True)
+    (scratch / "pyproject.toml").write_text(_narrowed_pyproject((ROOT / "pyproject.toml").read_text(), mutate, tests))
+    earlier = _statuses(scratch)
+    again = sorted(name for name, verdict in earlier.items() if verdict in ("survived", "timeout", "no tests", "suspicious"))
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.update(HARNESS_COMPILED="0", MPLBACKEND="Agg", PYTHONHASHSEED="0", HARNESS_HYPOTHESIS_PROFILE="mutation")
+    started = time.monotonic()
+    proc = subprocess.run(["mutmut", "run", "--max-children", str(max_children), *again], cwd=scratch, env=env,
+                          capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    verdicts = _statuses(scratch)
+    if proc.returncode != 0 and all(verdicts[name] == earlier[name] for name in again):
+        raise SystemExit(f"mutmut re-ran nothing for {area} (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    entry = _summary(area, mutate, tests, verdicts, seconds, max_children, _equivalents(scratch))
+    entry["command"] = (f"nice -n 10 python benchmarks/mutation_score.py --area {area} --max-children {max_children} "
+                        f"--keep, then --area {area} --retest <the kept copy> (re-runs the {len(again)} mutants "
+                        "not killed, with the tests added since)")
+    return entry
+
+
+def _summary(area, mutate, tests, verdicts, seconds, max_children, equivalents_checked, commit=None) -> dict:
+    equivalent, stale = equivalents_checked
     counts = {name: 0 for name in STATUS_NAMES}
     survivors, equivalents = [], []
     for name, verdict in sorted(verdicts.items()):
@@ -195,7 +259,10 @@ def _summary(area, mutate, tests, verdicts, seconds, max_children, commit=None) 
         "non_equivalent": total,
         "score": round(killed / total, 4) if total else None,
         "survivors": survivors,
-        "equivalent": equivalents,
+        "equivalent": [{"mutant": name, "reason": equivalent[name]} for name in equivalents],
+        # listed as equivalent, but the mutant of that name is no longer the one described: counted as
+        # whatever mutmut says it is, and to be re-examined
+        "stale_equivalents": [name for name in stale if name in verdicts],
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit or _commit(),
         "command": f"nice -n 10 python benchmarks/mutation_score.py --area {area} --max-children {max_children}",
@@ -228,6 +295,8 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy (to inspect with mutmut show)")
     parser.add_argument("--read", type=Path, help="score the kept copy DIR of an earlier run (with --area)")
+    parser.add_argument("--retest", type=Path, help="re-run the mutants the kept copy DIR did not kill, with the "
+                        "current tests, and score it (with --area)")
     parser.add_argument("--list", action="store_true", help="list the areas, their files and tests")
     args = parser.parse_args(argv)
     if args.list:
@@ -235,7 +304,10 @@ def main(argv=None) -> int:
             print(f"{area}: mutates {', '.join(mutate)}; tests {', '.join(tests)}")
         return 0
     for area in args.area or list(AREAS):
-        entry = measure(area, args.max_children, args.keep, args.read)
+        if args.retest is not None:
+            entry = retest(area, args.max_children, args.retest)
+        else:
+            entry = measure(area, args.max_children, args.keep, args.read)
         _write(args.results, entry)
         c = entry["counts"]
         print(f"{area}: {c.get('killed', 0)} of {entry['non_equivalent']} non-equivalent mutants killed "
@@ -244,6 +316,8 @@ def main(argv=None) -> int:
               f"[{entry['seconds']} s]")
         for survivor in entry["survivors"]:
             print(f"  {survivor['verdict']}: {survivor['mutant']}")
+        for name in entry["stale_equivalents"]:
+            print(f"  listed as equivalent but changed since (re-examine): {name}")
     return 0
 
 

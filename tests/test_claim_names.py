@@ -24,7 +24,7 @@ EVERY = {"says": "e", "every": {"engine": "A"}, "metric": "dtheta.relative_error
 
 
 def refused(table, fields=FIELDS):
-    with pytest.raises(HarnessInputError) as caught:
+    with pytest.raises(HarnessInputError) as caught:  # fields None: the table alone, no rows to check against
         parse_claims([table], "claims", fields)
     return str(caught.value)
 
@@ -124,3 +124,13 @@ def test_a_selection_of_two_kinds_takes_the_union_of_their_values():
 def test_bounds_that_exclude_each_other_are_refused():
     assert refused({**EVERY, "at_least": 2, "at_most": 1}) == (
         "claims[0]: at_least = 2 > at_most = 1: no value can meet both")
+
+
+@pytest.mark.parametrize("table, message", [
+    ({**EVERY, "covers": "rtol"}, "claims[0].covers = 'rtol': expected a list of field names"),
+    ({**EVERY, "covers": []}, "claims[0].covers = []: expected the fields whose every value is covered"),
+    ({**EVERY, "every": {"status": "done"}},
+     "claims[0].every.status = 'done': unknown status 'done'; a status is one of ['ok', 'flagged', 'failed', 'unavailable']"),
+])
+def test_covers_and_a_selections_status_are_checked_when_read(table, message):
+    assert refused(table, None) == message
