@@ -146,10 +146,12 @@ def _equivalents(scratch: Path | None) -> tuple[dict[str, str], list[str]]:
             text = path.read_text()
             if "__mutmut_" not in text:
                 continue
+            lines = text.splitlines()
+            parts = path.relative_to(scratch / "mutants").with_suffix("").parts
+            module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)  # mutmut's naming
             for node in ast.walk(ast.parse(text)):
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name:
-                    module = ".".join(path.relative_to(scratch / "mutants").with_suffix("").parts)
-                    sources[f"{module}.{node.name}"] = ast.get_source_segment(text, node)
+                    sources[f"{module}.{node.name}"] = "\n".join(lines[node.lineno - 1:node.end_lineno])
     valid, stale = {}, []
     for name, entry in entries.items():
         source = sources.get(name)
