@@ -53,7 +53,9 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "training.py": (
         ("harness/training.py",),
-        ("tests/test_optimiser.py", "tests/test_training_behaviour.py", "tests/test_fail_safes.py"),
+        ("tests/test_optimiser.py", "tests/test_training_behaviour.py", "tests/test_fail_safes.py",
+         "tests/test_training_plumbing.py", "tests/test_training_checkpoints.py",
+         "tests/test_robust.py::test_a_damaged_checkpoint_is_set_aside_in_one_line_and_training_starts_afresh"),
     ),
     "problems/": (
         ("harness/problems/*",),
@@ -220,6 +222,8 @@ def retest(area: str, max_children: int, scratch: Path) -> dict:
     (scratch / "pyproject.toml").write_text(_narrowed_pyproject((ROOT / "pyproject.toml").read_text(), mutate, tests))
     earlier = _statuses(scratch)
     again = sorted(name for name, verdict in earlier.items() if verdict in ("survived", "timeout", "no tests", "suspicious"))
+    # mutmut rewrites its records with only the named mutants' verdicts: keep the others' to put back
+    records = {meta: json.loads(meta.read_text()) for meta in (scratch / "mutants").rglob("*.meta")}
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env.update(HARNESS_COMPILED="0", MPLBACKEND="Agg", PYTHONHASHSEED="0", HARNESS_HYPOTHESIS_PROFILE="mutation")
@@ -227,6 +231,14 @@ def retest(area: str, max_children: int, scratch: Path) -> dict:
     proc = subprocess.run(["mutmut", "run", "--max-children", str(max_children), *again], cwd=scratch, env=env,
                           capture_output=True, text=True)
     seconds = time.monotonic() - started
+    for meta, before in records.items():
+        record = json.loads(meta.read_text())
+        codes = record.get("exit_code_by_key", {})
+        for name, code in before.get("exit_code_by_key", {}).items():
+            if name not in again and codes.get(name) is None:
+                codes[name] = code
+        record["exit_code_by_key"] = codes
+        meta.write_text(json.dumps(record))
     verdicts = _statuses(scratch)
     if proc.returncode != 0 and all(verdicts[name] == earlier[name] for name in again):
         raise SystemExit(f"mutmut re-ran nothing for {area} (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
