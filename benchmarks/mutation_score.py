@@ -240,8 +240,8 @@ def retest(area: str, max_children: int, scratch: Path) -> dict:
         record["exit_code_by_key"] = codes
         meta.write_text(json.dumps(record))
     verdicts = _statuses(scratch)
-    if proc.returncode != 0 and all(verdicts[name] == earlier[name] for name in again):
-        raise SystemExit(f"mutmut re-ran nothing for {area} (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    if proc.returncode != 0 or any(verdicts[name] == "not checked" for name in again):
+        raise SystemExit(f"mutmut did not re-run every survivor of {area} (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
     entry = _summary(area, mutate, tests, verdicts, seconds, max_children, _equivalents(scratch))
     entry["command"] = (f"nice -n 10 python benchmarks/mutation_score.py --area {area} --max-children {max_children} "
                         f"--keep, then --area {area} --retest <the kept copy> (re-runs the {len(again)} mutants "
