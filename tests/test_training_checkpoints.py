@@ -89,7 +89,7 @@ def test_an_edit_that_leaves_the_digest_is_refused(problem, written, straight, c
     ({"theta": np.zeros(17, dtype=np.int64)}, "theta is int64"),
     ({"m": np.zeros(17, dtype=np.int64)}, "m is int64"),
     ({"v": np.zeros(17, dtype=np.int64)}, "v is int64"),
-    ({"step": np.array(8)}, "step 8 with 5 Adam updates is not a state of a 5-step run"),
+    ({"step": np.array(7)}, "step 7 with 5 Adam updates is not a state of a 5-step run"),  # steps + 2
     ({"step": np.array(-1)}, "step -1 with 5 Adam updates is not a state of a 5-step run"),
     ({"step": np.array(0), "adam_t": np.array(0), "history": np.array("[]")},
      None),  # step 0 before any update is a state of every run: resumed, not refused

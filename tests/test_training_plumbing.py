@@ -148,3 +148,22 @@ def test_a_keyboard_interrupt_saves_the_last_completed_step(problem, tmp_path, m
     resumed = train(problem, steps=5, lr=0.05, log_every=1, checkpoint=ckpt, progress=False, **SOLVE)
     assert resumed.resumed_from == 2
     np.testing.assert_array_equal(resumed.theta, whole.theta)
+
+
+def test_resuming_a_finished_run_shows_a_full_bar(problem, bars, tmp_path):
+    ckpt = tmp_path / "done.npz"
+    train(problem, steps=3, progress=False, checkpoint=ckpt, keep_checkpoint=True, **SOLVE)
+    again = train(problem, steps=3, progress=False, checkpoint=ckpt, **SOLVE)
+    assert again.resumed_from == 4
+    assert bars[-1].args["total"] == 4 and bars[-1].args["initial"] == 4 and bars[-1].updates == []
+
+
+def test_the_default_step_limit_is_taken_over_the_first_twenty_steps():
+    """100 x the median of the first 20 step times (later steps, slower or not, do not move it)."""
+    watchdog = training._StepWatchdog(None)
+    assert watchdog.limit() is None  # nothing to compare the first step with
+    watchdog.times = [0.5] * 10 + [1.5] * 10  # median 1.0 s: the limit is 100 s
+    assert watchdog.limit() == 100.0
+    watchdog.times += [1.5] * 30  # the median of all would be 1.5 s
+    assert watchdog.limit() == 100.0
+    assert training._StepWatchdog(2.5).limit() == 2.5
