@@ -265,7 +265,7 @@ def _summary(area, mutate, tests, verdicts, seconds, max_children, equivalents_c
         counts[verdict] = counts.get(verdict, 0) + 1
         if verdict in ("survived", "timeout", "no tests", "suspicious"):
             survivors.append({"mutant": name, "verdict": verdict})
-    counts = {k: v for k, v in counts.items() if v}
+    counts = {k: v for k, v in counts.items() if v or k in ("killed", "survived", "timeout", "no tests")}
     counts["equivalent"] = len(equivalents)
     # only killed mutants count as caught; equivalent and unchecked ones are out of the denominator
     total = sum(v for k, v in counts.items() if k not in ("equivalent", "skipped", "not checked"))
