@@ -62,7 +62,7 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("tests/test_problem.py", "tests/test_problem_file_properties.py", "tests/test_problem_behaviour.py",
          "tests/test_problem_catalogue.py", "tests/test_tutorial_exact.py", "tests/test_tutorial_draws.py",
          "tests/test_models.py", "tests/test_lynx_hare.py", "tests/test_catalogue_builders.py",
-         "tests/test_problem_details.py", "tests/test_problem_file_checks.py",
+         "tests/test_problem_details.py", "tests/test_problem_file_checks.py", "tests/test_problem_file_keys.py",
          *(f"tests/test_robust.py::{name}" for name in (
              "test_a_growing_decay_is_refused_before_any_solve", "test_a_decay_whose_derivatives_overflow_is_refused",
              "test_observation_times_one_float_apart_are_refused_not_called_a_blow_up", "test_complex_data_is_refused",
