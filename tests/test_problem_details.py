@@ -64,3 +64,19 @@ def test_grid_and_mask_takes_columns_scalars_and_empty_trajectories():
     assert data.shape == (1, 2, 2) and mask.tolist() == [[True, False]]
     with pytest.raises(HarnessInputError, match=r"times\[0\] = \[1.0, 1.0\] are not strictly increasing"):
         grid_and_mask([[1.0, 1.0]], [[1.0, 2.0]])
+
+
+def test_grid_and_mask_refuses_complex_values_rather_than_dropping_their_imaginary_part():
+    with pytest.raises(TypeError):
+        grid_and_mask([[1.0, 2.0]], [[1.0 + 2.0j, 3.0]])
+
+
+def test_the_tutorials_theta_is_float64_and_its_problem_is_named_and_starts_at_0():
+    from harness._forward import SolveOptions
+    from harness.problems._tutorial_draws import tutorial_weights
+    from harness.problems._tutorial_exact import theta_from_tutorial, tutorial_exact_problem
+
+    theta = theta_from_tutorial(tutorial_weights("ground_truth"))
+    assert theta.dtype == np.float64 and theta.shape == (17,)
+    problem = tutorial_exact_problem(SolveOptions("DP5", rtol=1e-4, atol=1e-4))
+    assert problem.name == "tutorial-exact" and problem.t0 == 0.0

@@ -154,3 +154,8 @@ def test_build_problem_augments_with_theta_from_seed_plus_one():
     np.testing.assert_array_equal(problem.theta, problem.model.init(np.random.default_rng(5)))
     default = build_problem("seed", batch=2, augment=1)
     np.testing.assert_array_equal(default.theta, default.model.init(np.random.default_rng(1)))
+
+
+def test_a_file_without_z0_is_named_by_the_full_checks(files):
+    mlp, _ = files
+    assert message(rewrite(mlp, z0=None)).startswith(" is missing ['z0']")
