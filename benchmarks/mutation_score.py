@@ -223,12 +223,14 @@ def retest(area: str, max_children: int, scratch: Path) -> dict:
     mutate, tests = AREAS[area]
     tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
     for rel in _tracked_files():
-        if any(Path(rel).match(pattern) for pattern in mutate) and (scratch / rel).read_bytes() != (ROOT / rel).read_bytes():
+        mutated = any(Path(rel).match(pattern) for pattern in mutate)
+        if mutated and (scratch / rel).read_bytes() != (ROOT / rel).read_bytes():
             raise SystemExit(f"{rel} differs from the copy in {scratch}: measure the area again instead")
     shutil.copytree(ROOT / "tests", scratch / "tests", dirs_exist_ok=True)
     (scratch / "pyproject.toml").write_text(_narrowed_pyproject((ROOT / "pyproject.toml").read_text(), mutate, tests))
     earlier = _statuses(scratch)
-    again = sorted(name for name, verdict in earlier.items() if verdict in ("survived", "timeout", "no tests", "suspicious"))
+    again = sorted(name for name, verdict in earlier.items()
+                   if verdict in ("survived", "timeout", "no tests", "suspicious"))
     # mutmut rewrites its records with only the named mutants' verdicts: keep the others' to put back
     records = {meta: json.loads(meta.read_text()) for meta in (scratch / "mutants").rglob("*.meta")}
     env = dict(os.environ)
@@ -248,7 +250,8 @@ def retest(area: str, max_children: int, scratch: Path) -> dict:
         meta.write_text(json.dumps(record))
     verdicts = _statuses(scratch)
     if proc.returncode != 0 or not (scratch / "mutants" / "mutmut-stats.json").exists():
-        raise SystemExit(f"mutmut did not re-run every survivor of {area} (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise SystemExit(f"mutmut did not re-run every survivor of {area} (exit {proc.returncode}):\n{tail}")
     entry = _summary(area, mutate, tests, verdicts, seconds, max_children, _equivalents(scratch))
     entry["command"] = (f"nice -n 10 python benchmarks/mutation_score.py --area {area} --max-children {max_children} "
                         f"--keep, then --area {area} --retest <the kept copy> (re-runs the {len(again)} mutants "

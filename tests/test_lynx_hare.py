@@ -20,14 +20,14 @@ def table():
     text = resources.files("harness.problems").joinpath("data/hudson_bay_lynx_hare.csv").read_text()
     rows = list(csv.reader(text.splitlines()))
     assert rows[0] == ["year", "hare", "lynx"]
-    return [(int(y), float(h), float(l)) for y, h, l in rows[1:]]
+    return [(int(y), float(h), float(lx)) for y, h, lx in rows[1:]]
 
 
 def test_the_series_is_the_csv_years_and_counts(table):
     years, pelts = lynx_hare_series()
     assert years.tolist() == [y for y, _, _ in table] == list(range(1900, 1921))
     assert pelts.shape == (21, 2)
-    assert pelts.tolist() == [[h, l] for _, h, l in table]
+    assert pelts.tolist() == [[h, lx] for _, h, lx in table]
     assert pelts[0].tolist() == [30.0, 4.0]  # 1900: 30 000 hare pelts, 4 000 lynx
 
 
@@ -36,7 +36,7 @@ def test_the_problem_fits_the_years_to_1915_in_hundreds_of_thousands(table):
     assert problem.name == "lynx_hare_1900_1915"
     np.testing.assert_array_equal(problem.z0, [[table[0][1] / 100, table[0][2] / 100]])
     assert problem.t0 == 0.0 and problem.times.tolist() == [float(k) for k in range(1, 16)]
-    expected = np.array([[[h / 100, l / 100]] for y, h, l in table if 1901 <= y <= 1915])
+    expected = np.array([[[h / 100, lx / 100]] for y, h, lx in table if 1901 <= y <= 1915])
     np.testing.assert_allclose(problem.data, expected, rtol=1e-15)  # x 0.01 against / 100: an ulp
     assert problem.data.shape == (15, 1, 2) and problem.mask is None
 
@@ -59,11 +59,14 @@ def test_any_last_year_after_the_first_is_fitted(last_year, n_times):
     assert problem.name == f"lynx_hare_1900_{last_year}"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"last_year": 1900}, "last_year=1900: expected a year in 1901..1920"),
-    ({"last_year": 1921}, "last_year=1921: expected a year in 1901..1920"),
-    ({"batch": 2}, "batch=2: the lynx-hare data are one trajectory, expected batch = 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"last_year": 1900}, "last_year=1900: expected a year in 1901..1920"),
+        ({"last_year": 1921}, "last_year=1921: expected a year in 1901..1920"),
+        ({"batch": 2}, "batch=2: the lynx-hare data are one trajectory, expected batch = 1"),
+    ],
+)
 def test_refusals_are_one_line(kwargs, message):
     with pytest.raises(HarnessInputError) as err:
         lynx_hare_problem(**kwargs)

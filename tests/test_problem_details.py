@@ -16,16 +16,23 @@ from harness.problems._tutorial_exact import exact_table, tutorial_horizon
 def test_the_exact_table_has_a_row_per_record_and_the_largest_difference():
     history = [{"step": 0, "loglik_per_datapoint": -3.21234}, {"step": 50, "loglik_per_datapoint": -2.5}]
     lines = exact_table(history, {0: -3.2, 50: -2.4996})
-    assert lines == ["| step | harness | tutorial | difference |", "|---:|---:|---:|---:|",
-                     "| 0 | -3.2123 | -3.200 | -0.0123 |", "| 50 | -2.5000 | -2.500 | -0.0004 |",
-                     "", "Largest difference: 0.0123 (over 2 rows)."]
+    assert lines == [
+        "| step | harness | tutorial | difference |",
+        "|---:|---:|---:|---:|",
+        "| 0 | -3.2123 | -3.200 | -0.0123 |",
+        "| 50 | -2.5000 | -2.500 | -0.0004 |",
+        "",
+        "Largest difference: 0.0123 (over 2 rows).",
+    ]
     # a step the tutorial did not log: an empty cell, and no largest difference over the table
     partial = exact_table(history, {0: -3.2})
     assert partial[3] == "| 50 | -2.5000 | | |" and len(partial) == 4
     assert exact_table(history, {}) == partial[:2] + ["| 0 | -3.2123 | | |", "| 50 | -2.5000 | | |"]
 
 
-@pytest.mark.parametrize("t1, num_steps, expected", [(10.0, 50, 10.199999999999996), (1.0, 4, 1.25), (1.0, 10, 1.0999999999999999)])
+@pytest.mark.parametrize(
+    "t1, num_steps, expected", [(10.0, 50, 10.199999999999996), (1.0, 4, 1.25), (1.0, 10, 1.0999999999999999)]
+)
 def test_the_horizon_is_the_first_sum_of_steps_beyond_t1(t1, num_steps, expected):
     # (four steps of 0.25 land exactly on 1, which is not beyond it: a fifth is taken)
     assert tutorial_horizon(t1, num_steps) == expected

@@ -9,7 +9,6 @@ import pytest
 
 import harness
 from harness.errors import HarnessInputError
-from harness.model import MLP
 from harness.models import LotkaVolterra
 from harness.problems import Problem, build_problem, load_problem, save_problem
 from harness.problems._catalogue import augment_problem
@@ -19,8 +18,16 @@ from harness.problems._catalogue import augment_problem
 def files(tmp_path):
     """(path of a saved MLP problem, path of a saved Lotka-Volterra problem)."""
     mlp = harness.seed_problem(batch=2)
-    lv = Problem(LotkaVolterra(init_theta=(0.5, 2.5, 0.8, 2.5)), np.array([0.5, 2.5, 0.8, 2.5]), np.ones((2, 2)), 0.0,
-                 np.array([1.0, 2.0]), np.ones((2, 2, 2)), "lv", theta_true=np.array([0.5, 2.5, 0.8, 2.5]))
+    lv = Problem(
+        LotkaVolterra(init_theta=(0.5, 2.5, 0.8, 2.5)),
+        np.array([0.5, 2.5, 0.8, 2.5]),
+        np.ones((2, 2)),
+        0.0,
+        np.array([1.0, 2.0]),
+        np.ones((2, 2, 2)),
+        "lv",
+        theta_true=np.array([0.5, 2.5, 0.8, 2.5]),
+    )
     return save_problem(mlp, tmp_path / "mlp.npz"), save_problem(lv, tmp_path / "lv.npz")
 
 
@@ -40,7 +47,7 @@ def message(path):
     text = str(err.value)
     prefix = f"problem file {str(path)!r}"
     assert text.startswith(prefix)
-    return text[len(prefix):]
+    return text[len(prefix) :]
 
 
 def test_a_named_models_file_needs_no_mlp_keys_and_builds_with_its_parameters(files):
@@ -52,27 +59,38 @@ def test_a_named_models_file_needs_no_mlp_keys_and_builds_with_its_parameters(fi
     assert plain.model.spec() == LotkaVolterra().spec()
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"model": np.array([b"harness.models:LotkaVolterra"])}, ": model is |S28 (1,): expected a string"),
-    ({"model": np.array(["harness.models:LotkaVolterra"])}, ": model is <U28 (1,): expected a string"),
-    ({"model_parameters": np.array(b"{}")}, ": model_parameters is |S2 (): expected a string"),
-    ({"model_parameters": np.array("{not json")}, ": model_parameters is not JSON (Expecting property name enclosed "
-                                                  "in double quotes)"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"model": np.array([b"harness.models:LotkaVolterra"])}, ": model is |S28 (1,): expected a string"),
+        ({"model": np.array(["harness.models:LotkaVolterra"])}, ": model is <U28 (1,): expected a string"),
+        ({"model_parameters": np.array(b"{}")}, ": model_parameters is |S2 (): expected a string"),
+        (
+            {"model_parameters": np.array("{not json")},
+            ": model_parameters is not JSON (Expecting property name enclosed in double quotes)",
+        ),
+    ],
+)
 def test_a_named_models_keys_must_be_text_and_json(files, changes, expected):
     _, lv = files
     assert message(rewrite(lv, **changes)) == expected
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"augment": np.array(1.0)}, ": augment is float64 (): expected an integer scalar"),
-    ({"augment": np.array([1])}, ": augment is int64 (1,): expected an integer scalar"),
-    ({"time_dependent": np.array(1)}, ": time_dependent is int64 (): expected a bool scalar"),
-    ({"mask": np.ones((1, 2), dtype=np.int64)}, ": mask is int64 (1, 2): expected a bool array (K, B)"),
-    ({"activation": np.array(1.0)}, ": activation is float64: expected a string"),
-    ({"widths": None}, " is missing ['widths']: a problem file needs ['widths', 'activation', 'theta', 'z0', 't0', "
-                       "'times', 'data']"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"augment": np.array(1.0)}, ": augment is float64 (): expected an integer scalar"),
+        ({"augment": np.array([1])}, ": augment is int64 (1,): expected an integer scalar"),
+        ({"time_dependent": np.array(1)}, ": time_dependent is int64 (): expected a bool scalar"),
+        ({"mask": np.ones((1, 2), dtype=np.int64)}, ": mask is int64 (1, 2): expected a bool array (K, B)"),
+        ({"activation": np.array(1.0)}, ": activation is float64: expected a string"),
+        (
+            {"widths": None},
+            " is missing ['widths']: a problem file needs ['widths', 'activation', 'theta', 'z0', 't0', "
+            "'times', 'data']",
+        ),
+    ],
+)
 def test_the_optional_keys_have_their_types(files, changes, expected):
     mlp, _ = files
     assert message(rewrite(mlp, **changes)) == expected
@@ -84,11 +102,16 @@ def test_the_model_file_accepts_the_optional_keys_of_their_right_types(files):
     assert loaded.augment == 0 and loaded.mask.all()
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"mask": np.ones((2, 2), dtype=bool)}, ": mask declares shape (2, 2): expected (1, 2) (K = 1 times, B = 2 "
-                                            "states of N = 2 from times and z0)"),
-    ({"theta_true": np.zeros(3)}, ": theta_true declares shape (3,): expected (17,), theta's"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            {"mask": np.ones((2, 2), dtype=bool)},
+            ": mask declares shape (2, 2): expected (1, 2) (K = 1 times, B = 2 states of N = 2 from times and z0)",
+        ),
+        ({"theta_true": np.zeros(3)}, ": theta_true declares shape (3,): expected (17,), theta's"),
+    ],
+)
 def test_declared_shapes_are_checked_against_z0_times_and_theta(files, changes, expected):
     mlp, _ = files
     assert message(rewrite(mlp, **changes)) == expected
@@ -128,10 +151,14 @@ def test_augment_problem_keeps_the_data_the_mask_and_the_models_options():
     assert augment_problem(base, 0) is base
 
 
-@pytest.mark.parametrize("augment, expected", [
-    (-1, "augment=-1: expected an integer >= 0"), (True, "augment=True: expected an integer >= 0"),
-    (1.5, "augment=1.5: expected an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "augment, expected",
+    [
+        (-1, "augment=-1: expected an integer >= 0"),
+        (True, "augment=True: expected an integer >= 0"),
+        (1.5, "augment=1.5: expected an integer >= 0"),
+    ],
+)
 def test_augment_problem_refuses_what_is_not_a_count(augment, expected):
     with pytest.raises(HarnessInputError) as err:
         augment_problem(harness.seed_problem(batch=2), augment)
@@ -140,13 +167,16 @@ def test_augment_problem_refuses_what_is_not_a_count(augment, expected):
 
 def test_only_a_plain_mlp_problem_is_augmented():
     once = augment_problem(harness.seed_problem(batch=2), 1)
-    with pytest.raises(HarnessInputError, match=r"^problem 'seed_augmented1' is already augmented by 1: augment a plain problem$"):
+    with pytest.raises(
+        HarnessInputError, match=r"^problem 'seed_augmented1' is already augmented by 1: augment a plain problem$"
+    ):
         augment_problem(once, 1)
     lv = build_problem("lotka_volterra", batch=2)
     with pytest.raises(HarnessInputError) as err:
         augment_problem(lv, 1)
-    assert str(err.value) == (f"augment=1: augmenting needs an MLP (its widths grow by A), and 'lotka_volterra' has "
-                              f"{lv.model.describe()}")
+    assert str(err.value) == (
+        f"augment=1: augmenting needs an MLP (its widths grow by A), and 'lotka_volterra' has {lv.model.describe()}"
+    )
 
 
 def test_build_problem_augments_with_theta_from_seed_plus_one():

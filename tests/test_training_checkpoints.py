@@ -59,7 +59,7 @@ def resume(problem, path, straight):
     (notice,) = notices
     assert notice.startswith(f"{path} is not a sound checkpoint of this run (")
     assert notice.endswith("): training starts afresh")
-    return notice[len(f"{path} is not a sound checkpoint of this run ("):-len("): training starts afresh")]
+    return notice[len(f"{path} is not a sound checkpoint of this run (") : -len("): training starts afresh")]
 
 
 def test_a_sound_checkpoint_resumes(problem, written, straight):
@@ -67,42 +67,58 @@ def test_a_sound_checkpoint_resumes(problem, written, straight):
     assert result.resumed_from == 6 and np.array_equal(result.theta, straight.theta)
 
 
-@pytest.mark.parametrize("changes, reason", [
-    ({"step": np.array(7)}, "its contents do not match the digest written with them (damaged or edited)"),
-    # the same number stored as another integer type: only the digest (which covers dtypes) tells
-    ({"step": np.array(6, dtype=np.uint64)}, "its contents do not match the digest written with them"),
-    ({"digest": np.array(b"0" * 64)}, "its contents do not match the digest written with them"),
-])
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"step": np.array(7)}, "its contents do not match the digest written with them (damaged or edited)"),
+        # the same number stored as another integer type: only the digest (which covers dtypes) tells
+        ({"step": np.array(6, dtype=np.uint64)}, "its contents do not match the digest written with them"),
+        ({"digest": np.array(b"0" * 64)}, "its contents do not match the digest written with them"),
+    ],
+)
 def test_an_edit_that_leaves_the_digest_is_refused(problem, written, straight, changes, reason):
     forge(written, recompute=False, **changes)
     assert resume(problem, written, straight).startswith(reason)
 
 
-@pytest.mark.parametrize("changes, reason", [
-    ({"n_rhs": None}, "it has no 'n_rhs'"),
-    ({"theta": np.zeros(3)}, "theta has shape (3,), expected (17,)"),
-    ({"seconds": np.zeros(2)}, "seconds has shape (2,), expected ()"),
-    ({"step": np.array(6.0)}, "step is float64"),
-    ({"adam_t": np.array(5.0)}, "adam_t is float64"),
-    ({"n_rhs": np.array(5.0)}, "n_rhs is float64"),
-    ({"seconds": np.array(5)}, "seconds is int64"),
-    ({"theta": np.zeros(17, dtype=np.int64)}, "theta is int64"),
-    ({"m": np.zeros(17, dtype=np.int64)}, "m is int64"),
-    ({"v": np.zeros(17, dtype=np.int64)}, "v is int64"),
-    ({"step": np.array(7)}, "step 7 with 5 Adam updates is not a state of a 5-step run"),  # steps + 2
-    ({"step": np.array(-1)}, "step -1 with 5 Adam updates is not a state of a 5-step run"),
-    ({"step": np.array(0), "adam_t": np.array(0), "history": np.array("[]")},
-     None),  # step 0 before any update is a state of every run: resumed, not refused
-    ({"adam_t": np.array(4)}, "step 6 with 4 Adam updates is not a state of a 5-step run"),
-    ({"theta": np.full(17, np.inf)}, "its parameters or Adam's moments are not finite"),
-    ({"seconds": np.array(np.nan)}, "its parameters or Adam's moments are not finite"),
-    ({"v": -np.ones(17)}, "its parameters or Adam's moments are not finite"),
-    ({"history": np.array("{")}, "its history is not a list of records (Expecting property name enclosed in "
-                                 "double quotes: line 1 column 2 (char 1))"),
-    ({"history": np.array('[{"step": 2}, {"step": 0}]')}, "its history logs steps [2, 0]... that step 6 cannot have"),
-    ({"history": np.array('[{"step": 0}, {"step": 2}, {"step": 4}, {"step": 6}]')},
-     "its history logs steps [0, 2, 4]... that step 6 cannot have"),
-])
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"n_rhs": None}, "it has no 'n_rhs'"),
+        ({"theta": np.zeros(3)}, "theta has shape (3,), expected (17,)"),
+        ({"seconds": np.zeros(2)}, "seconds has shape (2,), expected ()"),
+        ({"step": np.array(6.0)}, "step is float64"),
+        ({"adam_t": np.array(5.0)}, "adam_t is float64"),
+        ({"n_rhs": np.array(5.0)}, "n_rhs is float64"),
+        ({"seconds": np.array(5)}, "seconds is int64"),
+        ({"theta": np.zeros(17, dtype=np.int64)}, "theta is int64"),
+        ({"m": np.zeros(17, dtype=np.int64)}, "m is int64"),
+        ({"v": np.zeros(17, dtype=np.int64)}, "v is int64"),
+        ({"step": np.array(7)}, "step 7 with 5 Adam updates is not a state of a 5-step run"),  # steps + 2
+        ({"step": np.array(-1)}, "step -1 with 5 Adam updates is not a state of a 5-step run"),
+        (
+            {"step": np.array(0), "adam_t": np.array(0), "history": np.array("[]")},
+            None,
+        ),  # step 0 before any update is a state of every run: resumed, not refused
+        ({"adam_t": np.array(4)}, "step 6 with 4 Adam updates is not a state of a 5-step run"),
+        ({"theta": np.full(17, np.inf)}, "its parameters or Adam's moments are not finite"),
+        ({"seconds": np.array(np.nan)}, "its parameters or Adam's moments are not finite"),
+        ({"v": -np.ones(17)}, "its parameters or Adam's moments are not finite"),
+        (
+            {"history": np.array("{")},
+            "its history is not a list of records (Expecting property name enclosed in "
+            "double quotes: line 1 column 2 (char 1))",
+        ),
+        (
+            {"history": np.array('[{"step": 2}, {"step": 0}]')},
+            "its history logs steps [2, 0]... that step 6 cannot have",
+        ),
+        (
+            {"history": np.array('[{"step": 0}, {"step": 2}, {"step": 4}, {"step": 6}]')},
+            "its history logs steps [0, 2, 4]... that step 6 cannot have",
+        ),
+    ],
+)
 def test_a_forged_checkpoint_is_refused_with_its_defect(problem, written, straight, changes, reason):
     forge(written, **changes)
     if reason is None:
@@ -133,8 +149,11 @@ def test_the_size_allowance_is_three_parameter_vectors_plus_the_history(problem,
     assert train(problem, checkpoint=written, keep_checkpoint=True, **RUN).resumed_from == 6
     monkeypatch.setattr(training, "MAX_HISTORY_BYTES", declared - vectors - 20)
     reason = resume(problem, written, straight)
-    assert reason.startswith("declares ") and "of arrays, above the" in reason and reason.endswith(
-        "it may take here; not decompressed")
+    assert (
+        reason.startswith("declares ")
+        and "of arrays, above the" in reason
+        and reason.endswith("it may take here; not decompressed")
+    )
 
 
 def test_a_damaged_checkpoint_warns_from_the_callers_line_by_default(problem, written, straight):
@@ -177,6 +196,7 @@ def test_a_solver_failure_at_step_0_is_raised_and_later_it_is_divergence(problem
             if len(calls) == n:
                 raise SolverError("DP5", 3.0, 10.0, "step size underflow")
             return real(*args, **kwargs)
+
         return gradient
 
     monkeypatch.setattr(training, "gradient", failing_at(1))
@@ -186,7 +206,10 @@ def test_a_solver_failure_at_step_0_is_raised_and_later_it_is_divergence(problem
     monkeypatch.setattr(training, "gradient", failing_at(2))
     with pytest.raises(TrainingDivergedError) as err:
         train(problem, **RUN)
-    assert err.value.result.failure == {"step": 1, "reason": "the solver failed (DP5 failed at t = 3 (target t = 10): step size underflow)"}
+    assert err.value.result.failure == {
+        "step": 1,
+        "reason": "the solver failed (DP5 failed at t = 3 (target t = 10): step size underflow)",
+    }
 
 
 def test_a_finished_run_that_never_wrote_its_checkpoint_leaves_none(problem, tmp_path):
