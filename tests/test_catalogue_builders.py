@@ -126,3 +126,8 @@ def test_make_problem_defaults_and_refusals():
     with pytest.raises(HarnessInputError, match=r"^batch=0: expected an integer >= 1$"):
         catalogue._positive_problem(LotkaVolterra(), "lv", 0, 0, catalogue.TUTORIAL_DATA_OPTIONS)
     assert catalogue._positive_problem(LotkaVolterra(), "lv", 0, 1, catalogue.TUTORIAL_DATA_OPTIONS).batch_size == 1
+
+
+def test_the_ude_has_the_documented_44_parameters():
+    # θ = [α, γ, W1 (8 x 2), b1 (8), W2 (2 x 8), b2 (2)]: 2 + 16 + 8 + 16 + 2
+    assert catalogue.ude_problem(batch=2).model.n_params == 44

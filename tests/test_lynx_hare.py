@@ -78,3 +78,7 @@ def test_the_series_entry_names_its_loader_units_and_columns():
     assert entry["load"] is lynx_hare_series and entry["scale"] == 0.01
     assert entry["names"] == SPECIES == ("hare", "lynx")
     assert (entry["units"], entry["model_units"]) == ("thousands of pelts", "hundreds of thousands of pelts")
+
+
+def test_the_default_draw_is_seed_0s():
+    np.testing.assert_array_equal(lynx_hare_problem().theta, lynx_hare_problem(seed=0).theta)
