@@ -77,7 +77,8 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # fast tests; the whole area with every solver test takes hours on two cores
     "solvers/_step_budget.py": (
         ("harness/solvers/_step_budget.py",),
-        ("tests/test_fail_safes.py", "tests/test_step_budget_messages.py", *(f"tests/test_solvers.py::{name}" for name in (
+        ("tests/test_fail_safes.py", "tests/test_step_budget_messages.py",
+         *(f"tests/test_solvers.py::{name}" for name in (
             "test_absurd_dynamics_fail_at_the_first_check_with_one_line",
             "test_runaway_dynamics_fail_after_a_bounded_number_of_steps", "test_an_end_time_beyond_reach_fails_fast",
             "test_a_slow_start_is_not_a_runaway", "test_merely_stiff_solves_still_finish",
