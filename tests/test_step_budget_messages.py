@@ -63,3 +63,12 @@ def test_good_max_steps_are_integers():
 
     assert check_max_steps(None) is None and check_max_steps(1) == 1
     assert check_max_steps(np.int64(7)) == 7 and type(check_max_steps(np.int64(7))) is int
+
+
+def test_the_span_is_t1_minus_t0_for_the_default_budget_and_the_message():
+    from harness.solvers._step_budget import default_max_steps
+
+    budget = StepBudget("DP5", False, 10.0, 2.0, -0.01, max_steps=None)
+    assert budget.max_steps == default_max_steps(8.0, 0.01) != default_max_steps(12.0, 0.01)
+    capped = StepBudget("DP5", False, 10.0, 2.0, -0.01, max_steps=1000)
+    assert "a time span (8) far beyond" in reason(capped, 1000, 9.9, 9e-6)
