@@ -363,6 +363,30 @@ def _load_kernels() -> None:
     _state["compile_seconds"] = time.perf_counter() - started
 
 
+def build_now() -> str:
+    """Start the compiled code's build now, at normal priority and without waiting for this process
+    to end, unless the compiled code is usable, being built, failed to build, turned off
+    (``HARNESS_COMPILED=0``) or numba is missing; return one line saying which. Nothing waits for it
+    here: for whoever will want the compiled code soon and has other work to do meanwhile (`.ci/run`
+    while it installs the test extras; the test suite at its start, which runs the tests that do not
+    need it first: tests/conftest.py). Later processes wait for this builder or adopt what it built."""
+    from ._module_cache import Entry, cache_directory, start_build, state
+
+    if _mode()[0] == "off" or not available():
+        return f"no build: {_decide()[1]}"
+    directory, note = cache_directory()
+    if directory is None:
+        return f"no build: no writable cache directory for the compiled code ({note})"
+    entry = Entry(directory)
+    ready, clause = state(entry)
+    if ready or entry.builder() is not None or entry.read(entry.failed) is not None:
+        return f"no build started: {clause}"
+    pid, why_not = start_build(entry, background=False)
+    if pid is None:
+        return f"no build started: {why_not}"
+    return f"building the compiled code (process {pid}, log: {entry.log})"
+
+
 def rebuild() -> str:
     """Forget this code's cached build (module, records, a remembered failure), build it again in the
     foreground (saying so) and return the new status line: ``harness doctor --rebuild``."""
