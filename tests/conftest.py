@@ -13,31 +13,25 @@ import pytest
 # and a test about the background build sets HARNESS_BUILD itself
 os.environ.setdefault("HARNESS_BUILD", "wait")
 
-# the tests that ask for the compiled code: run after the others (see that file and `pytest_configure`)
+# the tests that ask for the compiled code: run after the others (see that file and `_start_the_build`)
 COMPILED_USERS = Path(__file__).with_name("compiled_users.txt")
 RECORD_VARIABLE = "HARNESS_RECORD_COMPILED_USERS"
 
 
-def pytest_configure(config):
-    """Start the compiled module's build when the session starts (once: in the controller, not in each
-    xdist worker; never when the compiled code is usable, being built, failed or turned off), at normal
-    priority, so that it compiles on one core while the tests that do not need it run: a build that
-    starts when the first test needs it leaves both test processes waiting for minutes (the build is
-    one thread). The tests that need it come last (`pytest_collection_modifyitems`) and wait for the
-    same builder (a lock: it builds once, whichever process asks)."""
-    if hasattr(config, "workerinput") or os.environ.get("HARNESS_BUILD", "").strip().lower() != "wait":
+def _start_the_build() -> None:
+    """Start the compiled module's build now (never when the compiled code is usable, being built,
+    failed or turned off), at normal priority, so that it compiles on one core while the tests that do
+    not need it run: a build started when the first test needs it leaves every test process waiting
+    for minutes (the build is one thread). Every process that collects asks (the test process, or each
+    xdist worker): the builder's lock lets one build, and the tests that need it wait for that one."""
+    if os.environ.get("HARNESS_BUILD", "").strip().lower() != "wait":
         return
     try:
         import harness._compiled as compiled
 
-        config._harness_build = compiled.build_now()
-    except Exception as err:  # noqa: BLE001 (a test about a bad setting says so itself; the suite runs on)
-        config._harness_build = f"no build started ({type(err).__name__}: {err})"
-
-
-def pytest_report_header(config):
-    said = getattr(config, "_harness_build", None)
-    return f"compiled code: {said}" if said else None
+        compiled.build_now()
+    except Exception:  # noqa: BLE001 (a bad setting is reported by the tests about it; the suite runs on)
+        pass
 
 
 def _function_id(nodeid: str) -> str:
@@ -46,13 +40,15 @@ def _function_id(nodeid: str) -> str:
 
 def pytest_collection_modifyitems(session, config, items):
     """The tests listed in compiled_users.txt after the others, each group in its collected order (the
-    same order in every xdist worker, as xdist requires)."""
+    same order in every xdist worker, as xdist requires); if any is selected, the build starts now."""
     try:
         listed = {line.strip() for line in COMPILED_USERS.read_text().splitlines()
                   if line.strip() and not line.startswith("#")}
     except OSError:
         return
     items.sort(key=lambda item: _function_id(item.nodeid) in listed)
+    if items and _function_id(items[-1].nodeid) in listed and not config.option.collectonly:
+        _start_the_build()
 
 
 @pytest.fixture(autouse=True)
