@@ -26,6 +26,12 @@ and Python's versions, the CPU):
 - ``build.lock`` (held by the running builder), ``building.json`` (its pid and start) and
   ``build.log`` (its output); ``build-*`` scratch folders of a builder that was killed are removed by
   the next builder.
+
+Beside numba's cache (``NUMBA_CACHE_DIR``, else this package's ``__pycache__``), ``harness-jit.lock``
+is held while a builder compiles: the ahead-of-time build also fills numba's cache with the callees it
+compiles, and builders of different entries sharing that cache (two cache directories, the fallback
+after a failed build) then compile one after the other, the later one loading what the earlier one
+compiled instead of compiling it again at the same time.
 """
 
 from __future__ import annotations
