@@ -30,7 +30,7 @@ from harness.sensitivity import (
     RecursiveCheckpointAdjoint,
     gradient,
 )
-from harness.sensitivity._discrete import _Stepper, discrete_loss, explicit_tableau, forward_steps
+from harness.sensitivity._discrete import discrete_loss, discrete_states, forward_steps
 from harness.solvers import SOLVERS
 
 
@@ -83,23 +83,29 @@ def test_dto_is_exact_for_the_discrete_loss_where_otd_is_not(solver, path):
 
 
 def test_replay_reproduces_the_forward_states():
-    """The recorded h are the solver loop's own (the last one clipped to end on the observation
-    time), so replaying them gives the forward pass's states: to rounding, since the loop sums the
-    stages as one product and the replay one stage at a time (a few eps |z| per step, ~20 steps per
-    piece here: 1e-12 relative is far above that and far below any step-size mismatch, ~tol)."""
+    """The recorded h are the solver loop's own (the last one clipped to end on the piece's end), so
+    replaying them, and reading each observation time as the forward pass does (`discrete_states`:
+    the dense output of the step that reaches it, or its end state at t_K), gives the forward pass's
+    z at the times: to rounding, since the loop sums the stages as one product and the replay one
+    stage at a time (a few eps |z| per step, ~20 steps here: 1e-12 relative is far above that and far
+    below any step-size mismatch, ~tol). DP5 and BS3 solve [t0, t_K] as one piece and interpolate the
+    three earlier times; DP8 (scipy's DOP853) keeps one piece per time."""
     problem = multi_time_problem(batch=20)
-    for solver in ("DP5", "BS3", "DP8"):
+    for solver, n_pieces in (("DP5", 1), ("BS3", 1), ("DP8", 4)):
         options = SolveOptions(solver, 1e-6, 1e-6)
         fwd, pieces = forward_steps(problem, problem.theta, options)
+        assert fwd.observation_rule == ("piecewise" if solver == "DP8" else "dense")
         assert [len(p.hs) for p in pieces] == [len(p.steps) for p in fwd.pieces]
-        stepper = _Stepper(problem.model, problem.theta, explicit_tableau(solver))
-        z = problem.z0.copy()
-        for k, piece in enumerate(pieces):
-            assert np.isclose(piece.t_start + sum(piece.hs), problem.times[k], rtol=0, atol=1e-12)
-            for t, h in zip(piece.times(), piece.hs):
-                z = stepper.step(t, h, z)
+        assert len(pieces) == n_pieces
+        interpolated = 0
+        for piece in pieces:
+            assert np.isclose(piece.t_start + sum(piece.hs), piece.t_end, rtol=0, atol=1e-12)
+            interpolated += sum(x is not None for obs in piece.observations(problem.times).values() for _, x in obs)
+        assert interpolated == (0 if solver == "DP8" else problem.times.size - 1)
+        z_at = discrete_states(problem, problem.theta, problem.z0, pieces, solver)
+        for k in range(problem.times.size):
             scale = np.max(np.abs(fwd.z_at_times[k]))
-            assert np.max(np.abs(z - fwd.z_at_times[k])) <= 1e-12 * scale, (solver, k)
+            assert np.max(np.abs(z_at[k] - fwd.z_at_times[k])) <= 1e-12 * scale, (solver, k)
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
