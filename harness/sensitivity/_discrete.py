@@ -19,8 +19,9 @@ output of the step n that reaches t_k,
     z(t_k) = y_n + h_n Σ_i b_i(x) k_i,   b_i(x) = Σ_j P_ij x^(j+1),   x = (t_k - t_n) / h_n,
 
 over every stage including the first-same-as-last one, k_s = f(t_{n+1}, y_{n+1}); so when the sweep
-reverses step n it adds ȳ_n += g_k and k̄_i += h_n b_i(x) g_k, the last through k_s's inputs
-(ȳ_{n+1} += (∂f/∂z)ᵀ k̄_s, θ̄ += (∂f/∂θ)ᵀ k̄_s) before the stages are reversed. Where t_k is a step's
+reverses step n it adds ȳ_n += g_k and k̄_i += h_n b_i(x) g_k on its stages i < s; the share of
+k_s = f(t_{n+1}, y_{n+1}), which is step n + 1's k_0, joins that step's k̄_0 (it is reversed
+first), or for the last step one VJP at the end state (ȳ_N += (∂f/∂z)ᵀ k̄_s, θ̄ += (∂f/∂θ)ᵀ k̄_s). Where t_k is a step's
 end exactly (t_K; and under the "piecewise" rule of DP8, every time) z(t_k) is y_{n+1} and g_k joins
 ȳ_{n+1}. The result is the gradient of the discrete loss to rounding, at any tolerance; how close it
 is to the gradient of the ODE's loss depends on the tolerance, like the solution itself. The error
@@ -162,35 +163,25 @@ class _Stepper:
             out.append(z_x)
         return z_new, out
 
-    def reverse(self, t, h, z, z_bar, theta_bar, inside=(), t_end=None):
+    def reverse(self, t, h, z, z_bar, theta_bar, inside=(), k0_extra=None):
         """ȳ_n from ȳ_{n+1} (`z_bar`, (B, N)); adds the step's θ cotangent into `theta_bar`.
 
         `inside`: [(x, g), ...], the cotangents g (B, N) of observations this step's dense output
-        produced at x (the step ending at `t_end`): ȳ_n += g, and k̄_i += h b_i(x) g on every stage,
-        the first-same-as-last one k_s = f(t_end, y_{n+1}) included, which also needs y_{n+1} (all s
-        stage values are evaluated then, and one more VJP where k̄_s is not zero)."""
+        produced at x: ȳ_n += g and k̄_i += h b_i(x) g on the stages i < s. (Their share on the
+        first-same-as-last stage, h b_s(x) g on k_s = f(y_{n+1}), is the next step's k_0: the sweep
+        passes it to that step's reverse as `k0_extra`, added to k̄_0.)"""
+        Y, _ = self.stage_inputs(t, h, z, end_state=False)
         A, B, C = self.A, self.B, self.C
-        if not inside:
-            Y, _ = self.stage_inputs(t, h, z, end_state=False)
-            k_bar = [(h * B[i]) * z_bar for i in range(self.n_stages)]
-            z_bar = z_bar.copy()
-        else:
-            Y, z_new = self.stage_inputs(t, h, z)
-            w = [np.zeros_like(z_bar) for _ in range(self.n_stages + 1)]
-            z_bar = z_bar.copy()
-            for x, g in inside:
-                weights = self.dense_weights(h, x)
-                for i in range(self.n_stages + 1):
-                    if weights[i] != 0.0:
-                        w[i] += weights[i] * g
-            if w[-1].any():  # the first-same-as-last stage, read at y_{n+1}
-                _, Y_bar, th = self.model.vjp(t_end, z_new, self.theta, w[-1])
-                self.n_vjp += 1
-                theta_bar += th
-                z_bar += Y_bar
-            k_bar = [(h * B[i]) * z_bar + w[i] for i in range(self.n_stages)]
-            for _, g in inside:  # y_n's own term of the dense output
-                z_bar += g
+        k_bar = [(h * B[i]) * z_bar for i in range(self.n_stages)]
+        z_bar = z_bar.copy()
+        if k0_extra is not None:
+            k_bar[0] += k0_extra
+        for x, g in inside:
+            weights = self.dense_weights(h, x)
+            for i in range(self.n_stages):
+                if weights[i] != 0.0:
+                    k_bar[i] += weights[i] * g
+            z_bar += g  # y_n's own term of the dense output
         for i in range(self.n_stages - 1, -1, -1):
             if not k_bar[i].any():
                 continue  # a stage that nothing downstream reads (e.g. unused weights)
@@ -208,13 +199,22 @@ class _ReverseSweep:
     """The reverse sweep over one piece's steps, with at most `checkpoints` states held at once.
 
     `cotangents`: step n -> (the g_k (B, N) of observations at its end, [(x, g_k), ...] of those
-    inside it), from `ExplicitSteps.observations`; each enters when its step is reversed."""
+    inside it), from `ExplicitSteps.observations`; each enters when its step is reversed, and the
+    inside ones' share on the step's first-same-as-last stage, k̄_s = Σ h b_s(x) g_k on
+    k_s = f(t_{n+1}, y_{n+1}), enters as k̄_0 of step n + 1 (whose k_0 is that same value), or for
+    the piece's last step by one VJP at its end state `z_end` before the sweep."""
 
     def __init__(self, stepper: _Stepper, steps: ExplicitSteps, checkpoints: int | None, cotangents=None):
         self.stepper = stepper
         self.ts, self.hs, self.ends = steps.times(), steps.hs, steps.ends()
         self.checkpoints = checkpoints
         self.cotangents = cotangents or {}
+        # step n -> k̄_s of its inside observations, which step n + 1's k̄_0 (or the end's VJP) takes
+        self.last_stage = {}
+        for n, (_, inside) in self.cotangents.items():
+            weights = [(stepper.dense_weights(self.hs[n], x)[-1], g) for x, g in inside]
+            if any(w != 0.0 for w, _ in weights):
+                self.last_stage[n] = sum(w * g for w, g in weights)
         self.recomputed = 0  # steps advanced again to rebuild a state
         self.held = self.peak_held = 1  # states stored at once: the piece's start, then checkpoints
 
@@ -222,12 +222,22 @@ class _ReverseSweep:
         at_end, inside = self.cotangents.get(k, ((), ()))
         for g in at_end:  # z(t_k) = y_{k+1}: its cotangent joins ȳ_{k+1}
             z_bar = z_bar + g
-        return self.stepper.reverse(self.ts[k], self.hs[k], z, z_bar, theta_bar, inside, self.ends[k])
+        return self.stepper.reverse(self.ts[k], self.hs[k], z, z_bar, theta_bar, inside,
+                                    self.last_stage.get(k - 1))
 
-    def run(self, z_start, z_bar, theta_bar):
+    def run(self, z_start, z_bar, theta_bar, z_end=None):
+        """ȳ at the piece's start from ȳ at its end (`z_bar`); `z_end` (B, N), the piece's end state,
+        is read only if an observation inside the last step needs the VJP at it."""
         n = len(self.hs)
         if n == 0:
             return z_bar
+        k_bar = self.last_stage.get(n - 1)
+        if k_bar is not None and k_bar.any():
+            stepper = self.stepper
+            _, y_bar, th = stepper.model.vjp(self.ends[-1], z_end, stepper.theta, k_bar)
+            stepper.n_vjp += 1
+            theta_bar += th
+            z_bar = z_bar + y_bar
         if self.checkpoints is None:
             zs = [z_start]
             for k in range(n - 1):
@@ -350,7 +360,9 @@ def recursive_checkpoint_gradient(engine: RecursiveCheckpointAdjoint, problem, t
                              [(x, dL_dz[k]) for k, x in observed if x is not None])
         sweep = _ReverseSweep(stepper, pieces[i], engine.checkpoints, cotangents)
         z_start = states(fwd.pieces[i].y_start, problem.batch_size)
-        z_bar = sweep.run(z_start, z_bar, theta_bar)
+        # the piece's end state: the next piece's start, or at t_K the last observation's
+        z_end = states(fwd.pieces[i + 1].y_start, problem.batch_size) if i + 1 < len(pieces) else fwd.z_at_times[-1]
+        z_bar = sweep.run(z_start, z_bar, theta_bar, z_end)
         recomputed += sweep.recomputed
         peak_held = max(peak_held, sweep.peak_held)
         n_steps += len(pieces[i].hs)
