@@ -80,7 +80,8 @@ def main(argv=None) -> int:
             for name in ENGINES:
                 result = gradient(prob, engine=engine(name), rtol=TOL, atol=TOL)
                 rows.append({"shape": shape, "times": label, "engine": name, **counts(result)})
-    header = f"{'shape':<16} {'engine':<37} {'times':<9} {'fwd rhs':>8} {'fwd acc/rej':>12} {'bwd rhs':>8} {'bwd acc/rej':>12}"
+    header = (f"{'shape':<16} {'engine':<37} {'times':<9} {'fwd rhs':>8} {'fwd acc/rej':>12} {'bwd rhs':>8} "
+              f"{'bwd acc/rej':>12}")
     print(header)
     for r in rows:
         print(f"{r['shape']:<16} {r['engine']:<37} {r['times']:<9} {r['forward_rhs']:>8} "

@@ -228,11 +228,22 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
     print(f"grid: {count} cells of {np.prod([len(v) for v in GRID.values()])}, seed {seed}, instruction sets "
           f"{isas}; DP5, rtol = atol = {RTOL:g}", flush=True)
-    rows = []
+    # Each measured (cell, instruction set) is appended to a partial file at once, and a rerun of the same
+    # command resumes from it: the grid takes tens of minutes and a shared machine may stop it.
+    out.mkdir(parents=True, exist_ok=True)
+    partial_path = out / "grid.partial.json"
+    rows = _resumed_rows(partial_path, command)
+    done = {(r["seed"], r["avx512"]) for r in rows}
+    if rows:
+        print(f"resuming: {len(rows)} (cell, instruction set) measurements read from {partial_path}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as folder:
         for cell in cells:
+            if all((cell["seed"], isa) in done for isa in isas):
+                continue
             path = _grid_problem(cell, Path(folder))
             for isa in isas:  # interleaved: both frameworks, both instruction sets, cell by cell
+                if (cell["seed"], isa) in done:
+                    continue
                 env = isa_environment(isa)
                 if one_thread:
                     env = {**env, **ONE_THREAD, "XLA_FLAGS": " ".join(
@@ -246,6 +257,7 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
                 text = "—" if ratio is None else f"{ratio:.2f}"
                 print(f"  {cell['label']:44s} AVX-512 {isa:3s}: harness {best_h and f'{best_h[1] * 1e3:.3g} ms'}, "
                       f"diffrax {best_d and f'{best_d[1] * 1e3:.3g} ms'}: ratio {text}", flush=True)
+                _atomic_text(partial_path, json.dumps({"command": command, "rows": rows}, indent=1))
     measured = [r for r in rows if r["ratio"] is not None]
     worst = max(measured, key=lambda r: r["ratio"]) if measured else None
     lines = [f"CPU: {cpu_model()} ({os.cpu_count()} logical cores)", "", f"Command: `{command}`", "",
@@ -269,7 +281,6 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
                              f"{sum(x <= 0.5 for x in ratios)} at most 0.5")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    out.mkdir(parents=True, exist_ok=True)
     _atomic_text(out / "grid.md", text)
     _atomic_text(out / "grid.json", json.dumps({"cpu": cpu_model(), "provenance": provenance(),
                                                 "command": command, "grid": GRID,
@@ -277,7 +288,17 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
                                                 "worst": worst and {k: worst[k] for k in ("label", "avx512", "ratio")}},
                                                indent=1))
     _grid_figure(rows, isas, out / "grid.png")
+    partial_path.unlink(missing_ok=True)
     return 0
+
+
+def _resumed_rows(partial_path: Path, command: str) -> list[dict]:
+    """The rows of an interrupted run of the same command, or [] (none, or another command's)."""
+    try:
+        partial = json.loads(partial_path.read_text())
+    except (OSError, ValueError):
+        return []
+    return partial["rows"] if partial.get("command") == command else []
 
 
 def _atomic_text(path: Path, text: str) -> None:

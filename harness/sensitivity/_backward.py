@@ -4,8 +4,9 @@
 `_adjoint_sensitivities` is): the forward solve, the loss terms, the walk back over the segments
 between consecutive observation and checkpoint times (`ForwardSolution.segments`; the forward pass
 itself need not stop at the observation times, see `harness._forward`), the jump of the adjoint at
-each observation time, the step size carried from one segment to the next, and the result. An adjoint contributes only an `AdjointSystem`: its backward ODE
-(with its Jacobian for implicit solvers), its jump, and what it accumulates.
+each observation time, the step size carried from one segment to the next, and the result. An
+adjoint contributes only an `AdjointSystem`: its backward ODE (with its Jacobian for implicit
+solvers), its jump, and what it accumulates.
 """
 
 from __future__ import annotations
