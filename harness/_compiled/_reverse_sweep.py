@@ -64,6 +64,19 @@ def _advance(net, A, B, plane, hs, lo, hi, src, dst, K, stage, scratch):
 
 
 @njit(**_OPTIONS)
+def _stage_vjp(net, plane, y, cotangent, z_bar, q, out_az, products):
+    """z_bar += (∂f/∂z)ᵀc and q += (∂f/∂θ)ᵀc at y for the cotangent c (flat (N B,)), leaving -(∂f/∂z)ᵀc
+    in out_az. Not inlined: its two callers share one copy of `_adjoint_stage`'s inlined kernels (each
+    copy lengthens the module's build)."""
+    az = reshaped(out_az, plane)
+    _adjoint_stage(net, reshaped(y, plane), reshaped(cotangent, plane), az, az, False, products)
+    for p in range(q.shape[0]):
+        q[p] -= products[p]
+    for d in range(z_bar.shape[0]):
+        z_bar[d] -= out_az[d]
+
+
+@njit(**_OPTIONS)
 def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, products, k_obs, observed):
     """ȳ_n from ȳ_{n+1} (`z_bar`, in place) for the step of size h from z, adding the step's (∂f/∂θ)ᵀ
     cotangent into q ([W | b] layout), as `_Stepper.reverse`; with `observed`, k̄ᵢ starts with the
@@ -84,7 +97,6 @@ def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, product
             for d in range(size):
                 k_bar[i, d] += k_obs[i, d]
     n_vjp = 0
-    az = reshaped(out_az, plane)
     for i in range(s - 1, -1, -1):
         nonzero = False
         for d in range(size):
@@ -93,12 +105,8 @@ def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, product
                 break
         if not nonzero:
             continue  # a stage that nothing downstream reads (the numpy `not k_bar[i].any()`)
-        _adjoint_stage(net, reshaped(Y[i], plane), reshaped(k_bar[i], plane), az, az, False, products)
+        _stage_vjp(net, plane, Y[i], k_bar[i], z_bar, q, out_az, products)
         n_vjp += 1
-        for p in range(q.shape[0]):
-            q[p] -= products[p]
-        for d in range(size):
-            z_bar[d] -= out_az[d]
         for j in range(i):
             if A[i, j] != 0.0:
                 c = h * A[i, j]
@@ -229,13 +237,8 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, s
     last_lo, last_hi = _observations(obs_step, count - 1)
     k_obs[:] = 0.0
     if _add_observations(P, (s, s + 1), hs[count - 1], last_lo, last_hi, obs_x, g, k_obs, s):
-        az = reshaped(out_az, plane)
-        _adjoint_stage(net, reshaped(z_at[n_times - 1], plane), reshaped(k_obs[0], plane), az, az, False, products)
+        _stage_vjp(net, plane, reshaped(z_at[n_times - 1], (size,)), k_obs[0], z_bar, q, out_az, products)
         n_vjp += 1
-        for p in range(q.shape[0]):
-            q[p] -= products[p]
-        for d in range(size):
-            z_bar[d] -= out_az[d]
     slots[0, :] = z0.reshape(size)
     if checkpoints < 0:
         for k in range(count - 1):
