@@ -14,13 +14,15 @@ redesigned solver or adjoint that records stages through `StageVJPs` gets the fa
 `stage_vjps` instead; nothing else is needed. `harness doctor` prints `status()`.
 
 The whole adaptive loop of a gradient is compiled too (`_adaptive_loop.py`): the
-forward solve over the observation times and the backward solve of BacksolveAdjoint,
+forward solve to the last observation time (the others read from its steps' dense output, as the numpy
+`harness._forward.solve_forward` reads them for explicit solvers) and the backward solve of BacksolveAdjoint,
 InterpolatingAdjoint, QuadratureAdjoint or GaussAdjoint (the last two: a alone, with their
 Gauss-Legendre sums on every accepted step), with DP5, BS3 or any `ExplicitRungeKutta`, taking the
 numpy loop's steps, at every batch size (wide products go to BLAS). RecursiveCheckpointAdjoint
 (discretise-then-optimise) has its compiled path too (`_reverse_sweep.py`): the same forward pass
-keeping each step's size, then the reverse sweep through those steps, stored or binomially
-checkpointed (`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy). The step rules (initial step,
+keeping each step's size, then the reverse sweep through those steps (each observation's cotangent
+entering the step whose dense output produced it), stored or binomially checkpointed (`checkpoints=c`),
+with DP5 or BS3 (DP8 stays numpy). The step rules (initial step,
 controller, budget, revolve schedule) are not copied here: the loop compiles the numpy loop's own
 (`harness.solvers._step_rules`, through `_rules.py`).
 
