@@ -222,9 +222,12 @@ XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 
 
 def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, command: str,
-             cells: list[int] | None = None, one_thread: bool = False) -> int:
+             cells: list[int] | None = None, one_thread: bool = False, measure: bool = True) -> int:
+    """Measure the cells (see the module docstring); `measure=False` writes the reports from the cells an
+    interrupted run of the same command measured (grid.partial.json), naming how many were left out."""
     drawn = grid_cells(count, seed)
     cells = [drawn[i] for i in cells] if cells else drawn
+    n_drawn = len(cells)
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); python {platform.python_version()}")
     print(f"grid: {count} cells of {np.prod([len(v) for v in GRID.values()])}, seed {seed}, instruction sets "
           f"{isas}; DP5, rtol = atol = {RTOL:g}", flush=True)
@@ -236,8 +239,11 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
     done = {(r["seed"], r["avx512"]) for r in rows}
     if rows:
         print(f"resuming: {len(rows)} (cell, instruction set) measurements read from {partial_path}", flush=True)
+    if not measure:
+        cells = [c for c in cells if all((c["seed"], isa) in done for isa in isas)]
+        rows = [r for r in rows if any(r["seed"] == c["seed"] for c in cells)]
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as folder:
-        for cell in cells:
+        for cell in cells if measure else []:
             if all((cell["seed"], isa) in done for isa in isas):
                 continue
             path = _grid_problem(cell, Path(folder))
@@ -261,7 +267,9 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
     measured = [r for r in rows if r["ratio"] is not None]
     worst = max(measured, key=lambda r: r["ratio"]) if measured else None
     lines = [f"CPU: {cpu_model()} ({os.cpu_count()} logical cores)", "", f"Command: `{command}`", "",
-             f"{len(cells)} cells drawn from the grid ({np.prod([len(v) for v in GRID.values()])} cells), seed {seed}"
+             (f"{len(cells)} cells drawn" if len(cells) == n_drawn else
+              f"The first {len(cells)} of {n_drawn} cells drawn (the run was stopped there; the others were not "
+              "measured)") + f" from the grid ({np.prod([len(v) for v in GRID.values()])} cells), seed {seed}"
              + (" (one thread per framework)" if one_thread else "") + "; "
              "harness ÷ diffrax, the best engine of each, one dL/dθ, DP5/Dopri5, rtol = atol = 1e-6, post-JIT medians.",
              "", "| cell | AVX-512 | harness (best) | diffrax (best) | harness ÷ diffrax |", "|---|---|---:|---:|---:|"]
@@ -284,11 +292,13 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
     _atomic_text(out / "grid.md", text)
     _atomic_text(out / "grid.json", json.dumps({"cpu": cpu_model(), "provenance": provenance(),
                                                 "command": command, "grid": GRID,
-                                                "seed": seed, "rows": rows,
+                                                "seed": seed, "cells_drawn": n_drawn,
+                                                "cells_measured": len(cells), "rows": rows,
                                                 "worst": worst and {k: worst[k] for k in ("label", "avx512", "ratio")}},
                                                indent=1))
     _grid_figure(rows, isas, out / "grid.png")
-    partial_path.unlink(missing_ok=True)
+    if measure:
+        partial_path.unlink(missing_ok=True)
     return 0
 
 
@@ -439,6 +449,9 @@ def main(argv=None) -> int:
                         help="AVX-512 on, off or both (default both), for --grid")
     parser.add_argument("--cells", type=int, nargs="+", metavar="I",
                         help="with --grid K: measure only these cells (0-based) of the K drawn")
+    parser.add_argument("--report-measured", action="store_true",
+                        help="with --grid: write the reports from the cells an interrupted run of the same "
+                             "command measured, without measuring more")
     parser.add_argument("--one-thread", action="store_true",
                         help="with --grid: both frameworks on one thread (OpenBLAS, OpenMP, XLA's Eigen pool)")
     parser.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "METHOD", "PROBLEM"), help=argparse.SUPPRESS)
@@ -463,9 +476,10 @@ def main(argv=None) -> int:
     if args.grid is not None:
         if args.grid < 1:
             parser.error(f"--grid {args.grid}: expected an integer >= 1")
-        command = "python benchmarks/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        words = [w for w in (argv if argv is not None else sys.argv[1:]) if w != "--report-measured"]
+        command = "python benchmarks/bench_scale.py " + " ".join(words)
         return run_grid(args.grid, args.seed, args.isa, args.repeats, Path(args.out), command.strip(),
-                        cells=args.cells, one_thread=args.one_thread)
+                        cells=args.cells, one_thread=args.one_thread, measure=not args.report_measured)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

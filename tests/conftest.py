@@ -3,13 +3,83 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+from pathlib import Path
 
 import pytest
 
-# the suite starts no background build of the compiled code: a test that uses it waits for it (once per
-# key, saying so), and a test about the background build sets HARNESS_BUILD itself
+# a test that uses the compiled code waits for it (once per key, saying so) rather than running numpy,
+# and a test about the background build sets HARNESS_BUILD itself
 os.environ.setdefault("HARNESS_BUILD", "wait")
+
+# the tests that ask for the compiled code: run after the others (see that file and `_start_the_build`)
+COMPILED_USERS = Path(__file__).with_name("compiled_users.txt")
+RECORD_VARIABLE = "HARNESS_RECORD_COMPILED_USERS"
+
+
+def _start_the_build() -> None:
+    """Start the compiled module's build now (never when the compiled code is usable, being built,
+    failed or turned off), at normal priority, so that it compiles on one core while the tests that do
+    not need it run: a build started when the first test needs it leaves every test process waiting
+    for minutes (the build is one thread). Every process that collects asks (the test process, or each
+    xdist worker): the builder's lock lets one build, and the tests that need it wait for that one."""
+    if os.environ.get("HARNESS_BUILD", "").strip().lower() != "wait":
+        return
+    try:
+        import harness._compiled as compiled
+
+        compiled.build_now()
+    except Exception:  # noqa: BLE001 (a bad setting is reported by the tests about it; the suite runs on)
+        pass
+
+
+def _function_id(nodeid: str) -> str:
+    return re.sub(r"\[.*\]$", "", nodeid)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests listed in compiled_users.txt after the others, each group in its collected order (the
+    same order in every xdist worker, as xdist requires); if any is selected, the build starts now."""
+    try:
+        listed = {line.strip() for line in COMPILED_USERS.read_text().splitlines()
+                  if line.strip() and not line.startswith("#")}
+    except OSError:
+        return
+    items.sort(key=lambda item: _function_id(item.nodeid) in listed)
+    if items and _function_id(items[-1].nodeid) in listed and not config.option.collectonly:
+        _start_the_build()
+
+
+@pytest.fixture(autouse=True)
+def _record_compiled_users(request):
+    """With HARNESS_RECORD_COMPILED_USERS=FILE: append to FILE each test during which this process asked
+    for the compiled code (what compiled_users.txt lists)."""
+    record = os.environ.get(RECORD_VARIABLE)
+    if not record:
+        yield
+        return
+    import harness._compiled as compiled
+
+    asked = []
+    originals = {name: getattr(compiled, name) for name in ("_ready", "_load_kernels")}
+
+    def wrap(original):
+        def asking(*args, **kwargs):
+            asked.append(True)
+            return original(*args, **kwargs)
+        return asking
+
+    for name, original in originals.items():
+        setattr(compiled, name, wrap(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(compiled, name, original)
+        if asked:
+            with open(record, "a") as file:
+                file.write(_function_id(request.node.nodeid) + "\n")
 
 
 @pytest.fixture(scope="session")

@@ -282,7 +282,19 @@ def test_a_failed_build_is_remembered_with_its_reason_and_not_retried(tmp_path):
     assert "the build failed at 2026-12-07T09:00:00Z (LinkError: gcc failed)" in _module_cache.describe(entry)
 
 
-def test_numbas_cache_filled_with_the_module_off_serves_while_the_module_is_built(built, tmp_path):
+@pytest.fixture(scope="module")
+def numbas_cache_filled() -> None:
+    """numba's own cache holds this code's just-in-time functions: filled here unless a builder (another
+    test's, maybe in another test process) did it already. Under the builders' lock, so that they are
+    compiled once, whichever process comes first."""
+    from harness._compiled._warmup import warm_up
+
+    with _module_cache._numba_cache_lock():
+        warm_up(lambda: None)
+
+
+def test_numbas_cache_filled_with_the_module_off_serves_while_the_module_is_built(built, numbas_cache_filled,
+                                                                                  tmp_path):
     """An entry whose builder ran with HARNESS_AHEAD_OF_TIME=0 (numba's cache filled, no module): a run
     with the module wanted uses numba's functions at once and starts the module's build."""
     entry = _module_cache.Entry(tmp_path / "cache", built.key)

@@ -103,6 +103,31 @@ def test_loop_takes_the_numpy_steps_and_agrees(name, batch, adjoint, solver):
 
 
 @pytest.mark.parametrize("solver", ["DP5", "BS3"])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_the_compiled_forward_pass_reads_observation_times_from_its_dense_output(batch, solver):
+    # the same network, z0 and θ observed at 20 times in (0, 10] or at 10 alone: the forward pass takes
+    # the same steps (it does not stop at the 19 others), so z(10) is the same number, and z at the
+    # others, read from the steps' dense output, is the numpy path's to the bound above
+    from harness._compiled._solves import solve_forward as compiled_forward
+    from harness._compiled._arguments import AT_END, step_store
+    from harness._forward import SolveOptions, solve_forward
+    from harness.solvers import check_solver
+
+    times = np.linspace(0.5, 10.0, 20)
+    many = make_problem(MLP((2, 3, 2)), seed=0, batch=batch, times=times)
+    one = make_problem(MLP((2, 3, 2)), seed=0, batch=batch, times=(10.0,))
+    solved = [compiled_forward(compiled.kernels(), p.model, p.theta, p.z0, p.t0, p.times, check_solver(solver),
+                               1e-6, 1e-6, True, 4, step_store) for p in (many, one)]
+    assert solved[0].counts == solved[1].counts
+    # every time but the last is read inside a step, the last is the solve's end state
+    assert np.all((solved[0].obs_x[:-1] > 0) & (solved[0].obs_x[:-1] < 1)) and solved[0].obs_x[-1] == AT_END
+    assert np.array_equal(solved[0].z_at[-1], solved[1].z_at[-1])
+    reference = solve_forward(many.model, many.theta, many.z0, many.t0, many.times, SolveOptions(solver, 1e-6, 1e-6))
+    assert (reference.stats.n_rhs, reference.stats.n_accepted, reference.stats.n_rejected) == solved[0].counts
+    assert rel(solved[0].z_at.transpose(0, 2, 1), reference.z_at_times) <= AGREEMENT
+
+
+@pytest.mark.parametrize("solver", ["DP5", "BS3"])
 @pytest.mark.parametrize("adjoint", INTERPOLATED)
 @pytest.mark.parametrize("batch", [1, 8])
 def test_loop_on_the_stiff_model_under_an_explicit_solver(batch, adjoint, solver):

@@ -127,6 +127,13 @@ LV_OBSERVED = UDE_OBSERVED = 1e-9
 # (multi_time), 3.3e-10 (deep), 1.4e-11 (stiff).
 OBSERVED = {"seed": 5e-11, "multi_time": 5e-11, "deep": 5e-11, "stiff": 5e-12,
             "lotka_volterra": LV_OBSERVED, "ude": UDE_OBSERVED}
+# RecursiveCheckpointAdjoint is the exact gradient of the discrete loss, whose z(t_k) at the times inside
+# a step is DP5's 4th-order dense output (harness/_forward.py): its distance from ForwardSensitivity
+# (which ends a solve at each time) is the derivative of that interpolation error, measured 7.7e-11 on
+# multi_time (1.4e-11 when the forward pass stopped at every time), against <= 5.5e-12 for the
+# continuous adjoints. ~4x the measured value; its exactness is checked to 1e-8 against FD of the
+# discrete loss itself in tests/test_discrete_adjoint.py.
+OBSERVED_DISCRETE = {"multi_time": 3e-10}
 
 
 def rel(g, ref):
@@ -173,9 +180,12 @@ def test_adjoint_matches_both_references(case, case_name, engine_name):
         assert rel(result.dtheta, ref.dtheta) <= BOUND, f"{engine_name} vs {ref_name}: dL/dθ beyond 1e3 tol"
         assert rel(result.dz0, ref.dz0) <= BOUND, f"{engine_name} vs {ref_name}: dL/dz0 beyond 1e3 tol"
     error = rel(result.dtheta, refs["ForwardSensitivity"].dtheta)
-    assert error <= OBSERVED[case_name], (
+    observed = OBSERVED[case_name]
+    if engine_name == "RecursiveCheckpointAdjoint":
+        observed = OBSERVED_DISCRETE.get(case_name, observed)
+    assert error <= observed, (
         f"{engine_name} on {case_name}: dL/dθ is {error:.1e} from ForwardSensitivity, where correct "
-        f"adjoints agree to {OBSERVED[case_name]:.0e}: a quadrature or interpolation order too low?")
+        f"adjoints agree to {observed:.0e}: a quadrature or interpolation order too low?")
 
 
 @pytest.mark.parametrize("engine_name", [e for e in ADJOINTS if e not in NOT_STIFF])
@@ -502,14 +512,20 @@ def test_checkpointing_matches_non_checkpointed(case, case_name):
 
 @pytest.mark.parametrize("n_checkpoints", [1, 3, 10])
 @pytest.mark.parametrize("times", [(10.0,), (2.5, 5.0, 7.5, 10.0), (1.0, 5.0, 10.0)])
-def test_checkpoint_pieces_are_bounded(n_checkpoints, times):
-    """n_checkpoints evenly spaced cuts plus the observation times (a time that coincides with a
-    cut is one node): the number of pieces, never the number of steps, bounds the memory."""
+@pytest.mark.parametrize("solver", ["DP5", "RadauIIA5"])
+def test_checkpoint_pieces_are_bounded(n_checkpoints, times, solver):
+    """The forward pieces are the n_checkpoints evenly spaced cuts plus t_K (DP5 reads the other
+    observation times from its dense output; an implicit solver also ends a piece at each): the
+    number of pieces, never the number of steps, bounds the memory. The backward pass solves one
+    segment between each two consecutive nodes, cuts and times (a time that coincides with a cut is
+    one node)."""
     problem = make_problem(MLP((2, 3, 2)), batch=10, times=times)
-    result = gradient(problem, engine=InterpolatingAdjoint(checkpointing=True,
-                                                           n_checkpoints=n_checkpoints))
+    result = gradient(problem, engine=InterpolatingAdjoint(checkpointing=True, n_checkpoints=n_checkpoints),
+                      solver=solver)
     cuts = set(np.linspace(0.0, times[-1], n_checkpoints + 2)[1:-1].tolist())
-    assert result.diagnostics["n_pieces"] == len(cuts | set(times))
+    piece_ends = cuts | ({times[-1]} if solver == "DP5" else set(times))
+    assert result.diagnostics["n_pieces"] == len(piece_ends)
+    assert result.diagnostics["n_segments"] == len(cuts | set(times))
 
 
 def test_checkpoint_resolve_reproduces_forward_pass_exactly():

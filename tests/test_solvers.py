@@ -125,6 +125,51 @@ def test_dense_output_between_steps(method, tols, direction):
     np.testing.assert_allclose(traj.dense(t1), traj.y_end, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("method,direction", list(itertools.product(EXPLICIT_RK, ("forward", "backward"))))
+def test_t_eval_reads_the_dense_output_without_changing_the_steps(method, direction):
+    """`t_eval` is diffrax's SaveAt(ts) / scipy's t_eval: the step sequence (counts, end state, next
+    step) is the one without it, bit for bit; a time inside a step is that step's polynomial (the
+    dense solution's, up to the order of its sums: 1e-13 relative), and a time that is a step's end
+    exactly, an interior node or t1, is that step's end state itself, bit for bit."""
+    A, y0 = linear_system(seed=2)
+    t0, t1 = (0.0, T_END) if direction == "forward" else (T_END, 0.0)
+    plain = _solve_linear(A, y0, t0, t1, method, 1e-6, 1e-9, dense=True)
+    nodes = plain.dense.t_nodes  # t0, then each accepted step's end, in the solve's direction
+    assert len(nodes) >= 6
+    inside = np.concatenate([np.linspace(a, b, 5)[1:-1] for a, b in zip(nodes[:-1], nodes[1:])])
+    t_eval = np.concatenate((inside, nodes[1:]))
+    t_eval = t_eval[np.argsort((1 if t1 > t0 else -1) * t_eval, kind="stable")]
+    read = _solve_linear(A, y0, t0, t1, method, 1e-6, 1e-9, t_eval=t_eval)
+    assert read.stats == plain.stats and read.h_last == plain.h_last
+    np.testing.assert_array_equal(read.y_end, plain.y_end)
+    assert read.y_eval.shape == (t_eval.size, y0.size)
+    ends = {float(t): i for i, t in enumerate(nodes[1:])}
+    for t, y in zip(t_eval, read.y_eval):
+        if float(t) in ends:  # a step's end: the state the next step starts from (or y_end)
+            i = ends[float(t)]
+            want = plain.y_end if i == len(nodes) - 2 else plain.dense._y[i + 1]
+            np.testing.assert_array_equal(y, want)
+        else:
+            np.testing.assert_allclose(y, plain.dense(t), rtol=1e-13, atol=1e-15)
+    # and the values are the solution's, to the tolerance (the dense output's own accuracy)
+    y_true = np.array([expm(A * (t - t0)) @ y0 for t in t_eval[::7]])
+    assert _normalised_error(read.y_eval[::7], y_true, 1e-6, 1e-9) < ERROR_CONSTANT
+
+
+@pytest.mark.parametrize("method", sorted(set(ALL_SOLVERS) - set(EXPLICIT_RK)))
+def test_t_eval_is_refused_by_solvers_that_end_a_solve_at_each_time(method):
+    A, y0 = linear_system()
+    with pytest.raises(HarnessInputError, match=f"solver {method!r} does not read states"):
+        _solve_linear(A, y0, 0.0, 1.0, method, 1e-6, 1e-6, t_eval=[0.5])
+
+
+@pytest.mark.parametrize("t_eval", [[0.0, 0.5], [0.5, 1.5], [0.7, 0.3], [-0.1]])
+def test_t_eval_outside_the_interval_or_unordered_is_refused(t_eval):
+    A, y0 = linear_system()
+    with pytest.raises(HarnessInputError, match=r"t_eval=.*expected times in \(0.0, 1.0\]"):
+        _solve_linear(A, y0, 0.0, 1.0, "DP5", 1e-6, 1e-6, t_eval=t_eval)
+
+
 @pytest.mark.parametrize("method", ALL_SOLVERS)
 def test_vectorised_state_matches_per_component_solves(method):
     """A D = 40 system of independent blocks solved at once is as accurate as the small one: the
@@ -426,6 +471,8 @@ def test_every_registered_solver_declares_its_properties():
         assert solver.dense_output == solver.tableau.P.shape[1]
     assert {n: SOLVERS[n].dense_output for n in ("DP5", "BS3")} == {"DP5": 4, "BS3": 3}
     assert all(stage_slots(n) == 1 for n in ("DP8", "RadauIIA5", "BDF"))
+    # which solvers read observation times from their dense output (harness/_forward.py's rule)
+    assert {n for n, s in SOLVERS.items() if s.reads_t_eval} == {"DP5", "BS3"}
 
 
 class HeunEuler(ExplicitRungeKutta):

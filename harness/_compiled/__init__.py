@@ -14,13 +14,15 @@ redesigned solver or adjoint that records stages through `StageVJPs` gets the fa
 `stage_vjps` instead; nothing else is needed. `harness doctor` prints `status()`.
 
 The whole adaptive loop of a gradient is compiled too (`_adaptive_loop.py`): the
-forward solve over the observation times and the backward solve of BacksolveAdjoint,
+forward solve to the last observation time (the others read from its steps' dense output, as the numpy
+`harness._forward.solve_forward` reads them for explicit solvers) and the backward solve of BacksolveAdjoint,
 InterpolatingAdjoint, QuadratureAdjoint or GaussAdjoint (the last two: a alone, with their
 Gauss-Legendre sums on every accepted step), with DP5, BS3 or any `ExplicitRungeKutta`, taking the
 numpy loop's steps, at every batch size (wide products go to BLAS). RecursiveCheckpointAdjoint
 (discretise-then-optimise) has its compiled path too (`_reverse_sweep.py`): the same forward pass
-keeping each step's size, then the reverse sweep through those steps, stored or binomially
-checkpointed (`checkpoints=c`), with DP5 or BS3 (DP8 stays numpy). The step rules (initial step,
+keeping each step's size, then the reverse sweep through those steps (each observation's cotangent
+entering the step whose dense output produced it), stored or binomially checkpointed (`checkpoints=c`),
+with DP5 or BS3 (DP8 stays numpy). The step rules (initial step,
 controller, budget, revolve schedule) are not copied here: the loop compiles the numpy loop's own
 (`harness.solvers._step_rules`, through `_rules.py`).
 
@@ -361,6 +363,30 @@ def _load_kernels() -> None:
     _state["kernels_source"] = why
     _state["not_ready"] = None
     _state["compile_seconds"] = time.perf_counter() - started
+
+
+def build_now() -> str:
+    """Start the compiled code's build now, at normal priority and without waiting for this process
+    to end, unless the compiled code is usable, being built, failed to build, turned off
+    (``HARNESS_COMPILED=0``) or numba is missing; return one line saying which. Nothing waits for it
+    here: for whoever will want the compiled code soon and has other work to do meanwhile (`.ci/run`
+    while it installs the test extras; the test suite at its start, which runs the tests that do not
+    need it first: tests/conftest.py). Later processes wait for this builder or adopt what it built."""
+    from ._module_cache import Entry, cache_directory, start_build, state
+
+    if _mode()[0] == "off" or not available():
+        return f"no build: {_decide()[1]}"
+    directory, note = cache_directory()
+    if directory is None:
+        return f"no build: no writable cache directory for the compiled code ({note})"
+    entry = Entry(directory)
+    ready, clause = state(entry)
+    if ready or entry.builder() is not None or entry.read(entry.failed) is not None:
+        return f"no build started: {clause}"
+    pid, why_not = start_build(entry, background=False)
+    if pid is None:
+        return f"no build started: {why_not}"
+    return f"building the compiled code (process {pid}, log: {entry.log})"
 
 
 def rebuild() -> str:

@@ -12,6 +12,12 @@ initial step, the controller, the budget, the clipped next step; see `_rules.py`
 from one piece to the next. Only the order of a
 few sums differs, so results agree with the numpy path to rounding (tests/test_compiled_loop.py).
 
+The forward solve does not stop at the observation times: it steps from t0 to the last one, t_K, and
+reads z(t_k) from the dense output of the accepted step that reaches t_k (its end state where t_k is
+its end), as `harness._forward.solve_forward` does for explicit solvers and diffrax's SaveAt(ts).
+The backward pieces still end at every observation time (the adjoint jumps there); they read the
+forward dense output from whichever forward step covers t.
+
 Each stage is the fused MLP kernel `mlp_stage`; an adjoint stage's (∂f/∂θ)ᵀ(-a) is formed right after it
 in the [W | b] layout (the ∂L/∂θ tail is kept in that layout and reordered into θ's once, at the end).
 
@@ -39,7 +45,7 @@ import numpy as np
 from numba import njit
 
 from ._activations import FASTMATH, sigmoid, softplus, tanh
-from ._arguments import ALONE, BACKSOLVE, FAILED, FORWARD, INTERPOLATING, NEED_ROOM, OK  # noqa: F401 (the loop's numbers)
+from ._arguments import AT_END, ALONE, BACKSOLVE, FAILED, FORWARD, INTERPOLATING, NEED_ROOM, OK  # noqa: F401 (the loop's numbers)
 from ._borrowed import borrowed, borrowed_four, borrowed_network, borrowed_seven, borrowed_tableau, reshaped
 from ._rules import (budget_exceeded, default_max_steps, error_exponent, factor_after_accept, factor_after_reject,
                      first_check, first_step_guess, initial_step_size, next_check, next_step, projected_steps,
@@ -192,8 +198,8 @@ def _cotangent_stage(net, x, a, out_az):
 
 @njit(**_OPTIONS)
 def _dense_z(t, first, count, d_t, d_h, d_y, d_q, out):
-    """z(t) (flat, N B) from the forward dense output of one piece (steps first .. first + count - 1),
-    as `PiecewisePolynomial.__call__`: the step whose start is the last one <= t, clipped to the piece."""
+    """z(t) (flat, N B) from the forward dense output of steps first .. first + count - 1, as
+    `PiecewisePolynomial.__call__`: the step whose start is the last one <= t, clipped to those steps."""
     lo, hi = 0, count  # bisect_right over the step starts
     while lo < hi:
         mid = (lo + hi) // 2
@@ -318,8 +324,26 @@ def _initial_step(net, shape, t0, y0, f0, direction, error_order, rtol, atol, y1
 
 
 @njit(**_OPTIONS)
+def _interpolate(u, h, P, x, K, out):
+    """out = the step's dense output at x: u + Σⱼ (h bⱼ(x)) Kⱼ with bⱼ(x) = Σₘ Pⱼₘ x^(m+1), over every
+    row of K (the last is f at the step's end), all flat; the same polynomial as `PlainStepper.dense_step`'s
+    y + Q [x, x², ...] with Q = Kᵀ (h P), summed by stage instead of by power."""
+    out[:] = u
+    for j in range(P.shape[0]):
+        weight, power = 0.0, x
+        for m in range(P.shape[1]):
+            weight += P[j, m] * power
+            power *= x
+        c = h * weight
+        if c != 0.0:
+            k_j = K[j]
+            for d in range(out.shape[0]):
+                out[d] += c * k_j[d]
+
+
+@njit(**_OPTIONS)
 def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, dense, store, n_stored, keep,
-               nodes):
+               nodes, observed):
     """Integrate one piece from t0 to t1 (`run_steps` with its stepper's `start`), u and q in place.
 
     u is the flat state (n_blocks N B,) of `shape` (n_blocks, N, B); q the ∂L/∂θ tail (empty forward).
@@ -329,10 +353,19 @@ def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, 
     accepted step's (t, h, y, Q) (of a `step_store`: (t, h)) is appended to `store` from index
     `n_stored` (forward only); a full store stops the solve with NEED_ROOM.
 
+    `observed` = (times (K,), z_at (K, len(u)), obs_step (K,) int64, obs_x (K,)) (forward only; the
+    backward pieces pass K = 0): the observation times the solve passes are read from the dense output
+    of the first accepted step whose end reaches them (`_interpolate`), or are that step's end state if
+    they equal its end `t_new` exactly (then obs_x = `AT_END`); obs_step receives the step's index
+    among the piece's accepted steps (0 for the first), obs_x its x = (t_k - t_n) / h.
+
     Returns (status, h_abs for the next piece, n_rhs, n_accepted, n_rejected, n_stored).
     """
     A, B, C, E, P, error_order = tab
     K, products, u_stage, u_new, zbuf, q_new, scratch = work
+    times, z_at, obs_step, obs_x = observed
+    n_times = times.shape[0]
+    k_next = 0  # the next observation time to reach
     s = B.shape[0]
     size = u.shape[0]
     n_q = q.shape[0]
@@ -403,6 +436,18 @@ def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, 
                 for m in range(degree):
                     _combine(u, h, P[:, m], s + 1, K, d_q[n_stored, m], True)
                 n_stored += 1
+            # the observation times this step reaches, before u moves on (a time equal to its end
+            # is its end state itself)
+            while k_next < n_times and direction * (times[k_next] - t_new) <= 0:
+                if times[k_next] == t_new:
+                    z_at[k_next, :] = u_new
+                    obs_x[k_next] = AT_END
+                else:
+                    x = (times[k_next] - t) / h
+                    _interpolate(u, h, P, x, K, z_at[k_next])
+                    obs_x[k_next] = x
+                obs_step[k_next] = n_accepted
+                k_next += 1
             if mode == ALONE:  # after the step's dense output, before u moves on (as `on_step`)
                 _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, zbuf, u_stage, products[0], q)
             else:
@@ -422,29 +467,32 @@ def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, 
 
 
 @njit(**_OPTIONS)
-def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, piece_first):
-    """Solve dz/dt = f(z) from t0 through every observation time, one piece per time (`solve_forward`).
+def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, obs_step, obs_x):
+    """Solve dz/dt = f(z) from t0 to the last observation time t_K in one piece (`solve_forward`): the
+    steps do not stop at the observation times in between, whose z is read from the dense output of
+    the step that reaches them (`_piece_loop`'s `observed`), as diffrax's SaveAt(ts) does.
 
     Parameters
     ----------
     z0 : (N, B)
-    times : (K,)
+    times : (K,), increasing, > t0
     keep_dense : bool
         Keep every step's dense output in `store` (InterpolatingAdjoint reads z(t) from it), or with
         a `step_store` every step's (t, h) alone (RecursiveCheckpointAdjoint).
     work : `workspace(s, N B, N B, 0)`
-    store : `dense_store(...)` or `step_store(...)`, filled with every accepted step; piece k's steps are
-        piece_first[k] .. piece_first[k + 1] - 1.
+    store : `dense_store(...)` or `step_store(...)`, filled with every accepted step (the first n_steps)
     z_at : (K, N, B), receives z at the times
-    piece_first : int64 (K + 1,)
+    obs_step : int64 (K,), receives the index of the step that produced each time's z
+    obs_x : (K,), receives each time's x in its step (`AT_END`: the step's end state itself)
 
     Returns
     -------
-    status (NEED_ROOM: a larger store is needed), h_last, (n_rhs, n_accepted, n_rejected).
+    status (NEED_ROOM: a larger store is needed), h_last, (n_rhs, n_accepted, n_rejected), n_steps kept.
     """
     # the caller holds every argument for the whole call: borrow them (no reference counting, `_borrowed`)
     net, tab, work, store = borrowed_network(net), borrowed_tableau(tab), borrowed_seven(work), borrowed_four(store)
-    z0, times, z_at, piece_first = borrowed(z0), borrowed(times), borrowed(z_at), borrowed(piece_first)
+    z0, times, z_at = borrowed(z0), borrowed(times), borrowed(z_at)
+    obs_step, obs_x = borrowed(obs_step), borrowed(obs_x)
     n, batch = z0.shape
     size = n * batch
     shape = (1, n, batch)
@@ -453,33 +501,20 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     q = work[5]  # empty: no quadrature tail forward
     no_dense = (0, 0, store[0], store[1], store[2], store[3])
     no_nodes = (q, q, work[1], work[1])  # empty: no quadrature forward
-    piece_first[0] = 0
-    n_stored = 0
-    h = -1.0  # the first piece uses the initial-step heuristic
-    t_prev = t0
-    n_rhs = n_accepted = n_rejected = 0
-    status = np.int64(OK)  # typed as the pieces return it (a bare constant types as a literal)
-    for k in range(n_times):
-        status, h, rhs_k, acc_k, rej_k, n_stored = _piece_loop(
-            FORWARD, net, tab, shape, u, q, t_prev, times[k], h, rtol, atol, work, no_dense, store, n_stored,
-            keep_dense, no_nodes,
-        )
-        n_rhs += rhs_k
-        n_accepted += acc_k
-        n_rejected += rej_k
-        if status != OK:
-            break
-        z_at[k] = u.reshape((n, batch))
-        piece_first[k + 1] = n_stored
-        t_prev = times[k]
-    return status, h, (n_rhs, n_accepted, n_rejected)
+    observed = (times, reshaped(z_at, (n_times, size)), obs_step, obs_x)
+    # h = -1: the initial-step heuristic
+    status, h, n_rhs, n_accepted, n_rejected, n_stored = _piece_loop(
+        FORWARD, net, tab, shape, u, q, t0, times[n_times - 1], -1.0, rtol, atol, work, no_dense, store, 0,
+        keep_dense, no_nodes, observed,
+    )
+    return status, h, (n_rhs, n_accepted, n_rejected), n_stored
 
 
 @njit(**_OPTIONS)
-def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, piece_first, work, u, q, nodes):
+def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, n_steps, work, u, q, nodes):
     """The backward solve of BacksolveAdjoint (mode BACKSOLVE), InterpolatingAdjoint (INTERPOLATING) or
-    a alone with quadrature (ALONE: QuadratureAdjoint, GaussAdjoint), piece by piece from t_K to t0
-    (`adjoint_gradient`), with the adjoint's jump at every time.
+    a alone with quadrature (ALONE: QuadratureAdjoint, GaussAdjoint), piece by piece between the
+    observation times from t_K to t0 (`adjoint_gradient`), with the adjoint's jump at every time.
 
     Parameters
     ----------
@@ -487,8 +522,9 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
         The forward states at the times and ∂L/∂z there.
     h0 : float
         The first backward step (`first_backward_step`).
-    store, piece_first
-        The forward dense output (`forward_pass`; INTERPOLATING and ALONE).
+    store, n_steps
+        The forward dense output and its number of steps (`forward_pass`; INTERPOLATING and ALONE): z(t)
+        on every backward piece is read from whichever forward step covers t.
     work : `workspace(s, len(u), N B, P)`
     u : (2 N B,) for [z, a] or (N B,) for a, zeros; receives the state at t0
     q : (P,), zeros; receives ∂L/∂θ in the [W | b] layout
@@ -503,7 +539,7 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
     # the caller holds every argument for the whole call: borrow them (no reference counting, `_borrowed`)
     net, tab, store, work, nodes = (borrowed_network(net), borrowed_tableau(tab), borrowed_four(store),
                                     borrowed_seven(work), borrowed_four(nodes))
-    z_at, dL_dz, times, piece_first = borrowed(z_at), borrowed(dL_dz), borrowed(times), borrowed(piece_first)
+    z_at, dL_dz, times = borrowed(z_at), borrowed(dL_dz), borrowed(times)
     u, q = borrowed(u), borrowed(q)
     n_times, n, batch = z_at.shape
     bn = n * batch
@@ -514,6 +550,10 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
     n_rhs = n_accepted = n_rejected = 0
     status = np.int64(OK)  # typed as the pieces return it (a bare constant types as a literal)
     d_t, d_h, d_y, d_q = store
+    dense = (np.int64(0), n_steps, d_t, d_h, d_y, d_q)
+    # no observation times to read backwards: empty arrays of `forward_pass`'s types
+    no_times = np.empty(0)
+    not_observed = (no_times, np.empty((0, 0)), np.empty(0, dtype=np.int64), no_times)
     for k in range(n_times - 1, -1, -1):
         z_k, dL_k = z_at[k].reshape(bn), dL_dz[k].reshape(bn)
         if mode == BACKSOLVE:
@@ -521,9 +561,9 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
         for d in range(bn):
             u[a0 + d] += dL_k[d]
         t_start = t0 if k == 0 else times[k - 1]
-        dense = (piece_first[k], piece_first[k + 1] - piece_first[k], d_t, d_h, d_y, d_q)
         status, h, rhs_k, acc_k, rej_k, _ = _piece_loop(
             mode, net, tab, shape, u, q, times[k], t_start, h, rtol, atol, work, dense, store, 0, False, nodes,
+            not_observed,
         )
         n_rhs += rhs_k
         n_accepted += acc_k

@@ -99,19 +99,19 @@ def example_arguments() -> dict[str, tuple]:
     tableau = tableau_arguments(solver)
     s, degree = solver.tableau.n_stages, solver.tableau.dense_degree
     times, z0, z_at = np.array([1.0]), np.zeros((1, 1)), np.zeros((1, 1, 1))
-    piece_first = np.zeros(2, dtype=np.int64)
+    obs_step, obs_x = np.zeros(1, dtype=np.int64), np.zeros(1)
     slots, stack, sweep_work = sweep_workspace(s, 1, model.n_params, 1, -1)
     return {
-        # net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, piece_first
+        # net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, obs_step, obs_x
         "forward_pass": (net, tableau, z0, 0.0, times, 1e-6, 1e-6, True, workspace(s, 1, 1, 0),
-                         dense_store(1, 1, degree), z_at, piece_first),
-        # mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, piece_first, work, u, q, nodes
+                         dense_store(1, 1, degree), z_at, obs_step, obs_x),
+        # mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, n_steps, work, u, q, nodes
         "backward_pass": (ALONE, net, tableau, z_at, z_at, 0.0, times, 0.1, 1e-6, 1e-6, dense_store(1, 1, degree),
-                          piece_first, workspace(s, 1, 1, model.n_params), np.zeros(1), np.zeros(model.n_params),
+                          1, workspace(s, 1, 1, model.n_params), np.zeros(1), np.zeros(model.n_params),
                           quadrature_rule([0.0], [2.0], degree, 1)),
-        # net, tab, z0, z_at, dL_dz, hs, piece_first, checkpoints, slots, stack, work, z_bar, q
-        "reverse_sweep": (net, tableau, z0, z_at, z_at, step_store(1)[1], piece_first, -1, slots, stack, sweep_work,
-                          np.zeros(1), np.zeros(model.n_params)),
+        # net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, slots, stack, work, z_bar, q
+        "reverse_sweep": (net, tableau, z0, z_at, z_at, step_store(1)[1], obs_step, obs_x, -1, slots, stack,
+                          sweep_work, np.zeros(1), np.zeros(model.n_params)),
         # the network's fixed arguments (net[:8]), x, a, sign, inputs, cotangents, slopes, out_f, out_az,
         # want_f, want_vjp: as `CompiledStageVJPs` calls it
         "mlp_stage": (*net[:8], z0, z0, 1.0, net[8], net[9], net[10], z0, z0, True, True),

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 FORWARD, BACKSOLVE, INTERPOLATING, ALONE = 0, 1, 2, 3  # what a stage evaluates (the loop's modes)
 OK, FAILED, NEED_ROOM = 0, 1, 2  # how a compiled solve ended
+# an observation's x in its step (`forward_pass`'s obs_x) where the time is the step's end: z there is the
+# end state y_{n+1} itself, not the dense polynomial at x = 1
+AT_END = -1.0
 ACTIVATION_CODES = {"tanh": 0, "sigmoid": 1, "softplus": 2}
 
 
@@ -120,20 +123,22 @@ def step_store(capacity):
     return dense_store(capacity, 0, 0)
 
 
-def sweep_workspace(n_stages, size, n_params, longest, checkpoints):
-    """(slots, stack, (K, Y, k_bar, out_az, products, scratch)) for `reverse_sweep`.
+def sweep_workspace(n_stages, size, n_params, n_steps, checkpoints):
+    """(slots, stack, (K, Y, k_bar, out_az, products, scratch, k_obs)) for `reverse_sweep`.
 
     slots: the held states, (n_slots, size). Stored sweep (checkpoints < 0): every state of the
-    longest piece (`longest` steps). Checkpointed: the piece's start, the checkpoints (at most one per
-    revolve level, and a level takes at least one step) and the recomputed state of the last level.
+    solve's `n_steps` steps. Checkpointed: the start, the checkpoints (at most one per revolve level,
+    and a level takes at least one step) and the recomputed state of the last level.
     stack: the revolve levels waiting for their first part, (levels + 1, 4) int64.
+    k_obs: (s, size), the cotangents a reversed step's stages receive from the observations its dense
+    output produced.
     """
     s = n_stages
     if checkpoints < 0:
-        n_slots, levels = max(longest, 1), 0
+        n_slots, levels = max(n_steps, 1), 0
     else:
-        levels = min(checkpoints, longest)
+        levels = min(checkpoints, n_steps)
         n_slots = levels + 2
     work = (np.empty((s, size)), np.empty((s, size)), np.empty((s, size)), np.empty(size), np.zeros(n_params),
-            np.empty(size))
+            np.empty(size), np.zeros((s, size)))
     return np.empty((n_slots, size)), np.zeros((levels + 1, 4), dtype=np.int64), work

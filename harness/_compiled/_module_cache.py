@@ -26,6 +26,12 @@ and Python's versions, the CPU):
 - ``build.lock`` (held by the running builder), ``building.json`` (its pid and start) and
   ``build.log`` (its output); ``build-*`` scratch folders of a builder that was killed are removed by
   the next builder.
+
+Beside numba's cache (``NUMBA_CACHE_DIR``, else this package's ``__pycache__``), ``harness-jit.lock``
+is held while a builder compiles: the ahead-of-time build also fills numba's cache with the callees it
+compiles, and builders of different entries sharing that cache (two cache directories, the fallback
+after a failed build) then compile one after the other, the later one loading what the earlier one
+compiled instead of compiling it again at the same time.
 """
 
 from __future__ import annotations
@@ -445,7 +451,8 @@ def _build_module(entry: Entry, scratch: Path) -> str | None:
     try:
         started, cpu = time.perf_counter(), _cpu_seconds()
         try:
-            compile_module(str(scratch))
+            with _numba_cache_lock():  # its callees go to numba's cache (cache=True), shared with the fallback
+                compile_module(str(scratch))
         except Exception as err:  # noqa: BLE001 (any failure means: fall back, saying why)
             return explain(err, entry.path)
         built = scratch / module_name()
@@ -464,6 +471,29 @@ def _build_module(entry: Entry, scratch: Path) -> str | None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _numba_cache_lock():
+    """Hold a lock beside numba's cache (``NUMBA_CACHE_DIR``, else this package's ``__pycache__``) for
+    the block: builders of two entries that share numba's cache (two cache directories, say, or two
+    CPU targets' fallbacks) then compile one after the other, and the second loads what the first
+    compiled instead of compiling it again at the same time. Without a writable place, no lock."""
+    import fcntl
+
+    directory = Path(os.environ.get("NUMBA_CACHE_DIR") or HERE / "__pycache__")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / "harness-jit.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _fill_jit_cache(entry: Entry, why_jit: str) -> str | None:
     """Compile numba's just-in-time functions once (numba writes them to its cache) and record that;
     None on success, else why not."""
@@ -471,7 +501,8 @@ def _fill_jit_cache(entry: Entry, why_jit: str) -> str | None:
         started = time.perf_counter()
         from ._warmup import _is_cached, just_in_time_kernels, warm_up
 
-        warm_up(lambda: None)  # compiles the dispatchers it calls; numba writes them to its cache
+        with _numba_cache_lock():
+            warm_up(lambda: None)  # compiles the dispatchers it calls; numba writes them to its cache
         if not all(_is_cached(f) for f in vars(just_in_time_kernels()).values()):
             return "numba did not write its cache (is its cache directory writable?)"
         entry.write(entry.jit, {"why": why_jit, "wall_seconds": round(time.perf_counter() - started, 1),

@@ -5,11 +5,11 @@ This is the numpy `_Stepper` / `_ReverseSweep` written out statement for stateme
 the same steps in the same order and counts the same recomputed steps and stored states:
 
 - the forward pass (`_adaptive_loop.forward_pass`) keeps one float per accepted step, its size h, and
-  the state at each observation time; each piece is swept from its start state (z0 or the state at
-  the previous time), as the numpy engine sweeps from `Piece.y_start`;
-- with ``checkpoints=None`` (`checkpoints < 0` here) a piece's states are replayed from its start and
-  all held, then reversed from the last;
-- with ``checkpoints=c`` at most c states beside the piece's start are held, and the others are
+  for each observation time the step whose dense output produced it and its x there; its steps run
+  from t0 to the last observation time in one piece, swept from z0;
+- with ``checkpoints=None`` (`checkpoints < 0` here) the states are replayed from z0 and all held,
+  then reversed from the last;
+- with ``checkpoints=c`` at most c states beside z0 are held, and the others are
   recomputed by Griewank's binomial (revolve) schedule, `_ReverseSweep._reverse`'s recursion run here
   with an explicit stack: each level's first part is pushed and the second part taken at once, which
   is the recursion's order. The schedule is executed compiled rather than precomputed in Python as a
@@ -22,6 +22,13 @@ stage k̄ⱼ += h aᵢⱼ Ȳᵢ, ȳ += Ȳᵢ, θ̄ += (∂f/∂θ)ᵀ k̄ᵢ wit
 `_adjoint_stage` forms -(∂f/∂z)ᵀk̄ and -(∂f/∂θ)ᵀk̄ (the continuous adjoint's sign), so both are
 subtracted here. θ̄ is kept in the kernels' [W | b] layout.
 
+The observations (`_reverse_observed`): z(t_k) = y_n + h Σᵢ bᵢ(x) Kᵢ, bᵢ(x) = Σⱼ Pᵢⱼ x^(j+1), over the
+stages and the last row K_s = f(y_{n+1}), for a t_k inside step n; with g_k = ∂L/∂z(t_k), reversing step n
+adds h bᵢ(x) g_k to k̄ᵢ (i < s) and g_k to ȳ_n. K_s of step n is K₀ of step n + 1 (the forward loop
+carries it, first same as last), so h b_s(x) g_k joins k̄₀ of step n + 1, which is reversed first; for
+the last step, which has no successor, one VJP at y_N = z(t_K) takes it. A t_k at a step's end is that
+step's end state: g_k joins ȳ_{n+1} before step n is reversed.
+
 Shapes: a state is flat (N B,) in the loop's feature-major layout; every array is allocated by numpy
 outside (`_arguments.sweep_workspace`), for the reason `_arguments.py` gives.
 """
@@ -31,7 +38,8 @@ from __future__ import annotations
 from numba import njit
 
 from ._adaptive_loop import _OPTIONS, _adjoint_stage, _combine, _value
-from ._borrowed import borrowed, borrowed_network, borrowed_six, borrowed_tableau, reshaped
+from ._arguments import AT_END
+from ._borrowed import borrowed, borrowed_network, borrowed_seven, borrowed_tableau, reshaped
 from ._rules import first_part
 
 
@@ -56,9 +64,23 @@ def _advance(net, A, B, plane, hs, lo, hi, src, dst, K, stage, scratch):
 
 
 @njit(**_OPTIONS)
-def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, products):
+def _stage_vjp(net, plane, y, cotangent, z_bar, q, out_az, products):
+    """z_bar += (∂f/∂z)ᵀc and q += (∂f/∂θ)ᵀc at y for the cotangent c (flat (N B,)), leaving -(∂f/∂z)ᵀc
+    in out_az. Not inlined: its two callers share one copy of `_adjoint_stage`'s inlined kernels (each
+    copy lengthens the module's build)."""
+    az = reshaped(out_az, plane)
+    _adjoint_stage(net, reshaped(y, plane), reshaped(cotangent, plane), az, az, False, products)
+    for p in range(q.shape[0]):
+        q[p] -= products[p]
+    for d in range(z_bar.shape[0]):
+        z_bar[d] -= out_az[d]
+
+
+@njit(**_OPTIONS)
+def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, products, k_obs, observed):
     """ȳ_n from ȳ_{n+1} (`z_bar`, in place) for the step of size h from z, adding the step's (∂f/∂θ)ᵀ
-    cotangent into q ([W | b] layout), as `_Stepper.reverse`. Returns the number of VJPs formed."""
+    cotangent into q ([W | b] layout), as `_Stepper.reverse`; with `observed`, k̄ᵢ starts with the
+    observations' k_obs[i] besides h bᵢ ȳ_{n+1}. Returns the number of VJPs formed."""
     s = B.shape[0]
     size = z.shape[0]
     Y[0, :] = z
@@ -71,8 +93,10 @@ def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, product
         c = h * B[i]
         for d in range(size):
             k_bar[i, d] = c * z_bar[d]
+        if observed:
+            for d in range(size):
+                k_bar[i, d] += k_obs[i, d]
     n_vjp = 0
-    az = reshaped(out_az, plane)
     for i in range(s - 1, -1, -1):
         nonzero = False
         for d in range(size):
@@ -81,12 +105,8 @@ def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, product
                 break
         if not nonzero:
             continue  # a stage that nothing downstream reads (the numpy `not k_bar[i].any()`)
-        _adjoint_stage(net, reshaped(Y[i], plane), reshaped(k_bar[i], plane), az, az, False, products)
+        _stage_vjp(net, plane, Y[i], k_bar[i], z_bar, q, out_az, products)
         n_vjp += 1
-        for p in range(q.shape[0]):
-            q[p] -= products[p]
-        for d in range(size):
-            z_bar[d] -= out_az[d]
         for j in range(i):
             if A[i, j] != 0.0:
                 c = h * A[i, j]
@@ -96,25 +116,98 @@ def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, product
 
 
 @njit(**_OPTIONS)
-def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, piece_first, checkpoints, slots, stack, work, z_bar, q):
-    """dL/dz0 and dL/dθ of the discrete loss, piece by piece from the last observation time
-    (`recursive_checkpoint_gradient`), with the jump ȳ += ∂L/∂z(t_k) at each time.
+def _observations(obs_step, n):
+    """(lo, hi): the observations obs_step[lo:hi] that step n produced (obs_step is nondecreasing)."""
+    lo, hi = 0, obs_step.shape[0]
+    while lo < hi:  # the first index with obs_step >= n
+        mid = (lo + hi) // 2
+        if obs_step[mid] < n:
+            lo = mid + 1
+        else:
+            hi = mid
+    end = lo
+    while end < obs_step.shape[0] and obs_step[end] == n:
+        end += 1
+    return lo, end
+
+
+@njit(**_OPTIONS)
+def _dense_weight(P, i, x):
+    """bᵢ(x) = Σⱼ Pᵢⱼ x^(j+1), stage i's weight in the dense output at x (`_adaptive_loop._interpolate`)."""
+    weight, power = 0.0, x
+    for j in range(P.shape[1]):
+        weight += P[i, j] * power
+        power *= x
+    return weight
+
+
+@njit(**_OPTIONS)
+def _add_observations(P, rows, h, lo, hi, obs_x, g, k_obs, first_row):
+    """k_obs[r - first_row] += h b_r(x_k) g_k for the stage rows r in `rows` = (r0, r1) and the interior
+    observations lo .. hi - 1; returns whether any was added."""
+    added = False
+    for k in range(lo, hi):
+        if obs_x[k] == AT_END:
+            continue
+        for r in range(rows[0], rows[1]):
+            c = h * _dense_weight(P, r, obs_x[k])
+            if c != 0.0:
+                row, g_k = k_obs[r - first_row], g[k]
+                for d in range(row.shape[0]):
+                    row[d] += c * g_k[d]
+                added = True
+    return added
+
+
+@njit(**_OPTIONS)
+def _reverse_observed(net, A, B, P, plane, hs, n, z, z_bar, q, K, Y, k_bar, out_az, products, k_obs, obs_step,
+                      obs_x, g):
+    """`_reverse_step` of step n (size hs[n], from z) with the cotangents of the observations it and its
+    predecessor produced (see the module docstring): ȳ_{n+1} += g_k for a t_k at its end first, k̄ᵢ +=
+    h bᵢ(x) g_k for one inside it (i < s) and h_{n-1} b_s(x) g_k into k̄₀ for one inside step n - 1,
+    ȳ_n += g_k after. g: (K, N B). Returns the number of VJPs formed."""
+    s = B.shape[0]
+    lo, hi = _observations(obs_step, n)
+    for k in range(lo, hi):
+        if obs_x[k] == AT_END:
+            g_k = g[k]
+            for d in range(z_bar.shape[0]):
+                z_bar[d] += g_k[d]
+    k_obs[:] = 0.0
+    observed = _add_observations(P, (0, s), hs[n], lo, hi, obs_x, g, k_obs, 0)
+    if n > 0:  # step n - 1's observations through its last row, f(y_n) = this step's K₀
+        before_lo, before_hi = _observations(obs_step, n - 1)
+        if _add_observations(P, (s, s + 1), hs[n - 1], before_lo, before_hi, obs_x, g, k_obs, s):
+            observed = True
+    n_vjp = _reverse_step(net, A, B, plane, hs[n], z, z_bar, q, K, Y, k_bar, out_az, products, k_obs, observed)
+    for k in range(lo, hi):
+        if obs_x[k] != AT_END:
+            g_k = g[k]
+            for d in range(z_bar.shape[0]):
+                z_bar[d] += g_k[d]
+    return n_vjp
+
+
+@njit(**_OPTIONS)
+def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, slots, stack, work, z_bar, q):
+    """dL/dz0 and dL/dθ of the discrete loss (`recursive_checkpoint_gradient`): the forward's steps
+    reversed from the last, each with the cotangents of the observations its dense output produced.
 
     Parameters
     ----------
     net, tab
-        `network_arguments` and `tableau_arguments` (only A and B are read: the MLP is autonomous).
+        `network_arguments` and `tableau_arguments` (A, B and P are read: the MLP is autonomous).
     z0 : (N, B)
     z_at, dL_dz : (K, N, B)
         The forward states at the times and ∂L/∂z there.
     hs : (M,)
-        The accepted step sizes of the forward pass (signed); piece k's are
-        hs[piece_first[k] : piece_first[k + 1]].
-    piece_first : int64 (K + 1,)
+        The accepted step sizes of the forward pass (signed), from t0 to t_K.
+    obs_step, obs_x : int64 (K,), (K,)
+        Each time's step and x in it (`forward_pass`; `AT_END`: the step's end state).
     checkpoints : int
-        c >= 1 for binomial checkpointing with c states, -1 to hold every state of a piece.
+        c >= 1 for binomial checkpointing with c states, -1 to hold every state.
     slots, stack, work
-        `sweep_workspace(s, N B, P, longest piece's step count, checkpoints)`.
+        `sweep_workspace(s, N B, P, M, checkpoints)`.
     z_bar : (N B,), zeros; receives dL/dz0 (feature-major)
     q : (P,), zeros; receives dL/dθ in the [W | b] layout
 
@@ -123,79 +216,75 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, piece_first, checkpoints, slots
     (n_f, n_vjp, recomputed_steps, peak_stored_states, n_steps), as the numpy engine counts them.
     """
     # the caller holds every argument for the whole call: borrow them (no reference counting, `_borrowed`)
-    net, tab, work = borrowed_network(net), borrowed_tableau(tab), borrowed_six(work)
+    net, tab, work = borrowed_network(net), borrowed_tableau(tab), borrowed_seven(work)
     z0, z_at, dL_dz, hs = borrowed(z0), borrowed(z_at), borrowed(dL_dz), borrowed(hs)
-    piece_first = borrowed(piece_first)
+    obs_step, obs_x = borrowed(obs_step), borrowed(obs_x)
     slots, stack, z_bar, q = borrowed(slots), borrowed(stack), borrowed(z_bar), borrowed(q)
-    A, B = tab[0], tab[1]
+    A, B, P = tab[0], tab[1], tab[4]
     n_times, n, batch = z_at.shape
     size = n * batch
     plane = (n, batch)
-    K, Y, k_bar, out_az, products, scratch = work
+    K, Y, k_bar, out_az, products, scratch, k_obs = work
+    g = reshaped(dL_dz, (n_times, size))
     s = B.shape[0]
     temp = slots.shape[0] - 1  # the checkpointed sweep's recomputed state
-    n_f = n_vjp = recomputed = n_steps = 0
-    peak = 1  # the piece's start state
-    for piece in range(n_times - 1, -1, -1):
-        jump = dL_dz[piece].reshape(size)
-        for d in range(size):
-            z_bar[d] += jump[d]
-        if piece == 0:
-            slots[0, :] = z0.reshape(size)
-        else:
-            slots[0, :] = z_at[piece - 1].reshape(size)
-        first = piece_first[piece]
-        count = piece_first[piece + 1] - first
-        steps = hs[first : first + count]
-        n_steps += count
-        if count == 0:
-            continue
-        if checkpoints < 0:
-            for k in range(count - 1):
-                _replay_step(net, A, B, plane, steps[k], slots[k], slots[k + 1], K, scratch)
-            n_f += s * (count - 1)
-            peak = max(peak, count)
-            for k in range(count - 1, -1, -1):
-                n_vjp += _reverse_step(net, A, B, plane, steps[k], slots[k], z_bar, q, K, Y, k_bar, out_az,
-                                       products)
-            n_f += (s - 1) * count
-            continue
-        held = 1
-        lo, hi, slot, free = 0, count, 0, checkpoints
-        top = 0
-        while True:
-            while True:  # the task (lo, hi) from the state in `slot`, with `free` checkpoints
-                if hi - lo == 1:
-                    n_vjp += _reverse_step(net, A, B, plane, steps[lo], slots[slot], z_bar, q, K, Y, k_bar,
-                                           out_az, products)
-                    n_f += s - 1
-                    break
-                if free == 0:  # no checkpoint to spare: rebuild each step's state from the slot's
-                    for k in range(hi - 1, lo - 1, -1):
-                        source = slot
-                        if k > lo:
-                            _advance(net, A, B, plane, steps, lo, k, slots[slot], slots[temp], K, Y[0],
-                                     scratch)
-                            recomputed += k - lo
-                            n_f += s * (k - lo)
-                            source = temp
-                        n_vjp += _reverse_step(net, A, B, plane, steps[k], slots[source], z_bar, q, K, Y, k_bar,
-                                               out_az, products)
-                        n_f += s - 1
-                    break
-                mid = lo + first_part(hi - lo, free)
-                _advance(net, A, B, plane, steps, lo, mid, slots[slot], slots[slot + 1], K, Y[0], scratch)
-                recomputed += mid - lo
-                n_f += s * (mid - lo)
-                held += 1
-                peak = max(peak, held)
-                # the first part waits (with this slot's state) until the second is reversed
-                stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = lo, mid, slot, free
-                top += 1
-                lo, slot, free = mid, slot + 1, free - 1
-            if top == 0:
+    n_f = n_vjp = recomputed = 0
+    peak = 1  # the start state
+    count = hs.shape[0]
+    if count == 0:
+        return n_f, n_vjp, recomputed, peak, count
+    # the last step's observations through f(y_N), which no later step's K₀ carries: one VJP at y_N = z(t_K)
+    last_lo, last_hi = _observations(obs_step, count - 1)
+    k_obs[:] = 0.0
+    if _add_observations(P, (s, s + 1), hs[count - 1], last_lo, last_hi, obs_x, g, k_obs, s):
+        _stage_vjp(net, plane, reshaped(z_at[n_times - 1], (size,)), k_obs[0], z_bar, q, out_az, products)
+        n_vjp += 1
+    slots[0, :] = z0.reshape(size)
+    if checkpoints < 0:
+        for k in range(count - 1):
+            _replay_step(net, A, B, plane, hs[k], slots[k], slots[k + 1], K, scratch)
+        n_f += s * (count - 1)
+        peak = max(peak, count)
+        for k in range(count - 1, -1, -1):
+            n_vjp += _reverse_observed(net, A, B, P, plane, hs, k, slots[k], z_bar, q, K, Y, k_bar, out_az, products,
+                                       k_obs, obs_step, obs_x, g)
+        n_f += (s - 1) * count
+        return n_f, n_vjp, recomputed, peak, count
+    held = 1
+    lo, hi, slot, free = 0, count, 0, checkpoints
+    top = 0
+    while True:
+        while True:  # the task (lo, hi) from the state in `slot`, with `free` checkpoints
+            if hi - lo == 1:
+                n_vjp += _reverse_observed(net, A, B, P, plane, hs, lo, slots[slot], z_bar, q, K, Y, k_bar, out_az,
+                                           products, k_obs, obs_step, obs_x, g)
+                n_f += s - 1
                 break
-            top -= 1
-            lo, hi, slot, free = stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3]
-            held -= 1  # the checkpoint of the part just reversed is released
-    return n_f, n_vjp, recomputed, peak, n_steps
+            if free == 0:  # no checkpoint to spare: rebuild each step's state from the slot's
+                for k in range(hi - 1, lo - 1, -1):
+                    source = slot
+                    if k > lo:
+                        _advance(net, A, B, plane, hs, lo, k, slots[slot], slots[temp], K, Y[0], scratch)
+                        recomputed += k - lo
+                        n_f += s * (k - lo)
+                        source = temp
+                    n_vjp += _reverse_observed(net, A, B, P, plane, hs, k, slots[source], z_bar, q, K, Y, k_bar,
+                                               out_az, products, k_obs, obs_step, obs_x, g)
+                    n_f += s - 1
+                break
+            mid = lo + first_part(hi - lo, free)
+            _advance(net, A, B, plane, hs, lo, mid, slots[slot], slots[slot + 1], K, Y[0], scratch)
+            recomputed += mid - lo
+            n_f += s * (mid - lo)
+            held += 1
+            peak = max(peak, held)
+            # the first part waits (with this slot's state) until the second is reversed
+            stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = lo, mid, slot, free
+            top += 1
+            lo, slot, free = mid, slot + 1, free - 1
+        if top == 0:
+            break
+        top -= 1
+        lo, hi, slot, free = stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3]
+        held -= 1  # the checkpoint of the part just reversed is released
+    return n_f, n_vjp, recomputed, peak, count

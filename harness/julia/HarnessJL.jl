@@ -344,7 +344,9 @@ sensealg::ReverseDiffAdjoint, u0, p, originator, ...)` (concrete_solve.jl), whic
 solve with ReverseDiff; the pullback of the states at `ts` with G (n×K, column k = ∂L/∂z(t_k))
 is the gradient of the discrete loss. ReverseDiff traces f, so only the native route's Julia MLP
 (out of place) can be differentiated; the Python routes are refused in names.py. `saveat = ts`
-with `tstops = ts`, so that the solve stops on each observation time as harness's does.
+without `tstops`: the states at `ts` are read from the solver's interpolant and the tape
+differentiates it, as harness's RecursiveCheckpointAdjoint does with DP5 and BS3 (upstream tests
+ReverseDiffAdjoint so: `saveat = 0.1`, no tstops, test/Core1/concrete_solve_derivatives.jl).
 UNVERIFIED: written against upstream source; it has not run on a machine with Julia.
 """
 function discrete_gradient(
@@ -358,7 +360,7 @@ function discrete_gradient(
         collect(Float64, θ))
     retcode = Ref{Any}(nothing)
     states = function (u, p)
-        sol = solve(prob, finite_difference_algorithm(solver); u0 = u, p = p, saveat = times, tstops = times,
+        sol = solve(prob, finite_difference_algorithm(solver); u0 = u, p = p, saveat = times,
             abstol, reltol, maxiters, sensealg = ReverseDiffAdjoint())
         retcode[] = sol.retcode
         return reduce(hcat, sol.u)  # n×K

@@ -1,10 +1,12 @@
 """The one backward driver of the continuous adjoints, and the backward settings they share.
 
 `adjoint_gradient` is written once for every continuous adjoint (as SciMLSensitivity's
-`_adjoint_sensitivities` is): the forward solve, the loss terms, the walk back over the forward
-pass's pieces, the jump of the adjoint at each observation time, the step size carried from one
-piece to the next, and the result. An adjoint contributes only an `AdjointSystem`: its backward ODE
-(with its Jacobian for implicit solvers), its jump, and what it accumulates.
+`_adjoint_sensitivities` is): the forward solve, the loss terms, the walk back over the segments
+between consecutive observation and checkpoint times (`ForwardSolution.segments`; the forward pass
+itself need not stop at the observation times, see `harness._forward`), the jump of the adjoint at
+each observation time, the step size carried from one segment to the next, and the result. An
+adjoint contributes only an `AdjointSystem`: its backward ODE (with its Jacobian for implicit
+solvers), its jump, and what it accumulates.
 """
 
 from __future__ import annotations
@@ -52,10 +54,12 @@ class AdjointSystem:
     """One continuous adjoint's part of the backward pass; `adjoint_gradient` drives it.
 
     Built once per gradient with the problem, θ, the engine value and the backward settings. The
-    driver calls, from the last piece of the forward solution to the first: `jump` (at the end of a
-    piece that is an observation time), `enter_piece`, then integrates `system` (with `jacobian` for
-    implicit solvers) from the piece's end to its start, calling `on_step` (if set) after each accepted
-step, and hands the trajectory to `leave_piece`.
+    driver calls, for each backward segment from the last to the first (`ForwardSolution.segments`:
+    the intervals between consecutive observation and checkpoint times): `jump` (at the end of a
+    segment that is an observation time), `enter_piece` with the forward piece that covers the
+    segment, then integrates `system` (with `jacobian` for implicit solvers) from the segment's end to
+    its start, calling `on_step` (if set) after each accepted step, and hands the trajectory to
+    `leave_piece`.
 
     Attributes
     ----------
@@ -93,7 +97,8 @@ step, and hands the trajectory to `leave_piece`.
         raise NotImplementedError
 
     def enter_piece(self, fwd: ForwardSolution, i: int) -> None:
-        """Prepare the backward solve of piece i (e.g. read z(t) from its dense output)."""
+        """Prepare the backward solve of a segment inside forward piece i (e.g. read z(t) from the
+        piece's dense output, `fwd.dense(i)`)."""
 
     def jacobian(self, t: float, y: np.ndarray):
         """∂(system)/∂y for Newton's method in implicit solvers (an approximation is enough)."""
@@ -108,7 +113,7 @@ step, and hands the trajectory to `leave_piece`.
     on_step = None
 
     def leave_piece(self, traj) -> np.ndarray:
-        """y at the piece's start, after what the adjoint accumulates over the piece."""
+        """y at the segment's start, after what the adjoint accumulates over the segment."""
         return traj.y_end
 
     def gradients(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -148,15 +153,15 @@ def adjoint_gradient(problem, theta, forward: SolveOptions, engine, adjoint: typ
     y = backward.initial_state(fwd)
     stats = SolverStats()
     h = first_backward_step(fwd, options)
-    # k indexes `times` at the piece's end, or is -1 where a piece ends at a checkpoint
-    for i in range(len(fwd.pieces) - 1, -1, -1):
-        piece, k = fwd.pieces[i], fwd.node_is_time[i]
+    # k indexes `times` at the segment's end, or is -1 where a segment ends at a checkpoint
+    for segment in reversed(fwd.segments):
+        k = segment.time_index
         if k >= 0:
             y = backward.jump(y, fwd, k, dL_dz[k])
-        backward.enter_piece(fwd, i)
+        backward.enter_piece(fwd, segment.piece)
         try:
             traj = integrate(
-                backward.system, piece.t_end, piece.t_start, y, method=options.solver,
+                backward.system, segment.t_end, segment.t_start, y, method=options.solver,
                 rtol=options.rtol, atol=options.atol, jac=backward.jacobian if implicit else None,
                 dense=backward.dense_backward, h0=h, on_step=backward.on_step,
             )
@@ -166,7 +171,7 @@ def adjoint_gradient(problem, theta, forward: SolveOptions, engine, adjoint: typ
                 raise
             raise replacement from err
         stats = stats + traj.stats
-        # the next piece starts where this one's controller left off; implicit solvers re-estimate
+        # the next segment starts where this one's controller left off; implicit solvers re-estimate
         h = None if implicit else traj.h_last
         y = backward.leave_piece(traj)
     dtheta, dz0, diagnostics = backward.gradients(y)

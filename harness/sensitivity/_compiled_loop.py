@@ -29,6 +29,11 @@ from ._result import GradientResult
 # the explicit solvers RecursiveCheckpointAdjoint's compiled sweep takes (DP8 is scipy's DOP853 and
 # stays numpy: its steps are scipy's loop, not `ExplicitRungeKutta`'s)
 SWEEP_SOLVERS = ("DP5", "BS3")
+# the forward stores' first capacities, in steps: a dense store (N B (degree + 1) floats a step) starts
+# small, since its room is reserved (and counted by tracemalloc) whether used or not; a store of step
+# sizes alone (two floats a step) starts large enough for almost every solve
+DENSE_STEPS = 64
+SWEEP_STEPS = 1024
 
 
 def _plain_mlp(model) -> bool:
@@ -73,8 +78,9 @@ def continuous_gradient(problem, theta, forward, options, engine, adjoint) -> Gr
     bn = problem.batch_size * model.state_dim
     keep_dense = mode != BACKSOLVE
     degree = check_solver(forward.solver).tableau.dense_degree
-    # room for 32 steps per observation time, doubled (and the forward pass re-run) when too small
-    solved, loss, dL_dz = _forward(problem, theta, forward, keep_dense, 32 * len(problem.times) if keep_dense else 0,
+    # room for DENSE_STEPS steps (the solve runs to the last time without stopping at the others), doubled
+    # (and the forward pass re-run) when too small
+    solved, loss, dL_dz = _forward(problem, theta, forward, keep_dense, DENSE_STEPS if keep_dense else 0,
                                    lambda capacity: dense_store(capacity, bn, degree))
     if solved is None:
         return None
@@ -94,7 +100,7 @@ def continuous_gradient(problem, theta, forward, options, engine, adjoint) -> Gr
         system.take_quadrature(dtheta, n_steps=counts[1])
         state = u
     else:
-        system.n_pieces = len(solved.times)
+        system.n_pieces, system.n_segments = 1, len(solved.times)
         state = np.concatenate((u, dtheta))
     dtheta, dz0, diagnostics = system.gradients(state)
     compiled.count_loop_run()
@@ -113,10 +119,10 @@ def discrete_sweep(problem, theta, forward, checkpoints: int | None):
     if forward.solver not in SWEEP_SOLVERS or not isinstance(check_solver(forward.solver), ExplicitRungeKutta):
         return None
     solver = check_solver(forward.solver)
-    # the step sizes alone (one float per step, and its t): the sweep replays each piece's states from
-    # its start, as the numpy engine does, so memory and the counts it reports are the numpy engine's.
-    # Room for 256 steps per time (4 KB), doubled (and the forward pass re-run) when too small.
-    solved, loss, dL_dz = _forward(problem, theta, forward, True, 256 * len(problem.times), step_store)
+    # the step sizes alone (one float per step, and its t): the sweep replays the states from z0, as the
+    # numpy engine does, so memory and the counts it reports are the numpy engine's. Room for
+    # SWEEP_STEPS steps (16 KB), doubled (and the forward pass re-run) when too small.
+    solved, loss, dL_dz = _forward(problem, theta, forward, True, SWEEP_STEPS, step_store)
     if solved is None:
         return None
     dtheta, dz0, n_f, n_vjp, recomputed, peak_held, n_steps = sweep(

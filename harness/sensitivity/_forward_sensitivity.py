@@ -1,4 +1,10 @@
-"""ForwardSensitivity: z, S = ∂z/∂θ and ∂z/∂z0 solved forwards together (a reference engine)."""
+"""ForwardSensitivity: z, S = ∂z/∂θ and ∂z/∂z0 solved forwards together (a reference engine).
+
+Unlike the forward pass of the other engines (`harness._forward`, which reads the observation times
+from DP5's and BS3's dense output), this solve ends exactly at every observation time with every
+solver: as a reference it then shares nothing with the interpolation it checks, and its z(t_k) and
+S(t_k) are end states, not interpolants.
+"""
 
 from __future__ import annotations
 

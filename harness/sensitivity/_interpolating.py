@@ -22,13 +22,14 @@ class Interpolating(AdjointSystem):
     def __init__(self, problem, theta, engine, options):
         super().__init__(problem, theta, engine, options)
         self.system = InterpolatingSystem(self.model, theta, self.batch, stage_slots(options.solver))
-        self.n_pieces = 0
+        self.n_pieces = self.n_segments = 0
 
     def n_checkpoints(self):
         return self.engine.n_checkpoints if self.engine.checkpointing else 0
 
     def initial_state(self, fwd):
-        self.n_pieces = len(fwd.pieces)
+        self.n_pieces = len(fwd.pieces)  # forward pieces: the states a checkpointed solve stores
+        self.n_segments = len(fwd.segments)  # backward solves, one per interval between nodes
         return np.zeros(self.bn + self.model.n_params)
 
     def jump(self, y, fwd, k, dL_dz_k):
@@ -53,7 +54,8 @@ class Interpolating(AdjointSystem):
         )
 
     def gradients(self, y):
-        diagnostics = {"checkpointing": self.engine.checkpointing, "n_pieces": self.n_pieces}
+        diagnostics = {"checkpointing": self.engine.checkpointing, "n_pieces": self.n_pieces,
+                       "n_segments": self.n_segments}
         return y[self.bn :].copy(), states(y[: self.bn], self.batch).copy(), diagnostics
 
 

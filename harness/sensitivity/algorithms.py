@@ -54,9 +54,10 @@ class BacksolveAdjoint:
 class InterpolatingAdjoint:
     """Solve [a, ∂L/∂θ] backwards, reading z(t) from the stored dense forward solution.
 
-    `checkpointing=True` stores only `n_checkpoints` (+ the observation times) forward states and
-    re-solves one piece of the forward pass at a time during the backward pass: memory bounded by
-    the checkpoints, at the price of a second forward solve.
+    `checkpointing=True` stores only `n_checkpoints` + 1 forward states (+ the observation times with
+    the solvers that end a piece at each: implicit ones and DP8) and re-solves one piece of the
+    forward pass at a time during the backward pass: memory bounded by the checkpoints, at the
+    price of a second forward solve.
     """
 
     solver: str | None = None
@@ -113,8 +114,10 @@ class RecursiveCheckpointAdjoint:
 
     Counterparts: diffrax's `RecursiveCheckpointAdjoint` (its default), torchdiffeq's plain `odeint`
     under backprop, SciMLSensitivity's `ReverseDiffAdjoint` (and `ZygoteAdjoint`). `checkpoints=None`
-    stores every step's start state; `checkpoints=c` holds at most c of them (plus each piece's start)
-    and recomputes the others (Griewank's revolve), so memory does not grow with the number of steps.
+    stores every step's start state; `checkpoints=c` holds at most c of them (plus each piece's start:
+    with DP5 and BS3 one piece, [t0, t_K], since the observation times are read from the steps' dense
+    output and differentiated through it) and recomputes the others (Griewank's revolve), so memory
+    does not grow with the number of steps.
     Explicit solvers only (DP5, BS3, DP8): implicit ones are refused with the reason.
     """
 

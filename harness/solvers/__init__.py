@@ -70,6 +70,7 @@ def integrate(
     h0: float | None = None,
     max_steps: int | None = None,
     on_step=None,
+    t_eval=None,
 ) -> Trajectory:
     """Integrate dy/dt = rhs(t, y) from t0 to t1 (t1 < t0 integrates backwards).
 
@@ -99,6 +100,12 @@ def integrate(
         `local(ts)`, the step's own interpolant: states at the times `ts` (M,) inside the step, shape
         (M, D), valid during the call only. What needs the solution step by step without storing it
         (GaussAdjoint's quadrature, the step sizes a discrete adjoint replays) reads it here.
+    t_eval : ndarray, shape (M,), optional
+        Times in (t0, t1], ordered from t0 towards t1, whose states `Trajectory.y_eval` (M, D)
+        returns, read from the dense output of the accepted step that reaches each (the step's end
+        state where a time is its end exactly) without ending a step there, as diffrax's `SaveAt(ts)`
+        and scipy's `t_eval`. Only for solvers that declare `reads_t_eval` (the explicit Runge-Kutta
+        pairs DP5 and BS3).
 
     Raises
     ------
@@ -111,8 +118,25 @@ def integrate(
     max_steps = check_max_steps(max_steps)
     if solver.implicit and jac is None:
         raise HarnessInputError(f"solver {method!r} is implicit and needs a Jacobian")
+    if t_eval is not None:
+        t_eval = _check_t_eval(solver, t0, t1, t_eval)
     return solver.integrate(rhs, t0, t1, y0, rtol=rtol, atol=atol, jac=jac, dense=dense, h0=h0,
-                            max_steps=max_steps, on_step=on_step)
+                            max_steps=max_steps, on_step=on_step, t_eval=t_eval)
+
+
+def _check_t_eval(solver: Solver, t0: float, t1: float, t_eval) -> np.ndarray:
+    if not solver.reads_t_eval:
+        readers = [name for name, s in SOLVERS.items() if s.reads_t_eval]
+        raise HarnessInputError(f"t_eval: solver {solver.name!r} does not read states from its dense output "
+                                f"(those that do: {', '.join(readers)}); end a solve at each time instead")
+    t_eval = np.asarray(t_eval, dtype=np.float64).reshape(-1)
+    direction = 1.0 if t1 >= t0 else -1.0
+    offsets = direction * (t_eval - t0)
+    if t_eval.size and (np.any(offsets <= 0) or np.any(direction * (t_eval - t1) > 0)
+                        or np.any(np.diff(offsets) < 0)):
+        raise HarnessInputError(f"t_eval={t_eval.tolist()!r}: expected times in ({t0!r}, {t1!r}], ordered from "
+                                "t0 towards t1")
+    return t_eval
 
 
 __all__ = [

@@ -26,6 +26,10 @@ class Solver(ABC):
     stage_slots : int
         How many stage records a `QuadratureTailSystem` needs to be integrated with this method
         (1 for methods that integrate its `joint_rhs`).
+    reads_t_eval : bool
+        `integrate` takes `t_eval` and reads the states there from each step's dense output, without
+        ending a step at them (a forward pass then observes its times without stopping; see
+        `harness._forward`). False: a caller that needs states at given times ends a solve there.
     """
 
     name: str
@@ -34,6 +38,7 @@ class Solver(ABC):
     dense_output: int | str
     description: str
     stage_slots: int = 1
+    reads_t_eval: bool = False
 
     @abstractmethod
     def integrate(
@@ -50,9 +55,10 @@ class Solver(ABC):
         h0: float | None = None,
         max_steps: int | None = None,
         on_step=None,
+        t_eval=None,
     ) -> Trajectory:
         """Integrate from t0 to t1; the arguments are those of `harness.solvers.integrate`, already
-        checked."""
+        checked (`t_eval` is given only to a solver that `reads_t_eval`)."""
 
     def __repr__(self) -> str:
         return f"<solver {self.name}: {self.description}>"

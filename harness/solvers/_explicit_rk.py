@@ -152,7 +152,8 @@ class QuadratureTailStepper(PlainStepper):
 
 
 def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name: str, t0: float, t1: float,
-              h_abs: float, dense: bool, on_step=None) -> tuple[float, SolverStats, PiecewisePolynomial | None]:
+              h_abs: float, dense: bool, on_step=None, t_eval=None,
+              ) -> tuple[float, SolverStats, PiecewisePolynomial | None, np.ndarray | None]:
     """Step from t0 to t1, starting with step size `h_abs`.
 
     `stepper` is a `PlainStepper` or a `QuadratureTailStepper` (or anything with their `attempt`,
@@ -161,11 +162,21 @@ def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name:
 
     `on_step(t, h, local)`, if given, is called after each accepted step (see `integrate`).
 
-    Returns (the next step size, stats, the dense output or None); raises SolverError if the step
-    size underflows or the budget cannot suffice. `stats.n_rhs` counts the steps' evaluations only.
+    `t_eval` (M,), if given, are times in (t0, t1], ordered in the solve's direction: each is read
+    from the first accepted step [t, t_new] that reaches it, by that step's dense output at
+    x = (t_eval - t) / h, or, where it equals t_new exactly, as the step's end state. They never
+    shorten a step: the step sequence is the one without them.
+
+    Returns (the next step size, stats, the dense output or None, the states at `t_eval` (M, D) or
+    None); raises SolverError if the step size underflows or the budget cannot suffice. `stats.n_rhs`
+    counts the steps' evaluations only.
     """
     direction = 1.0 if t1 >= t0 else -1.0
     t = t0
+    # the times still to read, as Python floats (compared once per accepted step)
+    pending = [] if t_eval is None else [float(te) for te in t_eval]
+    y_eval = None if t_eval is None else np.empty((len(pending), stepper.state().size))
+    n_read = 0
     n_accepted = n_rejected = 0
     after_rejection = False  # the current step was rejected at least once: do not grow h on acceptance
     nonfinite = False  # the last rejection was for an inf or NaN stage
@@ -190,7 +201,12 @@ def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name:
                 ts.append(t_new)
             if on_step is not None:
                 on_step(t, h, _StepInterpolant(stepper, t, h))
+            at_end = n_read
+            if n_read < len(pending) and direction * (pending[n_read] - t_new) <= 0:
+                n_read, at_end = _read_inside(stepper, t, h, t_new, pending, n_read, y_eval, direction)
             stepper.accept()
+            for j in range(at_end, n_read):  # a time that is the step's end: the end state itself
+                y_eval[j] = stepper.state()
             t = t_new
             n_accepted += 1
             h_abs *= factor
@@ -202,7 +218,27 @@ def run_steps(stepper, controller: StepSizeController, budget: StepBudget, name:
     n_rhs = stepper.work.n_stages * (n_accepted + n_rejected)
     stats = SolverStats(n_rhs=n_rhs, n_accepted=n_accepted, n_rejected=n_rejected)
     poly = PiecewisePolynomial(ts, ys, hs, Qs) if dense and hs else None
-    return h_abs, stats, poly
+    return h_abs, stats, poly, y_eval
+
+
+def _read_inside(stepper, t: float, h: float, t_new: float, pending: list[float], n_read: int,
+                 y_eval: np.ndarray, direction: float) -> tuple[int, int]:
+    """Read the pending times the accepted step [t, t_new] reaches: those before t_new from its dense
+    output, y + Q [x, x², ...] at x = (t_k - t) / h (`dense_step`, formed once for the step), into
+    `y_eval`. Returns (the index after the last time read, the index of the first one equal to t_new,
+    whose state is the step's end state and is written by the caller after `accept`)."""
+    first = n_read
+    while n_read < len(pending) and direction * (pending[n_read] - t_new) < 0:
+        n_read += 1
+    if n_read > first:
+        y, Q = stepper.dense_step(h)
+        x = (np.asarray(pending[first:n_read]) - t) / h  # (M,) in (0, 1)
+        powers = x[:, None] ** np.arange(1, Q.shape[1] + 1)  # (M, degree)
+        y_eval[first:n_read] = y[None, :] + powers @ Q.T
+    at_end = n_read
+    while n_read < len(pending) and pending[n_read] == t_new:
+        n_read += 1
+    return n_read, at_end
 
 
 class _StepInterpolant:
@@ -233,6 +269,7 @@ class ExplicitRungeKutta(Solver):
 
     tableau: Tableau
     implicit = False
+    reads_t_eval = True  # `t_eval` is read from each step's dense output (`run_steps`)
 
     @property
     def order(self) -> int:
@@ -248,8 +285,8 @@ class ExplicitRungeKutta(Solver):
         return self.tableau.n_stages + 1
 
     def integrate(self, rhs, t0, t1, y0, *, rtol, atol, jac=None, dense=False, h0=None, max_steps=None,
-                  on_step=None):
-        if isinstance(rhs, QuadratureTailSystem) and not dense and on_step is None:
+                  on_step=None, t_eval=None):
+        if isinstance(rhs, QuadratureTailSystem) and not dense and on_step is None and t_eval is None:
             stepper = QuadratureTailStepper(rhs, self.tableau, y0, rtol, atol)
         else:
             stepper = PlainStepper(rhs.joint_rhs if isinstance(rhs, QuadratureTailSystem) else rhs,
@@ -262,7 +299,7 @@ class ExplicitRungeKutta(Solver):
             h_abs, n_start = stepper.start(t0, h0, direction, self.tableau.error_order)
             budget = StepBudget(self.name, self.implicit, t0, t1, h_abs, max_steps)
             controller = StepSizeController(self.tableau.error_order)
-            h_abs, stats, poly = run_steps(stepper, controller, budget, self.name, t0, t1, h_abs, dense,
-                                           on_step)
+            h_abs, stats, poly, y_eval = run_steps(stepper, controller, budget, self.name, t0, t1, h_abs, dense,
+                                                   on_step, t_eval)
         stats.n_rhs += n_start
-        return Trajectory(t0, t1, stepper.state(), stats, poly, h_abs, self.name)
+        return Trajectory(t0, t1, stepper.state(), stats, poly, h_abs, self.name, y_eval)

@@ -32,7 +32,7 @@ class ScipySolver(Solver):
         return getattr(scipy.integrate, self.scipy_method)
 
     def integrate(self, rhs, t0, t1, y0, *, rtol, atol, jac=None, dense=False, h0=None, max_steps=None,
-                  on_step=None):
+                  on_step=None, t_eval=None):
         if isinstance(rhs, QuadratureTailSystem):
             rhs = rhs.joint_rhs  # scipy steps the state as a whole
         # a step carried over from a longer previous piece may exceed this one; scipy rejects that

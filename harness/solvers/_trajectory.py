@@ -113,6 +113,7 @@ class Trajectory:
     y_end : ndarray, shape (D,), the state at t_end.
     dense : callable t -> (D,), or None when no dense output was asked for.
     h_last : the last step size tried, to start the next segment of a piecewise solve.
+    y_eval : ndarray, shape (M, D), the states at the `t_eval` times asked for, or None.
     """
 
     t_start: float
@@ -122,3 +123,4 @@ class Trajectory:
     dense: PiecewisePolynomial | ScipyDense | None
     h_last: float | None
     method: str
+    y_eval: np.ndarray | None = None

@@ -1,0 +1,134 @@
+"""The README's two commands as a newcomer meets them: a fresh clone, pip's cache empty, timed whole.
+
+Usage:
+    python benchmarks/bench_readme_commands.py [--out reports/scale/readme_commands.json] [--skip-ci]
+
+Clones this checkout's HEAD (uncommitted changes are not measured; the file says if there were any)
+into a temporary folder and runs there, one after the other:
+
+- the README's first command (the first line of its first ``bash`` block: create a venv, install,
+  ``harness reproduce``), with an empty ``PIP_CACHE_DIR`` and an empty compiled-code cache, so
+  nothing installed or built earlier on this machine helps it;
+- ``.ci/run`` (a fresh venv, the test extras, the README's test command), in a second fresh clone,
+  again with pip's cache empty; its own ``install: N s`` and ``tests: N s`` lines are recorded.
+
+Each is timed around the whole process (wall, and the CPU of the process and the children it waits
+for), with the load average before and after: the machines here are shared, and a wall time means
+little without it. Packages come from wherever pip is configured to fetch them (a local mirror on
+some machines, which hides download time; the file records pip's index configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness._provenance import cpu_model, provenance  # noqa: E402
+
+DROPPED = ("HARNESS_COMPILED", "HARNESS_AHEAD_OF_TIME", "HARNESS_AHEAD_OF_TIME_DIR", "NUMBA_CACHE_DIR",
+           "HARNESS_BUILD", "PYTHONPATH", "VIRTUAL_ENV", "PIP_CACHE_DIR", "PIP_NO_CACHE_DIR")
+
+
+def readme_first_command() -> str:
+    """The first line of the README's first ``bash`` block."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, flags=re.S)
+    if block is None:
+        raise SystemExit("README.md has no ```bash block")
+    return block.group(1).strip().splitlines()[0]
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _clone(folder: Path, name: str) -> Path:
+    target = folder / name
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(target)], check=True)
+    return target
+
+
+def _timed(command: list[str], cwd: Path, env: dict, log: Path) -> dict:
+    load_before = os.getloadavg()
+    started, cpu = time.perf_counter(), _children_cpu()
+    with log.open("w") as out:
+        status = subprocess.run(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    return {"wall_seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(_children_cpu() - cpu, 1),
+            "exit_status": status, "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _fresh_env(folder: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED}
+    for name in ("pip-cache", "aot", "numba"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    # the compiled-code caches live in the clone's environment by default; pointing them at empty
+    # folders makes sure no earlier build on this machine is found
+    return {**env, "PIP_CACHE_DIR": str(folder / "pip-cache"), "HARNESS_AHEAD_OF_TIME_DIR": str(folder / "aot"),
+            "NUMBA_CACHE_DIR": str(folder / "numba")}
+
+
+def _pip_index() -> str:
+    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() or "(pip's defaults: PyPI)"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "reports" / "scale" / "readme_commands.json"))
+    parser.add_argument("--skip-ci", action="store_true", help="time the first command only")
+    args = parser.parse_args(argv)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True, check=False).stdout.strip()
+    record = {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "provenance": provenance(),
+              "command": "python benchmarks/bench_readme_commands.py" + (" --skip-ci" if args.skip_ci else ""),
+              "uncommitted_changes_not_measured": bool(dirty), "pip_configuration": _pip_index()}
+    first = readme_first_command()
+    with tempfile.TemporaryDirectory(prefix="readme-commands-") as scratch:
+        folder = Path(scratch)
+        clone = _clone(folder, "first")
+        print(f"first command, in a fresh clone with pip's cache empty: {first}", flush=True)
+        result = _timed(["bash", "-c", first], clone, _fresh_env(folder / "env-first"), folder / "first.log")
+        log = (folder / "first.log").read_text()
+        lines = log.splitlines()
+        result["reproduce_line"] = next((line for line in lines if "total" in line and "training" in line), "")
+        record["first_command"] = {"command": first, **result}
+        # the run started the compiled code's build in the background: stopped here, so that it does
+        # not share the machine with the next measurement
+        subprocess.run(["pkill", "-f", str(folder / "env-first" / "aot")], check=False)
+        print(json.dumps(record["first_command"]), flush=True)
+        if not args.skip_ci:
+            clone = _clone(folder, "ci")
+            print("`.ci/run` in a fresh clone with pip's cache empty", flush=True)
+            result = _timed(["bash", ".ci/run"], clone, _fresh_env(folder / "env-ci"), folder / "ci.log")
+            log = (folder / "ci.log").read_text()
+            for key in ("install", "tests"):
+                found = re.search(rf"^{key}: (\d+) s$", log, flags=re.M)
+                result[f"{key}_seconds"] = int(found.group(1)) if found else None
+            summary = [line for line in log.splitlines() if re.search(r"\d+ passed", line)]
+            result["pytest_summary"] = summary[-1].strip("= ") if summary else ""
+            record["ci_run"] = result
+            print(json.dumps(record["ci_run"]), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch_file = out.with_name(out.name + ".tmp")
+    scratch_file.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(scratch_file, out)
+    print(f"wrote {out}")
+    return 0 if all(record[k]["exit_status"] == 0 for k in ("first_command", "ci_run") if k in record) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
