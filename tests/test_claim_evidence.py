@@ -641,3 +641,18 @@ def test_uncovered_cells_name_the_group_by_all_its_keys_and_format_floats_short(
         "rtol 1.23457e-07 of the grid in group B 0 not covered; engine B of the grid "
         "in group A 0 not covered; engine A of the grid in group B 0 not covered"
     )
+
+
+def test_a_failed_row_that_carries_a_number_breaks_an_every_claim_and_is_no_witness_for_any():
+    # The docstring's rule: a failed cell in scope breaks `every` (unless excluded or asked for by
+    # status), whatever number it carries; it is not a pass for `any` either.
+    rows = [row("A", 1e-6, 1.0), {**row("B", 1e-6, 1.0), "status": "failed"}]
+    every = one({"says": "s", "every": {}, "metric": METRIC, "at_most": 5}, rows)
+    assert not every.holds
+    assert every.evidence.startswith("1 of 2 rows have dtheta.relative_error <= 5")
+    assert "; 1 failed (B DP5 1e-06 0)" in every.evidence and "without a number" not in every.evidence
+    assert every.evidence.endswith("first exception: B DP5 1e-06 0 (failed, dtheta.relative_error = 1)")
+    any_ = one({"says": "s", "any": {}, "metric": METRIC, "at_most": 5}, rows[1:])
+    assert not any_.holds
+    excluded = one({"says": "s", "every": {}, "metric": METRIC, "at_most": 5, "excluding": ["failed"]}, rows)
+    assert excluded.holds

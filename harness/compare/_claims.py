@@ -487,14 +487,18 @@ def _quantified(claim: Claim, rows) -> ClaimResult:
         return v
 
     def meets(row) -> bool:
+        if undecided(row):  # a failed cell passes nothing, even where it carries a number
+            return False
         if not scope.status_ok(row) or (statuses is not None and row.get("status") not in statuses):
             return False
         return metric is None or _within(value(row), spec)
 
+    def failed(row) -> bool:  # a failed cell the claim did not ask for by its status
+        return (row.get("status") == "failed" and "failed" not in (statuses or [])
+                and "failed" not in (scope.status or []))
+
     def undecided(row) -> bool:  # a failed cell, or a missing or non-finite metric: never a pass
-        if row.get("status") == "failed" and "failed" not in (statuses or []) and "failed" not in (scope.status or []):
-            return True
-        return metric is not None and not _is_number(value(row))
+        return failed(row) or (metric is not None and not _is_number(value(row)))
 
     passing = [row for row in chosen if meets(row)]
     unknown = [row for row in chosen if undecided(row)]
@@ -520,8 +524,12 @@ def _quantified(claim: Claim, rows) -> ClaimResult:
             evidence += f"; range {low[0]:.3g} ({_label(low[1])}) to {high[0]:.3g} ({_label(high[1])})"
             margin, text = _margin(low[0], high[0], spec, claim.form)
             evidence += text
-        if unknown and claim.form != "none":
-            evidence += f"; {len(unknown)} row{'s' * (len(unknown) > 1)} without a number ({_labels(unknown)})"
+        numberless = [row for row in unknown if not failed(row)]
+        if numberless and claim.form != "none":
+            evidence += f"; {len(numberless)} row{'s' * (len(numberless) > 1)} without a number ({_labels(numberless)})"
+    failures = [row for row in unknown if failed(row)]
+    if failures and claim.form != "none":
+        evidence += f"; {len(failures)} failed ({_labels(failures)})"
     if offenders:
         first = offenders[0]
         evidence += f"; first exception: {_label(first)} ({first.get('status')}"
