@@ -203,3 +203,18 @@ def test_unknown_problem_and_bad_batch_rejected():
     assert "'lorenz'" in str(err.value) and all(name in str(err.value) for name in PROBLEMS)
     with pytest.raises(HarnessInputError, match="batch=0"):
         seed_problem(batch=0)
+
+
+def test_grid_and_mask_takes_a_trajectory_without_observations_and_refuses_none_at_all():
+    from harness.errors import HarnessInputError
+    from harness.problems import grid_and_mask
+
+    grid, data, mask = grid_and_mask([[1.0, 2.0], []], [[[1.0, 2.0], [3.0, 4.0]], []])
+    assert grid.tolist() == [1.0, 2.0] and data.shape == (2, 2, 2)
+    assert mask.tolist() == [[True, False], [True, False]] and data[:, 0].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    grid, data, mask = grid_and_mask([[1.0], np.zeros(0)], [[[1.0, 2.0]], np.zeros((0, 2))])
+    assert data.shape == (1, 2, 2) and mask.tolist() == [[True, False]]
+    with pytest.raises(HarnessInputError, match="none of the 1 trajectories has an observation"):
+        grid_and_mask([[]], [[]])
+    with pytest.raises(HarnessInputError, match=r"values\[0\] has 3 numbers for 2 times"):
+        grid_and_mask([[1.0, 2.0]], [[1.0, 2.0, 3.0]])

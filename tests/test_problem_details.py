@@ -64,9 +64,9 @@ def test_grid_and_mask_takes_columns_scalars_and_empty_trajectories():
     # one component per time given as a flat list, and integer values, become float64 columns
     grid, data, mask = grid_and_mask([[1.0, 2.0, 3.0]], [[1, 2, 3]])
     assert data.dtype == np.float64 and data[:, 0, 0].tolist() == [1.0, 2.0, 3.0]
-    # a trajectory observed nowhere has no width of its own; alone, N defaults to 1
-    grid, data, mask = grid_and_mask([[]], [np.zeros((0, 1))])
-    assert grid.size == 0 and data.shape == (0, 1, 1) and mask.shape == (0, 1)
+    # a trajectory observed nowhere has no width of its own; with no observation at all, nothing to fit
+    with pytest.raises(HarnessInputError, match="none of the 1 trajectories has an observation"):
+        grid_and_mask([[]], [np.zeros((0, 1))])
     grid, data, mask = grid_and_mask([[1.0], []], [[[1.0, 2.0]], np.zeros((0, 2))])
     assert data.shape == (1, 2, 2) and mask.tolist() == [[True, False]]
     with pytest.raises(HarnessInputError, match=r"times\[0\] = \[1.0, 1.0\] are not strictly increasing"):

@@ -247,21 +247,28 @@ def grid_and_mask(times, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for b, (t_b, y_b) in enumerate(zip(times, values)):
         t_b = _finite_array(f"times[{b}]", t_b).reshape(-1)
         y_b = np.asarray(y_b, dtype=np.float64)
-        y_b = y_b.reshape(t_b.size, -1) if y_b.ndim <= 1 else y_b
+        if y_b.ndim <= 1:  # a trajectory without observations has no width to infer: (0, 0)
+            if t_b.size and (y_b.size == 0 or y_b.size % t_b.size):
+                raise HarnessInputError(f"values[{b}] has {y_b.size} numbers for {t_b.size} times: expected "
+                                        f"{t_b.size} rows of N")
+            y_b = y_b.reshape(t_b.size, -1) if t_b.size else y_b.reshape(0, 0)
         if y_b.shape[0] != t_b.size:
             raise HarnessInputError(f"values[{b}] has shape {y_b.shape}: expected ({t_b.size}, N), one row per time")
         if np.any(np.diff(t_b) <= 0):
             raise HarnessInputError(f"times[{b}] = {t_b.tolist()} are not strictly increasing")
         rows.append((t_b, y_b))
-    widths = {y.shape[1] for _, y in rows if y.size}
+    if not any(t.size for t, _ in rows):
+        raise HarnessInputError(f"none of the {len(rows)} trajectories has an observation: expected at least one time")
+    widths = {y.shape[1] for _, y in rows if y.shape[1]}
     if len(widths) > 1:
         raise HarnessInputError(f"values have {sorted(widths)} components: expected the same N for every trajectory")
-    n = widths.pop() if widths else 1
+    n = widths.pop()
     grid = np.unique(np.concatenate([t for t, _ in rows]))
     data = np.zeros((grid.size, len(rows), n))
     mask = np.zeros((grid.size, len(rows)), dtype=bool)
     for b, (t_b, y_b) in enumerate(rows):
-        k = np.searchsorted(grid, t_b)
-        data[k, b] = y_b
-        mask[k, b] = True
+        if t_b.size:
+            k = np.searchsorted(grid, t_b)
+            data[k, b] = y_b
+            mask[k, b] = True
     return grid, data, mask
