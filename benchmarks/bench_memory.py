@@ -58,6 +58,15 @@ extra["loss"] = float(result.loss)
 extra["numba_imported"] = "numba" in sys.modules
 """
 
+# The same gradient by diffrax (its BacksolveAdjoint with Dopri5, through the harness's peer adapter,
+# which solves the same problem): the peer the issue's memory target compares with.
+DIFFRAX_GRADIENT = """
+from harness.problems import seed_problem
+from harness.sensitivity import gradient
+result = gradient(seed_problem(), engine="diffrax:BacksolveAdjoint", solver="DP5", rtol=1e-6, atol=1e-4)
+extra["loss"] = float(result.loss)
+"""
+
 REPRODUCE = """
 import contextlib, io
 from harness.cli import main
@@ -98,6 +107,10 @@ CONFIGURATIONS = [
      "+ the compiled kernels loaded (built ahead of time: no numba)"),
     ("one gradient, compiled path, just in time (HARNESS_AHEAD_OF_TIME=0)", GRADIENT,
      {"HARNESS_AHEAD_OF_TIME": "0"}, True, "+ numba's just-in-time kernels loaded (HARNESS_AHEAD_OF_TIME=0)"),
+]
+PEER_CONFIGURATIONS = [
+    ("one gradient, diffrax (BacksolveAdjoint, Dopri5)", DIFFRAX_GRADIENT, {}, False,
+     "harness gradient modules (problems, sensitivity)"),
 ]
 REPRODUCE_CONFIGURATIONS = [
     ("harness reproduce (1000 steps, figures), numpy path", REPRODUCE, {"HARNESS_COMPILED": "0"}, False,
@@ -217,6 +230,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", metavar="N",
                         help="measure only these rows of the table (numbered from 1)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    parser.add_argument("--no-peers", action="store_true", help="skip the diffrax row")
+    parser.add_argument("--out", type=Path, help="also write the results (with their provenance) to this JSON file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -225,7 +240,8 @@ def main(argv=None) -> int:
         return 0
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
-    configurations = CONFIGURATIONS + ([] if args.no_reproduce else REPRODUCE_CONFIGURATIONS)
+    configurations = (CONFIGURATIONS + ([] if args.no_peers else PEER_CONFIGURATIONS)
+                      + ([] if args.no_reproduce else REPRODUCE_CONFIGURATIONS))
     if args.rows:
         bad = [n for n in args.rows if not 1 <= n <= len(configurations)]
         if bad:
@@ -236,8 +252,23 @@ def main(argv=None) -> int:
         rows, cold_row = measure(configurations, args.repeats, scratch, not args.no_cold)
     versions = f"python {platform.python_version()}, " + ", ".join(
         f"{name} {_version(name)}" for name in ("numpy", "scipy", "numba", "llvmlite"))
+    results = {"cpu": cpu_model(), "versions": versions, "rows": rows, "cold": cold_row}
+    by_label = {row["label"]: row for row in rows}
+    compiled, peer = (by_label.get("one gradient, compiled path (default: built ahead of time)"),
+                      by_label.get("one gradient, diffrax (BacksolveAdjoint, Dopri5)"))
+    if compiled and peer:
+        results["compiled_gradient_over_diffrax"] = compiled["hwm_mb"] / peer["hwm_mb"]
+    if args.out is not None:
+        from harness._provenance import provenance  # after the measurements: it imports more than the launcher
+
+        argv_text = " ".join(argv if argv is not None else sys.argv[1:])
+        record = {**results, "provenance": provenance(), "command": f"python benchmarks/bench_memory.py {argv_text}"}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        scratch_file = args.out.with_name(args.out.name + ".tmp")
+        scratch_file.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(scratch_file, args.out)
     if args.json:
-        print(json.dumps({"cpu": cpu_model(), "versions": versions, "rows": rows, "cold": cold_row}, indent=1))
+        print(json.dumps(results, indent=1))
         return 0
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); {versions}")
     print(f"Peak resident memory of fresh processes, median of {args.repeats}, numba's cache warm:\n")
