@@ -41,7 +41,7 @@ from .._interrupts import raise_if_interrupt
 from ..errors import HarnessInputError, SolverError
 from ..problems import Problem
 from ._cells import base_record, one_line_error, plain
-from ._kind import ExperimentKind, register_kind
+from ._kind import Cell, ExperimentKind, register_kind
 from .engines import build_engine
 from .spec import EngineSpec, _check_keys, _int, _nonempty_list, _positive, _solver, _string, parse_engine
 
@@ -89,7 +89,7 @@ class FitsSettings:
 
 
 @dataclass(frozen=True)
-class FitCell:
+class FitCell(Cell):
     """One model fitted to the series."""
 
     series: str
@@ -105,14 +105,9 @@ class FitCell:
     kind = SECTION
     role = "fit"
 
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "role": self.role, "series": self.series, "fit_until": self.fit_until,
-                "model": self.model.as_dict(), "engine": self.engine.as_dict(), "solver": self.solver,
-                "rtol": self.rtol, "atol": self.atol, "max_iterations": self.max_iterations, "seed": self.seed}
-
 
 @dataclass(frozen=True)
-class FitGradientCell:
+class FitGradientCell(Cell):
     """One engine's gradient on one model at its starting θ, against ForwardSensitivity."""
 
     series: str
@@ -126,11 +121,6 @@ class FitGradientCell:
 
     kind = SECTION
     role = "gradient"
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "role": self.role, "series": self.series, "fit_until": self.fit_until,
-                "model": self.model.as_dict(), "engine": self.engine.as_dict(), "solver": self.solver,
-                "rtol": self.rtol, "seed": self.seed, "repeats": self.repeats}
 
 
 # --------------------------------------------------------------------------------------- the data

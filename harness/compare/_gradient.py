@@ -40,7 +40,7 @@ from ..sensitivity import gradient
 from . import _markdown as markdown
 from . import _figures
 from ._cells import base_record, one_line_error, plain, prepare
-from ._kind import ExperimentKind, register_kind
+from ._kind import Cell, ExperimentKind, register_kind
 from .._metrics import WRT, compare_vectors, cosine_similarity, parameter_names, relative_error, state_names
 from .spec import (
     EngineSpec,
@@ -95,7 +95,7 @@ class GradientSettings:
 
 
 @dataclass(frozen=True)
-class GradientCell:
+class GradientCell(Cell):
     """dL/dθ and dL/dz0 of one problem by one engine at one solver and tolerance.
 
     `role` is "grid", "reference" or "reference_check"; `solver` is the backward pass's solver and
@@ -114,14 +114,6 @@ class GradientCell:
     repeats: int = 1  # timed calls: the record's time is their median, with min and max
 
     kind = "gradient"
-
-    def as_dict(self) -> dict:
-        return {
-            "kind": self.kind, "role": self.role, "problem": self.problem.as_dict(), "seed": self.seed,
-            "engine": self.engine.as_dict(), "solver": self.solver,
-            "forward_solver": self.forward_solver, "rtol": self.rtol, "atol": self.atol,
-            "measure_memory": self.measure_memory, "repeats": self.repeats,
-        }
 
 
 def _parse_reference(table: dict | None) -> ReferenceSpec:

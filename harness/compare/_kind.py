@@ -4,7 +4,8 @@ A kind (the gradient grid, the training comparison, or one a user writes, e.g. c
 size) is one object that supplies every step of its part of an experiment:
 
     parse        its TOML tables -> its frozen settings (validated; HarnessInputError otherwise)
-    cells        its cells (frozen, picklable values with `kind`, `role` and `as_dict()`)
+    cells        its cells (frozen, picklable values with `kind`, `role` and `as_dict()`; a frozen
+                 dataclass that derives from `Cell` gets its `as_dict` from its fields)
     run          one cell -> a JSON-ready record (`base_record` gives the common fields)
     analyse      its records -> its tables (merged into results.json)
     summary      its plain-language findings
@@ -17,7 +18,26 @@ the figure writer iterate over the kinds an experiment uses and know nothing els
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..errors import HarnessInputError
+
+
+class Cell:
+    """Base of a kind's cells (frozen dataclasses with class attributes `kind` and `role`).
+
+    `as_dict` is the cell's settings as plain values: `kind`, `role` and every field, a field that has
+    its own `as_dict` (a ProblemSpec, an EngineSpec) by that. The cell's key is a hash of it
+    (`_cells.cell_key`), so it is derived from the fields rather than listed by hand: a field added to
+    a cell cannot be left out of its key.
+    """
+
+    def as_dict(self) -> dict:
+        settings = {"kind": self.kind, "role": self.role}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            settings[field.name] = value.as_dict() if hasattr(value, "as_dict") else value
+        return settings
 
 
 class ExperimentKind:

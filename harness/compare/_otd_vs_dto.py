@@ -37,7 +37,7 @@ from ..errors import BackendUnavailableError
 from ..sensitivity import ForwardSensitivity, RecursiveCheckpointAdjoint, gradient
 from . import _markdown as markdown
 from ._cells import base_record, build_problem_from_spec, one_line_error, plain, prepare
-from ._kind import ExperimentKind, register_kind
+from ._kind import Cell, ExperimentKind, register_kind
 from .spec import EngineSpec, _check_keys, _int, _nonempty_list, _positive, _solver, parse_engine
 
 REFERENCE_SOLVER = "DP8"
@@ -58,7 +58,7 @@ class DiscretisationSettings:
 
 
 @dataclass(frozen=True)
-class ErrorCell:
+class ErrorCell(Cell):
     """One engine at one tolerance (rtol = atol), measured against both exact gradients."""
 
     problem: object  # ProblemSpec
@@ -72,14 +72,9 @@ class ErrorCell:
     kind = "otd_vs_dto"
     role = "errors"
 
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "role": self.role, "problem": self.problem.as_dict(), "seed": self.seed,
-                "engine": self.engine.as_dict(), "solver": self.solver, "rtol": self.rtol, "atol": self.atol,
-                "reference_tolerance": self.reference_tolerance}
-
 
 @dataclass(frozen=True)
-class MemoryCell:
+class MemoryCell(Cell):
     """One engine's peak memory on the problem observed at a longer horizon."""
 
     problem: object  # ProblemSpec, with `times` = (horizon,)
@@ -92,11 +87,6 @@ class MemoryCell:
 
     kind = "otd_vs_dto"
     role = "memory"
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "role": self.role, "problem": self.problem.as_dict(), "seed": self.seed,
-                "engine": self.engine.as_dict(), "solver": self.solver, "rtol": self.rtol, "atol": self.atol,
-                "horizon": self.horizon}
 
 
 @functools.lru_cache(maxsize=4)

@@ -27,7 +27,7 @@ from .._forward import SolveOptions, solve_forward
 from . import _figures
 from . import _markdown as markdown
 from ._cells import base_record, one_line_error, plain, prepare
-from ._kind import ExperimentKind, register_kind
+from ._kind import Cell, ExperimentKind, register_kind
 from .spec import EngineSpec, _check_keys, _int, _nonempty_list, _positive, _solver, parse_engine
 
 
@@ -47,7 +47,7 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
-class TrainingCell:
+class TrainingCell(Cell):
     """One training run (Adam, the tutorial's loop) with one engine."""
 
     problem: object  # ProblemSpec
@@ -62,13 +62,6 @@ class TrainingCell:
 
     kind = "training"
     role = "training"
-
-    def as_dict(self) -> dict:
-        return {
-            "kind": self.kind, "role": self.role, "problem": self.problem.as_dict(), "seed": self.seed,
-            "engine": self.engine.as_dict(), "solver": self.solver, "rtol": self.rtol,
-            "atol": self.atol, "steps": self.steps, "lr": self.lr, "log_every": self.log_every,
-        }
 
 
 class TrainingKind(ExperimentKind):
