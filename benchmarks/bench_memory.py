@@ -259,14 +259,13 @@ def main(argv=None) -> int:
     if compiled and peer:
         results["compiled_gradient_over_diffrax"] = compiled["hwm_mb"] / peer["hwm_mb"]
     if args.out is not None:
-        from harness._provenance import provenance  # after the measurements: it imports more than the launcher
+        from harness._io import write_text  # after the measurements: these import more than the launcher
+        from harness._provenance import provenance
 
         argv_text = " ".join(argv if argv is not None else sys.argv[1:])
         record = {**results, "provenance": provenance(), "command": f"python benchmarks/bench_memory.py {argv_text}"}
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        scratch_file = args.out.with_name(args.out.name + ".tmp")
-        scratch_file.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(scratch_file, args.out)
+        write_text(args.out, json.dumps(record, indent=1) + "\n")
     if args.json:
         print(json.dumps(results, indent=1))
         return 0

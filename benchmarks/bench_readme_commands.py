@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness._io import write_text  # noqa: E402
 from harness._provenance import cpu_model, provenance  # noqa: E402
 
 DROPPED = ("HARNESS_COMPILED", "HARNESS_AHEAD_OF_TIME", "HARNESS_AHEAD_OF_TIME_DIR", "NUMBA_CACHE_DIR",
@@ -123,9 +124,7 @@ def main(argv=None) -> int:
             print(json.dumps(record["ci_run"]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    scratch_file = out.with_name(out.name + ".tmp")
-    scratch_file.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(scratch_file, out)
+    write_text(out, json.dumps(record, indent=1) + "\n")
     print(f"wrote {out}")
     return 0 if all(record[k]["exit_status"] == 0 for k in ("first_command", "ci_run") if k in record) else 1
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness._io import write_text
 from harness._provenance import cpu_model, provenance
 
 RTOL = ATOL = 1e-6
@@ -263,7 +264,7 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
                 text = "—" if ratio is None else f"{ratio:.2f}"
                 print(f"  {cell['label']:44s} AVX-512 {isa:3s}: harness {best_h and f'{best_h[1] * 1e3:.3g} ms'}, "
                       f"diffrax {best_d and f'{best_d[1] * 1e3:.3g} ms'}: ratio {text}", flush=True)
-                _atomic_text(partial_path, json.dumps({"command": command, "rows": rows}, indent=1))
+                write_text(partial_path, json.dumps({"command": command, "rows": rows}, indent=1))
     measured = [r for r in rows if r["ratio"] is not None]
     worst = max(measured, key=lambda r: r["ratio"]) if measured else None
     lines = [f"CPU: {cpu_model()} ({os.cpu_count()} logical cores)", "", f"Command: `{command}`", "",
@@ -289,8 +290,8 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
                              f"{sum(x <= 0.5 for x in ratios)} at most 0.5")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    _atomic_text(out / "grid.md", text)
-    _atomic_text(out / "grid.json", json.dumps({"cpu": cpu_model(), "provenance": provenance(),
+    write_text(out / "grid.md", text)
+    write_text(out / "grid.json", json.dumps({"cpu": cpu_model(), "provenance": provenance(),
                                                 "command": command, "grid": GRID,
                                                 "seed": seed, "cells_drawn": n_drawn,
                                                 "cells_measured": len(cells), "rows": rows,
@@ -309,12 +310,6 @@ def _resumed_rows(partial_path: Path, command: str) -> list[dict]:
     except (OSError, ValueError):
         return []
     return partial["rows"] if partial.get("command") == command else []
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    scratch = path.with_name(path.name + ".tmp")
-    scratch.write_text(text)
-    os.replace(scratch, path)
 
 
 def _grid_figure(rows: list[dict], isas: list[str], path: Path) -> None:
@@ -529,9 +524,9 @@ def main(argv=None) -> int:
             text.append(f"- stage kernel {name}: {k['microseconds']:.1f} µs, {k['gflops']:.2f} GFLOP/s, "
                         f"{k['activations_per_second'] / 1e6:.0f} M activations/s")
     print("\n" + "\n".join(text))
-    (out / "table.md").write_text("\n".join(text) + "\n")
-    (out / "results.json").write_text(json.dumps({"cpu": cpu_model(), "provenance": provenance(), "results": results,
-                                                          "limit": limit}, indent=1))
+    write_text(out / "table.md", "\n".join(text) + "\n")
+    write_text(out / "results.json", json.dumps({"cpu": cpu_model(), "provenance": provenance(), "results": results,
+                                                 "limit": limit}, indent=1))
     if not args.rows:  # the figure needs the sweeps
         _figure(results, out / "scale.png")
     return 0
