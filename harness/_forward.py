@@ -232,7 +232,7 @@ def solve_forward(
         stats = stats + traj.stats
         y, h, t_prev = traj.y_end, traj.h_last, t_next
         if t_eval is not None:
-            z_at_times[first:k_next] = traj.y_eval.reshape(k_next - first, -1, batch).transpose(0, 2, 1)
+            z_at_times[first:k_next] = states(traj.y_eval, batch)
         elif k_next > first:  # piecewise: the piece ends at its one observation time
             z_at_times[k_next - 1] = states(y, batch)
     segments, i, t_prev = [], 0, float(t0)

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 
 def states(y: np.ndarray, batch: int) -> np.ndarray:
-    """Flat (B N,) -> (B, N), a view."""
-    return y.reshape(-1, batch).T
+    """Flat (B N,) -> (B, N), a view; flat states at M times, (M, B N) -> (M, B, N), likewise."""
+    return y.reshape(*y.shape[:-1], -1, batch).swapaxes(-1, -2)
 
 
 def feature_major(y: np.ndarray, batch: int) -> np.ndarray:
