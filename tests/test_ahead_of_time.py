@@ -458,3 +458,21 @@ def test_the_builders_first_load_happens_in_a_child_that_may_crash(built, tmp_pa
     truncated.write_bytes(built.module.read_bytes()[: built.module.stat().st_size // 2])
     said = _module_cache._verify_in_child(truncated)
     assert said is not None and ("killed a test process with signal" in said or "Error" in said), said
+
+
+def test_a_failure_recorded_in_another_installation_is_retried_not_remembered(tmp_path):
+    # A build that failed while `pip install` rewrote the packages it imports (the README's second
+    # command run while the first one's background build compiles) must not be remembered for good:
+    # the record carries the installation's stamp, and a changed installation retries the build.
+    from harness._compiled._module_cache import Entry, environment_stamp
+
+    entry = Entry(tmp_path, key="k")
+    entry.path.mkdir()
+    entry.record_failure("AttributeError: module 'scipy' has no attribute '__version__'")
+    assert entry.remembered_failure()["reason"].startswith("AttributeError: module 'scipy'")
+    assert entry.read(entry.failed)["environment"] == environment_stamp()
+    record = entry.read(entry.failed)
+    entry.write(entry.failed, {**record, "environment": "0" * 16})  # as if numpy or scipy was reinstalled since
+    assert entry.remembered_failure() is None
+    entry.write(entry.failed, {"reason": "LinkError: gcc failed", "when": "2026-12-07T09:00:00Z"})
+    assert entry.remembered_failure()["reason"] == "LinkError: gcc failed"  # a record without a stamp holds

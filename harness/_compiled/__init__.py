@@ -271,7 +271,7 @@ def _find_kernels():
             return functions, f"numba's just-in-time functions from numba's cache ({jit_why or why})", entry, False
         if entry.builder() is None:
             entry.jit.unlink(missing_ok=True)  # its cache entries are gone: build again
-    failed = entry.read(entry.failed)
+    failed = entry.remembered_failure()
     if failed is not None:
         return (None, f"the compiled build failed ({failed.get('reason')}); `harness doctor --rebuild` retries",
                 entry, True)
@@ -381,7 +381,7 @@ def build_now() -> str:
         return f"no build: no writable cache directory for the compiled code ({note})"
     entry = Entry(directory)
     ready, clause = state(entry)
-    if ready or entry.builder() is not None or entry.read(entry.failed) is not None:
+    if ready or entry.builder() is not None or entry.remembered_failure() is not None:
         return f"no build started: {clause}"
     pid, why_not = start_build(entry, background=False)
     if pid is None:

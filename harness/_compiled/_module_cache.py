@@ -22,7 +22,10 @@ and Python's versions, the CPU):
   importable (pending deprecation since numba 0.57: the day it is removed this is the default path)
   or its build failed, or with ``HARNESS_AHEAD_OF_TIME=0``.
 - ``failed.json``: why the build failed, remembered so that it is not retried on every run; a new
-  key (an edit, an upgrade) or ``harness doctor --rebuild`` retries.
+  key (an edit, an upgrade) or ``harness doctor --rebuild`` retries, and so does any change to the
+  installed packages the build reads (`environment_stamp`): a build that failed because a package was
+  being installed under it (``pip install`` into the same environment while it compiled) is retried
+  once the installation has settled, not remembered.
 - ``build.lock`` (held by the running builder), ``building.json`` (its pid and start) and
   ``build.log`` (its output); ``build-*`` scratch folders of a builder that was killed are removed by
   the next builder.
@@ -123,6 +126,26 @@ def module_name() -> str:
     return MODULE_NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
 
 
+# the packages the build imports: numba compiles the kernels, scipy's BLAS serves their products
+BUILD_PACKAGES = ("numba", "llvmlite", "numpy", "scipy")
+
+
+def environment_stamp() -> str:
+    """Where the packages the build imports are installed and when their files last changed (each
+    package's __init__.py, found without importing it: its path and status-change time, which any
+    reinstall moves). A build failure is remembered only under the same stamp."""
+    parts = []
+    for name in BUILD_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        try:
+            changed = os.stat(origin).st_ctime_ns if origin else None
+        except OSError:
+            changed = None
+        parts.append(f"{name}:{origin}:{changed}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 class Entry:
     """The cache entry of one key: its files and their states."""
 
@@ -136,6 +159,19 @@ class Entry:
         self.lock = self.path / "build.lock"
         self.building = self.path / "building.json"
         self.log = self.path / "build.log"
+
+    def remembered_failure(self) -> dict | None:
+        """The recorded failure of this entry's build, or None: none recorded, or recorded in an
+        installation that has changed since (see `environment_stamp`; a record without a stamp holds)."""
+        failed = self.read(self.failed)
+        if failed is None:
+            return None
+        stamp = failed.get("environment")
+        return failed if stamp is None or stamp == environment_stamp() else None
+
+    def record_failure(self, reason: str) -> None:
+        self.write(self.failed, {"reason": reason, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 "environment": environment_stamp()})
 
     def read(self, which: Path) -> dict | None:
         """A JSON record of this entry, or None if absent or unreadable (a damaged record counts as none)."""
@@ -360,7 +396,7 @@ def state(entry: Entry | None = None) -> tuple[bool, str]:
     jit = entry.read(entry.jit)
     if jit is not None:
         return True, f"numba's just-in-time functions from numba's cache ({jit.get('why')})"
-    failed = entry.read(entry.failed)
+    failed = entry.remembered_failure()
     if failed is not None:
         return False, (f"the build failed at {failed.get('when')} ({failed.get('reason')}); runs use numpy; "
                        "`harness doctor --rebuild` retries")
@@ -541,14 +577,13 @@ def build(directory: str, key: str, lock_fd: int, background: bool) -> int:
         failure = _fill_jit_cache(entry, why_not)
         if failure is None:
             return 0
-        entry.write(entry.failed, {"reason": f"{why_not}; numba's just-in-time compilation failed ({failure})",
-                                   "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        entry.record_failure(f"{why_not}; numba's just-in-time compilation failed ({failure})")
         print(f"{FAILURE}{failure}", flush=True)
         return 1
     except Exception as err:  # noqa: BLE001 (a full disk at mkdtemp, say: remembered like any failure)
         failure = explain(err, entry.path)
         with contextlib.suppress(OSError):
-            entry.write(entry.failed, {"reason": failure, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            entry.record_failure(failure)
         print(f"{FAILURE}{failure}", flush=True)
         return 1
     finally:
