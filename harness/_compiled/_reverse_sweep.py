@@ -20,9 +20,9 @@ the same steps in the same order and counts the same recomputed steps and stored
   linear in the number of steps to a mode whose point is memory bounded by c.
 
 One reversed step of size h from y_n (`_Stepper.reverse`): the stage inputs Yᵢ = y_n + h Σ_{j<i} aᵢⱼ Kⱼ
-(kept, or formed again: the last stage's value is read by no input and is not evaluated), k̄ᵢ = h bᵢ ȳ, then from the last
-stage k̄ⱼ += h aᵢⱼ Ȳᵢ, ȳ += Ȳᵢ, θ̄ += (∂f/∂θ)ᵀ k̄ᵢ with Ȳᵢ = (∂f/∂z)ᵀ k̄ᵢ, a stage whose k̄ is zero skipped.
-`_adjoint_stage` forms -(∂f/∂z)ᵀk̄ and -(∂f/∂θ)ᵀk̄ (the continuous adjoint's sign), so both are
+(kept, or formed again: the last stage's value is read by no input and is not evaluated), k̄ᵢ = h bᵢ ȳ,
+then from the last stage k̄ⱼ += h aᵢⱼ Ȳᵢ, ȳ += Ȳᵢ, θ̄ += (∂f/∂θ)ᵀ k̄ᵢ with Ȳᵢ = (∂f/∂z)ᵀ k̄ᵢ, a stage
+whose k̄ is zero skipped. `_adjoint_stage` forms -(∂f/∂z)ᵀk̄ and -(∂f/∂θ)ᵀk̄ (the continuous adjoint's sign), so both are
 subtracted here. θ̄ is kept in the kernels' [W | b] layout.
 
 The observations (`_reverse_observed`): z(t_k) = y_n + h Σᵢ bᵢ(x) Kᵢ, bᵢ(x) = Σⱼ Pᵢⱼ x^(j+1), over the
