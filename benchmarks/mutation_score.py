@@ -71,7 +71,9 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "solvers/": (
         ("harness/solvers/*",),
-        ("tests/test_solvers.py", "tests/test_closed_form.py", "tests/test_fail_safes.py"),
+        ("tests/test_solvers.py", "tests/test_step_budget_messages.py",
+         "tests/test_fail_safes.py::test_the_budget_projects_with_the_smaller_estimate_after_a_slow_start",
+         "tests/test_fail_safes.py::test_early_checks_allow_the_margin_and_no_more"),
     ),
     # a first, scoped measurement of solvers/: the step budget (the fail-safe of issue 29) with its own
     # fast tests; the whole area with every solver test takes hours on two cores

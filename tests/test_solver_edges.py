@@ -1,0 +1,279 @@
+"""The solvers' edges, each on a tiny closed-form problem (milliseconds per test, float64): reading
+`t_eval` at repeated times, from a column or ending inside the last step; the step interpolant that
+`on_step` hands out; the dense output at its nodes and just outside its span; the messages of a
+blow-up; the registry's checks; the cost counters' sums; the step rules the sensitivity code takes
+from here (the backward pass's first step, the binomial checkpoint schedule).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from harness.errors import HarnessInputError, SolverError
+from harness.solvers import (SOLVERS, ExplicitRungeKutta, QuadratureTailSystem, SolverStats, integrate,
+                             register, solver_for, stage_slots)
+from harness.solvers._explicit_rk import QuadratureTailStepper
+from harness.solvers._step_rules import BACKWARD_FIRST_STEP_FRACTION, backward_first_step, binomial_capped, first_part
+from harness.solvers._tableaus import DORMAND_PRINCE_54, _array
+
+EXPLICIT_RK = ("BS3", "DP5")
+ALL_SOLVERS = tuple(sorted(SOLVERS))
+# y' = -y, y(t) = y0 exp(-(t - t0)): every value below is checked against this
+DECAY = np.array([1.0, -2.0])
+
+
+def _decay(t, y):
+    return -y
+
+
+def _decay_jac(t, y):
+    return -sp.identity(y.size, format="csc")
+
+
+def _exact(t, t0=0.0):
+    return DECAY * math.exp(-(t - t0))
+
+
+def _rel(y, want):
+    return float(np.max(np.abs(np.asarray(y) - want)) / np.max(np.abs(want)))
+
+
+# ------------------------------------------------------------------------------------- t_eval
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_a_repeated_time_is_read_twice_and_equal(method):
+    """t_eval need only be ordered (scipy's and diffrax's rule), not strictly: a time given twice is
+    read twice, the same state both times, within the tolerance of the exact solution."""
+    t_eval = [0.25, 0.5, 0.5, 1.0]
+    traj = integrate(_decay, 0.0, 1.0, DECAY, method=method, rtol=1e-8, atol=1e-10, t_eval=t_eval)
+    assert traj.y_eval.shape == (4, 2)
+    np.testing.assert_array_equal(traj.y_eval[1], traj.y_eval[2])
+    for t, y in zip(t_eval, traj.y_eval):
+        # a few tolerances of global error (local errors below rtol, summed over < 30 steps)
+        assert _rel(y, _exact(t)) < 50 * 1e-8
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_times_that_end_inside_the_last_step_are_read(method):
+    """One step from 0 to 0.25 (h0 = 0.25 at loose tolerances, so it is accepted) with the only time,
+    0.125, inside it and not at its end: read from the step's polynomial, as the dense output reads
+    it (to rounding), and within 1e-3 of exp(-0.125) (a 3rd/4th-order interpolant over a step of
+    0.25: measured 2e-4 for BS3). Backwards, several times all inside the one step."""
+    traj = integrate(_decay, 0.0, 0.25, DECAY, method=method, rtol=1.0, atol=1.0, h0=0.25, t_eval=[0.125])
+    dense = integrate(_decay, 0.0, 0.25, DECAY, method=method, rtol=1.0, atol=1.0, h0=0.25, dense=True)
+    assert traj.stats.n_accepted == 1 and traj.y_eval.shape == (1, 2)
+    np.testing.assert_allclose(traj.y_eval[0], dense.dense(0.125), rtol=1e-14, atol=0)
+    assert _rel(traj.y_eval[0], _exact(0.125)) < 1e-3
+    back = integrate(_decay, 0.25, 0.0, _exact(0.25), method=method, rtol=1.0, atol=1.0, h0=0.25,
+                     t_eval=[0.2, 0.125, 0.05])
+    assert back.stats.n_accepted == 1
+    for t, y in zip((0.2, 0.125, 0.05), back.y_eval):
+        assert _rel(y, _exact(t)) < 1e-3
+
+
+def test_a_column_of_times_is_read_as_a_flat_list_and_checked_for_order():
+    """t_eval as an (M, 1) column: the same M states as the flat list; a column out of order is
+    refused like the flat list."""
+    flat = integrate(_decay, 0.0, 1.0, DECAY, rtol=1e-8, atol=1e-10, t_eval=[0.3, 0.6, 1.0])
+    column = integrate(_decay, 0.0, 1.0, DECAY, rtol=1e-8, atol=1e-10, t_eval=[[0.3], [0.6], [1.0]])
+    np.testing.assert_array_equal(column.y_eval, flat.y_eval)
+    with pytest.raises(HarnessInputError, match="ordered from t0 towards t1"):
+        integrate(_decay, 0.0, 1.0, DECAY, t_eval=[[0.6], [0.3]])
+
+
+def test_the_t_eval_refusals_say_what_was_expected_in_full():
+    with pytest.raises(HarnessInputError) as err:
+        integrate(_decay, 0.0, 1.0, DECAY, t_eval=[0.7, 0.3])
+    assert str(err.value) == "t_eval=[0.7, 0.3]: expected times in (0.0, 1.0], ordered from t0 towards t1"
+    with pytest.raises(HarnessInputError) as err:
+        integrate(_decay, 0.0, 1.0, DECAY, method="DP8", t_eval=[0.5])
+    assert str(err.value) == ("t_eval: solver 'DP8' does not read states from its dense output (those that do: "
+                              "DP5, BS3); end a solve at each time instead")
+
+
+# ---------------------------------------------------------------------- on_step's interpolant
+@pytest.mark.parametrize("method", ALL_SOLVERS)
+@pytest.mark.parametrize("t0,t1", [(0.0, 2.0), (2.0, 0.0)])
+def test_on_step_hands_each_step_and_its_interpolant(method, t0, t1):
+    """Every accepted step is reported once, in order, as (t, h) with t + h the next step's t, the
+    last one ending on t1; its interpolant, at times inside the step, is the solution within the
+    tolerance (rtol = 1e-8: the interpolant's error is of the local error's size, and the global
+    error a few tolerances: 100 x rtol bounds both), and at the step's start it is the step's start
+    state (to rounding)."""
+    steps = []
+
+    def record(t, h, local):
+        inside = np.array([t, t + 0.25 * h, t + 0.5 * h, t + h])
+        steps.append((t, h, local(inside)))
+
+    jac = _decay_jac if SOLVERS[method].implicit else None
+    traj = integrate(_decay, t0, t1, DECAY, method=method, rtol=1e-8, atol=1e-12, jac=jac, on_step=record)
+    assert len(steps) == traj.stats.n_accepted >= 3
+    assert steps[0][0] == t0 and math.isclose(steps[-1][0] + steps[-1][1], t1, rel_tol=0, abs_tol=1e-12)
+    for (t, h, _), (t_next, _, _) in zip(steps, steps[1:]):
+        assert math.isclose(t + h, t_next, rel_tol=1e-14) and h * (t1 - t0) > 0
+    for t, h, states in steps:
+        assert states.shape == (4, 2)
+        for x, y in zip((0.0, 0.25, 0.5, 1.0), states):
+            assert _rel(y, _exact(t + x * h, t0)) < 100 * 1e-8
+    np.testing.assert_allclose(steps[-1][2][-1], traj.y_end, rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------- the dense output
+@pytest.mark.parametrize("method", ALL_SOLVERS)
+@pytest.mark.parametrize("t0,t1", [(0.0, 2.0), (2.0, 0.0)])
+def test_the_dense_output_at_its_nodes_and_just_outside_its_span(method, t0, t1):
+    """`many` and the one-time call are the same function everywhere: at every node (where an
+    explicit pair's polynomial gives the state the solver stepped to, exactly), at both ends, and a
+    hair outside the span (times that rounding puts there are read from the end steps' polynomials,
+    an extrapolation within 1e-6 of the solution at rtol = 1e-8)."""
+    jac = _decay_jac if SOLVERS[method].implicit else None
+    traj = integrate(_decay, t0, t1, DECAY, method=method, rtol=1e-8, atol=1e-12, jac=jac, dense=True)
+    nodes = np.asarray(traj.dense.t_nodes)
+    assert nodes.size >= 4 and nodes[0] == t0 and nodes[-1] == t1
+    direction = 1.0 if t1 > t0 else -1.0
+    outside = np.array([t0 - direction * 1e-9, t1 + direction * 1e-9])
+    ts = np.concatenate((nodes, outside))
+    many = traj.dense.many(ts)
+    assert many.shape == (ts.size, 2)
+    for t, y in zip(ts, many):
+        np.testing.assert_allclose(y, traj.dense(float(t)), rtol=1e-13, atol=1e-15)
+        assert _rel(y, DECAY * math.exp(-(t - t0))) < 1e-6
+    if method in EXPLICIT_RK:
+        # inside nodes: the state each step started from, bit for bit (x = 0 of its polynomial)
+        np.testing.assert_array_equal(many[1:nodes.size - 1], np.array(traj.dense._y[1:]))
+        np.testing.assert_allclose(many[nodes.size - 1], traj.y_end, rtol=1e-14, atol=0)
+    # integer times are times
+    np.testing.assert_array_equal(traj.dense.many([1]), traj.dense.many([1.0]))
+
+
+# ------------------------------------------------------------------------------- failures
+def test_a_blow_up_in_finite_time_names_the_size_of_the_state():
+    """y' = y², y(0) = 1: y = 1 / (1 - t). The step size underflows near t = 1 with |y| huge: the
+    message gives max |y| (above 1e10: the solve has followed the blow-up far)."""
+    with pytest.raises(SolverError) as err:
+        integrate(lambda t, y: y * y, 0.0, 2.0, np.array([1.0, 0.5]), method="DP5", rtol=1e-6, atol=1e-9)
+    message = str(err.value)
+    prefix = "step size fell below the spacing of floats, with max |y| = "
+    assert prefix in message and message.endswith(": the solution likely blows up in finite time here")
+    size = float(message.split(prefix)[1].split(":")[0])
+    assert size > 1e10 and abs(err.value.t_reached - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_a_state_that_becomes_nan_is_named_so(method):
+    """A right-hand side that returns NaN: every step is rejected until the step underflows, and the
+    message says why (not "blows up in finite time", which would send the reader elsewhere)."""
+    with pytest.raises(SolverError) as err:
+        integrate(lambda t, y: np.full_like(y, np.nan), 1.0, 2.0, DECAY, method=method, h0=0.1)
+    assert str(err.value) == (f"{method} failed at t = 1 (target t = 2): the state became inf or NaN: the solution "
+                              "blows up here (diverged parameters? lower the learning rate)")
+
+
+# ------------------------------------------------------------------------------- the registry
+class _Incomplete(ExplicitRungeKutta):
+    name = "Incomplete"
+    tableau = DORMAND_PRINCE_54
+    # no description
+
+
+def test_a_solver_that_does_not_declare_its_attributes_is_refused_by_name():
+    with pytest.raises(TypeError) as err:
+        register(_Incomplete())
+    assert str(err.value) == "solver _Incomplete does not declare ['description']"
+    assert "Incomplete" not in SOLVERS
+
+
+class _Bare:
+    """A model with no `decay` attribute at all (the protocol makes it optional)."""
+
+
+def test_a_model_without_a_decay_attribute_is_not_stiff():
+    for name in SOLVERS:
+        assert solver_for(_Bare(), name) is SOLVERS[name]
+
+
+# ------------------------------------------------------------------ quadrature-tail systems
+class _ListRecords(QuadratureTailSystem):
+    """u' = -u, q' = t u (time-dependent): the records kept in a Python list, one entry per slot,
+    as a system may (the slot is an integer index). Exact: u = u0 e^{-t},
+    q(t) = u0 (1 - (1 + t) e^{-t})."""
+
+    def __init__(self, n_slots):
+        super().__init__(2, 2, n_slots)
+        self.records = [None] * n_slots
+
+    def stage_rhs(self, t, u, slot, out):
+        self.records[slot] = t * u
+        out[:] = -u
+
+    def quadrature(self, weights):
+        return np.array([sum(w * r for w, r in zip(row, self.records) if w) for row in weights])
+
+    def carry(self, source, target):
+        self.records[target] = self.records[source]
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+@pytest.mark.parametrize("h0", [None, 0.1])
+def test_a_quadrature_tail_with_time_dependent_records_kept_per_slot(method, h0):
+    """q = ∫ t u dt, summed per step from records kept by slot index; within 50 tolerances of the
+    closed form (global error of < 100 steps at rtol = 1e-9)."""
+    y0 = np.array([1.0, -2.0, 0.0, 0.0])
+    traj = integrate(_ListRecords(stage_slots(method)), 0.0, 2.0, y0, method=method, rtol=1e-9, atol=1e-12, h0=h0)
+    u0 = y0[:2]
+    want = np.concatenate((u0 * math.exp(-2.0), u0 * (1 - 3 * math.exp(-2.0))))
+    assert _rel(traj.y_end, want) < 50 * 1e-9
+
+
+def test_a_quadrature_tail_stepper_has_no_dense_output():
+    stepper = QuadratureTailStepper(_ListRecords(stage_slots("DP5")), DORMAND_PRINCE_54, np.zeros(4), 1e-6, 1e-6)
+    with pytest.raises(ValueError, match="a QuadratureTailSystem has no dense output: integrate its joint_rhs"):
+        stepper.dense_step(0.1)
+
+
+# ------------------------------------------------------------------------------ cost counters
+def test_every_counter_adds_up_and_reads_back_by_name():
+    a = SolverStats(n_rhs=10, n_jac=2, n_lu=3, n_accepted=4, n_rejected=1)
+    b = SolverStats(n_rhs=5, n_jac=7, n_lu=11, n_accepted=6, n_rejected=2)
+    assert (a + b).as_dict() == {"n_rhs": 15, "n_jac": 9, "n_lu": 14, "n_accepted": 10, "n_rejected": 3}
+    scipy_stats = SolverStats(n_rhs=1, n_jac=1, n_lu=1, n_accepted=1, n_rejected=None)
+    assert (a + scipy_stats).as_dict()["n_rejected"] is None
+
+
+# ----------------------------------------------------------- rules the sensitivity code uses
+def test_the_backward_pass_starts_with_the_stated_fraction_of_the_last_forward_step():
+    assert BACKWARD_FIRST_STEP_FRACTION == 0.5
+    assert backward_first_step(0.3) == 0.15 and backward_first_step(2.0) == 1.0
+
+
+def test_binomial_capped_is_the_binomial_or_the_cap():
+    for m in range(0, 40):
+        for k in range(0, m + 1):
+            for cap in (1, 7, 1000, 10**12):
+                assert binomial_capped(m, k, cap) == min(math.comb(m, k), cap), (m, k, cap)
+    assert binomial_capped(200, 100, 2**62) == 2**62  # C(200, 100) ~ 9e58 is capped, not overflowed
+
+
+def test_the_checkpoint_schedule_is_griewanks_binomial_one():
+    """first_part(n, c): r the smallest with C(c + r, c) >= n, the part after the checkpoint
+    C(c - 1 + r, c - 1) steps (at most n - 1), the first part the rest, at least 1 (written here
+    with math.comb)."""
+    for free in range(1, 7):
+        for n in range(1, 300):
+            r = 0
+            while math.comb(free + r, free) < n:
+                r += 1
+            want = max(1, n - min(n - 1, math.comb(free - 1 + r, free - 1)))
+            assert first_part(n, free) == want, (n, free)
+            assert 1 <= first_part(n, free) <= max(1, n - 1)
+
+
+def test_the_tableaus_are_built_as_writeable_float64():
+    array = _array([[1, 2], [3, 4]])
+    assert array.dtype == np.float64 and array.flags.writeable and array.shape == (2, 2)
+    np.testing.assert_array_equal(array, [[1.0, 2.0], [3.0, 4.0]])
+    assert DORMAND_PRINCE_54.A.dtype == np.float64
