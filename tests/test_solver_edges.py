@@ -150,6 +150,19 @@ def test_the_dense_output_at_its_nodes_and_just_outside_its_span(method, t0, t1)
     np.testing.assert_array_equal(traj.dense.many([1]), traj.dense.many([1.0]))
 
 
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_the_dense_output_of_a_single_backward_step(method):
+    """One step from 0.25 back to 0: the polynomial is read in the backward direction (x = (t - t0) / h
+    with h < 0), within 1e-3 of the solution inside (a 3rd/4th-order interpolant over 0.25), and
+    exactly the end state at t1."""
+    traj = integrate(_decay, 0.25, 0.0, _exact(0.25), method=method, rtol=1.0, atol=1.0, h0=0.25, dense=True)
+    assert traj.stats.n_accepted == 1
+    ts = np.array([0.2, 0.125, 0.05])
+    for t, y in zip(ts, traj.dense.many(ts)):
+        assert _rel(y, _exact(t)) < 1e-3 and _rel(traj.dense(float(t)), _exact(t)) < 1e-3
+    np.testing.assert_allclose(traj.dense(0.0), traj.y_end, rtol=1e-14, atol=0)
+
+
 # ------------------------------------------------------------------------------- failures
 def test_a_blow_up_in_finite_time_names_the_size_of_the_state():
     """y' = y², y(0) = 1: y = 1 / (1 - t). The step size underflows near t = 1 with |y| huge: the
@@ -217,13 +230,15 @@ class _ListRecords(QuadratureTailSystem):
         self.records[target] = self.records[source]
 
 
-@pytest.mark.parametrize("method", EXPLICIT_RK)
+@pytest.mark.parametrize("method", ("BS3", "DP5", "DP8"))
 @pytest.mark.parametrize("h0", [None, 0.1])
 def test_a_quadrature_tail_with_time_dependent_records_kept_per_slot(method, h0):
-    """q = ∫ t u dt, summed per step from records kept by slot index; within 50 tolerances of the
-    closed form (global error of < 100 steps at rtol = 1e-9)."""
+    """q = ∫ t u dt, summed per step from records kept by slot index (DP8 steps `joint_rhs`); within
+    50 tolerances of the closed form (global error of < 100 steps at rtol = 1e-9)."""
     y0 = np.array([1.0, -2.0, 0.0, 0.0])
-    traj = integrate(_ListRecords(stage_slots(method)), 0.0, 2.0, y0, method=method, rtol=1e-9, atol=1e-12, h0=h0)
+    system = _ListRecords(stage_slots(method))
+    assert (system.n_head, system.n_quadrature, system.n_slots) == (2, 2, stage_slots(method))
+    traj = integrate(system, 0.0, 2.0, y0, method=method, rtol=1e-9, atol=1e-12, h0=h0)
     u0 = y0[:2]
     want = np.concatenate((u0 * math.exp(-2.0), u0 * (1 - 3 * math.exp(-2.0))))
     assert _rel(traj.y_end, want) < 50 * 1e-9
@@ -277,3 +292,97 @@ def test_the_tableaus_are_built_as_writeable_float64():
     assert array.dtype == np.float64 and array.flags.writeable and array.shape == (2, 2)
     np.testing.assert_array_equal(array, [[1.0, 2.0], [3.0, 4.0]])
     assert DORMAND_PRINCE_54.A.dtype == np.float64
+
+
+# -------------------------------------------------------------------------- scipy's methods
+@pytest.mark.parametrize("method", ("DP8", "RadauIIA5", "BDF"))
+def test_a_first_step_beyond_a_piece_that_does_not_start_at_zero_is_clipped(method):
+    """h0 = 0.5 on the piece [1, 1.1] (a later piece of a piecewise solve): clipped to the piece's
+    length 0.1, and the solve is accurate (rtol = 1e-8: within 100 tolerances)."""
+    jac = _decay_jac if SOLVERS[method].implicit else None
+    traj = integrate(_decay, 1.0, 1.1, _exact(1.0), method=method, rtol=1e-8, atol=1e-12, jac=jac, h0=0.5)
+    assert _rel(traj.y_end, _exact(1.1)) < 100 * 1e-8
+
+
+@pytest.mark.parametrize("method,explicit", [("DP8", True), ("RadauIIA5", False), ("BDF", False)])
+def test_a_used_up_budget_of_a_scipy_method_suggests_an_implicit_solver_only_to_an_explicit_one(method, explicit):
+    jac = _decay_jac if SOLVERS[method].implicit else None
+    with pytest.raises(SolverError) as err:
+        integrate(_decay, 0.0, 100.0, DECAY, method=method, rtol=1e-10, atol=1e-12, jac=jac, max_steps=5)
+    message = str(err.value)
+    assert "step budget used up (5 steps" in message
+    assert ("a stiff model under an explicit solver (use RadauIIA5 or BDF)" in message) is explicit
+
+
+@pytest.mark.parametrize("method", ("DP8", "RadauIIA5", "BDF"))
+def test_scipys_own_reason_for_a_failed_step_is_kept(method):
+    """y' = y², y(0) = 1 blows up at t = 1: scipy's step fails and says why; the SolverError carries
+    that reason, the method and where it stopped."""
+    jac = (lambda t, y: sp.csc_matrix(np.diag(2.0 * y))) if SOLVERS[method].implicit else None
+    with pytest.raises(SolverError) as err:
+        integrate(lambda t, y: y * y, 0.0, 2.0, np.array([1.0]), method=method, rtol=1e-6, atol=1e-9, jac=jac)
+    assert str(err.value).endswith(": Required step size is less than spacing between numbers.")
+    assert str(err.value).startswith(f"{method} failed at t = ") and abs(err.value.t_reached - 1.0) < 1e-3
+
+
+def test_a_scipy_step_that_overflows_the_state_is_named_so():
+    """y' = 1e308 from y = 1e300: y = 1e300 + 1e308 t passes the largest float (1.8e308) at t = 1.8.
+    BDF's step there is accepted with y = inf (its error estimate, scaled by |y| = inf, is 0): the
+    solve stops with that reason at the step's end, past 1.79 and before the target 10."""
+    with pytest.raises(SolverError) as err, np.errstate(over="ignore", invalid="ignore"):
+        integrate(lambda t, y: np.full_like(y, 1e308), 0.0, 10.0, np.array([1e300]), method="BDF", rtol=1e-3,
+                  atol=1e-3, jac=lambda t, y: sp.csc_matrix((1, 1)))
+    e = err.value
+    assert (e.method, e.t_target) == ("BDF", 10.0) and 1.79 < e.t_reached < 10.0
+    assert str(e) == f"BDF failed at t = {e.t_reached:.6g} (target t = 10): the state became inf or NaN: the solution blows up here"
+
+
+# ---------------------------------------------------------------------- options of a solve
+@pytest.mark.parametrize("method", ALL_SOLVERS)
+def test_no_dense_output_unless_asked_for(method):
+    jac = _decay_jac if SOLVERS[method].implicit else None
+    traj = integrate(_decay, 0.0, 1.0, DECAY, method=method, rtol=1e-6, atol=1e-9, jac=jac)
+    assert traj.dense is None and traj.y_eval is None and traj.method == method
+    assert (traj.t_start, traj.t_end) == (0.0, 1.0) and traj.h_last > 0
+
+
+@pytest.mark.parametrize("method", ALL_SOLVERS)
+def test_a_negative_first_step_is_its_magnitude(method):
+    """h0 is a step size: a caller passing a signed step (a backward piece's) gets the same solve."""
+    jac = _decay_jac if SOLVERS[method].implicit else None
+    for t0, t1 in ((0.0, 1.0), (1.0, 0.0)):
+        a = integrate(_decay, t0, t1, DECAY, method=method, rtol=1e-6, atol=1e-9, jac=jac, h0=0.05)
+        b = integrate(_decay, t0, t1, DECAY, method=method, rtol=1e-6, atol=1e-9, jac=jac, h0=-0.05)
+        np.testing.assert_array_equal(a.y_end, b.y_end)
+        assert a.stats == b.stats
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_a_quadrature_tail_system_with_dense_output_or_times_is_stepped_whole(method):
+    """Dense output, `on_step` and `t_eval` need the whole state's interpolant: the system is then
+    stepped through `joint_rhs`, giving the joint system's solve exactly."""
+    y0 = np.array([1.0, -2.0, 0.0, 0.0])
+    joint = integrate(_ListRecords(1).joint_rhs, 0.0, 2.0, y0, method=method, rtol=1e-8, atol=1e-10, dense=True,
+                      t_eval=[1.0, 2.0])
+    for options in ({"dense": True}, {"t_eval": [1.0, 2.0]}, {"on_step": lambda t, h, local: None}):
+        traj = integrate(_ListRecords(stage_slots(method)), 0.0, 2.0, y0, method=method, rtol=1e-8, atol=1e-10,
+                         **options)
+        np.testing.assert_array_equal(traj.y_end, joint.y_end)
+        assert traj.stats == joint.stats
+    traj = integrate(_ListRecords(stage_slots(method)), 0.0, 2.0, y0, method=method, rtol=1e-8, atol=1e-10,
+                     dense=True, t_eval=[1.0, 2.0])
+    np.testing.assert_array_equal(traj.y_eval, joint.y_eval)
+    np.testing.assert_array_equal(traj.dense(1.5), joint.dense(1.5))
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_an_overflowing_solve_fails_without_numpy_warnings(method):
+    """Stages overflow when a solve blows up; they are rejected and the solve fails with one
+    SolverError, not a stream of numpy RuntimeWarnings (made errors here)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SolverError):
+            # a rate of 1e300 tried with a first step of 1: the stages reach 1e600 and overflow
+            integrate(lambda t, y: 1e300 * y, 0.0, 1.0, np.array([1.0, 3.0]), method=method, h0=1.0)
