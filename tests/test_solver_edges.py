@@ -334,7 +334,8 @@ def test_a_scipy_step_that_overflows_the_state_is_named_so():
                   atol=1e-3, jac=lambda t, y: sp.csc_matrix((1, 1)))
     e = err.value
     assert (e.method, e.t_target) == ("BDF", 10.0) and 1.79 < e.t_reached < 10.0
-    assert str(e) == f"BDF failed at t = {e.t_reached:.6g} (target t = 10): the state became inf or NaN: the solution blows up here"
+    assert str(e) == (f"BDF failed at t = {e.t_reached:.6g} (target t = 10): the state became inf or NaN: the "
+                      "solution blows up here")
 
 
 # ---------------------------------------------------------------------- options of a solve
