@@ -387,3 +387,46 @@ def test_an_overflowing_solve_fails_without_numpy_warnings(method):
         with pytest.raises(SolverError):
             # a rate of 1e300 tried with a first step of 1: the stages reach 1e600 and overflow
             integrate(lambda t, y: 1e300 * y, 0.0, 1.0, np.array([1.0, 3.0]), method=method, h0=1.0)
+
+
+# ------------------------------------------------------- step for step against scipy's loop
+def _relaxation(t, y):
+    return -30.0 * (y - np.cos(t))  # time-dependent, stiffish: the second derivative dominates the first
+
+
+STEP_PROBLEMS = {
+    # name: (rhs, y0, t0, t1, rtol, atol)
+    "relaxation forward": (_relaxation, [2.0, -1.0], 1.0, 3.0, 1e-6, 1e-9),
+    "relaxation backward": (_relaxation, [2.0, -1.0], 3.0, 1.0, 1e-6, 1e-9),
+    "zero start": (_relaxation, [0.0, 0.0], 1.0, 3.0, 1e-6, 1e-9),  # RMS(y0 / scale) = 0 < 1e-5
+    "at rest": (lambda t, y: 0.0 * y, [1.0, 2.0], 0.0, 5.0, 1e-6, 1e-9),  # f = 0: the smallest-slope rule
+    # |y0| = |f0| = 1e-5 against a scale of exactly 1 (atol = 1, rtol |y0| below half an ulp of 1): the
+    # first guess's thresholds met with equality, which is not "below"
+    "thresholds": (lambda t, y: -y, [1e-5], 0.0, 10.0, 1e-13, 1.0),
+}
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+@pytest.mark.parametrize("problem", sorted(STEP_PROBLEMS))
+def test_the_step_sequence_is_scipys(method, problem):
+    """DP5 / BS3 are scipy's RK45 / RK23 (tableau, initial step heuristic, controller): on each problem
+    the accepted steps end at the same times, with the same number of evaluations and the same end
+    state, to 1e-8 relative. Not bit for bit: the error norm is summed in another order, so a step size
+    may differ in its last bits, and at the stability limit (the relaxation under BS3, ~260 steps) the
+    controller's feedback amplifies that to ~1e-10 (measured); a different rule changes a step by
+    percents."""
+    from scipy.integrate import RK23, RK45
+
+    rhs, y0, t0, t1, rtol, atol = STEP_PROBLEMS[problem]
+    y0 = np.array(y0)
+    ends = []
+    ours = integrate(rhs, t0, t1, y0, method=method, rtol=rtol, atol=atol, on_step=lambda t, h, _: ends.append(t + h))
+    ref = {"DP5": RK45, "BS3": RK23}[method](rhs, t0, y0, t1, rtol=rtol, atol=atol)
+    ref_ends = []
+    while ref.status == "running":
+        ref.step()
+        ref_ends.append(ref.t)
+    assert ref.status == "finished" and len(ends) == len(ref_ends) == ours.stats.n_accepted
+    np.testing.assert_allclose(ends, ref_ends, rtol=1e-8, atol=0)
+    assert ours.stats.n_rhs == ref.nfev
+    np.testing.assert_allclose(ours.y_end, ref.y, rtol=1e-8, atol=1e-300)
