@@ -249,9 +249,12 @@ def retest(area: str, max_children: int, scratch: Path) -> dict:
     shutil.copytree(ROOT / "tests", scratch / "tests", dirs_exist_ok=True)
     (scratch / "pyproject.toml").write_text(_narrowed_pyproject((ROOT / "pyproject.toml").read_text(), mutate, tests))
     earlier = _statuses(scratch)
-    # the mutants not killed, and those an interrupted run did not get to
+    # the mutants not killed, and those an interrupted run did not get to; a survivor listed as equivalent
+    # (and still the mutant described) cannot be killed by any test and is not run again
+    equivalent, _ = _equivalents(scratch)
     again = sorted(name for name, verdict in earlier.items()
-                   if verdict in ("survived", "timeout", "no tests", "suspicious", "not checked"))
+                   if verdict in ("survived", "timeout", "no tests", "suspicious", "not checked")
+                   and not (verdict == "survived" and name in equivalent))
     # mutmut rewrites its records with only the named mutants' verdicts: keep the others' to put back
     records = {meta: json.loads(meta.read_text()) for meta in (scratch / "mutants").rglob("*.meta")}
     env = dict(os.environ)
