@@ -442,6 +442,17 @@ STEP_PROBLEMS = {
     # |y0| = |f0| = 1e-5 against a scale of exactly 1 (atol = 1, rtol |y0| below half an ulp of 1): the
     # first guess's thresholds met with equality, which is not "below"
     "thresholds": (lambda t, y: -y, [1e-5], 0.0, 10.0, 1e-13, 1.0),
+    # the probe step of the heuristic is long (h0 = 0.01 d0 / d1 = 10) and f is far from symmetric about
+    # t0: the probe must go the solve's way (backwards here)
+    "probe backward": (lambda t, y: (1e-3 + np.exp(t) - 1.0) + 0.0 * y, [1.0], 0.0, -12.0, 1e-6, 1e-6),
+    # f constant and small against the scale (d1 = 0.05, d2 = 0): the step from d1's rule
+    "slow drift": (lambda t, y: 1e-7 + 0.0 * y, [1.0], 0.0, 5.0, 1e-6, 1e-6),
+    # f = 0 at t0 but not after (d1 = 0, d2 = 5e-4): the step from d2's rule
+    "slow start": (lambda t, y: 1e-9 * t + 0.0 * y, [1.0], 0.0, 5.0, 1e-6, 1e-6),
+    # d1 = 1e-15 and d2 = 0, then d1 = 0 and d2 = 1e-15, exactly (scale 1): the smallest-slope rule's
+    # thresholds met with equality, which counts as small
+    "d1 at its threshold": (lambda t, y: 1e-15 + 0.0 * y, [1e-4], 0.0, 5.0, 1e-13, 1.0),
+    "d2 at its threshold": (lambda t, y: 1e-15 * t + 0.0 * y, [1e-4], 0.0, 5.0, 1e-13, 1.0),
 }
 
 
@@ -490,3 +501,38 @@ def test_a_float32_start_of_a_quadrature_tail_system_is_solved_in_float64(method
                   atol=1e-9)
     assert a.stats == b.stats and a.y_end.dtype == np.float64
     np.testing.assert_array_equal(a.y_end, b.y_end)
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_a_float32_start_is_solved_in_float64(method):
+    y0 = np.array([0.1, -0.3], dtype=np.float32)
+    a = integrate(_relaxation, 0.0, 1.0, y0, method=method, rtol=1e-6, atol=1e-9)
+    b = integrate(_relaxation, 0.0, 1.0, y0.astype(np.float64), method=method, rtol=1e-6, atol=1e-9)
+    assert a.stats == b.stats and a.y_end.dtype == np.float64
+    np.testing.assert_array_equal(a.y_end, b.y_end)
+
+
+@pytest.mark.parametrize("method", ALL_SOLVERS)
+def test_an_empty_span_returns_the_start(method):
+    """t1 == t0: the state is y0 itself, and a dense output, if any, gives y0 there."""
+    jac = _decay_jac if SOLVERS[method].implicit else None
+    traj = integrate(_decay, 1.0, 1.0, DECAY, method=method, jac=jac, dense=True)
+    np.testing.assert_array_equal(traj.y_end, DECAY)
+    assert traj.dense is None or np.array_equal(traj.dense(1.0), DECAY)
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_a_step_of_ten_float_spacings_is_taken_and_one_of_nine_is_not(method):
+    """At t0 = 1 the floats above are 2.2e-16 apart: a first step of 10 spacings is the smallest the
+    loop takes (y' = 0: every step is accepted and grows tenfold); one of 9 fails at once, with the
+    reason (the state is finite, so it is the step size, with max |y|)."""
+    spacing = math.nextafter(1.0, 2.0) - 1.0
+    rest = lambda t, y: 0.0 * y  # noqa: E731
+    traj = integrate(rest, 1.0, 1.0 + 1e-9, DECAY, method=method, h0=10 * spacing)
+    np.testing.assert_array_equal(traj.y_end, DECAY)
+    assert traj.stats.n_accepted >= 2
+    with pytest.raises(SolverError) as err:
+        integrate(rest, 1.0, 1.0 + 1e-9, DECAY, method=method, h0=9 * spacing)
+    assert err.value.t_reached == 1.0 and str(err.value).endswith(
+        "step size fell below the spacing of floats, with max |y| = 2: the solution likely blows up in finite "
+        "time here")
