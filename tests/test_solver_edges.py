@@ -536,3 +536,24 @@ def test_a_step_of_ten_float_spacings_is_taken_and_one_of_nine_is_not(method):
     assert err.value.t_reached == 1.0 and str(err.value).endswith(
         "step size fell below the spacing of floats, with max |y| = 2: the solution likely blows up in finite "
         "time here")
+
+
+def test_the_default_tolerances_are_one_in_a_million():
+    """rtol = atol = 1e-6 by default: the same solve, bit for bit, as with them given."""
+    default = integrate(_relaxation, 0.0, 1.0, np.array([2.0, -1.0]))
+    given = integrate(_relaxation, 0.0, 1.0, np.array([2.0, -1.0]), rtol=1e-6, atol=1e-6)
+    assert default.stats == given.stats
+    np.testing.assert_array_equal(default.y_end, given.y_end)
+
+
+def test_the_smallest_relative_tolerance_is_a_hundred_epsilons():
+    from harness.solvers import MIN_RTOL
+
+    assert MIN_RTOL == 100 * np.finfo(np.float64).eps
+    traj = integrate(_decay, 0.0, 0.1, DECAY, rtol=MIN_RTOL, atol=1e-300)  # accepted: at least 100 eps
+    assert _rel(traj.y_end, _exact(0.1)) < 1e-11  # a few hundred steps of local error ~2e-14
+    below = math.nextafter(MIN_RTOL, 0.0)
+    with pytest.raises(HarnessInputError) as err:
+        integrate(_decay, 0.0, 0.1, DECAY, rtol=below)
+    assert str(err.value) == (f"rtol={below!r}: expected at least 2.22e-14 (100 x float64's machine epsilon; a "
+                              "tighter relative tolerance asks for more digits than float64 holds)")
