@@ -557,3 +557,30 @@ def test_the_smallest_relative_tolerance_is_a_hundred_epsilons():
         integrate(_decay, 0.0, 0.1, DECAY, rtol=below)
     assert str(err.value) == (f"rtol={below!r}: expected at least 2.22e-14 (100 x float64's machine epsilon; a "
                               "tighter relative tolerance asks for more digits than float64 holds)")
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+def test_a_step_whose_error_norm_is_exactly_one_is_rejected(method):
+    """Accepted means an error norm below 1 (scipy's rule): y' = cos 3t, first step h = 0.5, with atol
+    chosen so that the step's error estimate divided by atol + rtol max(|y|, |y_new|) is 1.0 exactly
+    (the step and its estimate formed as the solver forms them, by `rk_step`). That step is rejected
+    and retried at 0.9 h (the factor for a norm of 1, safety 0.9 x 1^(-1/(q+1))), then accepted."""
+    from harness.solvers._rk_step import StepWorkspace, rk_step
+
+    def rhs(t, y):
+        return np.cos(3.0 * t) + 0.0 * y
+
+    tableau, y0, h, rtol = SOLVERS[method].tableau, np.array([0.0]), 0.5, 1e-6
+    work = StepWorkspace(tableau, 1)
+    work.Y[0], work.K[0] = y0, rhs(0.0, y0)
+    y_new, error = rk_step(lambda t, y, i, out: out.__setitem__(slice(None), rhs(t, y)), 0.0, h, h, work)
+    part = np.maximum(np.abs(y0), np.abs(y_new)) * rtol
+    target = abs(float(error[0]))
+    atol = target - float(part[0])
+    while float(part[0]) + atol != target:  # the float whose sum with the rtol part is the error itself
+        atol = math.nextafter(atol, math.inf if float(part[0]) + atol < target else 0.0)
+    assert abs(float(error[0]) / (float(part[0]) + atol)) == 1.0
+    steps = []
+    traj = integrate(rhs, 0.0, 1.0, y0, method=method, rtol=rtol, atol=atol, h0=h,
+                     on_step=lambda t, step, _: steps.append(step))
+    assert traj.stats.n_rejected >= 1 and steps[0] == 0.9 * h
