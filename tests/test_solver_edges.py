@@ -584,3 +584,42 @@ def test_a_step_whose_error_norm_is_exactly_one_is_rejected(method):
     traj = integrate(rhs, 0.0, 1.0, y0, method=method, rtol=rtol, atol=atol, h0=h,
                      on_step=lambda t, step, _: steps.append(step))
     assert traj.stats.n_rejected >= 1 and steps[0] == 0.9 * h
+
+
+# ---------------------------------------------------------- the step budget at its exact edges
+def _budget_check(t0, t1, n_steps, t, h_abs, max_steps=10_000):
+    """StepBudget.check as the loops call it; returns the error message, or None if the solve may go on."""
+    from harness.solvers._step_budget import StepBudget
+
+    budget = StepBudget("DP5", False, t0, t1, 0.1, max_steps)
+    try:
+        budget.check(n_steps, t, h_abs)
+    except SolverError as err:
+        return str(err)
+    return None
+
+
+def test_a_projection_of_exactly_the_budget_may_go_on_and_one_beyond_may_not():
+    """Patient (6400 steps done): the solve stops when n + min(remaining / h, n remaining / done) exceeds
+    max_steps = 10 000, not when it equals it. The numbers are exact in binary: remaining = 3600 steps
+    of 2^-10 at the current step size; then, from t0 = 1, remaining = 0.5625 at 6400 steps per unit
+    time done (average rate), each time with the other estimate larger."""
+    h = 2.0**-10
+    assert _budget_check(0.0, 1.0 + 3600 * h, 6400, 1.0, h) is None
+    message = _budget_check(0.0, 1.0 + 3600 * h + 2.0**-30, 6400, 1.0, h)  # 1e-6 steps beyond
+    assert message is not None and "reaching the end would take about 1e+04 steps (budget 10000)" in message
+    assert _budget_check(1.0, 2.5625, 6400, 2.0, 2.0**-20) is None
+    assert _budget_check(1.0, 2.5625 + 2.0**-30, 6400, 2.0, 2.0**-20) is not None
+
+
+def test_from_patient_steps_on_a_projection_beyond_the_budget_stops_the_solve():
+    """At exactly PATIENT_STEPS (5000) attempts the patient rule applies: a projection of 1.5 budgets
+    stops the solve (one attempt earlier, up to EARLY_MARGIN budgets are allowed)."""
+    from harness.solvers._step_budget import PATIENT_STEPS
+
+    assert PATIENT_STEPS == 5000
+    # 5000 steps over [0, 1] of [0, 2]: 5000 more at the average rate, 4096 at h = 2^-12: 9096 in all
+    h = 2.0**-12
+    assert _budget_check(0.0, 2.0, 5000, 1.0, h, max_steps=6000) is not None  # 5000 + 4096 > 6000
+    assert _budget_check(0.0, 2.0, 4999, 1.0, h, max_steps=6000) is None  # early: within 1e4 budgets
+    assert _budget_check(0.0, 2.0, 5000, 1.0, h, max_steps=9096) is None  # exactly the budget
