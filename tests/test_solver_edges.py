@@ -303,8 +303,10 @@ def test_binomial_capped_is_the_binomial_or_the_cap():
             for cap in (1, 7, 1000, 10**12):
                 assert binomial_capped(m, k, cap) == min(math.comb(m, k), cap), (m, k, cap)
     assert binomial_capped(200, 100, 2**62) == 2**62  # C(200, 100) ~ 9e58 is capped, not overflowed
-    # exact beyond float64's 2**53 (C(60, 30) ~ 1.2e17), as int64 arithmetic is
-    assert binomial_capped(60, 30, 2**62) == math.comb(60, 30) == 118264581564861424
+    # exact beyond float64's 2**53 (C(57, 28) ~ 1.6e16 and up), as int64 arithmetic is
+    for m in range(50, 63):
+        for k in range(0, m + 1):
+            assert binomial_capped(m, k, 2**62) == min(math.comb(m, k), 2**62), (m, k)
 
 
 def test_the_checkpoint_schedule_is_griewanks_binomial_one():
@@ -623,3 +625,12 @@ def test_from_patient_steps_on_a_projection_beyond_the_budget_stops_the_solve():
     assert _budget_check(0.0, 2.0, 5000, 1.0, h, max_steps=6000) is not None  # 5000 + 4096 > 6000
     assert _budget_check(0.0, 2.0, 4999, 1.0, h, max_steps=6000) is None  # early: within 1e4 budgets
     assert _budget_check(0.0, 2.0, 5000, 1.0, h, max_steps=9096) is None  # exactly the budget
+
+
+def test_no_first_step_fits_an_infinite_one_and_the_budget_is_its_floor():
+    """The default budget is 100 x (span / first step) within [MIN_STEPS, MAX_STEPS]: a first step
+    of inf fits 0 times (the floor), a zero or NaN one leaves the number unknown (the ceiling)."""
+    from harness.solvers._step_budget import MAX_STEPS, MIN_STEPS, default_max_steps
+
+    assert default_max_steps(10.0, math.inf) == MIN_STEPS == 10_000
+    assert default_max_steps(10.0, 0.0) == default_max_steps(10.0, math.nan) == MAX_STEPS == 1_000_000
