@@ -255,7 +255,7 @@ class _ListRecords(QuadratureTailSystem):
         out[:] = -u
 
     def quadrature(self, weights):
-        return np.array([sum(w * r for w, r in zip(row, self.records) if w) for row in weights])
+        return np.array([sum((w * r for w, r in zip(row, self.records) if w), np.zeros(2)) for row in weights])
 
     def carry(self, source, target):
         self.records[target] = self.records[source]
