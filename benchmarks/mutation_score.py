@@ -71,15 +71,20 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "solvers/": (
         ("harness/solvers/*",),
-        ("tests/test_solver_edges.py", "tests/test_step_budget_messages.py",
+        ("tests/test_solver_edges.py", "tests/test_scipy_blowups.py", "tests/test_first_step_input.py",
+         "tests/test_step_budget_messages.py",
          "tests/test_fail_safes.py::test_the_budget_projects_with_the_smaller_estimate_after_a_slow_start",
          "tests/test_fail_safes.py::test_early_checks_allow_the_margin_and_no_more", "tests/test_solvers.py"),
     ),
-    # scipy's methods again after the fix of a dense Jacobian's overflow (the rest of solvers/ is unchanged
-    # since its measurement)
+    # the two files of solvers/ fixed after its measurement, measured again each with the same tests
     "solvers/_scipy_methods.py": (
         ("harness/solvers/_scipy_methods.py",),
         ("tests/test_solver_edges.py", "tests/test_scipy_blowups.py", "tests/test_step_budget_messages.py",
+         "tests/test_solvers.py"),
+    ),
+    "solvers/__init__.py": (
+        ("harness/solvers/__init__.py",),
+        ("tests/test_solver_edges.py", "tests/test_first_step_input.py", "tests/test_step_budget_messages.py",
          "tests/test_solvers.py"),
     ),
     # a first, scoped measurement of solvers/: the step budget (the fail-safe of issue 29) with its own
