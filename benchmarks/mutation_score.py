@@ -82,6 +82,13 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("tests/test_solver_edges.py", "tests/test_scipy_blowups.py", "tests/test_step_budget_messages.py",
          "tests/test_solvers.py"),
     ),
+    # _explicit_rk.py again after main added the stage inputs (PlainStepper.stage_inputs, _StepInterpolant's)
+    "solvers/_explicit_rk.py": (
+        ("harness/solvers/_explicit_rk.py",),
+        ("tests/test_solver_edges.py", "tests/test_step_budget_messages.py",
+         "tests/test_fail_safes.py::test_the_budget_projects_with_the_smaller_estimate_after_a_slow_start",
+         "tests/test_fail_safes.py::test_early_checks_allow_the_margin_and_no_more", "tests/test_solvers.py"),
+    ),
     "solvers/__init__.py": (
         ("harness/solvers/__init__.py",),
         ("tests/test_solver_edges.py", "tests/test_first_step_input.py", "tests/test_step_budget_messages.py",

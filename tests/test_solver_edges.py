@@ -634,3 +634,29 @@ def test_no_first_step_fits_an_infinite_one_and_the_budget_is_its_floor():
 
     assert default_max_steps(10.0, math.inf) == MIN_STEPS == 10_000
     assert default_max_steps(10.0, 0.0) == default_max_steps(10.0, math.nan) == MAX_STEPS == 1_000_000
+
+
+@pytest.mark.parametrize("method", EXPLICIT_RK)
+@pytest.mark.parametrize("t0,t1", [(0.0, 2.0), (2.0, 0.0)])
+def test_a_steps_stage_inputs_are_the_states_its_stages_were_evaluated_at(method, t0, t1):
+    """`local.stage_inputs()` (s, D): the step's start state, then bit for bit the states the right-hand
+    side was called with for stages 1..s-1 of that (accepted) step."""
+    calls = []
+
+    def rhs(t, y):
+        calls.append(np.array(y))
+        return _relaxation(t, y)
+
+    steps = []
+
+    def record(t, h, local):
+        steps.append((len(calls), local.stage_inputs()))
+
+    traj = integrate(rhs, t0, t1, np.array([2.0, -1.0]), method=method, rtol=1e-6, atol=1e-9, on_step=record)
+    s = len(SOLVERS[method].tableau.B)
+    assert len(steps) == traj.stats.n_accepted >= 3
+    for n_calls, inputs in steps:
+        assert inputs.shape == (s, 2)
+        # the last s calls are that step's: stages 1 .. s-1 in order, then the first-same-as-last at y_new
+        np.testing.assert_array_equal(inputs[1:], np.array(calls[n_calls - s:n_calls - 1]))
+    np.testing.assert_array_equal(steps[0][1][0], [2.0, -1.0])
