@@ -18,18 +18,33 @@ COMPILED_USERS = Path(__file__).with_name("compiled_users.txt")
 RECORD_VARIABLE = "HARNESS_RECORD_COMPILED_USERS"
 
 
+# how much a test process lowers its priority while the compiled module is being built (see below)
+YIELD_TO_THE_BUILD = 5
+
+
 def _start_the_build() -> None:
     """Start the compiled module's build now (never when the compiled code is usable, being built,
     failed or turned off), at normal priority, so that it compiles on one core while the tests that do
     not need it run: a build started when the first test needs it leaves every test process waiting
     for minutes (the build is one thread). Every process that collects asks (the test process, or each
-    xdist worker): the builder's lock lets one build, and the tests that need it wait for that one."""
+    xdist worker): the builder's lock lets one build, and the tests that need it wait for that one.
+
+    While a build runs, this test process (and the processes its tests start) yields to it (nice +5):
+    the build is the one thread every test listed in compiled_users.txt waits for, so it keeps a core
+    of its own, and the tests that do not need it share what is left; with equal priorities, two test
+    processes and the builder each got two thirds of a core, and the build ended later while the
+    tests run before it soon ran out, leaving a core idle. Once the build has ended the priority
+    changes nothing on a machine that runs only the suite."""
     if os.environ.get("HARNESS_BUILD", "").strip().lower() != "wait":
         return
     try:
         import harness._compiled as compiled
+        from harness._compiled._module_cache import Entry, cache_directory
 
         compiled.build_now()
+        directory, _ = cache_directory()
+        if directory is not None and Entry(directory).builder() is not None:
+            os.nice(YIELD_TO_THE_BUILD)
     except Exception:  # noqa: BLE001 (a bad setting is reported by the tests about it; the suite runs on)
         pass
 
