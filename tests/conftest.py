@@ -53,16 +53,24 @@ def _function_id(nodeid: str) -> str:
     return re.sub(r"\[.*\]$", "", nodeid)
 
 
+def _compiled_user(nodeid: str, listed: set[str], prefixes: tuple[str, ...]) -> bool:
+    """Whether compiled_users.txt lists the test: by its function (every parametrization), by its whole
+    id, or by a line ending in `*` that its id starts with (some of a function's parametrizations)."""
+    return _function_id(nodeid) in listed or nodeid in listed or nodeid.startswith(prefixes)
+
+
 def pytest_collection_modifyitems(session, config, items):
     """The tests listed in compiled_users.txt after the others, each group in its collected order (the
     same order in every xdist worker, as xdist requires); if any is selected, the build starts now."""
     try:
-        listed = {line.strip() for line in COMPILED_USERS.read_text().splitlines()
-                  if line.strip() and not line.startswith("#")}
+        lines = [line.strip() for line in COMPILED_USERS.read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
     except OSError:
         return
-    items.sort(key=lambda item: _function_id(item.nodeid) in listed)
-    if items and _function_id(items[-1].nodeid) in listed and not config.option.collectonly:
+    listed = {line for line in lines if not line.endswith("*")}
+    prefixes = tuple(line[:-1] for line in lines if line.endswith("*"))
+    items.sort(key=lambda item: _compiled_user(item.nodeid, listed, prefixes))
+    if items and _compiled_user(items[-1].nodeid, listed, prefixes) and not config.option.collectonly:
         _start_the_build()
 
 
