@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _compiled as compiled
-from .._compiled._arguments import ALONE, BACKSOLVE, dense_store, step_store
+from .._compiled._arguments import (ACTIVATION_CODES, ALONE, BACKSOLVE, COLUMN_BATCH, RECORDED_ACTIVATIONS,
+                                    dense_store, kept_stages, step_store)
 from .._compiled._solves import MODES, solve_backward, solve_forward, sweep
 from ..model import MLP
 from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
@@ -29,11 +30,36 @@ from ._result import GradientResult
 # the explicit solvers RecursiveCheckpointAdjoint's compiled sweep takes (DP8 is scipy's DOP853 and
 # stays numpy: its steps are scipy's loop, not `ExplicitRungeKutta`'s)
 SWEEP_SOLVERS = ("DP5", "BS3")
-# the forward stores' first capacities, in steps: a dense store (N B (degree + 1) floats a step) starts
-# small, since its room is reserved (and counted by tracemalloc) whether used or not; a store of step
-# sizes alone (two floats a step) starts large enough for almost every solve
+# the forward stores' first capacities, in steps: a dense store (N B (degree + 1) floats a step) or kept
+# stages (N B s floats a step, and the records `kept_stages` sizes) start small, since their room is
+# reserved (and counted by tracemalloc) whether used or not; a store of step sizes alone (two floats a
+# step) starts large enough for almost every solve
 DENSE_STEPS = 64
 SWEEP_STEPS = 1024
+
+
+# RecursiveCheckpointAdjoint's kept stages (N B s floats a step, and the records) are sized from the steps
+# the same problem's last forward pass took, with a margin (a training loop's next gradient takes about
+# as many), so that the memory they reserve is about what they use; an unseen problem starts at
+# DENSE_STEPS. Keyed by what decides the steps but θ and z0; bounded in size.
+_STEPS_TAKEN: dict[tuple, int] = {}
+
+
+def _steps_key(problem, options) -> tuple:
+    model = problem.model
+    return (tuple(model.widths), model.activation, problem.batch_size, float(problem.t0), float(problem.times[-1]),
+            options.solver, options.rtol, options.atol)
+
+
+def _expected_steps(problem, options) -> int:
+    seen = _STEPS_TAKEN.get(_steps_key(problem, options))
+    return DENSE_STEPS if seen is None else seen + seen // 8 + 2
+
+
+def _remember_steps(problem, options, n_steps: int) -> None:
+    if len(_STEPS_TAKEN) >= 256:
+        _STEPS_TAKEN.clear()
+    _STEPS_TAKEN[_steps_key(problem, options)] = n_steps
 
 
 def _plain_mlp(model) -> bool:
@@ -45,10 +71,11 @@ def _stats(counts) -> SolverStats:
     return SolverStats(n_rhs=counts[0], n_accepted=counts[1], n_rejected=counts[2])
 
 
-def _forward(problem, theta, options, keep: bool, capacity: int, make_store):
+def _forward(problem, theta, options, keep: bool, capacity: int, make_store, make_kept=None):
     """The compiled forward solve, the loss and ∂L/∂z (K, N, B) at the times, or None."""
     solved = solve_forward(compiled.kernels(), problem.model, theta, problem.z0, problem.t0, problem.times,
-                           check_solver(options.solver), options.rtol, options.atol, keep, capacity, make_store)
+                           check_solver(options.solver), options.rtol, options.atol, keep, capacity, make_store,
+                           make_kept)
     if solved is None:
         return None, None, None
     loss, dL_dz = problem.loss_terms(solved.z_at.transpose(0, 2, 1))
@@ -119,10 +146,22 @@ def discrete_sweep(problem, theta, forward, checkpoints: int | None):
     if forward.solver not in SWEEP_SOLVERS or not isinstance(check_solver(forward.solver), ExplicitRungeKutta):
         return None
     solver = check_solver(forward.solver)
-    # the step sizes alone (one float per step, and its t): the sweep replays the states from z0, as the
-    # numpy engine does, so memory and the counts it reports are the numpy engine's. Room for
-    # SWEEP_STEPS steps (16 KB), doubled (and the forward pass re-run) when too small.
-    solved, loss, dL_dz = _forward(problem, theta, forward, True, SWEEP_STEPS, step_store)
+    if checkpoints is None:
+        # every step's stage inputs, as the numpy engine keeps them (so its counts are the numpy engine's),
+        # and where a VJP can start from them, the layer inputs of the stages' evaluations
+        model, n_stages = problem.model, solver.tableau.n_stages
+        record = (problem.batch_size > COLUMN_BATCH
+                  and ACTIVATION_CODES[model.activation] in RECORDED_ACTIVATIONS)
+        size = problem.batch_size * model.state_dim
+        solved, loss, dL_dz = _forward(problem, theta, forward, True, _expected_steps(problem, forward), step_store,
+                                       lambda capacity, net: kept_stages(capacity, n_stages, size, net, record))
+        if solved is not None:
+            _remember_steps(problem, forward, solved.n_steps)
+    else:
+        # the step sizes alone (one float per step, and its t): the sweep replays the states from z0, as
+        # the numpy engine does. Room for SWEEP_STEPS steps (16 KB), doubled (and the forward pass re-run)
+        # when too small.
+        solved, loss, dL_dz = _forward(problem, theta, forward, True, SWEEP_STEPS, step_store)
     if solved is None:
         return None
     dtheta, dz0, n_f, n_vjp, recomputed, peak_held, n_steps = sweep(
