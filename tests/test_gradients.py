@@ -44,11 +44,11 @@ The whole file must run in ~90 s on 2 cores, so each reference is computed once 
 test session (the `case` fixture, shared by the xdist workers). The seed and multi-time problems
 use the tutorial's B = 500. The deep problem (P = 114, so FiniteDifferences needs 4 x 116 solves)
 uses B = 100, and the stiff problem, whose implicit solves at 1e-10 take ~1000 steps each and whose
-FiniteDifferences is the single most expensive computation here (~17 s), uses B = 50. A smaller batch does not weaken the test: rows are
-independent ODEs, every code path (feature-major layout, block-diagonal Jacobians, per-row
-reductions) is the same for any B >= 2, the step-size control sees the RMS over all rows either way,
-and B = 50 or 100 (which differ from N = 2 and from P) still covers z0 across the whole box, so a
-transposed or mis-strided batch layout would fail all the same.
+FiniteDifferences is the single most expensive computation here (~17 s), uses B = 50. A smaller
+batch does not weaken the test: rows are independent ODEs, every code path (feature-major layout,
+block-diagonal Jacobians, per-row reductions) is the same for any B >= 2, the step-size control sees
+the RMS over all rows either way, and B = 50 or 100 (which differ from N = 2 and from P) still
+covers z0 across the whole box, so a transposed or mis-strided batch layout would fail all the same.
 """
 
 from __future__ import annotations
