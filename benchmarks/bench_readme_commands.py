@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/bench_readme_commands.py [--out reports/scale/readme_commands.json] [--skip-ci]
+    python benchmarks/bench_readme_commands.py --installers [--out reports/scale/installers.json]
 
 Clones this checkout's HEAD (uncommitted changes are not measured; the file says if there were any)
 into a temporary folder and runs there, one after the other:
@@ -11,6 +12,10 @@ into a temporary folder and runs there, one after the other:
   nothing installed or built earlier on this machine helps it;
 - ``.ci/run`` (a fresh venv, the test extras, the README's test command), in a second fresh clone,
   again with pip's cache empty; its own ``install: N s`` and ``tests: N s`` lines are recorded.
+
+With ``--installers``, only `.ci/run`'s install is timed (``HARNESS_CI_STOP=install``, no compiled build),
+once with uv and once with pip alone (``HARNESS_CI_INSTALLER=pip``), each in a fresh clone with pip's
+and uv's caches empty.
 
 Each is timed around the whole process (wall, and the CPU of the process and the children it waits
 for), with the load average before and after: the machines here are shared, and a wall time means
@@ -38,7 +43,8 @@ from harness._io import write_text  # noqa: E402
 from harness._provenance import cpu_model, provenance  # noqa: E402
 
 DROPPED = ("HARNESS_COMPILED", "HARNESS_AHEAD_OF_TIME", "HARNESS_AHEAD_OF_TIME_DIR", "NUMBA_CACHE_DIR",
-           "HARNESS_BUILD", "PYTHONPATH", "VIRTUAL_ENV", "PIP_CACHE_DIR", "PIP_NO_CACHE_DIR")
+           "HARNESS_BUILD", "PYTHONPATH", "VIRTUAL_ENV", "PIP_CACHE_DIR", "PIP_NO_CACHE_DIR", "UV_CACHE_DIR",
+           "UV_NO_CACHE", "HARNESS_CI_INSTALLER", "HARNESS_CI_STOP")
 
 
 def readme_first_command() -> str:
@@ -73,12 +79,30 @@ def _timed(command: list[str], cwd: Path, env: dict, log: Path) -> dict:
 
 def _fresh_env(folder: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in DROPPED}
-    for name in ("pip-cache", "aot", "numba"):
+    for name in ("pip-cache", "uv-cache", "aot", "numba"):
         (folder / name).mkdir(parents=True, exist_ok=True)
     # the compiled-code caches live in the clone's environment by default; pointing them at empty
     # folders makes sure no earlier build on this machine is found
-    return {**env, "PIP_CACHE_DIR": str(folder / "pip-cache"), "HARNESS_AHEAD_OF_TIME_DIR": str(folder / "aot"),
-            "NUMBA_CACHE_DIR": str(folder / "numba")}
+    return {**env, "PIP_CACHE_DIR": str(folder / "pip-cache"), "UV_CACHE_DIR": str(folder / "uv-cache"),
+            "HARNESS_AHEAD_OF_TIME_DIR": str(folder / "aot"), "NUMBA_CACHE_DIR": str(folder / "numba")}
+
+
+def _installers(folder: Path) -> dict:
+    """`.ci/run`'s install alone, with uv and with pip alone, each in a fresh clone with empty caches."""
+    results = {}
+    for installer in ("uv", "pip"):
+        clone = _clone(folder, f"install-{installer}")
+        env = {**_fresh_env(folder / f"env-{installer}"), "HARNESS_CI_INSTALLER": installer,
+               "HARNESS_CI_STOP": "install", "HARNESS_COMPILED": "0"}  # no compiled build: the install alone
+        print(f"`.ci/run`'s install with {installer}, in a fresh clone with empty caches", flush=True)
+        log = folder / f"install-{installer}.log"
+        result = _timed(["bash", ".ci/run"], clone, env, log)
+        found = re.search(r"^install: (\d+) s$", log.read_text(), flags=re.M)
+        result["install_seconds"] = int(found.group(1)) if found else None
+        result["pip_fallback"] = "pip installs" in log.read_text()
+        results[installer] = result
+        print(json.dumps(result), flush=True)
+    return results
 
 
 def _pip_index() -> str:
@@ -90,12 +114,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "reports" / "scale" / "readme_commands.json"))
     parser.add_argument("--skip-ci", action="store_true", help="time the first command only")
+    parser.add_argument("--installers", action="store_true",
+                        help="time only `.ci/run`'s install, with uv and with pip (default --out "
+                             "reports/scale/installers.json)")
     args = parser.parse_args(argv)
+    if args.installers and args.out == parser.get_default("out"):
+        args.out = str(ROOT / "reports" / "scale" / "installers.json")
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True, check=False).stdout.strip()
     record = {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "provenance": provenance(),
-              "command": "python benchmarks/bench_readme_commands.py" + (" --skip-ci" if args.skip_ci else ""),
+              "command": "python benchmarks/bench_readme_commands.py" + (" --skip-ci" if args.skip_ci else "")
+              + (" --installers" if args.installers else ""),
               "uncommitted_changes_not_measured": bool(dirty), "pip_configuration": _pip_index()}
+    if args.installers:
+        with tempfile.TemporaryDirectory(prefix="readme-commands-") as scratch:
+            record["installers"] = _installers(Path(scratch))
+        write_text(Path(args.out), json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return 0 if all(r["exit_status"] == 0 for r in record["installers"].values()) else 1
     first = readme_first_command()
     with tempfile.TemporaryDirectory(prefix="readme-commands-") as scratch:
         folder = Path(scratch)

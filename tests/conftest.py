@@ -18,24 +18,45 @@ COMPILED_USERS = Path(__file__).with_name("compiled_users.txt")
 RECORD_VARIABLE = "HARNESS_RECORD_COMPILED_USERS"
 
 
+# how much a test process lowers its priority while the compiled module is being built (see below)
+YIELD_TO_THE_BUILD = 5
+
+
 def _start_the_build() -> None:
     """Start the compiled module's build now (never when the compiled code is usable, being built,
     failed or turned off), at normal priority, so that it compiles on one core while the tests that do
     not need it run: a build started when the first test needs it leaves every test process waiting
     for minutes (the build is one thread). Every process that collects asks (the test process, or each
-    xdist worker): the builder's lock lets one build, and the tests that need it wait for that one."""
+    xdist worker): the builder's lock lets one build, and the tests that need it wait for that one.
+
+    While a build runs, this test process (and the processes its tests start) yields to it (nice +5):
+    the build is the one thread every test listed in compiled_users.txt waits for, so it keeps a core
+    of its own, and the tests that do not need it share what is left; with equal priorities, two test
+    processes and the builder each got two thirds of a core, and the build ended later while the
+    tests run before it soon ran out, leaving a core idle. Once the build has ended the priority
+    changes nothing on a machine that runs only the suite."""
     if os.environ.get("HARNESS_BUILD", "").strip().lower() != "wait":
         return
     try:
         import harness._compiled as compiled
+        from harness._compiled._module_cache import Entry, cache_directory
 
         compiled.build_now()
+        directory, _ = cache_directory()
+        if directory is not None and Entry(directory).builder() is not None:
+            os.nice(YIELD_TO_THE_BUILD)
     except Exception:  # noqa: BLE001 (a bad setting is reported by the tests about it; the suite runs on)
         pass
 
 
 def _function_id(nodeid: str) -> str:
     return re.sub(r"\[.*\]$", "", nodeid)
+
+
+def _compiled_user(nodeid: str, listed: set[str], prefixes: tuple[str, ...]) -> bool:
+    """Whether compiled_users.txt lists the test: by its function (every parametrization), by its whole
+    id, or by a line ending in `*` that its id starts with (some of a function's parametrizations)."""
+    return _function_id(nodeid) in listed or nodeid in listed or nodeid.startswith(prefixes)
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -46,18 +67,20 @@ def pytest_collection_modifyitems(session, config, items):
     files come first, in that order: a mutant's run stops at its first failing test, so an area's
     fast, pointed tests listed first make a killed mutant cost fractions of a second."""
     try:
-        listed = {line.strip() for line in COMPILED_USERS.read_text().splitlines()
-                  if line.strip() and not line.startswith("#")}
+        lines = [line.strip() for line in COMPILED_USERS.read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
     except OSError:
         return
+    listed = {line for line in lines if not line.endswith("*")}
+    prefixes = tuple(line[:-1] for line in lines if line.endswith("*"))
     first = [name for name in os.environ.get("HARNESS_MUTATION_FIRST", "").split(",") if name]
 
     def rank(item):
         path = item.nodeid.split("::")[0]
         return first.index(path) if path in first else len(first)
 
-    items.sort(key=lambda item: (_function_id(item.nodeid) in listed, rank(item)))
-    if items and _function_id(items[-1].nodeid) in listed and not config.option.collectonly:
+    items.sort(key=lambda item: (_compiled_user(item.nodeid, listed, prefixes), rank(item)))
+    if items and _compiled_user(items[-1].nodeid, listed, prefixes) and not config.option.collectonly:
         _start_the_build()
 
 

@@ -40,18 +40,23 @@ Relative error here is the 2-norm one, ‖g - g_ref‖ / ‖g_ref‖, over all o
 
 Batch sizes and cost
 --------------------
-The whole file must run in ~90 s on 2 cores, so each reference is computed once per problem
-(module-scoped fixture). The seed and multi-time problems use the tutorial's B = 500. The deep
-problem (P = 114, so FiniteDifferences needs 4 x 116 solves) uses B = 100, and the stiff problem,
-whose implicit solves at 1e-10 take ~1000 steps each and whose FiniteDifferences is the single most
-expensive computation here (~17 s), uses B = 50. A smaller batch does not weaken the test: rows are
-independent ODEs, every code path (feature-major layout, block-diagonal Jacobians, per-row
-reductions) is the same for any B >= 2, the step-size control sees the RMS over all rows either way,
-and B = 50 or 100 (which differ from N = 2 and from P) still covers z0 across the whole box, so a
-transposed or mis-strided batch layout would fail all the same.
+The whole file must run in ~90 s on 2 cores, so each reference is computed once per problem and
+test session (the `case` fixture, shared by the xdist workers). The seed and multi-time problems
+use the tutorial's B = 500. The deep problem (P = 114, so FiniteDifferences needs 4 x 116 solves)
+uses B = 100, and the stiff problem, whose implicit solves at 1e-10 take ~1000 steps each and whose
+FiniteDifferences is the single most expensive computation here (~17 s), uses B = 50. A smaller
+batch does not weaken the test: rows are independent ODEs, every code path (feature-major layout,
+block-diagonal Jacobians, per-row reductions) is the same for any B >= 2, the step-size control sees
+the RMS over all rows either way, and B = 50 or 100 (which differ from N = 2 and from P) still
+covers z0 across the whole box, so a transposed or mis-strided batch layout would fail all the same.
 """
 
 from __future__ import annotations
+
+import fcntl
+import os
+import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,20 +145,42 @@ def rel(g, ref):
     return float(np.linalg.norm(g - ref) / np.linalg.norm(ref))
 
 
+def _session_folder(tmp_path_factory) -> Path:
+    """A folder of this test session shared by its xdist workers (their own temporary folders are in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="module")
-def case():
-    """Lazily built problem and references per case, computed once for the module."""
-    cache = {}
+def case(tmp_path_factory):
+    """Lazily built problem and references per case, computed once for the test session.
+
+    On the numpy reference path (the problem's data included): the references then share no code with
+    the compiled kernels the adjoints run, and need no compiled module (their agreement is checked by
+    test_references_agree_with_each_other, which tests/compiled_users.txt leaves to run while the suite
+    builds it; the stiff case's are the most expensive computation here). The compiled path gives the
+    same numbers to ~2e-16 relative (measured: ForwardSensitivity on stiff B = 50 and deep B = 100),
+    far below OBSERVED. The xdist workers share them through a file (under a lock, computed by the
+    first that needs them), so that a case used in both test processes is not computed twice."""
+    import harness._compiled as compiled
+
+    cache, folder = {}, _session_folder(tmp_path_factory) / "gradient-references"
+    folder.mkdir(exist_ok=True)
 
     def get(name):
         if name not in cache:
             build, batch, solver = CASES[name]
-            problem = build(batch=batch)
-            refs = {
-                cls.__name__: gradient(problem, engine=cls(), solver=solver, rtol=TOL, atol=TOL)
-                for cls in (ForwardSensitivity, FiniteDifferences)
-            }
-            cache[name] = (problem, solver, refs)
+            with compiled.numpy_reference():
+                problem = build(batch=batch)  # each process builds it (the same numbers: numpy, one seed)
+                stored = folder / f"{name}.pickle"  # the references (the models do not pickle)
+                with open(folder / f"{name}.lock", "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    if not stored.exists():
+                        refs = {cls.__name__: gradient(problem, engine=cls(), solver=solver, rtol=TOL, atol=TOL)
+                                for cls in (ForwardSensitivity, FiniteDifferences)}
+                        stored.with_suffix(".tmp").write_bytes(pickle.dumps(refs))
+                        stored.with_suffix(".tmp").replace(stored)
+            cache[name] = (problem, solver, pickle.loads(stored.read_bytes()))
         return cache[name]
 
     return get

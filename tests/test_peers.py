@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from harness import peers
+from harness import _compiled, peers
 from harness.errors import BackendUnavailableError
 from harness.problems import build_problem
 from harness.sensitivity import ForwardSensitivity, gradient
@@ -36,12 +36,17 @@ BOUND = 100 * TOL
 
 @pytest.fixture(scope="module")
 def problem():
-    return build_problem("multi_time", seed=0, batch=4)  # 4 rows: all code paths, jumps at 4 times
+    with _compiled.numpy_reference():  # as the references below
+        return build_problem("multi_time", seed=0, batch=4)  # 4 rows: all code paths, jumps at 4 times
 
 
+# The references run the numpy reference path: they then share no code with the compiled kernels either
+# (whose agreement with numpy, to 1e-12, tests/test_compiled*.py check), and this file needs no compiled
+# module, so it runs while the suite's build of that module does (tests/compiled_users.txt).
 @pytest.fixture(scope="module")
 def reference(problem):
-    return gradient(problem, engine=ForwardSensitivity(), solver="DP8", rtol=1e-11, atol=1e-11)
+    with _compiled.numpy_reference():
+        return gradient(problem, engine=ForwardSensitivity(), solver="DP8", rtol=1e-11, atol=1e-11)
 
 
 @pytest.mark.parametrize("backend, method", [
@@ -83,8 +88,9 @@ def test_diffrax_implicit_counterparts_on_the_stiff_problem():
     from harness.peers import diffrax_engine
 
     assert diffrax_engine.SOLVERS["RadauIIA5"] == "Kvaerno5" and diffrax_engine.SOLVERS["BDF"] == "KenCarp4"
-    stiff = build_problem("stiff", seed=0, batch=4)
-    reference = gradient(stiff, engine=ForwardSensitivity(), solver="RadauIIA5", rtol=1e-10, atol=1e-10)
+    with _compiled.numpy_reference():  # as for `reference` above (the data's implicit solve included)
+        stiff = build_problem("stiff", seed=0, batch=4)
+        reference = gradient(stiff, engine=ForwardSensitivity(), solver="RadauIIA5", rtol=1e-10, atol=1e-10)
     engine = peers.peer_engine("diffrax", "RecursiveCheckpointAdjoint", solver="RadauIIA5", rtol=1e-7, atol=1e-7)
     result = gradient(stiff, engine=engine, solver="RadauIIA5", rtol=1e-7, atol=1e-7)
     error = np.linalg.norm(result.dtheta - reference.dtheta) / np.linalg.norm(reference.dtheta)
