@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+SENSITIVITY_ENGINES = "sensitivity/ except _discrete.py, _compiled_loop.py"
+
 # area -> (files or globs to mutate, test files that guard them: fast ones that exercise behaviour)
 AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "compare/_claims.py": (
@@ -88,6 +90,21 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("harness/sensitivity/*",),
         ("tests/test_closed_form.py", "tests/test_gradients.py", "tests/test_discrete_adjoint.py",
          "tests/test_independent_references.py", "tests/test_engine_registry.py"),
+    ),
+    # sensitivity/ measured in parts, each with tiny problems (a full pass of the area's own test files
+    # takes two minutes, and a mutant nothing kills runs every test that reaches its function); the
+    # parts mutate disjoint files, so `--read` of their kept copies together scores "sensitivity/"
+    SENSITIVITY_ENGINES: (
+        tuple(f"harness/sensitivity/{name}" for name in (
+            "__init__.py", "_adjoint_systems.py", "_backsolve.py", "_backward.py", "_finite_differences.py",
+            "_forward_sensitivity.py", "_gauss.py", "_interpolating.py", "_model_needs.py", "_quadrature.py",
+            "_registry.py", "_result.py", "algorithms.py")),
+        ("tests/test_engines_closed_form_small.py", "tests/test_engine_registry.py",
+         *(f"tests/test_gradients.py::{name}" for name in (
+             "test_backward_solve_first_step", "test_engine_by_name_class_or_instance",
+             "test_unknown_engine_name_lists_names", "test_gradient_rejects_bad_settings",
+             "test_gradient_rejects_wrong_theta_shape")),
+         "tests/test_independent_references.py::test_the_augmented_gradient_is_the_first_columns_not_the_last"),
     ),
 }
 
