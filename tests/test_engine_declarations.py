@@ -409,3 +409,43 @@ def test_a_harness_engine_checks_the_solver_name_and_theta_first():
         gradient(problem, engine=GaussAdjoint(), solver="Tsit5")
     with pytest.raises(HarnessInputError, match="theta has shape"):
         gradient(problem, np.zeros(3), engine=GaussAdjoint())
+
+
+def test_defaults_of_a_registration_and_a_compute_given_apart():
+    """Registered with a compute function and nothing else: backend "harness", harness solver names,
+    always available, named by its class attribute."""
+
+    @dataclass(frozen=True)
+    class Plain:
+        name = "PlainEngine"
+
+    def compute(engine, problem, theta, options):  # pragma: no cover - never reached
+        raise AssertionError
+
+    assert register_engine(Plain, compute=compute) is Plain
+    try:
+        declaration = declaration_of(Plain())
+        assert (declaration.compute, declaration.backend, declaration.uses_harness_solvers, declaration.name) == (
+            compute, "harness", True, "PlainEngine")
+        assert declaration.availability() == (True, None)
+        assert ENGINES["PlainEngine"] is Plain
+    finally:
+        unregister_engine(Plain)
+
+
+def test_a_type_without_an_inspectable_signature_is_named():
+    """Some types (subclasses of builtins) have no signature to inspect: the call decides, so the
+    class is named and built with no arguments."""
+
+    class Counted(int):
+        name = "Counted"
+
+        def compute(self, problem, theta, options):  # pragma: no cover - never reached
+            raise AssertionError
+
+    register_engine(Counted)
+    try:
+        assert ENGINES["Counted"] is Counted
+        assert resolve_engine("Counted") == Counted() == 0
+    finally:
+        unregister_engine(Counted)
