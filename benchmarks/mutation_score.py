@@ -100,7 +100,7 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "_forward_sensitivity.py", "_gauss.py", "_interpolating.py", "_model_needs.py", "_quadrature.py",
             "_registry.py", "_result.py", "algorithms.py")),
         ("tests/test_engines_closed_form_small.py", "tests/test_engine_edges_small.py",
-         "tests/test_engine_declarations.py", "tests/test_engine_registry.py",
+         "tests/test_engine_declarations.py", "tests/test_compiled_loop_small.py", "tests/test_engine_registry.py",
          *(f"tests/test_gradients.py::{name}" for name in (
              "test_backward_solve_first_step", "test_engine_by_name_class_or_instance",
              "test_unknown_engine_name_lists_names", "test_gradient_rejects_bad_settings",
