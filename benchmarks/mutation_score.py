@@ -200,14 +200,37 @@ def _equivalents(scratch: Path | None) -> tuple[dict[str, str], list[str]]:
     return valid, stale
 
 
-def measure(area: str, max_children: int, keep: bool, read: Path | None = None) -> dict:
+def _read(area: str, copies: list[Path], max_children: int) -> dict:
+    """The score of `area` from the kept copies of earlier runs: one copy, or several whose runs mutated
+    disjoint files of the area (its parts, measured apart), their verdicts, tests and equivalents
+    together. Every mutant name must come from one copy only."""
+    mutate, _ = AREAS[area]
+    verdicts, tests, equivalent, stale = {}, [], {}, []
+    for copy in copies:
+        part = _statuses(copy)
+        overlap = sorted(set(part) & set(verdicts))
+        if overlap:
+            raise SystemExit(f"{copy} measured mutants another copy measured too (e.g. {overlap[0]}): not parts")
+        verdicts.update(part)
+        pyproject = (copy / "pyproject.toml").read_text()
+        selection = json.loads(re.search(r"pytest_add_cli_args_test_selection = (\[.*\])", pyproject).group(1))
+        tests += [t for t in selection if t not in tests]
+        valid, old = _equivalents(copy)
+        equivalent.update(valid)
+        stale += [name for name in old if name in part]
+    entry = _summary(area, mutate, tests, verdicts, float("nan"), max_children, (equivalent, stale))
+    if len(copies) > 1:
+        entry["command"] = ("the parts of the area measured apart, each with nice -n 10 python "
+                            "benchmarks/mutation_score.py --area PART --keep (then --retest), scored together with "
+                            f"--area {area} " + " ".join("--read <kept copy of a part>" for _ in copies))
+    return entry
+
+
+def measure(area: str, max_children: int, keep: bool, read: list[Path] | None = None) -> dict:
     mutate, tests = AREAS[area]
     tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
-    if read is not None:  # the verdicts of an earlier run's kept copy, not a new run
-        verdicts, seconds = _statuses(read), float("nan")
-        pyproject = (read / "pyproject.toml").read_text()
-        tests = json.loads(re.search(r"pytest_add_cli_args_test_selection = (\[.*\])", pyproject).group(1))
-        return _summary(area, mutate, tests, verdicts, seconds, max_children, _equivalents(read))
+    if read:  # the verdicts of earlier runs' kept copies, not a new run
+        return _read(area, read, max_children)
     commit = _commit()  # of the code copied now, not of whatever is checked out when the run ends
     scratch = Path(tempfile.mkdtemp(prefix="harness-mutmut-"))
     try:
@@ -347,7 +370,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-children", type=int, default=1, help="mutmut's worker processes (default 1)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy (to inspect with mutmut show)")
-    parser.add_argument("--read", type=Path, help="score the kept copy DIR of an earlier run (with --area)")
+    parser.add_argument("--read", type=Path, action="append",
+                        help="score the kept copy DIR of an earlier run (with --area); repeated, the copies of "
+                             "runs of the area's parts (disjoint files), scored together")
     parser.add_argument("--retest", type=Path, help="re-run the mutants the kept copy DIR did not kill, with the "
                         "current tests, and score it (with --area)")
     parser.add_argument("--list", action="store_true", help="list the areas, their files and tests")
