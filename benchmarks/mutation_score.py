@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SENSITIVITY_ENGINES = "sensitivity/ except _discrete.py, _compiled_loop.py"
+SENSITIVITY_DISCRETE = "sensitivity/_discrete.py, _compiled_loop.py"
 
 # area -> (files or globs to mutate, test files that guard them: fast ones that exercise behaviour)
 AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -86,11 +87,6 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "test_a_slow_start_is_not_a_runaway", "test_merely_stiff_solves_still_finish",
             "test_max_steps_is_honoured", "test_bad_max_steps_rejected"))),
     ),
-    "sensitivity/": (
-        ("harness/sensitivity/*",),
-        ("tests/test_closed_form.py", "tests/test_gradients.py", "tests/test_discrete_adjoint.py",
-         "tests/test_independent_references.py", "tests/test_engine_registry.py"),
-    ),
     # sensitivity/ measured in parts, each with tiny problems (a full pass of the area's own test files
     # takes two minutes, and a mutant nothing kills runs every test that reaches its function); the
     # parts mutate disjoint files, so `--read` of their kept copies together scores "sensitivity/"
@@ -107,7 +103,21 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
              "test_gradient_rejects_wrong_theta_shape")),
          "tests/test_independent_references.py::test_the_augmented_gradient_is_the_first_columns_not_the_last"),
     ),
+    SENSITIVITY_DISCRETE: (
+        ("harness/sensitivity/_discrete.py", "harness/sensitivity/_compiled_loop.py"),
+        ("tests/test_compiled_loop_small.py", "tests/test_discrete_adjoint.py",
+         *(f"tests/test_engines_closed_form_small.py::{name}" for name in (
+             "test_the_discrete_gradient_with_every_option_and_explicit_solver",
+             "test_the_discrete_gradient_refuses_implicit_solvers"))),
+    ),
 }
+
+# the whole of sensitivity/ in one run: its parts' files and fast tests together (the area's own slow
+# test files, test_gradients.py and test_independent_references.py, take minutes per pass)
+AREAS["sensitivity/"] = (
+    ("harness/sensitivity/*",),
+    tuple(dict.fromkeys(AREAS[SENSITIVITY_ENGINES][1] + AREAS[SENSITIVITY_DISCRETE][1])),
+)
 
 RESULTS = ROOT / "reports" / "mutation" / "results.json"
 EQUIVALENT = ROOT / "reports" / "mutation" / "equivalent.json"
