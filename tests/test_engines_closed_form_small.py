@@ -465,3 +465,27 @@ def test_the_discrete_gradient_refuses_implicit_solvers(solver):
     assert str(caught.value) == (
         "RecursiveCheckpointAdjoint differentiates explicit Runge-Kutta steps (DP5, BS3, DP8); "
         f"solver {solver!r} is implicit: use QuadratureAdjoint or InterpolatingAdjoint for stiff problems")
+
+
+def test_forward_sensitivity_carries_its_step_from_one_time_to_the_next():
+    """ForwardSensitivity ends a solve at every observation time and starts the next one with the step
+    size the controller proposed, not the solver's initial guess: each of the K - 1 extra stops costs at
+    most about one clipped step (DP5: 6 evaluations with first-same-as-last) over one solve to t_K."""
+    one = small_problem(times=(1.25,), batch=2)
+    times = tuple(np.linspace(0.125, 1.25, 10))
+    many = small_problem(times=times, batch=2)
+    cost_one = gradient(one, engine=ForwardSensitivity(), rtol=TOL, atol=TOL).forward_stats.n_rhs
+    cost_many = gradient(many, engine=ForwardSensitivity(), rtol=TOL, atol=TOL).forward_stats.n_rhs
+    assert cost_many <= cost_one + 6 * (len(times) - 1), (cost_one, cost_many)
+
+
+def test_forward_sensitivity_solves_with_the_solver_and_tolerances_it_is_given():
+    problem = small_problem(times=(1.0,), batch=2)
+    dp5 = gradient(problem, engine=ForwardSensitivity(), solver="DP5", rtol=TOL, atol=TOL).forward_stats
+    bs3 = gradient(problem, engine=ForwardSensitivity(), solver="BS3", rtol=TOL, atol=TOL).forward_stats
+    radau = gradient(problem, engine=ForwardSensitivity(), solver="RadauIIA5", rtol=TOL, atol=TOL).forward_stats
+    assert bs3.n_accepted > dp5.n_accepted  # third order: more steps at the same tolerance
+    assert radau.n_jac >= 1 and radau.n_lu >= 1 and dp5.n_jac == 0
+    loose_r = gradient(problem, engine=ForwardSensitivity(), rtol=1e-4, atol=TOL).forward_stats
+    loose_a = gradient(problem, engine=ForwardSensitivity(), rtol=TOL, atol=1e-4).forward_stats
+    assert loose_r.n_rhs < dp5.n_rhs and loose_a.n_rhs < dp5.n_rhs
