@@ -224,3 +224,52 @@ def test_recursive_checkpoints_must_be_a_positive_integer(bad):
 def test_recursive_checkpoints_accepts_one_and_none():
     assert RecursiveCheckpointAdjoint(checkpoints=1).checkpoints == 1
     assert RecursiveCheckpointAdjoint().checkpoints is None
+
+
+@pytest.mark.parametrize("engine", [InterpolatingAdjoint(), GaussAdjoint(), ForwardSensitivity()],
+                         ids=lambda e: type(e).__name__)
+def test_explicit_solves_get_no_jacobian_and_say_nothing(engine):
+    """An explicit solver is not handed a Newton Jacobian: scipy's DOP853 (DP8) would warn that the
+    argument has no effect. Every warning is an error here."""
+    import warnings
+
+    problem = tanh_problem(time_dependent=False, times=(1.2,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = gradient(problem, engine=engine, solver="DP8", rtol=TOL, atol=TOL)
+    assert_matches(result, scipy_reference(problem))
+
+
+class DuckLinear:
+    """A model that follows the protocol by its methods alone (no `harness.models.VectorField` base, no
+    `autonomous` attribute): f(z) = A z, θ = A (N = 2, P = 4). An autonomous field is assumed."""
+
+    state_dim, n_params = 2, 4
+
+    def check_theta(self, theta):
+        return np.asarray(theta, dtype=np.float64)
+
+    def f(self, t, z, theta):
+        return z @ theta.reshape(2, 2).T
+
+    def vjp(self, t, z, theta, a, *, per_sample=False):
+        A = theta.reshape(2, 2)
+        per_row = (a[:, :, None] * z[:, None, :]).reshape(len(z), -1)
+        return z @ A.T, a @ A, per_row if per_sample else per_row.sum(axis=0)
+
+    def describe(self):
+        return "DuckLinear"
+
+
+def test_a_model_without_the_autonomous_attribute_is_autonomous():
+    rng = np.random.default_rng(8)
+    problem = Problem(DuckLinear(), np.array([-0.5, 0.3, -0.2, -0.4]), rng.uniform(-1, 1, (2, 2)), 0.0,
+                      np.array([0.5, 1.0]), rng.uniform(-1, 1, (2, 2, 2)), "duck")
+    reference = Problem(Linear(2), np.concatenate([problem.theta, [0.0, 0.0]]), problem.z0, 0.0, problem.times,
+                        problem.data, "linear")
+    for engine in (BacksolveAdjoint(), InterpolatingAdjoint(), GaussAdjoint()):
+        duck = gradient(problem, engine=engine, rtol=TOL, atol=TOL)
+        same = gradient(reference, engine=engine, rtol=TOL, atol=TOL)
+        # both within BOUND of the exact gradient (the Linear model's extra θ entries c change the steps)
+        assert relative_error(duck.dtheta, same.dtheta[:4]) <= 2 * BOUND
+        assert relative_error(duck.dz0, same.dz0) <= 2 * BOUND
