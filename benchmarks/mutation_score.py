@@ -274,8 +274,8 @@ def measure(area: str, max_children: int, keep: bool, read: list[Path] | None = 
 
 
 def retest(area: str, max_children: int, scratch: Path) -> dict:
-    """Re-run the mutants an earlier run (its copy kept with --keep) did not kill, with the
-    repository's current tests.
+    """Re-run the mutants an earlier run (its copy kept with --keep) did not kill or did not get to
+    (an interrupted run), with the repository's current tests.
 
     Tests are only ever added between the two runs, so a mutant killed then is still killed; the
     mutated files must be unchanged (checked byte for byte), or the earlier verdicts would be of
@@ -291,8 +291,9 @@ def retest(area: str, max_children: int, scratch: Path) -> dict:
     shutil.copytree(ROOT / "tests", scratch / "tests", dirs_exist_ok=True)
     (scratch / "pyproject.toml").write_text(_narrowed_pyproject((ROOT / "pyproject.toml").read_text(), mutate, tests))
     earlier = _statuses(scratch)
+    # an interrupted run's "not checked" mutants are run now too, with the current tests
     again = sorted(name for name, verdict in earlier.items()
-                   if verdict in ("survived", "timeout", "no tests", "suspicious"))
+                   if verdict in ("survived", "timeout", "no tests", "suspicious", "not checked"))
     # mutmut rewrites its records with only the named mutants' verdicts: keep the others' to put back
     records = {meta: json.loads(meta.read_text()) for meta in (scratch / "mutants").rglob("*.meta")}
     env = dict(os.environ)
@@ -317,7 +318,7 @@ def retest(area: str, max_children: int, scratch: Path) -> dict:
     entry = _summary(area, mutate, tests, verdicts, seconds, max_children, _equivalents(scratch))
     entry["command"] = (f"nice -n 10 python benchmarks/mutation_score.py --area {area} --max-children {max_children} "
                         f"--keep, then --area {area} --retest <the kept copy> (re-runs the {len(again)} mutants "
-                        "not killed, with the tests added since)")
+                        "not killed or not checked, with the tests added since)")
     return entry
 
 
