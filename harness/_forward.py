@@ -27,7 +27,7 @@ import numpy as np
 
 from .models import require
 from .models.mlp import MLP
-from .solvers import SolverStats, check_solver, integrate
+from .solvers import ExplicitRungeKutta, SolverStats, check_solver, integrate
 from ._state_layout import flat, forward_jac, forward_rhs, states
 
 
@@ -60,6 +60,8 @@ class Piece:
     h_start: float | None
     dense: object | None  # callable t -> (B N,), or None when only a checkpoint is kept
     steps: list[float] | None = None  # the accepted step sizes (signed), when the solve recorded them
+    # each accepted step's stage inputs (s, B N), when the solve recorded them and the solver exposes them
+    stages: list[np.ndarray] | None = None
     observed: tuple[int, ...] = ()  # indices into `times` of the observation times in (t_start, t_end]
 
 
@@ -146,11 +148,14 @@ def _solve_piece(field, options: SolveOptions, piece: Piece, dense: bool, on_ste
     )
 
 
-def _step_recorder(steps: list[float]):
-    """An `on_step` callback appending each accepted step's h; the interpolant is never built."""
+def _step_recorder(steps: list[float], stages: list[np.ndarray] | None = None):
+    """An `on_step` callback appending each accepted step's h, and with `stages` its stage inputs
+    (s, D), where the solver gives them (`local.stage_inputs`); the interpolant is never built."""
 
     def on_step(t, h, local):
         steps.append(float(h))
+        if stages is not None:
+            stages.append(local.stage_inputs())
 
     return on_step
 
@@ -166,6 +171,7 @@ def solve_forward(
     dense: bool = False,
     n_checkpoints: int = 0,
     record_steps: bool = False,
+    record_stages: bool = False,
 ) -> ForwardSolution:
     """Solve dz/dt = f(z, θ) from t0 to times[-1], with z at every time in `times`.
 
@@ -190,6 +196,10 @@ def solve_forward(
         Record each piece's accepted step sizes in `Piece.steps` (one float per step, the solver
         loop's own h, passed by `on_step`; no dense output is formed). A discrete adjoint replays
         exactly these steps.
+    record_stages : bool
+        With `record_steps`, also each accepted step's stage inputs in `Piece.stages` (s, B N) (explicit
+        solvers of our own, DP5 and BS3; None for scipy's), so that a discrete adjoint reverses the
+        steps without evaluating f again; s B N floats a step.
 
     Returns
     -------
@@ -223,7 +233,9 @@ def solve_forward(
         on_step = None
         if record_steps:
             piece.steps = []
-            on_step = _step_recorder(piece.steps)
+            if record_stages and isinstance(check_solver(options.solver), ExplicitRungeKutta):
+                piece.stages = []
+            on_step = _step_recorder(piece.steps, piece.stages)
         # dense rule: every time of the piece, its end included, from the loop's `t_eval`
         t_eval = times[first:k_next] if rule == DENSE and k_next > first else None
         traj = _solve_piece(field, options, piece, dense=keep_dense, on_step=on_step, t_eval=t_eval)

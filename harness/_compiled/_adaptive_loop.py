@@ -46,20 +46,16 @@ from numba import njit
 
 from ._activations import FASTMATH, sigmoid, softplus, tanh
 from ._arguments import AT_END, ALONE, BACKSOLVE, FAILED, FORWARD, INTERPOLATING, NEED_ROOM, OK  # noqa: F401 (the loop's numbers)
+from ._arguments import COLUMN_BATCH
 from ._borrowed import borrowed, borrowed_four, borrowed_network, borrowed_seven, borrowed_tableau, reshaped
 from ._rules import (budget_exceeded, default_max_steps, error_exponent, factor_after_accept, factor_after_reject,
                      first_check, first_step_guess, initial_step_size, next_check, next_step, projected_steps,
                      step_underflows)
-from ._stage_kernels import mlp_stage
+from ._stage_kernels import stage_pass
 from ._unit_stage import unit_stage, unit_theta_products
 
 _OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
 
-# Up to this many columns a stage runs column by column (`_column_stage`): `mlp_stage`'s loops along
-# the batch, made for SIMD over hundreds of columns, cost about 1.5 µs a stage in slicing and loop set-up
-# at B = 1 (2-50-2), several times the arithmetic. A single column (B = 1) has its own kernel,
-# vectorised along each layer's units instead (`_unit_stage.unit_stage`).
-COLUMN_BATCH = 4
 CHUNK = 512  # entries of the state per chunk of a stage combination (`_combine`): 4 KB a row
 
 
@@ -142,14 +138,16 @@ def _value(net, x, out):
     if x.shape[1] <= COLUMN_BATCH:
         _column_stage(net, x, dummy, 1.0, out, out, True, False)
         return
-    mlp_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, dummy, 1.0, inputs, cots,
-              slopes, out, out, True, False)
+    stage_pass(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, dummy, 1.0, inputs, cots,
+               slopes, out, out, True, False, False)
 
 
 @njit(inline="always", **_OPTIONS)
-def _vjp_stage(net, x, a, out_f, out_az, want_f):
+def _vjp_stage(net, x, a, out_f, out_az, want_f, recorded):
     """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, leaving the layer records in `net`'s buffers: the
-    single-column kernel at B = 1, column by column for a few columns, else the fused kernel."""
+    single-column kernel at B = 1, column by column for a few columns, else the fused kernel, which
+    with `recorded` reads the layer inputs `net`'s buffer already holds for x (`stage_pass`; only
+    kept for more than `COLUMN_BATCH` columns)."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
     if x.shape[1] == 1:
         n = x.shape[0]
@@ -159,15 +157,18 @@ def _vjp_stage(net, x, a, out_f, out_az, want_f):
     elif x.shape[1] <= COLUMN_BATCH:
         _column_stage(net, x, a, -1.0, out_f, out_az, want_f, True)
     else:
-        mlp_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, -1.0, inputs, cots,
-                  slopes, out_f, out_az, want_f, True)
+        stage_pass(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, -1.0, inputs, cots,
+                   slopes, out_f, out_az, want_f, True, recorded)
 
 
 @njit(inline="always", **_OPTIONS)
-def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
-    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, and -(∂f/∂θ)ᵀa into `products` ([W | b] layout)."""
+def _adjoint_stage(net, x, a, out_f, out_az, want_f, products, recorded, want_theta):
+    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, and with `want_theta` -(∂f/∂θ)ᵀa into `products` ([W | b]
+    layout); with `recorded`, from the layer inputs `net`'s buffer holds for x (see `_vjp_stage`)."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
-    _vjp_stage(net, x, a, out_f, out_az, want_f)
+    _vjp_stage(net, x, a, out_f, out_az, want_f, recorded)
+    if not want_theta:
+        return
     batch = x.shape[1]
     if batch == 1:
         flat_inputs, flat_cots, _ = _flat_records(net)
@@ -193,7 +194,7 @@ def _adjoint_stage(net, x, a, out_f, out_az, want_f, products):
 @njit(inline="always", **_OPTIONS)
 def _cotangent_stage(net, x, a, out_az):
     """-(∂f/∂z)ᵀa at x into out_az, all (N, B): `_adjoint_stage` without f and the θ products."""
-    _vjp_stage(net, x, a, out_az, out_az, False)
+    _vjp_stage(net, x, a, out_az, out_az, False, False)
 
 
 @njit(**_OPTIONS)
@@ -221,19 +222,21 @@ def _dense_z(t, first, count, d_t, d_h, d_y, d_q, out):
 
 
 @njit(inline="always", **_OPTIONS)
-def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf):
-    """One stage at (t, u) into k_out (flat states); an adjoint's θ products into `products`."""
+def _stage(mode, net, shape, t, u, k_out, products, dense, zbuf, want_theta):
+    """One stage at (t, u) into k_out (flat states); an adjoint's θ products into `products` (where
+    `want_theta`: a stage whose weights in the step and in its error estimate are both zero, DP5's
+    second, has its θ products read by nothing)."""
     u3, k3 = reshaped(u, shape), reshaped(k_out, shape)
     if mode == FORWARD:
         _value(net, u3[0], k3[0])
     elif mode == BACKSOLVE:
-        _adjoint_stage(net, u3[0], u3[1], k3[0], k3[1], True, products)
+        _adjoint_stage(net, u3[0], u3[1], k3[0], k3[1], True, products, False, want_theta)
     else:
         first, count, d_t, d_h, d_y, d_q = dense
         _dense_z(t, first, count, d_t, d_h, d_y, d_q, zbuf)
         z = reshaped(zbuf, shape[1:])
         if mode == INTERPOLATING:
-            _adjoint_stage(net, z, u3[0], k3[0], k3[0], False, products)
+            _adjoint_stage(net, z, u3[0], k3[0], k3[0], False, products, False, want_theta)
         else:
             _cotangent_stage(net, z, u3[0], k3[0])
 
@@ -275,7 +278,7 @@ def _step_quadrature(net, shape, t, h, u, K, P, nodes, dense, z_node, discard, p
     for n in range(n_nodes):
         _dense_z(mid + half * x_gl[n], first, count, d_t, d_h, d_y, d_q, z_node)
         _adjoint_stage(net, z_node.reshape(plane), a_nodes[n].reshape(plane), discard.reshape(plane),
-                       discard.reshape(plane), False, products)
+                       discard.reshape(plane), False, products, False, True)
         for p in range(q.shape[0]):
             q[p] -= products[p]  # `_adjoint_stage` forms -(∂f/∂θ)ᵀa
 
@@ -341,9 +344,29 @@ def _interpolate(u, h, P, x, K, out):
                 out[d] += c * k_j[d]
 
 
+@njit(inline="always", **_OPTIONS)
+def with_inputs(net, inputs):
+    """`net` with `inputs` (R_in, B) as its layer-input buffer: a stage evaluated with it leaves its layer
+    inputs there (a kept record, `kept_stages`), and a recorded VJP reads them from it."""
+    return (net[0], net[1], net[2], net[3], net[4], net[5], net[6], net[7], inputs, net[9], net[10], net[11])
+
+
+@njit(inline="always", **_OPTIONS)
+def _recording(net, inputs):
+    """`with_inputs(net, inputs)` for a stage that records into `inputs`, its ones rows set here: a
+    record's memory is fresh, and setting the rows of every record up front would touch (and have the
+    system zero) all of its pages, used or not."""
+    widths, in_rows = net[0], net[4]
+    for layer in range(widths.shape[0] - 1):
+        ones = inputs[in_rows[layer] + widths[layer]]
+        for b in range(ones.shape[0]):
+            ones[b] = 1.0
+    return with_inputs(net, inputs)
+
+
 @njit(**_OPTIONS)
 def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, dense, store, n_stored, keep,
-               nodes, observed):
+               nodes, observed, kept):
     """Integrate one piece from t0 to t1 (`run_steps` with its stepper's `start`), u and q in place.
 
     u is the flat state (n_blocks N B,) of `shape` (n_blocks, N, B); q the ∂L/∂θ tail (empty forward).
@@ -359,6 +382,12 @@ def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, 
     they equal its end `t_new` exactly (then obs_x = `AT_END`); obs_step receives the step's index
     among the piece's accepted steps (0 for the first), obs_x its x = (t_k - t_n) / h.
 
+    `kept` = (Y (M + 1, s, len(u)), records (R, s, R_in, B)) (forward only, with `keep`; empty
+    otherwise; `kept_stages`): each accepted step's stage inputs, formed in place in Y[n] (the attempt
+    that is accepted leaves them there; Y[n, 0] is the step's start), and for the steps n < R the
+    layer inputs of each stage's evaluation in records[n] (stage s, the next step's first, in
+    records[n + 1, 0]), which RecursiveCheckpointAdjoint's sweep reverses without evaluating f again.
+
     Returns (status, h_abs for the next piece, n_rhs, n_accepted, n_rejected, n_stored).
     """
     A, B, C, E, P, error_order = tab
@@ -371,10 +400,14 @@ def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, 
     n_q = q.shape[0]
     d_t, d_h, d_y, d_q = store
     degree = d_q.shape[1]  # the store's: 0 for a store of step sizes only (`step_store`)
+    kept_inputs, records = kept
+    keep_stages = keep and kept_inputs.shape[0] > 0
+    n_records = records.shape[0]
     exponent = error_exponent(error_order)
     direction = 1.0 if t1 >= t0 else -1.0
     t = t0
-    _stage(mode, net, shape, t, u, K[0], products[0], dense, zbuf)
+    _stage(mode, _recording(net, records[n_stored, 0]) if n_stored < n_records else net, shape, t, u, K[0],
+           products[0], dense, zbuf, True)
     n_rhs = 1
     if h_given > 0:
         h_abs = h_given
@@ -402,12 +435,19 @@ def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, 
         # one `_stage` call site for stages 1 .. s (it is inlined: each site is a copy of every mode's code)
         for i in range(1, s + 1):
             if i < s:
-                _combine(u, h, A[i], i, K, u_stage, False)
-                t_i, y_i = t + C[i] * h, u_stage
+                y_i = kept_inputs[n_stored, i] if keep_stages else u_stage
+                _combine(u, h, A[i], i, K, y_i, False)
+                t_i = t + C[i] * h
+                # θ products a zero weight in the step and in its error estimate would discard
+                want_theta = B[i] != 0.0 or E[i] != 0.0
+                slot = n_stored
             else:
                 _combine(u, h, B, s, K, u_new, False)
                 t_i, y_i = t_new, u_new
-            _stage(mode, net, shape, t_i, y_i, K[i], products[i], dense, zbuf)
+                want_theta = True  # the next step's first stage
+                slot = n_stored + 1
+            stage_net = _recording(net, records[slot, i % s]) if slot < n_records else net
+            _stage(mode, stage_net, shape, t_i, y_i, K[i], products[i], dense, zbuf, want_theta)
         _combine(u, h, E, s + 1, K, scratch, True)
         total = 0.0
         for d in range(size):
@@ -417,9 +457,11 @@ def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, 
             step = 0.0
             err = 0.0
             for j in range(s):
-                step += (h * B[j]) * products[j, p]
+                if B[j] != 0.0:  # (a stage with zero weights has no θ products formed)
+                    step += (h * B[j]) * products[j, p]
             for j in range(s + 1):
-                err += (h * E[j]) * products[j, p]
+                if E[j] != 0.0:
+                    err += (h * E[j]) * products[j, p]
             q_new[p] = q[p] + step
             err /= atol + rtol * max(abs(q[p]), abs(q_new[p]))
             total += err * err
@@ -433,6 +475,8 @@ def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, 
                 d_t[n_stored], d_h[n_stored] = t, h
                 if d_y.shape[1] != 0:
                     d_y[n_stored] = u
+                if keep_stages:
+                    kept_inputs[n_stored, 0] = u
                 for m in range(degree):
                     _combine(u, h, P[:, m], s + 1, K, d_q[n_stored, m], True)
                 n_stored += 1
@@ -467,7 +511,7 @@ def _piece_loop(mode, net, tab, shape, u, q, t0, t1, h_given, rtol, atol, work, 
 
 
 @njit(**_OPTIONS)
-def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, obs_step, obs_x):
+def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, obs_step, obs_x, kept):
     """Solve dz/dt = f(z) from t0 to the last observation time t_K in one piece (`solve_forward`): the
     steps do not stop at the observation times in between, whose z is read from the dense output of
     the step that reaches them (`_piece_loop`'s `observed`), as diffrax's SaveAt(ts) does.
@@ -484,6 +528,10 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     z_at : (K, N, B), receives z at the times
     obs_step : int64 (K,), receives the index of the step that produced each time's z
     obs_x : (K,), receives each time's x in its step (`AT_END`: the step's end state itself)
+    kept : `kept_stages(...)`
+        With a `step_store`: receives every accepted step's stage inputs and, for as many steps as it
+        has room, their evaluations' layer inputs (RecursiveCheckpointAdjoint without checkpoints);
+        `no_kept_stages()` keeps nothing.
 
     Returns
     -------
@@ -493,6 +541,7 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     net, tab, work, store = borrowed_network(net), borrowed_tableau(tab), borrowed_seven(work), borrowed_four(store)
     z0, times, z_at = borrowed(z0), borrowed(times), borrowed(z_at)
     obs_step, obs_x = borrowed(obs_step), borrowed(obs_x)
+    kept = (borrowed(kept[0]), borrowed(kept[1]))
     n, batch = z0.shape
     size = n * batch
     shape = (1, n, batch)
@@ -505,7 +554,7 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     # h = -1: the initial-step heuristic
     status, h, n_rhs, n_accepted, n_rejected, n_stored = _piece_loop(
         FORWARD, net, tab, shape, u, q, t0, times[n_times - 1], -1.0, rtol, atol, work, no_dense, store, 0,
-        keep_dense, no_nodes, observed,
+        keep_dense, no_nodes, observed, kept,
     )
     return status, h, (n_rhs, n_accepted, n_rejected), n_stored
 
@@ -554,6 +603,7 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
     # no observation times to read backwards: empty arrays of `forward_pass`'s types
     no_times = np.empty(0)
     not_observed = (no_times, np.empty((0, 0)), np.empty(0, dtype=np.int64), no_times)
+    nothing_kept = (np.empty((0, 0, 0)), np.empty((0, 0, 0, 0)))
     for k in range(n_times - 1, -1, -1):
         z_k, dL_k = z_at[k].reshape(bn), dL_dz[k].reshape(bn)
         if mode == BACKSOLVE:
@@ -563,7 +613,7 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
         t_start = t0 if k == 0 else times[k - 1]
         status, h, rhs_k, acc_k, rej_k, _ = _piece_loop(
             mode, net, tab, shape, u, q, times[k], t_start, h, rtol, atol, work, dense, store, 0, False, nodes,
-            not_observed,
+            not_observed, nothing_kept,
         )
         n_rhs += rhs_k
         n_accepted += acc_k

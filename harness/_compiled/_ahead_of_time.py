@@ -90,8 +90,8 @@ def example_arguments() -> dict[str, tuple]:
 
     from ..model import MLP
     from ..solvers import check_solver
-    from ._arguments import (ALONE, dense_store, network_arguments, quadrature_rule, step_store, sweep_workspace,
-                             tableau_arguments, workspace)
+    from ._arguments import (ALONE, dense_store, kept_stages, network_arguments, quadrature_rule, step_store,
+                             sweep_workspace, tableau_arguments, workspace)
 
     model, batch = MLP((1, 1, 1)), 1
     net = network_arguments(model, np.zeros(model.n_params), batch)
@@ -102,16 +102,16 @@ def example_arguments() -> dict[str, tuple]:
     obs_step, obs_x = np.zeros(1, dtype=np.int64), np.zeros(1)
     slots, stack, sweep_work = sweep_workspace(s, 1, model.n_params, 1, -1)
     return {
-        # net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, obs_step, obs_x
+        # net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z_at, obs_step, obs_x, kept
         "forward_pass": (net, tableau, z0, 0.0, times, 1e-6, 1e-6, True, workspace(s, 1, 1, 0),
-                         dense_store(1, 1, degree), z_at, obs_step, obs_x),
+                         dense_store(1, 1, degree), z_at, obs_step, obs_x, kept_stages(1, s, 1, net, True)),
         # mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store, n_steps, work, u, q, nodes
         "backward_pass": (ALONE, net, tableau, z_at, z_at, 0.0, times, 0.1, 1e-6, 1e-6, dense_store(1, 1, degree),
                           1, workspace(s, 1, 1, model.n_params), np.zeros(1), np.zeros(model.n_params),
                           quadrature_rule([0.0], [2.0], degree, 1)),
-        # net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, slots, stack, work, z_bar, q
+        # net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, slots, stack, work, z_bar, q, kept
         "reverse_sweep": (net, tableau, z0, z_at, z_at, step_store(1)[1], obs_step, obs_x, -1, slots, stack,
-                          sweep_work, np.zeros(1), np.zeros(model.n_params)),
+                          sweep_work, np.zeros(1), np.zeros(model.n_params), kept_stages(1, s, 1, net, True)),
         # the network's fixed arguments (net[:8]), x, a, sign, inputs, cotangents, slopes, out_f, out_az,
         # want_f, want_vjp: as `CompiledStageVJPs` calls it
         "mlp_stage": (*net[:8], z0, z0, 1.0, net[8], net[9], net[10], z0, z0, True, True),

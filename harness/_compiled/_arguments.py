@@ -28,6 +28,11 @@ OK, FAILED, NEED_ROOM = 0, 1, 2  # how a compiled solve ended
 # end state y_{n+1} itself, not the dense polynomial at x = 1
 AT_END = -1.0
 ACTIVATION_CODES = {"tanh": 0, "sigmoid": 1, "softplus": 2}
+# Up to this many columns a stage runs column by column (`_adaptive_loop._column_stage`): `mlp_stage`'s
+# loops along the batch, made for SIMD over hundreds of columns, cost about 1.5 µs a stage in slicing and
+# loop set-up at B = 1 (2-50-2), several times the arithmetic. A single column (B = 1) has its own
+# kernel, vectorised along each layer's units instead (`_unit_stage.unit_stage`).
+COLUMN_BATCH = 4
 
 
 def kernel_weights(widths, theta: np.ndarray) -> np.ndarray:
@@ -118,24 +123,51 @@ def dense_store(capacity, size, degree):
 
 def step_store(capacity):
     """Room for `capacity` steps' (t, h) alone, in `dense_store`'s layout with empty y and Q: what
-    RecursiveCheckpointAdjoint keeps of its forward pass (one float per step beside t; it replays the
-    states from each piece's start)."""
+    RecursiveCheckpointAdjoint keeps of its forward pass beside its stages (`kept_stages`), or alone
+    with checkpoints (one float per step beside t; it replays the states from each piece's start)."""
     return dense_store(capacity, 0, 0)
+
+
+# RecursiveCheckpointAdjoint's forward keeps its stages' layer inputs for as many steps as fit in this
+# many bytes (`kept_stages`); the steps beyond it are reversed from their stage inputs alone, each VJP
+# forming its layer inputs again. 8-128-128-128-8 at B = 500 needs 9.5 MB a step, at B = 5000 95 MB;
+# diffrax's RecursiveCheckpointAdjoint peaks at 773 MB resident on the latter (this machine).
+RECORD_BYTES = 512 * 2**20
+# the activations whose derivative is a function of their value (tanh, sigmoid): a VJP from kept
+# layer inputs forms the slopes from the values, bit for bit as the forward pass did
+RECORDED_ACTIVATIONS = (ACTIVATION_CODES["tanh"], ACTIVATION_CODES["sigmoid"])
+
+
+def kept_stages(capacity, n_stages, size, net, record: bool):
+    """(Y (capacity + 1, s, size), records (R, s, R_in, B)) for `forward_pass`'s `kept`: room for the
+    stage inputs of `capacity` accepted steps (and the attempt after the last), and with `record` the
+    layer inputs of every stage of the first R = min(capacity + 1, `RECORD_BYTES` / a step's) steps
+    (R = 0 without `record`), left untouched here: the loop writes the records it uses, ones rows
+    included, so only their pages are ever resident. `net`: the `network_arguments` the solve uses."""
+    inputs = net[8]
+    per_step = n_stages * inputs.size * inputs.itemsize
+    n_records = min(capacity + 1, RECORD_BYTES // per_step) if record else 0
+    return np.empty((capacity + 1, n_stages, size)), np.empty((n_records, n_stages, *inputs.shape))
+
+
+def no_kept_stages():
+    """`forward_pass`'s `kept` that keeps nothing."""
+    return np.empty((0, 0, 0)), np.empty((0, 0, 0, 0))
 
 
 def sweep_workspace(n_stages, size, n_params, n_steps, checkpoints):
     """(slots, stack, (K, Y, k_bar, out_az, products, scratch, k_obs)) for `reverse_sweep`.
 
-    slots: the held states, (n_slots, size). Stored sweep (checkpoints < 0): every state of the
-    solve's `n_steps` steps. Checkpointed: the start, the checkpoints (at most one per revolve level,
-    and a level takes at least one step) and the recomputed state of the last level.
+    slots: the held states, (n_slots, size). Stored sweep (checkpoints < 0): none used (the forward
+    pass's `kept_stages` hold them). Checkpointed: the start, the checkpoints (at most one per revolve
+    level, and a level takes at least one step) and the recomputed state of the last level.
     stack: the revolve levels waiting for their first part, (levels + 1, 4) int64.
     k_obs: (s, size), the cotangents a reversed step's stages receive from the observations its dense
     output produced.
     """
     s = n_stages
-    if checkpoints < 0:
-        n_slots, levels = max(n_steps, 1), 0
+    if checkpoints < 0:  # the forward pass's kept stages hold every state
+        n_slots, levels = 1, 0
     else:
         levels = min(checkpoints, n_steps)
         n_slots = levels + 2

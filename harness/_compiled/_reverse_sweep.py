@@ -7,8 +7,11 @@ the same steps in the same order and counts the same recomputed steps and stored
 - the forward pass (`_adaptive_loop.forward_pass`) keeps one float per accepted step, its size h, and
   for each observation time the step whose dense output produced it and its x there; its steps run
   from t0 to the last observation time in one piece, swept from z0;
-- with ``checkpoints=None`` (`checkpoints < 0` here) the states are replayed from z0 and all held,
-  then reversed from the last;
+- with ``checkpoints=None`` (`checkpoints < 0` here) the forward pass also kept every accepted step's
+  stage inputs, so the steps are reversed from the last without evaluating f; where the network's
+  layer inputs of those evaluations were kept too (`_arguments.kept_stages`: more than a few columns,
+  tanh or sigmoid, within `RECORD_BYTES`), each VJP starts from them instead of forming them again
+  (two of a 3 x 128 network's six wide products per VJP);
 - with ``checkpoints=c`` at most c states beside z0 are held, and the others are
   recomputed by Griewank's binomial (revolve) schedule, `_ReverseSweep._reverse`'s recursion run here
   with an explicit stack: each level's first part is pushed and the second part taken at once, which
@@ -17,9 +20,9 @@ the same steps in the same order and counts the same recomputed steps and stored
   linear in the number of steps to a mode whose point is memory bounded by c.
 
 One reversed step of size h from y_n (`_Stepper.reverse`): the stage inputs Yᵢ = y_n + h Σ_{j<i} aᵢⱼ Kⱼ
-(the last stage's value is read by no input and is not evaluated), k̄ᵢ = h bᵢ ȳ, then from the last
-stage k̄ⱼ += h aᵢⱼ Ȳᵢ, ȳ += Ȳᵢ, θ̄ += (∂f/∂θ)ᵀ k̄ᵢ with Ȳᵢ = (∂f/∂z)ᵀ k̄ᵢ, a stage whose k̄ is zero skipped.
-`_adjoint_stage` forms -(∂f/∂z)ᵀk̄ and -(∂f/∂θ)ᵀk̄ (the continuous adjoint's sign), so both are
+(kept, or formed again: the last stage's value is read by no input and is not evaluated), k̄ᵢ = h bᵢ ȳ,
+then from the last stage k̄ⱼ += h aᵢⱼ Ȳᵢ, ȳ += Ȳᵢ, θ̄ += (∂f/∂θ)ᵀ k̄ᵢ with Ȳᵢ = (∂f/∂z)ᵀ k̄ᵢ, a stage
+whose k̄ is zero skipped. `_adjoint_stage` forms -(∂f/∂z)ᵀk̄ and -(∂f/∂θ)ᵀk̄ (the continuous adjoint's sign), so both are
 subtracted here. θ̄ is kept in the kernels' [W | b] layout.
 
 The observations (`_reverse_observed`): z(t_k) = y_n + h Σᵢ bᵢ(x) Kᵢ, bᵢ(x) = Σⱼ Pᵢⱼ x^(j+1), over the
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from ._adaptive_loop import _OPTIONS, _adjoint_stage, _combine, _value
+from ._adaptive_loop import _OPTIONS, _adjoint_stage, _combine, _value, with_inputs
 from ._arguments import AT_END
 from ._borrowed import borrowed, borrowed_network, borrowed_seven, borrowed_tableau, reshaped
 from ._rules import first_part
@@ -64,12 +67,12 @@ def _advance(net, A, B, plane, hs, lo, hi, src, dst, K, stage, scratch):
 
 
 @njit(**_OPTIONS)
-def _stage_vjp(net, plane, y, cotangent, z_bar, q, out_az, products):
+def _stage_vjp(net, plane, y, cotangent, z_bar, q, out_az, products, recorded):
     """z_bar += (∂f/∂z)ᵀc and q += (∂f/∂θ)ᵀc at y for the cotangent c (flat (N B,)), leaving -(∂f/∂z)ᵀc
-    in out_az. Not inlined: its two callers share one copy of `_adjoint_stage`'s inlined kernels (each
-    copy lengthens the module's build)."""
+    in out_az; with `recorded`, from the layer inputs `net`'s buffer holds for y. Not inlined: its two
+    callers share one copy of `_adjoint_stage`'s inlined kernels (each copy lengthens the module's build)."""
     az = reshaped(out_az, plane)
-    _adjoint_stage(net, reshaped(y, plane), reshaped(cotangent, plane), az, az, False, products)
+    _adjoint_stage(net, reshaped(y, plane), reshaped(cotangent, plane), az, az, False, products, recorded, True)
     for p in range(q.shape[0]):
         q[p] -= products[p]
     for d in range(z_bar.shape[0]):
@@ -77,18 +80,24 @@ def _stage_vjp(net, plane, y, cotangent, z_bar, q, out_az, products):
 
 
 @njit(**_OPTIONS)
-def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, products, k_obs, observed):
+def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, products, k_obs, observed, kept, records,
+                  n):
     """ȳ_n from ȳ_{n+1} (`z_bar`, in place) for the step of size h from z, adding the step's (∂f/∂θ)ᵀ
     cotangent into q ([W | b] layout), as `_Stepper.reverse`; with `observed`, k̄ᵢ starts with the
-    observations' k_obs[i] besides h bᵢ ȳ_{n+1}. Returns the number of VJPs formed."""
+    observations' k_obs[i] besides h bᵢ ȳ_{n+1}. With `kept`, Y already holds the step's stage inputs
+    (the forward pass kept them) and no f is evaluated; if n < len(records) (R, s, R_in, B), records[n]
+    holds the layer inputs of their evaluations, from which each VJP starts. Returns the number of VJPs
+    formed."""
     s = B.shape[0]
     size = z.shape[0]
-    Y[0, :] = z
-    _value(net, reshaped(z, plane), reshaped(K[0], plane))
-    for i in range(1, s):
-        _combine(z, h, A[i], i, K, Y[i], False)
-        if i < s - 1:  # the last stage's value enters no stage input
-            _value(net, reshaped(Y[i], plane), reshaped(K[i], plane))
+    if not kept:
+        Y[0, :] = z
+        _value(net, reshaped(z, plane), reshaped(K[0], plane))
+        for i in range(1, s):
+            _combine(z, h, A[i], i, K, Y[i], False)
+            if i < s - 1:  # the last stage's value enters no stage input
+                _value(net, reshaped(Y[i], plane), reshaped(K[i], plane))
+    recorded = 0 <= n < records.shape[0]
     for i in range(s):
         c = h * B[i]
         for d in range(size):
@@ -105,7 +114,8 @@ def _reverse_step(net, A, B, plane, h, z, z_bar, q, K, Y, k_bar, out_az, product
                 break
         if not nonzero:
             continue  # a stage that nothing downstream reads (the numpy `not k_bar[i].any()`)
-        _stage_vjp(net, plane, Y[i], k_bar[i], z_bar, q, out_az, products)
+        _stage_vjp(with_inputs(net, records[n, i]) if recorded else net, plane, Y[i], k_bar[i], z_bar, q, out_az,
+                   products, recorded)
         n_vjp += 1
         for j in range(i):
             if A[i, j] != 0.0:
@@ -161,11 +171,11 @@ def _add_observations(P, rows, h, lo, hi, obs_x, g, k_obs, first_row):
 
 @njit(**_OPTIONS)
 def _reverse_observed(net, A, B, P, plane, hs, n, z, z_bar, q, K, Y, k_bar, out_az, products, k_obs, obs_step,
-                      obs_x, g):
-    """`_reverse_step` of step n (size hs[n], from z) with the cotangents of the observations it and its
-    predecessor produced (see the module docstring): ȳ_{n+1} += g_k for a t_k at its end first, k̄ᵢ +=
-    h bᵢ(x) g_k for one inside it (i < s) and h_{n-1} b_s(x) g_k into k̄₀ for one inside step n - 1,
-    ȳ_n += g_k after. g: (K, N B). Returns the number of VJPs formed."""
+                      obs_x, g, kept, records):
+    """`_reverse_step` of step n (size hs[n], from z; `kept`, `records`: as there, given n) with the cotangents of
+    the observations it and its predecessor produced (see the module docstring): ȳ_{n+1} += g_k for a
+    t_k at its end first, k̄ᵢ += h bᵢ(x) g_k for one inside it (i < s) and h_{n-1} b_s(x) g_k into k̄₀
+    for one inside step n - 1, ȳ_n += g_k after. g: (K, N B). Returns the number of VJPs formed."""
     s = B.shape[0]
     lo, hi = _observations(obs_step, n)
     for k in range(lo, hi):
@@ -179,7 +189,8 @@ def _reverse_observed(net, A, B, P, plane, hs, n, z, z_bar, q, K, Y, k_bar, out_
         before_lo, before_hi = _observations(obs_step, n - 1)
         if _add_observations(P, (s, s + 1), hs[n - 1], before_lo, before_hi, obs_x, g, k_obs, s):
             observed = True
-    n_vjp = _reverse_step(net, A, B, plane, hs[n], z, z_bar, q, K, Y, k_bar, out_az, products, k_obs, observed)
+    n_vjp = _reverse_step(net, A, B, plane, hs[n], z, z_bar, q, K, Y, k_bar, out_az, products, k_obs, observed,
+                          kept, records, n)
     for k in range(lo, hi):
         if obs_x[k] != AT_END:
             g_k = g[k]
@@ -189,7 +200,7 @@ def _reverse_observed(net, A, B, P, plane, hs, n, z, z_bar, q, K, Y, k_bar, out_
 
 
 @njit(**_OPTIONS)
-def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, slots, stack, work, z_bar, q):
+def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, slots, stack, work, z_bar, q, kept):
     """dL/dz0 and dL/dθ of the discrete loss (`recursive_checkpoint_gradient`): the forward's steps
     reversed from the last, each with the cotangents of the observations its dense output produced.
 
@@ -205,9 +216,12 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, s
     obs_step, obs_x : int64 (K,), (K,)
         Each time's step and x in it (`forward_pass`; `AT_END`: the step's end state).
     checkpoints : int
-        c >= 1 for binomial checkpointing with c states, -1 to hold every state.
+        c >= 1 for binomial checkpointing with c states, -1 to hold every step's stages.
     slots, stack, work
         `sweep_workspace(s, N B, P, M, checkpoints)`.
+    kept : (Y (>= M, s, N B), records (R, s, R_in, B))
+        checkpoints = -1: the forward pass's `kept_stages`, every step's stage inputs and the first R
+        steps' layer inputs; else `no_kept_stages()`.
     z_bar : (N B,), zeros; receives dL/dz0 (feature-major)
     q : (P,), zeros; receives dL/dθ in the [W | b] layout
 
@@ -220,6 +234,7 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, s
     z0, z_at, dL_dz, hs = borrowed(z0), borrowed(z_at), borrowed(dL_dz), borrowed(hs)
     obs_step, obs_x = borrowed(obs_step), borrowed(obs_x)
     slots, stack, z_bar, q = borrowed(slots), borrowed(stack), borrowed(z_bar), borrowed(q)
+    kept_inputs, records = borrowed(kept[0]), borrowed(kept[1])
     A, B, P = tab[0], tab[1], tab[4]
     n_times, n, batch = z_at.shape
     size = n * batch
@@ -237,19 +252,15 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, s
     last_lo, last_hi = _observations(obs_step, count - 1)
     k_obs[:] = 0.0
     if _add_observations(P, (s, s + 1), hs[count - 1], last_lo, last_hi, obs_x, g, k_obs, s):
-        _stage_vjp(net, plane, reshaped(z_at[n_times - 1], (size,)), k_obs[0], z_bar, q, out_az, products)
+        _stage_vjp(net, plane, reshaped(z_at[n_times - 1], (size,)), k_obs[0], z_bar, q, out_az, products, False)
         n_vjp += 1
-    slots[0, :] = z0.reshape(size)
-    if checkpoints < 0:
-        for k in range(count - 1):
-            _replay_step(net, A, B, plane, hs[k], slots[k], slots[k + 1], K, scratch)
-        n_f += s * (count - 1)
+    if checkpoints < 0:  # every step's stage inputs kept by the forward pass: no f is evaluated
         peak = max(peak, count)
         for k in range(count - 1, -1, -1):
-            n_vjp += _reverse_observed(net, A, B, P, plane, hs, k, slots[k], z_bar, q, K, Y, k_bar, out_az, products,
-                                       k_obs, obs_step, obs_x, g)
-        n_f += (s - 1) * count
+            n_vjp += _reverse_observed(net, A, B, P, plane, hs, k, kept_inputs[k, 0], z_bar, q, K, kept_inputs[k],
+                                       k_bar, out_az, products, k_obs, obs_step, obs_x, g, True, records)
         return n_f, n_vjp, recomputed, peak, count
+    slots[0, :] = z0.reshape(size)
     held = 1
     lo, hi, slot, free = 0, count, 0, checkpoints
     top = 0
@@ -257,7 +268,7 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, s
         while True:  # the task (lo, hi) from the state in `slot`, with `free` checkpoints
             if hi - lo == 1:
                 n_vjp += _reverse_observed(net, A, B, P, plane, hs, lo, slots[slot], z_bar, q, K, Y, k_bar, out_az,
-                                           products, k_obs, obs_step, obs_x, g)
+                                           products, k_obs, obs_step, obs_x, g, False, records)
                 n_f += s - 1
                 break
             if free == 0:  # no checkpoint to spare: rebuild each step's state from the slot's
@@ -269,7 +280,7 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, s
                         n_f += s * (k - lo)
                         source = temp
                     n_vjp += _reverse_observed(net, A, B, P, plane, hs, k, slots[source], z_bar, q, K, Y, k_bar,
-                                               out_az, products, k_obs, obs_step, obs_x, g)
+                                               out_az, products, k_obs, obs_step, obs_x, g, False, records)
                     n_f += s - 1
                 break
             mid = lo + first_part(hi - lo, free)

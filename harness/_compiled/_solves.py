@@ -18,8 +18,8 @@ import numpy as np
 
 from .._stage_vjps import _augmented_layout
 from ..solvers import ExplicitRungeKutta
-from ._arguments import (ALONE, BACKSOLVE, INTERPOLATING, NEED_ROOM, OK, network_arguments, quadrature_rule,
-                         sweep_workspace, tableau_arguments, workspace)
+from ._arguments import (ALONE, BACKSOLVE, INTERPOLATING, NEED_ROOM, OK, network_arguments, no_kept_stages,
+                         quadrature_rule, sweep_workspace, tableau_arguments, workspace)
 
 # an `AdjointSystem`'s `compiled_loop` -> the loop's mode. QuadratureAdjoint and GaussAdjoint share
 # ALONE: their sums differ only in the number of nodes per step (the rule `solve_backward` is given).
@@ -31,9 +31,10 @@ class CompiledForward:
     """A compiled forward solve from t0 to the last observation time (`solve_forward`).
 
     net, tableau : the kernel's and the solver's arguments; times (K,); z0 (N, B) and z_at (K, N, B),
-    feature-major; store: the accepted steps kept (the first n_steps); obs_step (K,) int64 and obs_x
-    (K,): the step whose dense output gave each time's z and x there (`AT_END`: its end state);
-    h_last: the next step the controller proposed after t_K; counts: (n_rhs, n_accepted, n_rejected).
+    feature-major; store: the accepted steps kept (the first n_steps); kept: their stages
+    (`_arguments.kept_stages`, or nothing); obs_step (K,) int64 and obs_x (K,): the step whose dense
+    output gave each time's z and x there (`AT_END`: its end state); h_last: the next step the
+    controller proposed after t_K; counts: (n_rhs, n_accepted, n_rejected).
     """
 
     net: tuple
@@ -42,6 +43,7 @@ class CompiledForward:
     z0: np.ndarray
     z_at: np.ndarray
     store: tuple
+    kept: tuple
     n_steps: int
     obs_step: np.ndarray
     obs_x: np.ndarray
@@ -50,10 +52,11 @@ class CompiledForward:
 
 
 def solve_forward(kernels, model, theta, z0, t0, times, solver: ExplicitRungeKutta, rtol, atol, keep: bool,
-                  capacity: int, make_store) -> CompiledForward | None:
+                  capacity: int, make_store, make_kept=None) -> CompiledForward | None:
     """Solve dz/dt = f(z, θ) from z0 (B, N) at t0 to times[-1], z at `times` (K,) from the dense output,
-    keeping each accepted step in `make_store(capacity)` (with `keep`; the capacity doubled and the solve
-    re-run while it is too small); None where the solve failed."""
+    keeping each accepted step in `make_store(capacity)` and its stages in `make_kept(capacity, net)`
+    if given (with `keep`; the capacity doubled and the solve re-run while it is too small); None where
+    the solve failed."""
     batch = z0.shape[0]
     bn = batch * model.state_dim
     net = network_arguments(model, theta, batch)
@@ -65,15 +68,16 @@ def solve_forward(kernels, model, theta, z0, t0, times, solver: ExplicitRungeKut
     work = workspace(solver.tableau.n_stages, bn, bn, 0)
     while True:
         store = make_store(capacity)
+        kept = no_kept_stages() if make_kept is None else make_kept(capacity, net)
         status, h_last, counts, n_steps = kernels.forward_pass(
-            net, tableau, z0, t0, times, rtol, atol, keep, work, store, z_at, obs_step, obs_x,
+            net, tableau, z0, t0, times, rtol, atol, keep, work, store, z_at, obs_step, obs_x, kept,
         )
         if status != NEED_ROOM:
             break
         capacity *= 2
     if status != OK:
         return None
-    return CompiledForward(net, tableau, times, z0, z_at, store, int(n_steps), obs_step, obs_x, h_last, counts)
+    return CompiledForward(net, tableau, times, z0, z_at, store, kept, int(n_steps), obs_step, obs_x, h_last, counts)
 
 
 def solve_backward(kernels, mode: int, forward: CompiledForward, dL_dz, t0, solver: ExplicitRungeKutta, h0,
@@ -101,8 +105,8 @@ def solve_backward(kernels, mode: int, forward: CompiledForward, dL_dz, t0, solv
 
 
 def sweep(kernels, forward: CompiledForward, dL_dz, n_stages: int, n_params: int, checkpoints: int | None):
-    """The reverse sweep of the discrete adjoint through `forward`'s kept steps (a `step_store`), stored
-    (`checkpoints` None) or binomially checkpointed.
+    """The reverse sweep of the discrete adjoint through `forward`'s kept steps (a `step_store`): from
+    their kept stages (`checkpoints` None) or binomially checkpointed.
 
     Returns (∂L/∂θ (P,), ∂L/∂z0 (B, N), n_f, n_vjp, recomputed steps, peak held states, n_steps).
     """
@@ -112,7 +116,7 @@ def sweep(kernels, forward: CompiledForward, dL_dz, n_stages: int, n_params: int
     z_bar, q = np.zeros(n * batch), np.zeros(n_params)
     n_f, n_vjp, recomputed, peak_held, n_steps = kernels.reverse_sweep(
         forward.net, forward.tableau, forward.z0, forward.z_at, dL_dz, forward.store[1][: forward.n_steps],
-        forward.obs_step, forward.obs_x, checkpoints, slots, stack, sweep_work, z_bar, q,
+        forward.obs_step, forward.obs_x, checkpoints, slots, stack, sweep_work, z_bar, q, forward.kept,
     )
     to_theta, _ = _augmented_layout(tuple(forward.net[0].tolist()))
     return q[to_theta], np.ascontiguousarray(z_bar.reshape(n, batch).T), n_f, n_vjp, recomputed, peak_held, n_steps

@@ -106,6 +106,20 @@ def _activate_row(activation, u, slope, m):
             u[b] = softplus(u[b])
 
 
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH, inline="always")
+def _slopes_of_values(activation, values, slope, m):
+    """slope[:m] = σ' from the activated values[:m] a recorded stage kept, by `_activate_row`'s own
+    formulas (so bit for bit its slopes): tanh and sigmoid only, whose σ' is a function of σ."""
+    if activation == 0:
+        for b in range(m):
+            s = values[b]
+            slope[b] = 1.0 - s * s
+    else:
+        for b in range(m):
+            s = values[b]
+            slope[b] = s * (1.0 - s)
+
+
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 def mlp_stage(
     widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay, has_decay,
@@ -139,18 +153,32 @@ def mlp_stage(
     out_f, out_az : float64 arrays (N, B)
         Receive f (with `want_f`) and (∂f/∂z)ᵀ(sign a) (with `want_vjp`).
     """
+    stage_pass(widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay, has_decay, x, a,
+               sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp, False)
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def stage_pass(
+    widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay, has_decay,
+    x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp, recorded,
+):
+    """`mlp_stage`, or with `recorded` its backward alone: `inputs` then already hold the layer inputs
+    of an earlier pass at this x (tanh or sigmoid, see `recorded_activation`), so the hidden layers'
+    products are not formed again; their slopes are recomputed from the recorded values."""
     if _any_wide(widths):
         _layerwise_stage(widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay,
-                         has_decay, x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp)
+                         has_decay, x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp,
+                         recorded)
     else:
         _blocked_stage(widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay,
-                       has_decay, x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp)
+                       has_decay, x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp,
+                       recorded)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 def _blocked_stage(
     widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay, has_decay,
-    x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp,
+    x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp, recorded,
 ):
     """`mlp_stage` for narrow networks: the batch in blocks of `BLOCK` columns, every layer per block."""
     n_layers = widths.shape[0] - 1
@@ -162,23 +190,30 @@ def _blocked_stage(
     for b0 in range(0, batch, BLOCK):
         b1 = min(b0 + BLOCK, batch)
         m = b1 - b0
-        for i in range(n):
-            dst, src = inputs[i, b0:b1], x[i, b0:b1]
-            for b in range(m):
-                dst[b] = src[b]
-        # forward through the hidden layers: u = [W | b] [x; 1], then σ in place (and σ' beside it)
-        for layer in range(n_layers - 1):
-            n_in, n_out = widths[layer], widths[layer + 1]
-            w0, r_in, r_out = weight_offsets[layer], input_rows[layer], input_rows[layer + 1]
-            r_slope = r_out - n - 1
-            for j in range(n_out):
-                row = w0 + j * (n_in + 1)
-                u = inputs[r_out + j, b0:b1]
-                bias = weights[row + n_in]
+        if recorded:  # the layer inputs are this x's already: only the slopes are formed again
+            for layer in range(1, n_layers):
+                r_hidden = input_rows[layer]
+                for j in range(widths[layer]):
+                    _slopes_of_values(activation, inputs[r_hidden + j, b0:b1], slopes[r_hidden - n - 1 + j, b0:b1],
+                                      m)
+        else:
+            for i in range(n):
+                dst, src = inputs[i, b0:b1], x[i, b0:b1]
                 for b in range(m):
-                    u[b] = bias
-                _accumulate(u, weights, row, 1, n_in, inputs, r_in, b0, b1)
-                _activate_row(activation, u, slopes[r_slope + j, b0:b1], m)
+                    dst[b] = src[b]
+            # forward through the hidden layers: u = [W | b] [x; 1], then σ in place (and σ' beside it)
+            for layer in range(n_layers - 1):
+                n_in, n_out = widths[layer], widths[layer + 1]
+                w0, r_in, r_out = weight_offsets[layer], input_rows[layer], input_rows[layer + 1]
+                r_slope = r_out - n - 1
+                for j in range(n_out):
+                    row = w0 + j * (n_in + 1)
+                    u = inputs[r_out + j, b0:b1]
+                    bias = weights[row + n_in]
+                    for b in range(m):
+                        u[b] = bias
+                    _accumulate(u, weights, row, 1, n_in, inputs, r_in, b0, b1)
+                    _activate_row(activation, u, slopes[r_slope + j, b0:b1], m)
         # the output layer
         n_in = widths[last]
         w0, r_in = weight_offsets[last], input_rows[last]
@@ -230,7 +265,7 @@ def _blocked_stage(
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 def _layerwise_stage(
     widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay, has_decay,
-    x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp,
+    x, a, sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp, recorded,
 ):
     """`mlp_stage` for networks with a wide layer: layer by layer over the whole batch, each wide
     product one BLAS call (on the internal buffers only, which are C-contiguous; the products that
@@ -239,26 +274,32 @@ def _layerwise_stage(
     n = widths[0]
     batch = x.shape[1]
     last = n_layers - 1
-    for i in range(n):
-        dst, src = inputs[i], x[i]
-        for b in range(batch):
-            dst[b] = src[b]
-    for layer in range(last):
-        n_in, n_out = widths[layer], widths[layer + 1]
-        w0, r_in, r_out = weight_offsets[layer], input_rows[layer], input_rows[layer + 1]
-        if _uses_blas(n_in, n_out):
-            augmented = weights[w0 : w0 + n_out * (n_in + 1)].reshape((n_out, n_in + 1))
-            np.dot(augmented, inputs[r_in : r_in + n_in + 1], inputs[r_out : r_out + n_out])
-        else:
+    if recorded:  # the layer inputs are this x's already: only the slopes are formed again
+        for layer in range(1, n_layers):
+            r_hidden = input_rows[layer]
+            for j in range(widths[layer]):
+                _slopes_of_values(activation, inputs[r_hidden + j], slopes[r_hidden - n - 1 + j], batch)
+    else:
+        for i in range(n):
+            dst, src = inputs[i], x[i]
+            for b in range(batch):
+                dst[b] = src[b]
+        for layer in range(last):
+            n_in, n_out = widths[layer], widths[layer + 1]
+            w0, r_in, r_out = weight_offsets[layer], input_rows[layer], input_rows[layer + 1]
+            if _uses_blas(n_in, n_out):
+                augmented = weights[w0 : w0 + n_out * (n_in + 1)].reshape((n_out, n_in + 1))
+                np.dot(augmented, inputs[r_in : r_in + n_in + 1], inputs[r_out : r_out + n_out])
+            else:
+                for j in range(n_out):
+                    row = w0 + j * (n_in + 1)
+                    u = inputs[r_out + j]
+                    bias = weights[row + n_in]
+                    for b in range(batch):
+                        u[b] = bias
+                    _accumulate(u, weights, row, 1, n_in, inputs, r_in, 0, batch)
             for j in range(n_out):
-                row = w0 + j * (n_in + 1)
-                u = inputs[r_out + j]
-                bias = weights[row + n_in]
-                for b in range(batch):
-                    u[b] = bias
-                _accumulate(u, weights, row, 1, n_in, inputs, r_in, 0, batch)
-        for j in range(n_out):
-            _activate_row(activation, inputs[r_out + j], slopes[r_out - n - 1 + j], batch)
+                _activate_row(activation, inputs[r_out + j], slopes[r_out - n - 1 + j], batch)
     n_in = widths[last]
     w0, r_in = weight_offsets[last], input_rows[last]
     if want_f:

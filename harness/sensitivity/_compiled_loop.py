@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _compiled as compiled
-from .._compiled._arguments import ALONE, BACKSOLVE, dense_store, step_store
+from .._compiled._arguments import (ACTIVATION_CODES, ALONE, BACKSOLVE, COLUMN_BATCH, RECORDED_ACTIVATIONS,
+                                    dense_store, kept_stages, step_store)
 from .._compiled._solves import MODES, solve_backward, solve_forward, sweep
 from ..model import MLP
 from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
@@ -29,9 +30,10 @@ from ._result import GradientResult
 # the explicit solvers RecursiveCheckpointAdjoint's compiled sweep takes (DP8 is scipy's DOP853 and
 # stays numpy: its steps are scipy's loop, not `ExplicitRungeKutta`'s)
 SWEEP_SOLVERS = ("DP5", "BS3")
-# the forward stores' first capacities, in steps: a dense store (N B (degree + 1) floats a step) starts
-# small, since its room is reserved (and counted by tracemalloc) whether used or not; a store of step
-# sizes alone (two floats a step) starts large enough for almost every solve
+# the forward stores' first capacities, in steps: a dense store (N B (degree + 1) floats a step) or kept
+# stages (N B s floats a step, and the records `kept_stages` sizes) start small, since their room is
+# reserved (and counted by tracemalloc) whether used or not; a store of step sizes alone (two floats a
+# step) starts large enough for almost every solve
 DENSE_STEPS = 64
 SWEEP_STEPS = 1024
 
@@ -45,10 +47,11 @@ def _stats(counts) -> SolverStats:
     return SolverStats(n_rhs=counts[0], n_accepted=counts[1], n_rejected=counts[2])
 
 
-def _forward(problem, theta, options, keep: bool, capacity: int, make_store):
+def _forward(problem, theta, options, keep: bool, capacity: int, make_store, make_kept=None):
     """The compiled forward solve, the loss and ∂L/∂z (K, N, B) at the times, or None."""
     solved = solve_forward(compiled.kernels(), problem.model, theta, problem.z0, problem.t0, problem.times,
-                           check_solver(options.solver), options.rtol, options.atol, keep, capacity, make_store)
+                           check_solver(options.solver), options.rtol, options.atol, keep, capacity, make_store,
+                           make_kept)
     if solved is None:
         return None, None, None
     loss, dL_dz = problem.loss_terms(solved.z_at.transpose(0, 2, 1))
@@ -119,10 +122,20 @@ def discrete_sweep(problem, theta, forward, checkpoints: int | None):
     if forward.solver not in SWEEP_SOLVERS or not isinstance(check_solver(forward.solver), ExplicitRungeKutta):
         return None
     solver = check_solver(forward.solver)
-    # the step sizes alone (one float per step, and its t): the sweep replays the states from z0, as the
-    # numpy engine does, so memory and the counts it reports are the numpy engine's. Room for
-    # SWEEP_STEPS steps (16 KB), doubled (and the forward pass re-run) when too small.
-    solved, loss, dL_dz = _forward(problem, theta, forward, True, SWEEP_STEPS, step_store)
+    if checkpoints is None:
+        # every step's stage inputs, as the numpy engine keeps them (so its counts are the numpy engine's),
+        # and where a VJP can start from them, the layer inputs of the stages' evaluations
+        model, n_stages = problem.model, solver.tableau.n_stages
+        record = (problem.batch_size > COLUMN_BATCH
+                  and ACTIVATION_CODES[model.activation] in RECORDED_ACTIVATIONS)
+        size = problem.batch_size * model.state_dim
+        solved, loss, dL_dz = _forward(problem, theta, forward, True, DENSE_STEPS, step_store,
+                                       lambda capacity, net: kept_stages(capacity, n_stages, size, net, record))
+    else:
+        # the step sizes alone (one float per step, and its t): the sweep replays the states from z0, as
+        # the numpy engine does. Room for SWEEP_STEPS steps (16 KB), doubled (and the forward pass re-run)
+        # when too small.
+        solved, loss, dL_dz = _forward(problem, theta, forward, True, SWEEP_STEPS, step_store)
     if solved is None:
         return None
     dtheta, dz0, n_f, n_vjp, recomputed, peak_held, n_steps = sweep(

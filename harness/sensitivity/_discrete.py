@@ -27,11 +27,13 @@ end exactly (t_K; and under the "piecewise" rule of DP8, every time) z(t_k) is y
 is to the gradient of the ODE's loss depends on the tolerance, like the solution itself. The error
 estimate and the step-size controller do not enter: the steps are fixed.
 
-Memory: the reverse sweep needs each step's start state. With `checkpoints=None` every state is kept
-(fastest, memory linear in the number of steps). With `checkpoints=c` at most c states (plus the
-piece's start) are held at once, and the others are recomputed from the nearest one by binomial
-checkpointing (Griewank's revolve recursion): memory bounded by c whatever the number of steps, at
-the price of recomputed steps (reported in `diagnostics`). One float per step, its size, is kept.
+Memory: the reverse sweep needs each step's stage inputs. With `checkpoints=None` the forward pass
+keeps them, s states a step (fastest: the sweep evaluates no f, only the VJPs; memory linear in the
+number of steps; DP8, whose stages are scipy's, keeps its step sizes and replays the states). With
+`checkpoints=c` at most c states (plus the piece's start) are held at once, the others are recomputed
+from the nearest one by binomial checkpointing (Griewank's revolve recursion), and each reversed step
+evaluates its stages again: memory bounded by c whatever the number of steps, at the price of
+recomputed steps (reported in `diagnostics`). One float per step, its size, is kept.
 
 Explicit solvers only (DP5, BS3, DP8): differentiating an implicit solver's Newton iterations is a
 different algorithm, and such solvers are refused with a one-line reason.
@@ -50,7 +52,7 @@ import numpy as np
 
 from ..errors import RefusedError
 from .._forward import SolveOptions, solve_forward
-from .._state_layout import states
+from .._state_layout import flat, forward_rhs, states
 from ..solvers import SOLVERS, ExplicitRungeKutta, SolverStats, check_solver
 from ..solvers._step_rules import first_part
 from ._compiled_loop import discrete_sweep
@@ -60,11 +62,13 @@ from .algorithms import RecursiveCheckpointAdjoint
 
 @dataclass(frozen=True)
 class ExplicitSteps:
-    """The fixed step sequence of one forward piece: start time, step sizes (signed) and end time."""
+    """The fixed step sequence of one forward piece: start time, step sizes (signed) and end time, and
+    where the forward pass kept them, each step's stage inputs (s, B N)."""
 
     t_start: float
     hs: tuple[float, ...]
     t_end: float | None = None  # the last step's end (the solver clips it there); None: t + h
+    stages: tuple[np.ndarray, ...] | None = None
 
     def times(self) -> list[float]:
         """The start time of each step."""
@@ -109,6 +113,10 @@ class _Stepper:
         # scipy's classes: DP8 stops at its observation times)
         self.P = getattr(tableau, "P", None)
         self.n_stages = len(tableau.B)
+        # our tableaus' (DP5, BS3): the combinations the forward loop forms its stage inputs and its
+        # solution with (`StepWorkspace`), so that a replayed step is the forward's step bit for bit
+        self.coefficients = getattr(tableau, "coefficients", None)
+        self._rhs = None  # (batch, the forward's flat f), see `_forward_rhs`
         self.n_f = 0  # evaluations of f (forward replays and the reverse sweep's stage inputs)
         self.n_vjp = 0  # vector-Jacobian products
 
@@ -120,6 +128,8 @@ class _Stepper:
 
     def _stages(self, t, h, z, end_state=True):
         """(stage inputs Y_i, stage values k_i, end state); see `stage_inputs`."""
+        if self.coefficients is not None:
+            return self._forward_loop_stages(t, h, z, end_state)
         model, theta, A, C = self.model, self.theta, self.A, self.C
         Y, K = [], []
         for i in range(self.n_stages):
@@ -139,6 +149,35 @@ class _Stepper:
                 z_new += (h * self.B[i]) * K[i]
         return Y, K, z_new
 
+    def _forward_loop_stages(self, t, h, z, end_state):
+        """`_stages` by the forward loop's arithmetic (`rk_step`): f is the forward pass's own flat
+        `forward_rhs`, and each stage input, and the end state, one product of a row of the
+        coefficients scaled by h with the flat rows [y, k_0, k_1, ...]; so the replayed states are
+        the forward pass's to the bit."""
+        C, s, batch = self.C, self.n_stages, z.shape[0]
+        rhs = self._forward_rhs(batch)
+        scaled = self.coefficients.copy()
+        np.multiply(self.coefficients[:, 1:], h, out=scaled[:, 1:])  # as `StepWorkspace.scale_by`
+        rows = np.empty((s + 1, z.size))
+        rows[0] = flat(z)
+        Y, K = [states(rows[0], batch)], []
+        for i in range(s):
+            if i > 0:
+                Y.append(states(scaled[i, : i + 1] @ rows[: i + 1], batch))
+            if end_state or i < s - 1:
+                rows[i + 1] = rhs(t + float(C[i]) * h, flat(Y[i]))
+                K.append(states(rows[i + 1], batch))
+        self.n_f += len(K)
+        if not end_state:
+            return Y, K, None
+        return Y, K, states(scaled[s, : s + 1] @ rows, batch)
+
+    def _forward_rhs(self, batch):
+        """The forward pass's f on flat states (`forward_rhs`), made once per batch size."""
+        if self._rhs is None or self._rhs[0] != batch:
+            self._rhs = (batch, forward_rhs(self.model, self.theta, batch))
+        return self._rhs[1]
+
     def step(self, t, h, z):
         return self.stage_inputs(t, h, z)[1]
 
@@ -151,7 +190,10 @@ class _Stepper:
         """The step's end state and its dense output at each x in `xs`, as the forward loop forms them
         (the stages, then k_s = f(t_end, end state))."""
         _, K, z_new = self._stages(t, h, z)
-        K.append(self.model.f(t_end, z_new, self.theta))
+        if self.coefficients is not None:  # the forward loop's f, as its stages
+            K.append(states(self._forward_rhs(z.shape[0])(t_end, flat(z_new)), z.shape[0]))
+        else:
+            K.append(self.model.f(t_end, z_new, self.theta))
         self.n_f += 1
         out = []
         for x in xs:
@@ -163,14 +205,18 @@ class _Stepper:
             out.append(z_x)
         return z_new, out
 
-    def reverse(self, t, h, z, z_bar, theta_bar, inside=(), k0_extra=None):
+    def reverse(self, t, h, z, z_bar, theta_bar, inside=(), k0_extra=None, Y=None):
         """ȳ_n from ȳ_{n+1} (`z_bar`, (B, N)); adds the step's θ cotangent into `theta_bar`.
+
+        `Y`: the step's stage inputs [(B, N), ...] if the forward pass kept them; else they are formed
+        again from z (s - 1 evaluations of f).
 
         `inside`: [(x, g), ...], the cotangents g (B, N) of observations this step's dense output
         produced at x: ȳ_n += g and k̄_i += h b_i(x) g on the stages i < s. (Their share on the
         first-same-as-last stage, h b_s(x) g on k_s = f(y_{n+1}), is the next step's k_0: the sweep
         passes it to that step's reverse as `k0_extra`, added to k̄_0.)"""
-        Y, _ = self.stage_inputs(t, h, z, end_state=False)
+        if Y is None:
+            Y, _ = self.stage_inputs(t, h, z, end_state=False)
         A, B, C = self.A, self.B, self.C
         k_bar = [(h * B[i]) * z_bar for i in range(self.n_stages)]
         z_bar = z_bar.copy()
@@ -207,6 +253,7 @@ class _ReverseSweep:
     def __init__(self, stepper: _Stepper, steps: ExplicitSteps, checkpoints: int | None, cotangents=None):
         self.stepper = stepper
         self.ts, self.hs, self.ends = steps.times(), steps.hs, steps.ends()
+        self.stages = steps.stages
         self.checkpoints = checkpoints
         self.cotangents = cotangents or {}
         # step n -> k̄_s of its inside observations, which step n + 1's k̄_0 (or the end's VJP) takes
@@ -218,12 +265,12 @@ class _ReverseSweep:
         self.recomputed = 0  # steps advanced again to rebuild a state
         self.held = self.peak_held = 1  # states stored at once: the piece's start, then checkpoints
 
-    def _reverse_step(self, k, z, z_bar, theta_bar):
+    def _reverse_step(self, k, z, z_bar, theta_bar, Y=None):
         at_end, inside = self.cotangents.get(k, ((), ()))
         for g in at_end:  # z(t_k) = y_{k+1}: its cotangent joins ȳ_{k+1}
             z_bar = z_bar + g
         return self.stepper.reverse(self.ts[k], self.hs[k], z, z_bar, theta_bar, inside,
-                                    self.last_stage.get(k - 1))
+                                    self.last_stage.get(k - 1), Y)
 
     def run(self, z_start, z_bar, theta_bar, z_end=None):
         """ȳ at the piece's start from ȳ at its end (`z_bar`); `z_end` (B, N), the piece's end state,
@@ -238,7 +285,15 @@ class _ReverseSweep:
             stepper.n_vjp += 1
             theta_bar += th
             z_bar = z_bar + y_bar
-        if self.checkpoints is None:
+        if self.checkpoints is None and self.stages is not None:
+            # every step's stage inputs, kept by the forward pass: no f is evaluated
+            self.peak_held = n
+            batch = z_start.shape[0]
+            for k in range(n - 1, -1, -1):
+                Y = [states(y, batch) for y in self.stages[k]]
+                z_bar = self._reverse_step(k, Y[0], z_bar, theta_bar, Y)
+            return z_bar
+        if self.checkpoints is None:  # scipy's DP8, whose stages are its own: replay the states
             zs = [z_start]
             for k in range(n - 1):
                 zs.append(self.stepper.step(self.ts[k], self.hs[k], zs[-1]))
@@ -325,16 +380,19 @@ def discrete_loss(problem, theta, z0, pieces: list[ExplicitSteps], solver: str) 
     return problem.loss_terms(discrete_states(problem, theta, z0, pieces, solver))[0]
 
 
-def forward_steps(problem, theta, options: SolveOptions):
+def forward_steps(problem, theta, options: SolveOptions, keep_stages: bool = False):
     """The forward pass and its accepted step sequences, one `ExplicitSteps` per forward piece (the
     whole [t0, t_K] under the "dense" rule, one per observation time under the "piecewise" rule).
 
     The sizes are the solver loop's own h (including the last step's, clipped to end on the
-    piece's end), so replaying them reproduces the forward's states to rounding.
+    piece's end), so replaying them reproduces the forward's states to rounding. With `keep_stages`
+    each step's stage inputs are kept too (DP5, BS3: `solve_forward`'s `record_stages`).
     """
     explicit_tableau(options.solver)
-    fwd = solve_forward(problem.model, theta, problem.z0, problem.t0, problem.times, options, record_steps=True)
-    pieces = [ExplicitSteps(piece.t_start, tuple(piece.steps), piece.t_end) for piece in fwd.pieces]
+    fwd = solve_forward(problem.model, theta, problem.z0, problem.t0, problem.times, options, record_steps=True,
+                        record_stages=keep_stages)
+    pieces = [ExplicitSteps(piece.t_start, tuple(piece.steps), piece.t_end,
+                            None if piece.stages is None else tuple(piece.stages)) for piece in fwd.pieces]
     return fwd, pieces
 
 
@@ -347,7 +405,7 @@ def recursive_checkpoint_gradient(engine: RecursiveCheckpointAdjoint, problem, t
     compiled = discrete_sweep(problem, theta, forward, engine.checkpoints)
     if compiled is not None:
         return discrete_result(engine, problem, *compiled)
-    fwd, pieces = forward_steps(problem, theta, forward)
+    fwd, pieces = forward_steps(problem, theta, forward, keep_stages=engine.checkpoints is None)
     loss, dL_dz = problem.loss_terms(fwd.z_at_times)
     stepper = _Stepper(problem.model, theta, explicit_tableau(forward.solver))
     z_bar = np.zeros_like(problem.z0)

@@ -99,7 +99,9 @@ def integrate(
         Called after every accepted step from t to t + h (h signed, the step the solver took), with
         `local(ts)`, the step's own interpolant: states at the times `ts` (M,) inside the step, shape
         (M, D), valid during the call only. What needs the solution step by step without storing it
-        (GaussAdjoint's quadrature, the step sizes a discrete adjoint replays) reads it here.
+        (GaussAdjoint's quadrature, the step sizes a discrete adjoint replays) reads it here. With
+        DP5 and BS3 `local.stage_inputs()` also gives the step's stage inputs (s, D), bit for bit the
+        ones its stages were evaluated at (scipy's methods do not expose theirs).
     t_eval : ndarray, shape (M,), optional
         Times in (t0, t1], ordered from t0 towards t1, whose states `Trajectory.y_eval` (M, D)
         returns, read from the dense output of the accepted step that reaches each (the step's end

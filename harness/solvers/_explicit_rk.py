@@ -90,6 +90,12 @@ class PlainStepper:
         `PiecewisePolynomial`); to be taken before `accept`."""
         return self.y, self.work.K.T @ (h * self.work.tableau.P)
 
+    def stage_inputs(self) -> np.ndarray:
+        """The trial step's stage inputs (s, D), y and y + h Σⱼ aᵢⱼ Kⱼ, formed by the products
+        `rk_step` formed them with (so bit for bit its), from its stages; to be taken before `accept`."""
+        work = self.work
+        return np.stack([self.y, *(row @ previous for _, _, row, previous, _ in work.stages)])
+
     def accept(self) -> None:
         self.y, self.abs_y = self.y_new, self.abs_new
         self.work.Y[0] = self.y
@@ -242,10 +248,14 @@ def _read_inside(stepper, t: float, h: float, t_new: float, pending: list[float]
 
 
 class _StepInterpolant:
-    """The dense output of the step just taken, for `on_step`: built only if called."""
+    """The dense output of the step just taken, for `on_step`: built only if called; and its stage
+    inputs (s, D), `stage_inputs()`."""
 
     def __init__(self, stepper, t: float, h: float):
         self._stepper, self._t, self._h = stepper, t, h
+
+    def stage_inputs(self) -> np.ndarray:
+        return self._stepper.stage_inputs()
 
     def __call__(self, ts) -> np.ndarray:
         y, Q = self._stepper.dense_step(self._h)
