@@ -439,8 +439,9 @@ DISCRETE = {"stored": RecursiveCheckpointAdjoint(), "checkpoints=2": RecursiveCh
 def test_the_discrete_gradient_with_every_option_and_explicit_solver(name, option, solver):
     """RecursiveCheckpointAdjoint is the exact gradient of the computed solution, which is within a
     modest multiple of tol of the ODE's: the same bound as the adjoints. Its diagnostics count the
-    forward pass's accepted steps, each reversed once; with c checkpoints at most c + 1 states are held
-    (c plus the piece's start, per piece)."""
+    forward pass's accepted steps, each reversed once; without checkpoints the forward pass's stages
+    are kept and the sweep evaluates no f; with c checkpoints at most c + 1 states are held (c plus
+    the piece's start, per piece) and the recomputed steps evaluate f again."""
     problem = small_problem(**OPTIONS.get(option, {}))
     engine = DISCRETE[name]
     result = gradient(problem, engine=engine, solver=solver, rtol=TOL, atol=TOL)
@@ -449,11 +450,16 @@ def test_the_discrete_gradient_with_every_option_and_explicit_solver(name, optio
     assert d["n_steps"] == result.forward_stats.n_accepted == result.backward_stats.n_accepted
     assert d["checkpoints"] == engine.checkpoints
     assert result.backward_stats.n_rejected == 0
-    assert 0 < d["vjps"] < result.backward_stats.n_rhs
+    assert d["vjps"] > 0
     if engine.checkpoints is None:
+        if solver != "DP8":  # DP8 is scipy's loop, whose stages are not kept: its steps are replayed
+            # every step's stages kept from the forward pass: the sweep evaluates no f, only VJPs
+            assert result.backward_stats.n_rhs == d["vjps"]
         assert d["recomputed_steps"] == 0
         assert d["peak_stored_states"] >= d["n_steps"] - problem.times.size
     else:
+        # recomputed steps evaluate f again
+        assert result.backward_stats.n_rhs > d["vjps"]
         assert d["recomputed_steps"] > 0
         assert d["peak_stored_states"] <= engine.checkpoints + 1
 
