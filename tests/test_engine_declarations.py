@@ -449,3 +449,20 @@ def test_a_type_without_an_inspectable_signature_is_named():
         assert resolve_engine("Counted") == Counted() == 0
     finally:
         unregister_engine(Counted)
+
+
+def test_the_decorator_passes_a_compute_and_a_name_through():
+    def compute(engine, problem, theta, options):  # pragma: no cover - never reached
+        raise AssertionError
+
+    @register_engine(compute=compute, name="DecoratedName")
+    @dataclass(frozen=True)
+    class Decorated2:
+        pass
+
+    try:
+        declaration = declaration_of(Decorated2)
+        assert declaration.compute is compute and declaration.name == "DecoratedName"
+        assert ENGINES["DecoratedName"] is Decorated2
+    finally:
+        unregister_engine(Decorated2)
