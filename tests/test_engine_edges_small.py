@@ -274,3 +274,20 @@ def test_a_model_without_the_autonomous_attribute_is_autonomous():
         # both within BOUND of the exact gradient (the Linear model's extra θ entries c change the steps)
         assert relative_error(duck.dtheta, same.dtheta[:4]) <= 2 * BOUND
         assert relative_error(duck.dz0, same.dz0) <= 2 * BOUND
+
+
+def test_the_reconstruction_error_does_not_depend_on_the_scale_of_z():
+    """max |z_back(t0) - z0| / (atol + rtol |z0|) is in units of the tolerance: for a homogeneous linear
+    field (f = A z) scaling z0 and the data by 64 scales z, a and every error estimate by a power of two
+    (exact in floating point), and with atol negligible (1e-30) the solver takes the same steps, so the
+    reported error is the same number (to 1e-12, a margin over the exact equality)."""
+    rng = np.random.default_rng(1)
+    theta = np.array([-0.3, 0.8, -0.6, -0.2, 0.0, 0.0])
+    z0, data = rng.uniform(-1, 1, (2, 2)), rng.uniform(-1, 1, (2, 2, 2))
+    errors = []
+    for scale in (1.0, 64.0):
+        problem = Problem(Linear(2), theta, scale * z0, 0.0, np.array([0.6, 1.2]), scale * data, "scaled")
+        result = gradient(problem, engine=BacksolveAdjoint(), rtol=1e-6, atol=1e-30)
+        errors.append(result.diagnostics["reconstruction_error"])
+    assert 0.0 < errors[0] < 1e3
+    assert abs(errors[1] - errors[0]) <= 1e-12 * errors[0], errors
