@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import harness
 from harness.errors import HarnessInputError
 from harness.model import MLP
 from harness.models import VectorField
@@ -84,7 +83,8 @@ class NoCompute:
 
 def test_every_refusal_of_register_engine_in_full():
     cases = [
-        (lambda: register_engine(Fine()), r"register_engine\(<.*Fine object at .*>\): expected a class, not an instance"),
+        (lambda: register_engine(Fine()),
+         r"register_engine\(<.*Fine object at .*>\): expected a class, not an instance"),
         (lambda: register_engine(NoCompute),
          "register_engine(NoCompute): no compute given and NoCompute has no `compute` method; expected "
          "compute(engine, problem, theta, options) -> GradientResult"),
@@ -94,7 +94,8 @@ def test_every_refusal_of_register_engine_in_full():
         (lambda: register_engine(Fine, uses_harness_solvers=1),
          "register_engine(Fine): uses_harness_solvers=1, expected True or False"),
         (lambda: register_engine(Fine, availability=True), "register_engine(Fine): availability=True is not callable"),
-        (lambda: register_engine(Fine, name="two words"), "register_engine(Fine): name='two words', expected an identifier"),
+        (lambda: register_engine(Fine, name="two words"),
+         "register_engine(Fine): name='two words', expected an identifier"),
         (lambda: register_engine(Fine, name=5), "register_engine(Fine): name=5, expected an identifier"),
         (lambda: register_engine(Fine, name="GaussAdjoint"),
          "register_engine(Fine): the name 'GaussAdjoint' is already taken by "

@@ -72,7 +72,8 @@ def scipy_reference(problem):
         d_z0 = J @ s_z0.reshape(batch, n, n)
         return np.concatenate([model.f(t, z, theta).reshape(-1), d_theta.reshape(-1), d_z0.reshape(-1)])
 
-    y0 = np.concatenate([problem.z0.reshape(-1), np.zeros(batch * n * p), np.tile(np.eye(n), (batch, 1, 1)).reshape(-1)])
+    y0 = np.concatenate([problem.z0.reshape(-1), np.zeros(batch * n * p),
+                         np.tile(np.eye(n), (batch, 1, 1)).reshape(-1)])
     sol = solve_ivp(rhs, (problem.t0, problem.t1), y0, method="DOP853", rtol=1e-11, atol=1e-12, t_eval=problem.times)
     loss, dtheta, dz0 = 0.0, np.zeros(p), np.zeros((batch, n))
     for k in range(problem.times.size):

@@ -8,12 +8,13 @@ tests/test_closed_form.py, extended by t): with Y = [z; t; 1],
 
 dL/dz0_b = Σ_k (e^{M τ_k})[:N, :N]ᵀ r_kb and dL/dM = Σ_kb ∫₀^τ_k e^{Mᵀ(τ_k - s)} r_kb Y_b(s)ᵀ ds
 (the Fréchet derivative of the matrix exponential contracted with the residuals, by Van Loan's block
-exponential), r the masked residual of the observed components. Two models are affine: `Linear` (θ = [A, c]: dL/dθ is G itself) and the MLP with the
-identity activation (A = W2 W1z - Λ, w = W2 w1t, c = W2 b1 + b2; chain rule below), the first on the
-models' generic numpy path (the model's own vjp), the second on the MLP's fused numpy stages.
+exponential), r the masked residual of the observed components. Two models are affine: `Linear`
+(θ = [A, c]: dL/dθ is G itself) and the MLP with the identity activation (A = W2 W1z - Λ,
+w = W2 w1t, c = W2 b1 + b2; chain rule below), the first on the models' generic numpy path (the
+model's own vjp), the second on the MLP's fused numpy stages.
 
 The problems are tiny (B = 2 or 3, N = 2, two observation times in [t0, 1.25]) so that the whole
-file runs in seconds: rows of the batch are independent ODEs, and B >= 2 with B != N still tells a
+file runs in seconds: rows of the batch are independent ODEs, and the default B = 3 (!= N) tells a
 batch axis from a state axis.
 
 Bounds (relative 2-norm error): each solve's global error is a modest multiple of the tolerance
