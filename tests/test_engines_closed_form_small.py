@@ -415,7 +415,13 @@ def test_paths_and_timing_of_the_numpy_engines():
     mlp, linear = small_problem(batch=2), small_problem("linear", batch=2)
     assert gradient(mlp, engine=InterpolatingAdjoint()).path == "numpy (MLP)"
     assert gradient(linear, engine=InterpolatingAdjoint()).path == "numpy (model's vjp)"
-    assert gradient(mlp, engine=ForwardSensitivity()).path == "numpy (model's jac, jac_theta)"
+    reference = gradient(mlp, engine=ForwardSensitivity())
+    assert reference.path == "numpy (model's jac, jac_theta)"
+    assert reference.diagnostics == {}  # nothing engine-specific to report, as an empty dict
+    # the documented defaults: DP5 at rtol = atol = 1e-6
+    default = gradient(mlp, engine=GaussAdjoint())
+    explicit = gradient(mlp, engine=GaussAdjoint(), solver="DP5", rtol=1e-6, atol=1e-6)
+    assert default.forward_stats == explicit.forward_stats and default.backward_stats == explicit.backward_stats
     result = gradient(linear, engine=GaussAdjoint())
     assert result.seconds > 0.0
     assert result.engine == "GaussAdjoint"
