@@ -154,3 +154,35 @@ def test_other_models_and_time_dependent_fields_run_numpy():
             result = gradient(p, engine=engine, rtol=TOL, atol=TOL)
             assert compiled.loop_runs() == before
             assert result.path == path
+
+
+def test_an_activation_without_kernels_runs_numpy_even_when_forced():
+    """The identity activation has no compiled kernel: with the compiled path forced on, the affine
+    closed-form problem of tests/test_engines_closed_form_small.py still runs the numpy engines and
+    matches the matrix exponential."""
+    from test_engines_closed_form_small import check, small_problem
+
+    problem = small_problem()
+    for engine in (GaussAdjoint(), InterpolatingAdjoint(), RecursiveCheckpointAdjoint()):
+        before = compiled.loop_runs()
+        result = gradient(problem, engine=engine, rtol=TOL, atol=TOL)
+        assert compiled.loop_runs() == before
+        assert result.path == "numpy (MLP)"
+        check(result, problem)
+
+
+def test_a_new_adjoint_without_a_compiled_loop_runs_the_numpy_driver():
+    """A continuous adjoint written as an `AdjointSystem` subclass (the documented extension) that
+    declares no compiled loop is computed by the numpy driver, with the compiled path on."""
+    from harness import SolveOptions, adjoint_gradient
+    from harness.sensitivity._interpolating import Interpolating
+
+    class MyInterpolating(Interpolating):
+        compiled_loop = None
+
+    problem = tanh_problem(times=(1.2,))
+    before = compiled.loop_runs()
+    result = adjoint_gradient(problem, problem.theta, SolveOptions("DP5", TOL, TOL), InterpolatingAdjoint(),
+                              MyInterpolating)
+    assert compiled.loop_runs() == before
+    assert_matches(result, scipy_reference(problem))
