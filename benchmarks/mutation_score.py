@@ -101,7 +101,10 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
              "test_backward_solve_first_step", "test_engine_by_name_class_or_instance",
              "test_unknown_engine_name_lists_names", "test_gradient_rejects_bad_settings",
              "test_gradient_rejects_wrong_theta_shape")),
-         "tests/test_independent_references.py::test_the_augmented_gradient_is_the_first_columns_not_the_last"),
+         "tests/test_independent_references.py::test_the_augmented_gradient_is_the_first_columns_not_the_last",
+         # gradient()'s memory check, with the available memory lowered (nothing large is allocated)
+         "tests/test_gradient_memory.py::test_the_python_api_refuses_with_the_number_needed",
+         "tests/test_gradient_memory.py::test_a_gradient_that_fits_is_computed"),
     ),
     SENSITIVITY_DISCRETE: (
         ("harness/sensitivity/_discrete.py", "harness/sensitivity/_compiled_loop.py"),
