@@ -109,9 +109,7 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     SENSITIVITY_DISCRETE: (
         ("harness/sensitivity/_discrete.py", "harness/sensitivity/_compiled_loop.py"),
         ("tests/test_compiled_loop_small.py", "tests/test_discrete_adjoint.py",
-         *(f"tests/test_engines_closed_form_small.py::{name}" for name in (
-             "test_the_discrete_gradient_with_every_option_and_explicit_solver",
-             "test_the_discrete_gradient_refuses_implicit_solvers"))),
+         "tests/test_discrete_closed_form_small.py"),
     ),
 }
 
