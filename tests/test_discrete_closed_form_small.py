@@ -31,6 +31,11 @@ def test_the_discrete_gradient_with_every_option_and_explicit_solver(name, optio
     assert d["checkpoints"] == engine.checkpoints
     assert result.backward_stats.n_rejected == 0
     assert d["vjps"] > 0
+    if solver != "DP8":
+        # s - 1 VJPs per reversed step (the first-same-as-last stage's share joins the next step's
+        # first stage), and one more at the end state when an observation lies inside the last step
+        stages = {"DP5": 7, "BS3": 4}[solver]
+        assert d["vjps"] - (stages - 1) * d["n_steps"] in (0, 1), (d, stages)
     if engine.checkpoints is None:
         if solver != "DP8":  # DP8 is scipy's loop, whose stages are not kept: its steps are replayed
             # every step's stages kept from the forward pass: the sweep evaluates no f, only VJPs
@@ -52,3 +57,14 @@ def test_the_discrete_gradient_refuses_implicit_solvers(solver):
         "RecursiveCheckpointAdjoint differentiates explicit Runge-Kutta steps (DP5, BS3, DP8); "
         f"solver {solver!r} is implicit: use QuadratureAdjoint or InterpolatingAdjoint for stiff problems")
 
+
+
+def test_an_observation_inside_the_last_step_costs_one_vjp_at_the_end_state():
+    """DP5 (7 stages): t = 1.249 lies inside the last step, which ends at t_K = 1.25; its share on the
+    first-same-as-last stage f(y_N) needs one VJP at the end state, beyond 6 per reversed step."""
+    stages = 7
+    problem = small_problem(times=(1.249, 1.25))
+    result = gradient(problem, engine=RecursiveCheckpointAdjoint(), solver="DP5", rtol=1e-6, atol=1e-6)
+    check(result, problem, bound=100 * 1e-6 * 8)
+    d = result.diagnostics
+    assert d["vjps"] == (stages - 1) * d["n_steps"] + 1
