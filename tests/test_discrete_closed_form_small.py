@@ -68,3 +68,15 @@ def test_an_observation_inside_the_last_step_costs_one_vjp_at_the_end_state():
     check(result, problem, bound=100 * 1e-6 * 8)
     d = result.diagnostics
     assert d["vjps"] == (stages - 1) * d["n_steps"] + 1
+
+
+@pytest.mark.parametrize("times", [(0.75, 1.25), (1.25,)])
+def test_dp8_replays_its_states_and_counts_every_evaluation(times):
+    """DP8 is scipy's DOP853 (s = 12 stages), whose stages are not kept: the stored sweep replays each
+    piece's states from its start (s evaluations for every step but the piece's last) and forms s - 1
+    stage inputs per reversed step. DP8 ends a piece at every observation time (K pieces), so the
+    backward evaluations of f are n (2 s - 1) - K s, and the VJPs come on top."""
+    problem = small_problem(times=times)
+    result = gradient(problem, engine=RecursiveCheckpointAdjoint(), solver="DP8", rtol=TOL, atol=TOL)
+    d, s = result.diagnostics, 12
+    assert result.backward_stats.n_rhs - d["vjps"] == d["n_steps"] * (2 * s - 1) - len(times) * s
