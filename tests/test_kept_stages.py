@@ -118,3 +118,35 @@ def test_records_agree_with_the_numpy_engine_and_count_as_it_does():
     assert got.diagnostics == ref.diagnostics
     for x, r in ((got.dtheta, ref.dtheta), (got.dz0, ref.dz0)):
         assert np.max(np.abs(x - r)) <= 1e-12 * np.max(np.abs(r))
+
+
+@needs_numba
+def test_the_kept_stages_are_sized_from_the_last_solve_and_grow_when_a_solve_needs_more(monkeypatch):
+    """The first gradient reserves room for `DENSE_STEPS` steps, the next for the steps the first took
+    (with its margin); a solve that outgrows its room is run again with twice the room, and the
+    gradient is the same bits whatever the room was."""
+    from harness._compiled import _arguments
+    from harness.sensitivity import _compiled_loop
+
+    capacities = []
+
+    def spy(capacity, *args):
+        capacities.append(capacity)
+        return _arguments.kept_stages(capacity, *args)
+
+    monkeypatch.setattr(_compiled_loop, "kept_stages", spy)
+    monkeypatch.setattr(_compiled_loop, "_STEPS_TAKEN", {})
+    problem = _problem((2, 12, 12, 2), "tanh", batch=9)
+    first = _compiled(problem)
+    n_steps = first.diagnostics["n_steps"]
+    second = _compiled(problem)
+    assert capacities == [_compiled_loop.DENSE_STEPS, n_steps + n_steps // 8 + 2]
+    # room for 3 steps: the forward pass runs out of it and is run again with 6, 12, ...
+    key = next(iter(_compiled_loop._STEPS_TAKEN))
+    _compiled_loop._STEPS_TAKEN[key] = 1
+    capacities.clear()
+    cramped = _compiled(problem)
+    assert capacities[0] == 3 and capacities[-1] >= n_steps and len(capacities) > 1
+    for result in (second, cramped):
+        assert np.array_equal(result.dtheta, first.dtheta) and np.array_equal(result.dz0, first.dz0)
+        assert result.forward_stats == first.forward_stats and result.diagnostics == first.diagnostics

@@ -106,11 +106,15 @@ def solve_backward(kernels, mode: int, forward: CompiledForward, dL_dz, t0, solv
 
 def sweep(kernels, forward: CompiledForward, dL_dz, n_stages: int, n_params: int, checkpoints: int | None):
     """The reverse sweep of the discrete adjoint through `forward`'s kept steps (a `step_store`): from
-    their kept stages (`checkpoints` None) or binomially checkpointed.
+    their kept stages (`checkpoints` None; the forward pass solved with `make_kept`) or binomially
+    checkpointed.
 
     Returns (∂L/∂θ (P,), ∂L/∂z0 (B, N), n_f, n_vjp, recomputed steps, peak held states, n_steps).
     """
     n, batch = forward.z0.shape
+    if checkpoints is None and len(forward.kept[0]) <= forward.n_steps:
+        raise ValueError("a sweep without checkpoints reverses the stages its forward pass kept: solve it "
+                         "with `make_kept` (`_arguments.kept_stages`)")
     checkpoints = -1 if checkpoints is None else int(checkpoints)
     slots, stack, sweep_work = sweep_workspace(n_stages, n * batch, n_params, forward.n_steps, checkpoints)
     z_bar, q = np.zeros(n * batch), np.zeros(n_params)

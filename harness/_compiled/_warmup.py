@@ -17,7 +17,7 @@ import numpy as np
 from ..model import MLP
 from ..solvers import check_solver
 from ._adaptive_loop import backward_pass, forward_pass
-from ._arguments import BACKSOLVE, INTERPOLATING, dense_store, step_store
+from ._arguments import BACKSOLVE, INTERPOLATING, dense_store, kept_stages, step_store
 from ._compiled_stage_vjps import CompiledStageVJPs
 from ._reverse_sweep import reverse_sweep
 from ._solves import solve_backward, solve_forward, sweep
@@ -61,6 +61,8 @@ def warm_up(on_compile) -> bool:
                           lambda capacity: dense_store(capacity, 1, solver.tableau.dense_degree))
     for mode in (BACKSOLVE, INTERPOLATING):
         solve_backward(jit, mode, dense, dL_dz, 0.0, solver, 0.5 * dense.h_last, rtol, atol, model.n_params)
-    steps = solve_forward(jit, model, theta, z0, 0.0, times, solver, rtol, atol, True, 256, step_store)
-    sweep(jit, steps, dL_dz, solver.tableau.n_stages, model.n_params, None)
+    s = solver.tableau.n_stages
+    steps = solve_forward(jit, model, theta, z0, 0.0, times, solver, rtol, atol, True, 256, step_store,
+                          lambda capacity, net: kept_stages(capacity, s, 1, net, True))
+    sweep(jit, steps, dL_dz, s, model.n_params, None)
     return compiling

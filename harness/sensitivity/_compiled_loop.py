@@ -38,6 +38,30 @@ DENSE_STEPS = 64
 SWEEP_STEPS = 1024
 
 
+# RecursiveCheckpointAdjoint's kept stages (N B s floats a step, and the records) are sized from the steps
+# the same problem's last forward pass took, with a margin (a training loop's next gradient takes about
+# as many), so that the memory they reserve is about what they use; an unseen problem starts at
+# DENSE_STEPS. Keyed by what decides the steps but θ and z0; bounded in size.
+_STEPS_TAKEN: dict[tuple, int] = {}
+
+
+def _steps_key(problem, options) -> tuple:
+    model = problem.model
+    return (tuple(model.widths), model.activation, problem.batch_size, float(problem.t0), float(problem.times[-1]),
+            options.solver, options.rtol, options.atol)
+
+
+def _expected_steps(problem, options) -> int:
+    seen = _STEPS_TAKEN.get(_steps_key(problem, options))
+    return DENSE_STEPS if seen is None else seen + seen // 8 + 2
+
+
+def _remember_steps(problem, options, n_steps: int) -> None:
+    if len(_STEPS_TAKEN) >= 256:
+        _STEPS_TAKEN.clear()
+    _STEPS_TAKEN[_steps_key(problem, options)] = n_steps
+
+
 def _plain_mlp(model) -> bool:
     # the kernels' first layer reads z only, and they implement the MLP alone
     return type(model) is MLP and model.autonomous
@@ -129,8 +153,10 @@ def discrete_sweep(problem, theta, forward, checkpoints: int | None):
         record = (problem.batch_size > COLUMN_BATCH
                   and ACTIVATION_CODES[model.activation] in RECORDED_ACTIVATIONS)
         size = problem.batch_size * model.state_dim
-        solved, loss, dL_dz = _forward(problem, theta, forward, True, DENSE_STEPS, step_store,
+        solved, loss, dL_dz = _forward(problem, theta, forward, True, _expected_steps(problem, forward), step_store,
                                        lambda capacity, net: kept_stages(capacity, n_stages, size, net, record))
+        if solved is not None:
+            _remember_steps(problem, forward, solved.n_steps)
     else:
         # the step sizes alone (one float per step, and its t): the sweep replays the states from z0, as
         # the numpy engine does. Room for SWEEP_STEPS steps (16 KB), doubled (and the forward pass re-run)

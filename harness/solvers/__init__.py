@@ -88,7 +88,8 @@ def integrate(
     dense : bool
         Keep a dense solution (`Trajectory.dense`, callable t -> (D,)).
     h0 : float, optional
-        First step size (e.g. the last one of the previous segment).
+        First step size (e.g. the last one of the previous segment): finite and nonzero; its sign is
+        ignored.
     max_steps : int, optional
         Step budget (accepted plus rejected steps). By default it scales with the problem: 100 times
         the number of first steps that fit in |t1 - t0|, within [10 000, 1 000 000]. A solve that
@@ -118,12 +119,20 @@ def integrate(
     solver = check_solver(method)
     rtol, atol = check_tolerances(rtol, atol)
     max_steps = check_max_steps(max_steps)
+    _check_first_step(h0)
     if solver.implicit and jac is None:
         raise HarnessInputError(f"solver {method!r} is implicit and needs a Jacobian")
     if t_eval is not None:
         t_eval = _check_t_eval(solver, t0, t1, t_eval)
     return solver.integrate(rhs, t0, t1, y0, rtol=rtol, atol=atol, jac=jac, dense=dense, h0=h0,
                             max_steps=max_steps, on_step=on_step, t_eval=t_eval)
+
+
+def _check_first_step(h0) -> None:
+    # a zero or NaN first step would make the explicit loop report a blow-up that is not there (or
+    # grind through its budget), and scipy's methods raise a bare ValueError
+    if h0 is not None and (isinstance(h0, bool) or not isinstance(h0, Real) or not np.isfinite(h0) or h0 == 0):
+        raise HarnessInputError(f"h0={h0!r}: expected a finite nonzero step size or None")
 
 
 def _check_t_eval(solver: Solver, t0: float, t1: float, t_eval) -> np.ndarray:

@@ -15,6 +15,8 @@ from ._quadrature_tail import QuadratureTailSystem
 from ._step_budget import StepBudget
 from ._trajectory import ScipyDense, SolverStats, Trajectory
 
+NONFINITE_STATE = "the state became inf or NaN: the solution blows up here"
+
 
 class ScipySolver(Solver):
     """One of scipy's `OdeSolver` classes; a subclass sets `scipy_method` (the class's name in
@@ -48,12 +50,20 @@ class ScipySolver(Solver):
             if n_steps >= budget.next_check:
                 budget.check(n_steps, solver.t, solver.h_abs)
             t_before = solver.t
-            message = solver.step()
+            try:
+                message = solver.step()
+            except ValueError as error:
+                # a dense `jac`: scipy's dense LU (lu_factor / lu_solve, which check finiteness) refuses
+                # a Newton matrix or residual holding inf or NaN with a bare ValueError once the state
+                # overflows; with a sparse one the step fails instead, and is reported below
+                if "infs or NaNs" not in str(error):
+                    raise
+                raise SolverError(self.name, solver.t, t1, NONFINITE_STATE) from None
             n_steps += 1
             if solver.status == "failed":
                 raise SolverError(self.name, solver.t, t1, message or "step failed")
             if not np.all(np.isfinite(solver.y)):
-                raise SolverError(self.name, solver.t, t1, "the state became inf or NaN: the solution blows up here")
+                raise SolverError(self.name, solver.t, t1, NONFINITE_STATE)
             if on_step is not None:
                 # the step's interpolant is formed only if the callback asks for it (a step-size
                 # recorder never does)
