@@ -40,6 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+SENSITIVITY_ENGINES = "sensitivity/ except _discrete.py, _compiled_loop.py"
+SENSITIVITY_DISCRETE = "sensitivity/_discrete.py, _compiled_loop.py"
+
 # area -> (files or globs to mutate, test files that guard them: fast ones that exercise behaviour)
 AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "compare/_claims.py": (
@@ -105,12 +108,38 @@ AREAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "test_a_slow_start_is_not_a_runaway", "test_merely_stiff_solves_still_finish",
             "test_max_steps_is_honoured", "test_bad_max_steps_rejected"))),
     ),
-    "sensitivity/": (
-        ("harness/sensitivity/*",),
-        ("tests/test_closed_form.py", "tests/test_gradients.py", "tests/test_discrete_adjoint.py",
-         "tests/test_independent_references.py", "tests/test_engine_registry.py"),
+    # sensitivity/ measured in parts, each with tiny problems (a full pass of the area's own test files
+    # takes two minutes, and a mutant nothing kills runs every test that reaches its function); the
+    # parts mutate disjoint files, so `--read` of their kept copies together scores "sensitivity/"
+    SENSITIVITY_ENGINES: (
+        tuple(f"harness/sensitivity/{name}" for name in (
+            "__init__.py", "_adjoint_systems.py", "_backsolve.py", "_backward.py", "_finite_differences.py",
+            "_forward_sensitivity.py", "_gauss.py", "_interpolating.py", "_model_needs.py", "_quadrature.py",
+            "_registry.py", "_result.py", "algorithms.py")),
+        ("tests/test_engines_closed_form_small.py", "tests/test_engine_edges_small.py",
+         "tests/test_engine_declarations.py", "tests/test_compiled_loop_small.py", "tests/test_engine_registry.py",
+         *(f"tests/test_gradients.py::{name}" for name in (
+             "test_backward_solve_first_step", "test_engine_by_name_class_or_instance",
+             "test_unknown_engine_name_lists_names", "test_gradient_rejects_bad_settings",
+             "test_gradient_rejects_wrong_theta_shape")),
+         "tests/test_independent_references.py::test_the_augmented_gradient_is_the_first_columns_not_the_last",
+         # gradient()'s memory check, with the available memory lowered (nothing large is allocated)
+         "tests/test_gradient_memory.py::test_the_python_api_refuses_with_the_number_needed",
+         "tests/test_gradient_memory.py::test_a_gradient_that_fits_is_computed"),
+    ),
+    SENSITIVITY_DISCRETE: (
+        ("harness/sensitivity/_discrete.py", "harness/sensitivity/_compiled_loop.py"),
+        ("tests/test_compiled_loop_small.py", "tests/test_discrete_adjoint.py",
+         "tests/test_discrete_closed_form_small.py"),
     ),
 }
+
+# the whole of sensitivity/ in one run: its parts' files and fast tests together (the area's own slow
+# test files, test_gradients.py and test_independent_references.py, take minutes per pass)
+AREAS["sensitivity/"] = (
+    ("harness/sensitivity/*",),
+    tuple(dict.fromkeys(AREAS[SENSITIVITY_ENGINES][1] + AREAS[SENSITIVITY_DISCRETE][1])),
+)
 
 RESULTS = ROOT / "reports" / "mutation" / "results.json"
 EQUIVALENT = ROOT / "reports" / "mutation" / "equivalent.json"
@@ -209,14 +238,37 @@ def _equivalents(scratch: Path | None) -> tuple[dict[str, str], list[str]]:
     return valid, stale
 
 
-def measure(area: str, max_children: int, keep: bool, read: Path | None = None) -> dict:
+def _read(area: str, copies: list[Path], max_children: int) -> dict:
+    """The score of `area` from the kept copies of earlier runs: one copy, or several whose runs mutated
+    disjoint files of the area (its parts, measured apart), their verdicts, tests and equivalents
+    together. Every mutant name must come from one copy only."""
+    mutate, _ = AREAS[area]
+    verdicts, tests, equivalent, stale = {}, [], {}, []
+    for copy in copies:
+        part = _statuses(copy)
+        overlap = sorted(set(part) & set(verdicts))
+        if overlap:
+            raise SystemExit(f"{copy} measured mutants another copy measured too (e.g. {overlap[0]}): not parts")
+        verdicts.update(part)
+        pyproject = (copy / "pyproject.toml").read_text()
+        selection = json.loads(re.search(r"pytest_add_cli_args_test_selection = (\[.*\])", pyproject).group(1))
+        tests += [t for t in selection if t not in tests]
+        valid, old = _equivalents(copy)
+        equivalent.update(valid)
+        stale += [name for name in old if name in part]
+    entry = _summary(area, mutate, tests, verdicts, float("nan"), max_children, (equivalent, stale))
+    if len(copies) > 1:
+        entry["command"] = ("the parts of the area measured apart, each with nice -n 10 python "
+                            "benchmarks/mutation_score.py --area PART --keep (then --retest), scored together with "
+                            f"--area {area} " + " ".join("--read <kept copy of a part>" for _ in copies))
+    return entry
+
+
+def measure(area: str, max_children: int, keep: bool, read: list[Path] | None = None) -> dict:
     mutate, tests = AREAS[area]
     tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
-    if read is not None:  # the verdicts of an earlier run's kept copy, not a new run
-        verdicts, seconds = _statuses(read), float("nan")
-        pyproject = (read / "pyproject.toml").read_text()
-        tests = json.loads(re.search(r"pytest_add_cli_args_test_selection = (\[.*\])", pyproject).group(1))
-        return _summary(area, mutate, tests, verdicts, seconds, max_children, _equivalents(read))
+    if read:  # the verdicts of earlier runs' kept copies, not a new run
+        return _read(area, read, max_children)
     commit = _commit()  # of the code copied now, not of whatever is checked out when the run ends
     scratch = Path(tempfile.mkdtemp(prefix="harness-mutmut-"))
     try:
@@ -251,8 +303,8 @@ def measure(area: str, max_children: int, keep: bool, read: Path | None = None) 
 
 
 def retest(area: str, max_children: int, scratch: Path) -> dict:
-    """Re-run the mutants an earlier run (its copy kept with --keep) did not kill, with the
-    repository's current tests.
+    """Re-run the mutants an earlier run (its copy kept with --keep) did not kill or did not get to
+    (an interrupted run), with the repository's current tests.
 
     Tests are only ever added between the two runs, so a mutant killed then is still killed; the
     mutated files must be unchanged (checked byte for byte), or the earlier verdicts would be of
@@ -362,7 +414,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-children", type=int, default=1, help="mutmut's worker processes (default 1)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy (to inspect with mutmut show)")
-    parser.add_argument("--read", type=Path, help="score the kept copy DIR of an earlier run (with --area)")
+    parser.add_argument("--read", type=Path, action="append",
+                        help="score the kept copy DIR of an earlier run (with --area); repeated, the copies of "
+                             "runs of the area's parts (disjoint files), scored together")
     parser.add_argument("--retest", type=Path, help="re-run the mutants the kept copy DIR did not kill, with the "
                         "current tests, and score it (with --area)")
     parser.add_argument("--list", action="store_true", help="list the areas, their files and tests")
