@@ -54,6 +54,7 @@ from ..errors import RefusedError
 from .._forward import SolveOptions, solve_forward
 from .._state_layout import flat, forward_rhs, states
 from ..solvers import SOLVERS, ExplicitRungeKutta, SolverStats, check_solver
+from ..solvers._rk_step import StepWorkspace, Tableau
 from ..solvers._step_rules import first_part
 from ._compiled_loop import discrete_sweep
 from ._registry import register_engine
@@ -113,10 +114,11 @@ class _Stepper:
         # scipy's classes: DP8 stops at its observation times)
         self.P = getattr(tableau, "P", None)
         self.n_stages = len(tableau.B)
-        # our tableaus' (DP5, BS3): the combinations the forward loop forms its stage inputs and its
-        # solution with (`StepWorkspace`), so that a replayed step is the forward's step bit for bit
-        self.coefficients = getattr(tableau, "coefficients", None)
-        self._rhs = None  # (batch, the forward's flat f), see `_forward_rhs`
+        # our tableaus (DP5, BS3) are replayed by the forward loop's own arithmetic (`StepWorkspace`), so
+        # that a replayed step is the forward's step bit for bit; scipy's (DP8) by the loop below
+        self.tableau = tableau
+        self.forward_loop_replay = isinstance(tableau, Tableau)
+        self._forward = None  # (batch, the forward's flat f, its step workspace), see `_forward_loop`
         self.n_f = 0  # evaluations of f (forward replays and the reverse sweep's stage inputs)
         self.n_vjp = 0  # vector-Jacobian products
 
@@ -128,7 +130,7 @@ class _Stepper:
 
     def _stages(self, t, h, z, end_state=True):
         """(stage inputs Y_i, stage values k_i, end state); see `stage_inputs`."""
-        if self.coefficients is not None:
+        if self.forward_loop_replay:
             return self._forward_loop_stages(t, h, z, end_state)
         model, theta, A, C = self.model, self.theta, self.A, self.C
         Y, K = [], []
@@ -150,33 +152,32 @@ class _Stepper:
         return Y, K, z_new
 
     def _forward_loop_stages(self, t, h, z, end_state):
-        """`_stages` by the forward loop's arithmetic (`rk_step`): f is the forward pass's own flat
-        `forward_rhs`, and each stage input, and the end state, one product of a row of the
-        coefficients scaled by h with the flat rows [y, k_0, k_1, ...]; so the replayed states are
-        the forward pass's to the bit."""
+        """`_stages` by the forward loop's own arithmetic: its `StepWorkspace` (the coefficients scaled
+        by h, each stage input a product of a row of them with the rows [y, k_0, k_1, ...]) and its f on
+        flat states (`forward_rhs`), so the replayed states are the forward pass's to the bit. The
+        stage values returned are views of the workspace, valid until the next step."""
         C, s, batch = self.C, self.n_stages, z.shape[0]
-        rhs = self._forward_rhs(batch)
-        scaled = self.coefficients.copy()
-        np.multiply(self.coefficients[:, 1:], h, out=scaled[:, 1:])  # as `StepWorkspace.scale_by`
-        rows = np.empty((s + 1, z.size))
-        rows[0] = flat(z)
-        Y, K = [states(rows[0], batch)], []
+        rhs, work = self._forward_loop(batch, z.size)
+        work.scale_by(h)
+        work.Y[0] = flat(z)
+        Y, K = [z], []
         for i in range(s):
             if i > 0:
-                Y.append(states(scaled[i, : i + 1] @ rows[: i + 1], batch))
+                _, _, row, previous, _ = work.stages[i - 1]
+                Y.append(states(row @ previous, batch))
             if end_state or i < s - 1:
-                rows[i + 1] = rhs(t + float(C[i]) * h, flat(Y[i]))
-                K.append(states(rows[i + 1], batch))
+                work.K[i] = rhs(t + float(C[i]) * h, flat(Y[i]))
+                K.append(states(work.K[i], batch))
         self.n_f += len(K)
         if not end_state:
             return Y, K, None
-        return Y, K, states(scaled[s, : s + 1] @ rows, batch)
+        return Y, K, states(work.solution_row @ work.Y_solution, batch)
 
-    def _forward_rhs(self, batch):
-        """The forward pass's f on flat states (`forward_rhs`), made once per batch size."""
-        if self._rhs is None or self._rhs[0] != batch:
-            self._rhs = (batch, forward_rhs(self.model, self.theta, batch))
-        return self._rhs[1]
+    def _forward_loop(self, batch, size):
+        """The forward loop's f on flat states (`forward_rhs`) and a `StepWorkspace`, made once per batch."""
+        if self._forward is None or self._forward[0] != batch:
+            self._forward = (batch, forward_rhs(self.model, self.theta, batch), StepWorkspace(self.tableau, size))
+        return self._forward[1:]
 
     def step(self, t, h, z):
         return self.stage_inputs(t, h, z)[1]
@@ -190,8 +191,9 @@ class _Stepper:
         """The step's end state and its dense output at each x in `xs`, as the forward loop forms them
         (the stages, then k_s = f(t_end, end state))."""
         _, K, z_new = self._stages(t, h, z)
-        if self.coefficients is not None:  # the forward loop's f, as its stages
-            K.append(states(self._forward_rhs(z.shape[0])(t_end, flat(z_new)), z.shape[0]))
+        if self.forward_loop_replay:  # the forward loop's f, as its stages
+            rhs, _ = self._forward_loop(z.shape[0], z.size)
+            K.append(states(rhs(t_end, flat(z_new)), z.shape[0]))
         else:
             K.append(self.model.f(t_end, z_new, self.theta))
         self.n_f += 1
