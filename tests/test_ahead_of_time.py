@@ -411,6 +411,21 @@ def test_runs_start_one_background_builder_per_key_that_outlives_them_and_a_kill
                 pass
 
 
+def test_a_builder_leaves_a_running_starter_alone_and_does_not_wait_for_one_that_has_ended(monkeypatch):
+    """A background builder waits while the run that started it lives (up to the grace), and not at all
+    once that run has ended: its pid, passed by the starter, is then no longer the builder's parent. (A
+    builder that read its parent's pid itself would, after a short run, read the pid of whoever adopted
+    it and wait out the whole grace.)"""
+    monkeypatch.setattr(_module_cache, "GRACE_SECONDS", 0.5)
+    start = time.monotonic()
+    _module_cache._after_the_run_that_started_it(os.getppid())  # the starter still runs: the grace
+    assert time.monotonic() - start >= 0.5
+    monkeypatch.setattr(_module_cache, "GRACE_SECONDS", 120.0)
+    start = time.monotonic()
+    _module_cache._after_the_run_that_started_it(os.getpid())  # not this process's parent: it has ended
+    assert time.monotonic() - start < 60.0  # returned at once, not after the 120 s grace
+
+
 BLOCK_PYCC = """
 import sys
 

@@ -330,7 +330,7 @@ def start_build(entry: Entry, background: bool = True) -> tuple[int | None, str]
             return None, "already building"
         log = open(entry.log, "ab")
         command = [sys.executable, "-m", "harness._compiled._module_cache", "build", str(entry.path.parent),
-                   entry.key, str(fd)] + (["--background"] if background else [])
+                   entry.key, str(fd), str(os.getpid())] + (["--background"] if background else [])
         process = subprocess.Popen(command, env=_builder_environment(), stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, pass_fds=(fd,), start_new_session=True)
         log.close()
@@ -416,12 +416,14 @@ def _lower_priority() -> None:
 GRACE_SECONDS = 60.0  # how long a background builder leaves the run that started it alone
 
 
-def _after_the_run_that_started_it() -> None:
-    """Wait until the process that started this builder has ended (a short run, such as `harness
-    reproduce`, then never shares the CPU with it), or `GRACE_SECONDS` have passed (a long run or an
-    interactive session shares it with a builder at the lowest priority)."""
-    parent, deadline = os.getppid(), time.monotonic() + GRACE_SECONDS
-    while os.getppid() == parent and time.monotonic() < deadline:
+def _after_the_run_that_started_it(starter: int) -> None:
+    """Wait until the process that started this builder (pid `starter`) has ended (a short run, such as
+    `harness reproduce`, then never shares the CPU with it), or `GRACE_SECONDS` have passed (a long run or
+    an interactive session shares it with a builder at the lowest priority). The starter's pid comes
+    from the starter: a run that ended before this process got here has already handed it to another
+    parent, and nothing is left to wait for."""
+    deadline = time.monotonic() + GRACE_SECONDS
+    while os.getppid() == starter and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
@@ -548,15 +550,16 @@ def _fill_jit_cache(entry: Entry, why_jit: str) -> str | None:
     return None
 
 
-def build(directory: str, key: str, lock_fd: int, background: bool) -> int:
-    """The builder's work (it holds the lock through `lock_fd`): scratch folders of killed builders
-    removed, then the module built ahead of time, or numba's cache filled where that cannot be; the
-    outcome recorded. Exit status 0 if something usable was made."""
+def build(directory: str, key: str, lock_fd: int, starter: int, background: bool) -> int:
+    """The builder's work (it holds the lock through `lock_fd`; `starter` is the pid of the run that
+    started it): scratch folders of killed builders removed, then the module built ahead of time, or
+    numba's cache filled where that cannot be; the outcome recorded. Exit status 0 if something usable
+    was made."""
     entry = Entry(Path(directory), key)
     entry.write(entry.building, {"pid": os.getpid(), "started": time.time(), "background": background})
     if background:
         _lower_priority()
-        _after_the_run_that_started_it()
+        _after_the_run_that_started_it(starter)
     try:
         for stale in entry.path.glob("build-*"):  # this process holds the lock: no other builder runs
             shutil.rmtree(stale, ignore_errors=True)
@@ -592,6 +595,6 @@ def build(directory: str, key: str, lock_fd: int, background: bool) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 5 and sys.argv[1] == "build":
-        sys.exit(build(sys.argv[2], sys.argv[3], int(sys.argv[4]), "--background" in sys.argv[5:]))
-    sys.exit(f"usage: python -m {__spec__.name} build DIRECTORY KEY LOCK_FD [--background]")
+    if len(sys.argv) >= 6 and sys.argv[1] == "build":
+        sys.exit(build(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), "--background" in sys.argv[6:]))
+    sys.exit(f"usage: python -m {__spec__.name} build DIRECTORY KEY LOCK_FD STARTER_PID [--background]")
