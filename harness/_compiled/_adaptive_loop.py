@@ -126,39 +126,38 @@ def _flat_records(net):
 
 
 @njit(inline="always", **_OPTIONS)
-def _value(net, x, out):
-    """f(x) into out, both (N, B)."""
+def _network_stage(net, x, a, sign, out_f, out_az, want_f, want_vjp, recorded):
+    """f(x) (with `want_f`) and (∂f/∂z)ᵀ(sign a) (with `want_vjp`), all (N, B), leaving the layer records
+    in `net`'s buffers: the single-column kernel at B = 1, column by column for a few columns, else the
+    fused kernel, which with `recorded` reads the layer inputs `net`'s buffer already holds for x
+    (`stage_pass`; only kept for more than `COLUMN_BATCH` columns)."""
     widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
+    # The flags go on as run-time booleans: numba types a constant argument as a literal and compiles a
+    # kernel once for every combination of literals its callers pass (five copies of each stage kernel,
+    # minutes of the module's build); the branches they choose lie outside the kernels' inner loops.
+    want_f, want_vjp, recorded = bool(want_f), bool(want_vjp), bool(recorded)
     if x.shape[1] == 1:
         n = x.shape[0]
-        out_1 = reshaped(out, (n,))
-        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, reshaped(x, (n,)), out_1, 1.0,
-                   *_flat_records(net), out_1, out_1, True, False)
-        return
-    if x.shape[1] <= COLUMN_BATCH:
-        _column_stage(net, x, dummy, 1.0, out, out, True, False)
-        return
-    stage_pass(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, dummy, 1.0, inputs, cots,
-               slopes, out, out, True, False, False)
+        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, reshaped(x, (n,)),
+                   reshaped(a, (n,)), sign, *_flat_records(net), reshaped(out_f, (n,)), reshaped(out_az, (n,)),
+                   want_f, want_vjp)
+    elif x.shape[1] <= COLUMN_BATCH:
+        _column_stage(net, x, a, sign, out_f, out_az, want_f, want_vjp)
+    else:
+        stage_pass(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, sign, inputs, cots,
+                   slopes, out_f, out_az, want_f, want_vjp, recorded)
+
+
+@njit(inline="always", **_OPTIONS)
+def _value(net, x, out):
+    """f(x) into out, both (N, B)."""
+    _network_stage(net, x, net[11], 1.0, out, out, True, False, False)
 
 
 @njit(inline="always", **_OPTIONS)
 def _vjp_stage(net, x, a, out_f, out_az, want_f, recorded):
-    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa, leaving the layer records in `net`'s buffers: the
-    single-column kernel at B = 1, column by column for a few columns, else the fused kernel, which
-    with `recorded` reads the layer inputs `net`'s buffer already holds for x (`stage_pass`; only
-    kept for more than `COLUMN_BATCH` columns)."""
-    widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, inputs, cots, slopes, dummy = net
-    if x.shape[1] == 1:
-        n = x.shape[0]
-        unit_stage(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, reshaped(x, (n,)),
-                   reshaped(a, (n,)), -1.0, *_flat_records(net), reshaped(out_f, (n,)), reshaped(out_az, (n,)), want_f,
-                   True)
-    elif x.shape[1] <= COLUMN_BATCH:
-        _column_stage(net, x, a, -1.0, out_f, out_az, want_f, True)
-    else:
-        stage_pass(widths, act, weights, w_off, in_rows, cot_rows, decay, has_decay, x, a, -1.0, inputs, cots,
-                   slopes, out_f, out_az, want_f, True, recorded)
+    """f(x) (with `want_f`) and -(∂f/∂z)ᵀa (`_network_stage`)."""
+    _network_stage(net, x, a, -1.0, out_f, out_az, want_f, True, recorded)
 
 
 @njit(inline="always", **_OPTIONS)
@@ -544,17 +543,19 @@ def forward_pass(net, tab, z0, t0, times, rtol, atol, keep_dense, work, store, z
     kept = (borrowed(kept[0]), borrowed(kept[1]))
     n, batch = z0.shape
     size = n * batch
-    shape = (1, n, batch)
+    # `_piece_loop` is called here with the argument types `backward_pass` gives it, so that numba compiles
+    # it once for both: integers typed np.int64, not the literals bare constants would be typed as
+    shape = (np.int64(1), n, batch)
     n_times = times.shape[0]
     u = z0.copy().reshape(size)
     q = work[5]  # empty: no quadrature tail forward
-    no_dense = (0, 0, store[0], store[1], store[2], store[3])
+    no_dense = (np.int64(0), np.int64(0), store[0], store[1], store[2], store[3])
     no_nodes = (q, q, work[1], work[1])  # empty: no quadrature forward
     observed = (times, reshaped(z_at, (n_times, size)), obs_step, obs_x)
     # h = -1: the initial-step heuristic
     status, h, n_rhs, n_accepted, n_rejected, n_stored = _piece_loop(
-        FORWARD, net, tab, shape, u, q, t0, times[n_times - 1], -1.0, rtol, atol, work, no_dense, store, 0,
-        keep_dense, no_nodes, observed, kept,
+        np.int64(FORWARD), net, tab, shape, u, q, t0, times[n_times - 1], -1.0, rtol, atol, work, no_dense, store,
+        0, keep_dense, no_nodes, observed, kept,
     )
     return status, h, (n_rhs, n_accepted, n_rejected), n_stored
 
@@ -612,8 +613,8 @@ def backward_pass(mode, net, tab, z_at, dL_dz, t0, times, h0, rtol, atol, store,
             u[a0 + d] += dL_k[d]
         t_start = t0 if k == 0 else times[k - 1]
         status, h, rhs_k, acc_k, rej_k, _ = _piece_loop(
-            mode, net, tab, shape, u, q, times[k], t_start, h, rtol, atol, work, dense, store, 0, False, nodes,
-            not_observed, nothing_kept,
+            mode, net, tab, shape, u, q, times[k], t_start, h, rtol, atol, work, dense, store, 0, bool(False),
+            nodes, not_observed, nothing_kept,  # bool(False): a run-time boolean, as forward_pass's keep_dense
         )
         n_rhs += rhs_k
         n_accepted += acc_k

@@ -38,6 +38,7 @@ outside (`_arguments.sweep_workspace`), for the reason `_arguments.py` gives.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from ._adaptive_loop import _OPTIONS, _adjoint_stage, _combine, _value, with_inputs
@@ -184,7 +185,8 @@ def _reverse_observed(net, A, B, P, plane, hs, n, z, z_bar, q, K, Y, k_bar, out_
             for d in range(z_bar.shape[0]):
                 z_bar[d] += g_k[d]
     k_obs[:] = 0.0
-    observed = _add_observations(P, (0, s), hs[n], lo, hi, obs_x, g, k_obs, 0)
+    zero = np.int64(0)  # not a literal 0: the call below then has the argument types of the one after it
+    observed = _add_observations(P, (zero, s), hs[n], lo, hi, obs_x, g, k_obs, zero)
     if n > 0:  # step n - 1's observations through its last row, f(y_n) = this step's K₀
         before_lo, before_hi = _observations(obs_step, n - 1)
         if _add_observations(P, (s, s + 1), hs[n - 1], before_lo, before_hi, obs_x, g, k_obs, s):
@@ -246,29 +248,32 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, s
     n_f = n_vjp = recomputed = 0
     peak = 1  # the start state
     count = hs.shape[0]
+    # one run-time flag for every call below (with constants numba would compile them once per value)
+    stored = checkpoints < 0
     if count == 0:
         return n_f, n_vjp, recomputed, peak, count
     # the last step's observations through f(y_N), which no later step's K₀ carries: one VJP at y_N = z(t_K)
     last_lo, last_hi = _observations(obs_step, count - 1)
     k_obs[:] = 0.0
     if _add_observations(P, (s, s + 1), hs[count - 1], last_lo, last_hi, obs_x, g, k_obs, s):
-        _stage_vjp(net, plane, reshaped(z_at[n_times - 1], (size,)), k_obs[0], z_bar, q, out_az, products, False)
+        _stage_vjp(net, plane, reshaped(z_at[n_times - 1], (size,)), k_obs[0], z_bar, q, out_az, products,
+                   bool(False))  # a run-time False: see `_network_stage`
         n_vjp += 1
-    if checkpoints < 0:  # every step's stage inputs kept by the forward pass: no f is evaluated
+    if stored:  # every step's stage inputs kept by the forward pass: no f is evaluated
         peak = max(peak, count)
         for k in range(count - 1, -1, -1):
             n_vjp += _reverse_observed(net, A, B, P, plane, hs, k, kept_inputs[k, 0], z_bar, q, K, kept_inputs[k],
-                                       k_bar, out_az, products, k_obs, obs_step, obs_x, g, True, records)
+                                       k_bar, out_az, products, k_obs, obs_step, obs_x, g, stored, records)
         return n_f, n_vjp, recomputed, peak, count
     slots[0, :] = z0.reshape(size)
     held = 1
-    lo, hi, slot, free = 0, count, 0, checkpoints
+    lo, hi, slot, free = np.int64(0), count, 0, checkpoints
     top = 0
     while True:
         while True:  # the task (lo, hi) from the state in `slot`, with `free` checkpoints
             if hi - lo == 1:
                 n_vjp += _reverse_observed(net, A, B, P, plane, hs, lo, slots[slot], z_bar, q, K, Y, k_bar, out_az,
-                                           products, k_obs, obs_step, obs_x, g, False, records)
+                                           products, k_obs, obs_step, obs_x, g, stored, records)
                 n_f += s - 1
                 break
             if free == 0:  # no checkpoint to spare: rebuild each step's state from the slot's
@@ -280,7 +285,7 @@ def reverse_sweep(net, tab, z0, z_at, dL_dz, hs, obs_step, obs_x, checkpoints, s
                         n_f += s * (k - lo)
                         source = temp
                     n_vjp += _reverse_observed(net, A, B, P, plane, hs, k, slots[source], z_bar, q, K, Y, k_bar,
-                                               out_az, products, k_obs, obs_step, obs_x, g, False, records)
+                                               out_az, products, k_obs, obs_step, obs_x, g, stored, records)
                     n_f += s - 1
                 break
             mid = lo + first_part(hi - lo, free)

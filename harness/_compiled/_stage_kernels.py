@@ -154,7 +154,8 @@ def mlp_stage(
         Receive f (with `want_f`) and (∂f/∂z)ᵀ(sign a) (with `want_vjp`).
     """
     stage_pass(widths, activation, weights, weight_offsets, input_rows, cotangent_rows, decay, has_decay, x, a,
-               sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp, False)
+               sign, inputs, cotangents, slopes, out_f, out_az, want_f, want_vjp,
+               bool(False))  # a run-time False, as the loop passes its flags: one compiled copy of each kernel
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
