@@ -356,7 +356,7 @@ def _load_kernels() -> None:
 
         _say(f"harness: {why}; using numba's just-in-time functions")
         _state["kernels"] = just_in_time_kernels()
-        warm_up(lambda: _say("harness: compiling the numba kernels in this process (minutes of CPU) ..."))
+        warm_up(lambda: _say("harness: compiling the numba kernels in this process (a minute or more of CPU) ..."))
         why = f"numba's just-in-time functions ({why})"
     else:
         _state["kernels"] = kernels

@@ -13,9 +13,10 @@ gives the same numbers as the just-in-time functions (tests/test_compiled_loop.p
 loaded against the numpy reference; tests/test_ahead_of_time.py compares the two).
 
 The build runs once per key, in a builder process that `_module_cache.py` starts (in the background
-by default: no run waits for it), and takes minutes of CPU: numba compiles the code, then the C
-compiler builds numba's small C runtime into the module. It needs what any C extension needs, a C
-compiler and Python's headers, and ``numba.pycc`` itself, which numba has marked pending deprecation;
+by default: no run waits for it), and takes over a minute of CPU (`benchmarks/bench_first_run.py`
+measures it): numba compiles the code, then the C compiler builds numba's small C runtime into the
+module. It needs what any C extension needs, a C compiler and Python's headers, and ``numba.pycc``
+itself, which numba has marked pending deprecation;
 where any of those is missing the builder fills numba's own cache (``cache=True``) instead and later
 runs use numba's just-in-time functions from there (`_module_cache.py`).
 
