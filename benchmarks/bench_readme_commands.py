@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/bench_readme_commands.py [--out reports/scale/readme_commands.json] [--skip-ci]
+    python benchmarks/bench_readme_commands.py --load 2 [--out reports/scale/readme_commands_loaded.json]
     python benchmarks/bench_readme_commands.py --installers [--out reports/scale/installers.json]
 
 Clones this checkout's HEAD (uncommitted changes are not measured; the file says if there were any)
@@ -12,6 +13,10 @@ into a temporary folder and runs there, one after the other:
   nothing installed or built earlier on this machine helps it;
 - ``.ci/run`` (a fresh venv, the test extras, the README's test command), in a second fresh clone,
   again with pip's cache empty; its own ``install: N s`` and ``tests: N s`` lines are recorded.
+
+With ``--load N``, N other processes keep a core each busy at normal priority for the whole run (each
+spins in a Python loop): the same commands on a machine that other jobs share, as CI runners and the
+machines here often are.
 
 With ``--installers``, only `.ci/run`'s install is timed (``HARNESS_CI_STOP=install``, no compiled build),
 once with uv and once with pip alone (``HARNESS_CI_INSTALLER=pip``), each in a fresh clone with pip's
@@ -105,6 +110,25 @@ def _installers(folder: Path) -> dict:
     return results
 
 
+class _BusyProcesses:
+    """N processes that each keep one core busy (a Python loop at normal priority) while the block runs."""
+
+    SPIN = "while True:\n    pass"
+
+    def __init__(self, count: int):
+        self.count, self.processes = count, []
+
+    def __enter__(self):
+        self.processes = [subprocess.Popen([sys.executable, "-c", self.SPIN]) for _ in range(self.count)]
+        time.sleep(5.0 if self.count else 0.0)  # the load average starts to show them
+        return self
+
+    def __exit__(self, *exc):
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
 def _pip_index() -> str:
     proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False)
     return proc.stdout.strip() or "(pip's defaults: PyPI)"
@@ -114,18 +138,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "reports" / "scale" / "readme_commands.json"))
     parser.add_argument("--skip-ci", action="store_true", help="time the first command only")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="N other processes keep a core each busy meanwhile (default --out "
+                             "reports/scale/readme_commands_loaded.json)")
     parser.add_argument("--installers", action="store_true",
                         help="time only `.ci/run`'s install, with uv and with pip (default --out "
                              "reports/scale/installers.json)")
     args = parser.parse_args(argv)
     if args.installers and args.out == parser.get_default("out"):
         args.out = str(ROOT / "reports" / "scale" / "installers.json")
+    if args.load < 0:
+        parser.error(f"--load {args.load}: expected a number of busy processes >= 0")
+    if args.load and args.out == parser.get_default("out"):
+        args.out = str(ROOT / "reports" / "scale" / "readme_commands_loaded.json")
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True, check=False).stdout.strip()
     record = {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "provenance": provenance(),
               "command": "python benchmarks/bench_readme_commands.py" + (" --skip-ci" if args.skip_ci else "")
-              + (" --installers" if args.installers else ""),
-              "uncommitted_changes_not_measured": bool(dirty), "pip_configuration": _pip_index()}
+              + (" --installers" if args.installers else "") + (f" --load {args.load}" if args.load else ""),
+              "uncommitted_changes_not_measured": bool(dirty), "pip_configuration": _pip_index(),
+              "busy_processes": args.load}
     if args.installers:
         with tempfile.TemporaryDirectory(prefix="readme-commands-") as scratch:
             record["installers"] = _installers(Path(scratch))
@@ -133,7 +165,7 @@ def main(argv=None) -> int:
         print(f"wrote {args.out}")
         return 0 if all(r["exit_status"] == 0 for r in record["installers"].values()) else 1
     first = readme_first_command()
-    with tempfile.TemporaryDirectory(prefix="readme-commands-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="readme-commands-") as scratch, _BusyProcesses(args.load):
         folder = Path(scratch)
         clone = _clone(folder, "first")
         print(f"first command, in a fresh clone with pip's cache empty: {first}", flush=True)
