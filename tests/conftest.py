@@ -53,10 +53,18 @@ def _function_id(nodeid: str) -> str:
     return re.sub(r"\[.*\]$", "", nodeid)
 
 
-def _compiled_user(nodeid: str, listed: set[str], prefixes: tuple[str, ...]) -> bool:
-    """Whether compiled_users.txt lists the test: by its function (every parametrization), by its whole
-    id, or by a line ending in `*` that its id starts with (some of a function's parametrizations)."""
-    return _function_id(nodeid) in listed or nodeid in listed or nodeid.startswith(prefixes)
+# fixtures that hand a test the compiled code itself (tests/test_ahead_of_time.py): a test that asks
+# for one needs the build, listed or not
+COMPILED_FIXTURES = ("built", "numbas_cache_filled")
+
+
+def _compiled_user(item, listed: set[str], prefixes: tuple[str, ...]) -> bool:
+    """Whether the test needs the compiled code: compiled_users.txt lists it by its function (every
+    parametrization), by its whole id, or by a line ending in `*` that its id starts with (some of a
+    function's parametrizations), or it asks for one of `COMPILED_FIXTURES`."""
+    nodeid = item.nodeid
+    return (_function_id(nodeid) in listed or nodeid in listed or nodeid.startswith(prefixes)
+            or any(name in getattr(item, "fixturenames", ()) for name in COMPILED_FIXTURES))
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -79,8 +87,8 @@ def pytest_collection_modifyitems(session, config, items):
         path = item.nodeid.split("::")[0]
         return first.index(path) if path in first else len(first)
 
-    items.sort(key=lambda item: (_compiled_user(item.nodeid, listed, prefixes), rank(item)))
-    if items and _compiled_user(items[-1].nodeid, listed, prefixes) and not config.option.collectonly:
+    items.sort(key=lambda item: (_compiled_user(item, listed, prefixes), rank(item)))
+    if items and _compiled_user(items[-1], listed, prefixes) and not config.option.collectonly:
         _start_the_build()
 
 
