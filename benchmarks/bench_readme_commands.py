@@ -188,6 +188,7 @@ def main(argv=None) -> int:
                 result[f"{key}_seconds"] = int(found.group(1)) if found else None
             summary = [line for line in log.splitlines() if re.search(r"\d+ passed", line)]
             result["pytest_summary"] = summary[-1].strip("= ") if summary else ""
+            result["failures"] = [line for line in log.splitlines() if line.startswith(("FAILED ", "ERROR "))]
             record["ci_run"] = result
             print(json.dumps(record["ci_run"]), flush=True)
     out = Path(args.out)
