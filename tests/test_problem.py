@@ -150,10 +150,13 @@ def test_seed_problem_shape(seed):
 
 
 def test_seed_ground_truth_scores_the_perfect_loglik(seed):
-    """The data are the ground truth solved with the tutorial's settings, so solving it again with
-    the same settings reproduces them bit for bit: zero residual, exactly -(N/2) log 2π."""
+    """The data are the ground truth solved with the tutorial's settings by the numpy path, so solving it
+    again the same way reproduces them bit for bit: zero residual, exactly -(N/2) log 2π."""
+    import harness._compiled as compiled
+
     o = TUTORIAL_DATA_OPTIONS
-    fwd = solve_forward(seed.model, seed.theta_true, seed.z0, seed.t0, seed.times, o)
+    with compiled.numpy_reference():
+        fwd = solve_forward(seed.model, seed.theta_true, seed.z0, seed.t0, seed.times, o)
     loss, residual = seed.loss_terms(fwd.z_at_times)
     assert np.all(residual == 0)
     assert seed.loglik_per_datapoint(loss) == pytest.approx(seed.perfect_loglik_per_datapoint,
@@ -161,8 +164,6 @@ def test_seed_ground_truth_scores_the_perfect_loglik(seed):
     # and through the gradient API with the same forward settings: bit for bit on the numpy loop; the
     # compiled whole loop (small batches) takes the same steps with sums in another order, so its
     # residuals are rounding, 1e-14 of |z| <= 10 (tests/test_compiled_loop.py bounds it to 1e-12)
-    import harness._compiled as compiled
-
     before = compiled.loop_runs()
     result = gradient(seed, theta=seed.theta_true, solver=o.solver, rtol=o.rtol, atol=o.atol)
     if compiled.loop_runs() > before:

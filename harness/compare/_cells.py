@@ -31,9 +31,9 @@ from threadpoolctl import threadpool_limits
 
 from .. import __version__
 from .. import _memory as memory
-from .._forward import SolveOptions, solve_forward
+from .._forward import SolveOptions
 from .._io import strict_json
-from ..problems import TUTORIAL_DATA_OPTIONS, Problem, build_problem
+from ..problems import TUTORIAL_DATA_OPTIONS, Problem, build_problem, solve_ground_truth
 from ..solvers import solver_for
 from ._kind import kind
 from .engines import build_engine
@@ -123,9 +123,9 @@ def _build_problem(spec: ProblemSpec, seed: int, contents: str | None) -> Proble
     times = np.asarray(spec.times, dtype=np.float64)
     solver = solver_for(problem.model, TUTORIAL_DATA_OPTIONS.solver).name
     options = SolveOptions(solver, TUTORIAL_DATA_OPTIONS.rtol, TUTORIAL_DATA_OPTIONS.atol)
-    data = solve_forward(problem.model, problem.theta_true, problem.z0, problem.t0, times, options)
+    data = solve_ground_truth(problem.model, problem.theta_true, problem.z0, problem.t0, times, options)
     return Problem(problem.model, problem.theta, problem.z0, problem.t0, times,
-                   data.z_at_times[..., : problem.observed_dim],
+                   data[..., : problem.observed_dim],
                    name=f"{problem.name}_t{times[-1]:g}", theta_true=problem.theta_true, augment=problem.augment)
 
 

@@ -2,7 +2,9 @@
 
 - `Problem` (`_problem.py`): the value every engine differentiates, with its loss;
 - the catalogue (`_catalogue.py`): the tutorial's problem and its variants, by name;
-- the problem-file format (`_file.py`): `.npz` files any tool can write and the harness loads.
+- the problem-file format (`_file.py`): `.npz` files any tool can write and the harness loads;
+- synthetic data (`_ground_truth.py`): a ground truth solved by the numpy path, whatever the compiled
+  code's state.
 """
 
 from ._catalogue import (
@@ -25,6 +27,7 @@ from ._catalogue import (
     ude_problem,
 )
 from ._file import load_problem, save_problem
+from ._ground_truth import solve_ground_truth
 from ._lynx_hare import SERIES, lynx_hare_problem, lynx_hare_series
 from ._problem import Problem, grid_and_mask
 
@@ -50,6 +53,7 @@ __all__ = [
     "reflection_problem",
     "save_problem",
     "seed_problem",
+    "solve_ground_truth",
     "stiff_problem",
     "time_dependent_problem",
     "ude_problem",

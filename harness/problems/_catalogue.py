@@ -12,9 +12,10 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import HarnessInputError
-from .._forward import SolveOptions, solve_forward
+from .._forward import SolveOptions
 from ..model import MLP
 from ..solvers import solver_for
+from ._ground_truth import solve_ground_truth
 from ._problem import Problem
 from . import _lynx_hare
 
@@ -70,9 +71,9 @@ def make_problem(
     z0 = np.zeros((batch, model.state_dim))
     z0[:, :n] = rng.uniform(-box, box, size=(batch, n))
     times = np.asarray(times, dtype=np.float64)
-    truth = solve_forward(model, theta_true, z0, t0, times, data_options)
+    truth = solve_ground_truth(model, theta_true, z0, t0, times, data_options)
     theta = model.init(np.random.default_rng(seed + 1))
-    return Problem(model, theta, z0, t0, times, truth.z_at_times[..., :n], name, theta_true=theta_true,
+    return Problem(model, theta, z0, t0, times, truth[..., :n], name, theta_true=theta_true,
                    augment=augment)
 
 
@@ -202,9 +203,9 @@ def _positive_problem(model, name: str, seed: int, batch: int, data_options, tim
     theta_true = model.init(rng)
     z0 = rng.uniform(0.5, 2.0, size=(batch, model.state_dim))
     times = np.asarray(times, dtype=np.float64)
-    truth = solve_forward(model, theta_true, z0, 0.0, times, data_options)
+    truth = solve_ground_truth(model, theta_true, z0, 0.0, times, data_options)
     theta = model.init(np.random.default_rng(seed + 1))
-    return Problem(model, theta, z0, 0.0, times, truth.z_at_times, name, theta_true=theta_true)
+    return Problem(model, theta, z0, 0.0, times, truth, name, theta_true=theta_true)
 
 
 def lotka_volterra_problem(seed: int = 0, batch: int = 500, data_options=TUTORIAL_DATA_OPTIONS) -> Problem:

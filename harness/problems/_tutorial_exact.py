@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._forward import SolveOptions, solve_forward
+from .._forward import SolveOptions
 from ..model import MLP
+from ._ground_truth import solve_ground_truth
 from ._problem import Problem
 from ._tutorial_draws import tutorial_weights
 
@@ -86,7 +87,7 @@ def tutorial_exact_problem(data_options: SolveOptions = EXACT_DATA_OPTIONS) -> P
     theta_init = theta_from_tutorial(tutorial_weights("learnt_init"))
     z0 = tutorial_z0()
     times = np.array([tutorial_horizon()])
-    data = solve_forward(model, theta_true, z0, 0.0, times, data_options).z_at_times
+    data = solve_ground_truth(model, theta_true, z0, 0.0, times, data_options)
     return Problem(model, theta_init, z0, 0.0, times, data, "tutorial-exact", theta_true=theta_true)
 
 
