@@ -224,3 +224,32 @@ def test_the_declared_activations_are_the_kernels_own():
     assert set(COMPILED_ACTIVATIONS) == set(ACTIVATION_CODES)
     linear = MLP((2, 3, 2), activation="identity")
     assert not enabled(linear) and "identity" in status(linear)
+
+
+def test_numpy_reference_holds_in_its_own_thread_only_and_overlapping_blocks_leave_no_trace():
+    """A comparison's cells run on threads and each makes its data inside `numpy_reference`. The block
+    turns the compiled path off in its own thread only; two overlapping blocks ended in the other
+    order than they began leave the mode as it was (a process-wide switch, saved and restored by
+    each block, was left off by them, and every later gradient of the process ran numpy)."""
+    import threading
+
+    before = compiled._mode()
+    entered, release = threading.Event(), threading.Event()
+    seen = {}
+
+    def hold():
+        with compiled.numpy_reference():
+            seen["inside the block"] = compiled._mode()
+            entered.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert entered.wait(30)
+    seen["another thread meanwhile"] = compiled._mode()
+    with compiled.numpy_reference():  # begun after the other thread's block, ended after it too
+        release.set()
+        thread.join(30)
+    seen["after both"] = compiled._mode()
+    assert seen == {"inside the block": ("off", "harness._compiled.numpy_reference()"),
+                    "another thread meanwhile": before, "after both": before}

@@ -54,6 +54,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -82,6 +83,7 @@ _AUTO = ("", "auto")
 # kernels: the compiled functions once ready; not_ready: why this process runs numpy instead (decided
 # once per process, see `_ready`)
 _state = {"enabled": None, "loaded": None, "kernels": None, "loop_runs": 0, "not_ready": None}
+_thread = threading.local()  # numpy_reference: whether this thread is inside one
 
 
 def _switch(variable: str, allowed: tuple[str, ...]) -> str:
@@ -96,7 +98,10 @@ def _switch(variable: str, allowed: tuple[str, ...]) -> str:
 
 
 def _mode() -> tuple[str, str]:
-    """("off" | "on" | "auto", why) from `set_enabled` first, then the environment variable."""
+    """("off" | "on" | "auto", why) from `numpy_reference` (this thread's), then `set_enabled`, then the
+    environment variable."""
+    if getattr(_thread, "numpy_reference", False):
+        return "off", "harness._compiled.numpy_reference()"
     if _state["enabled"] is not None:
         return ("on" if _state["enabled"] else "off"), f"harness._compiled.set_enabled({_state['enabled']})"
     value = _switch(ENV_VARIABLE, _OFF + _ON + _AUTO)
@@ -123,13 +128,18 @@ def set_enabled(enabled: bool | None) -> None:
 
 @contextlib.contextmanager
 def numpy_reference():
-    """Run the numpy reference path inside the block (`set_enabled(False)`), then restore the mode."""
-    previous = _state["enabled"]
-    _state["enabled"] = False
+    """Run the numpy reference path inside the block, in this thread only; blocks nest.
+
+    Thread-local, unlike `set_enabled`: cells of a comparison run on threads, and each makes its
+    problem's data inside this block (`harness.problems.solve_ground_truth`). A process-wide switch
+    saved and restored by overlapping blocks in two threads was left off for good by whichever
+    restored last, and every later gradient of the process ran numpy."""
+    previous = getattr(_thread, "numpy_reference", False)
+    _thread.numpy_reference = True
     try:
         yield
     finally:
-        _state["enabled"] = previous
+        _thread.numpy_reference = previous
 
 
 def enabled(model=None) -> bool:
