@@ -13,7 +13,6 @@ from typing import Callable
 
 import numpy as np
 
-from . import _reproduce_figures as figures
 from .errors import HarnessInputError, TrainingDivergedError
 from ._forward import SolveOptions, solve_forward
 from ._io import output_folder, write_json, write_text
@@ -169,6 +168,10 @@ def reproduce(
         diverged = result.status != "finished"
 
         echo(f"Writing the figures and the report to {out}")
+        # matplotlib (half a second to import) only here: the command line builds its parser from this
+        # module's presets, and every other command and every refused input would pay for it
+        from . import _reproduce_figures as figures
+
         figure_options = SolveOptions("DP5", 1e-6, 1e-4)
         figures.random_model_grid(problem.model, figure_options, out / "random_models.png", seed=seed + 2)
         phase_plot = problem.theta_true is not None and problem.model.state_dim == 2 and not diverged

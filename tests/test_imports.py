@@ -47,3 +47,19 @@ def test_a_gradient_with_an_explicit_solver_leaves_out_what_it_does_not_use():
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                               env={**os.environ, "HARNESS_COMPILED": compiled})
         assert proc.returncode == 0, (compiled, proc.stderr)
+
+
+def test_the_command_lines_parser_leaves_out_matplotlib_and_scipy():
+    """Every `harness` command builds the whole parser first (the compare and Julia plug-ins
+    included), so whatever it imports, every command and every refused input pays: matplotlib
+    (pyplot, imported by the comparison's figures and the tutorial's) took half a second of each
+    one-line error; it is imported when a figure is drawn, and scipy when something is solved."""
+    code = (
+        "import sys\n"
+        "from harness.cli import build_parser\n"
+        "build_parser()\n"
+        "bad = [m for m in ('matplotlib', 'scipy') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr

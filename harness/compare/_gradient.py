@@ -38,7 +38,6 @@ from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError
 from ..sensitivity import gradient
 from . import _markdown as markdown
-from . import _figures
 from ._cells import base_record, one_line_error, plain, prepare
 from ._kind import Cell, ExperimentKind, register_kind
 from .._metrics import WRT, compare_vectors, cosine_similarity, parameter_names, relative_error, state_names
@@ -487,6 +486,8 @@ class GradientKind(ExperimentKind):
         return lines
 
     def draw(self, experiment, g, analysis, save) -> None:
+        from . import _figures  # matplotlib (half a second to import) only when a report is drawn
+
         if "heatmap" in experiment.figures:
             for solver, matrix in analysis["matrices"].items():
                 if len(matrix["labels"]) > 1:

@@ -24,7 +24,6 @@ from .._interrupts import raise_if_interrupt
 from ..errors import BackendUnavailableError
 from ..problems import Problem
 from .._forward import SolveOptions, solve_forward
-from . import _figures
 from . import _markdown as markdown
 from ._cells import base_record, one_line_error, plain, prepare
 from ._kind import Cell, ExperimentKind, register_kind
@@ -203,6 +202,8 @@ class TrainingKind(ExperimentKind):
         return lines
 
     def draw(self, experiment, t, analysis, save) -> None:
+        from . import _figures  # matplotlib (half a second to import) only when a report is drawn
+
         if "training" in experiment.figures:
             save("training", _figures.training(analysis["training"]), "training.png")
         if "trajectories" in experiment.figures:
