@@ -16,6 +16,9 @@ os.environ.setdefault("HARNESS_BUILD", "wait")
 # the tests that ask for the compiled code: run after the others (see that file and `_start_the_build`)
 COMPILED_USERS = Path(__file__).with_name("compiled_users.txt")
 RECORD_VARIABLE = "HARNESS_RECORD_COMPILED_USERS"
+RECORDING_TEST_VARIABLE = "HARNESS_RECORDING_TEST"  # the test running now, for its child processes
+RECORDING_FIXTURES_VARIABLE = "HARNESS_RECORDING_FIXTURES"  # the shared fixtures being set up now, for them
+FIXTURE_LINE, FIXTURE_SEPARATOR, FIXTURE_FIELD = "fixture ", ";", " "  # a child's "fixture BASEID NAME" lines
 
 
 # how much a test process lowers its priority while the compiled module is being built (see below)
@@ -92,10 +95,43 @@ def pytest_collection_modifyitems(session, config, items):
         _start_the_build()
 
 
-@pytest.fixture(autouse=True)
-def _record_compiled_users(request):
+# while recording (HARNESS_RECORD_COMPILED_USERS): the fixtures being set up now, innermost last, and
+# the (defining module, name) of each module- or session-scoped one whose set-up asked for the compiled code
+_fixtures_in_set_up: list = []
+_asking_fixtures: set[tuple[str, str]] = set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    _fixtures_in_set_up.append(fixturedef)
+    _name_the_fixtures_for_child_processes()
+    try:
+        yield
+    finally:
+        _fixtures_in_set_up.pop()
+        _name_the_fixtures_for_child_processes()
+
+
+def _shared(fixturedef) -> bool:
+    return fixturedef.scope != "function"
+
+
+def _name_the_fixtures_for_child_processes() -> None:
+    """While recording: the module- and session-scoped fixtures being set up now, for the processes
+    they start (tests/_recording/sitecustomize.py writes them beside the test's name)."""
+    if os.environ.get(RECORD_VARIABLE):
+        os.environ[RECORDING_FIXTURES_VARIABLE] = FIXTURE_SEPARATOR.join(
+            f"{f.baseid}{FIXTURE_FIELD}{f.argname}" for f in _fixtures_in_set_up if _shared(f))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
     """With HARNESS_RECORD_COMPILED_USERS=FILE: append to FILE each test during which this process asked
-    for the compiled code (what compiled_users.txt lists)."""
+    for the compiled code (what compiled_users.txt lists). The whole protocol counts, the set-up of
+    module- and session-scoped fixtures included; such a fixture is remembered, and every test that
+    uses it is written at the session's end (`pytest_sessionfinish`): each of them may be the one that
+    sets it up, and would then wait for the build. The processes a test starts record themselves
+    (tests/_recording/sitecustomize.py, put on their PYTHONPATH by `pytest_configure`)."""
     record = os.environ.get(RECORD_VARIABLE)
     if not record:
         yield
@@ -108,19 +144,65 @@ def _record_compiled_users(request):
     def wrap(original):
         def asking(*args, **kwargs):
             asked.append(True)
+            _asking_fixtures.update((f.baseid, f.argname) for f in _fixtures_in_set_up if _shared(f))
             return original(*args, **kwargs)
         return asking
 
     for name, original in originals.items():
         setattr(compiled, name, wrap(original))
+    os.environ[RECORDING_TEST_VARIABLE] = _function_id(item.nodeid)  # for its child processes
     try:
         yield
     finally:
+        os.environ.pop(RECORDING_TEST_VARIABLE, None)
         for name, original in originals.items():
             setattr(compiled, name, original)
         if asked:
             with open(record, "a") as file:
-                file.write(_function_id(request.node.nodeid) + "\n")
+                file.write(_function_id(item.nodeid) + "\n")
+
+
+def pytest_configure(config):
+    """While recording, every Python process a test starts records itself too (see that folder's file)."""
+    if os.environ.get(RECORD_VARIABLE):
+        os.environ[RECORD_VARIABLE] = str(Path(os.environ[RECORD_VARIABLE]).resolve())  # children's cwd varies
+        folder = str(Path(__file__).with_name("_recording"))
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+
+
+def pytest_sessionfinish(session):
+    """While recording: the fixture lines the child processes wrote are replaced by the tests that use
+    those fixtures, as are the fixtures that asked in this process."""
+    record = os.environ.get(RECORD_VARIABLE)
+    if not record or not os.path.exists(record):
+        return
+    lines = Path(record).read_text().splitlines()
+    for line in lines:
+        if line.startswith(FIXTURE_LINE):
+            baseid, _, name = line[len(FIXTURE_LINE):].rpartition(FIXTURE_FIELD)
+            _asking_fixtures.add((baseid, name))
+    with open(record, "w") as file:
+        file.writelines(line + "\n" for line in lines if not line.startswith(FIXTURE_LINE))
+        for item in session.items:
+            definitions = getattr(item, "_fixtureinfo", None)
+            uses = definitions.name2fixturedefs.values() if definitions is not None else ()
+            if any((d.baseid, d.argname) in _asking_fixtures for defs in uses for d in defs):
+                file.write(_function_id(item.nodeid) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def _compiled_mode_left_as_found():
+    """A test that leaves the compiled path switched (`set_enabled` not undone, HARNESS_COMPILED set in
+    os.environ) would make every later test of its process run another path than the one it means to
+    test, silently: such a test fails here instead, naming the change."""
+    import harness._compiled as compiled
+
+    def mode():
+        return compiled._state["enabled"], os.environ.get("HARNESS_COMPILED"), compiled._mode()
+
+    before = mode()
+    yield
+    assert mode() == before, f"the test left the compiled path's mode {before} changed to {mode()}"
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,8 @@ def _need(module: str):
 def test_site_builds_in_strict_mode(tmp_path):
     _need("mkdocs")
     _need("mkdocstrings")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), NO_MKDOCS_2_WARNING="1", MPLBACKEND="Agg")
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))  # the repository first
+    env = dict(os.environ, PYTHONPATH=path, NO_MKDOCS_2_WARNING="1", MPLBACKEND="Agg")
     out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

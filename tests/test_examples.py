@@ -15,7 +15,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
 def run(name: str, *args: str, timeout: float = 180) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))  # the repository first
+    env = dict(os.environ, PYTHONPATH=path, MPLBACKEND="Agg")
     out = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout + out.stderr
