@@ -49,14 +49,25 @@ def reference(problem):
         return gradient(problem, engine=ForwardSensitivity(), solver="DP8", rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("backend, method", [
-    ("torchdiffeq", "odeint_adjoint"), ("torchdiffeq", "odeint"), ("diffrax", "BacksolveAdjoint"),
-    ("diffrax", "RecursiveCheckpointAdjoint"),
+# timed=False: diffrax builds only the program with its evaluation counter and reports no time (the
+# timed call is a second XLA program, as long to compile); one diffrax row is timed, so that the
+# program the comparisons time is checked against the reference too.
+@pytest.mark.parametrize("backend, method, timed", [
+    ("torchdiffeq", "odeint_adjoint", True), ("torchdiffeq", "odeint", False), ("diffrax", "BacksolveAdjoint", False),
+    ("diffrax", "RecursiveCheckpointAdjoint", True),
 ])
-def test_peer_agrees_with_reference(problem, reference, backend, method):
+def test_peer_agrees_with_reference(problem, reference, backend, method, timed, monkeypatch):
     need(backend)
-    engine = peers.peer_engine(backend, method, solver="DP5", rtol=TOL, atol=TOL)
+    built = []
+    if backend == "diffrax":
+        from harness.peers import diffrax_engine
+
+        original = diffrax_engine._compiled
+        monkeypatch.setattr(diffrax_engine, "_compiled", lambda *args: built.append(args[-1]) or original(*args))
+    engine = peers.peer_engine(backend, method, solver="DP5", rtol=TOL, atol=TOL, timed=timed)
     result = gradient(problem, engine=engine, solver="DP5", rtol=TOL, atol=TOL)
+    assert result.seconds > 0 if timed or backend == "torchdiffeq" else np.isnan(result.seconds)
+    assert built == ([] if backend != "diffrax" else [True, False] if timed else [True])  # counted, timed
     for g, r in ((result.dtheta, reference.dtheta), (result.dz0, reference.dz0)):
         assert g.dtype == np.float64
         assert np.max(np.abs(g - r)) <= BOUND * np.max(np.abs(r))
@@ -91,7 +102,8 @@ def test_diffrax_implicit_counterparts_on_the_stiff_problem():
     with _compiled.numpy_reference():  # as for `reference` above (the data's implicit solve included)
         stiff = build_problem("stiff", seed=0, batch=4)
         reference = gradient(stiff, engine=ForwardSensitivity(), solver="RadauIIA5", rtol=1e-10, atol=1e-10)
-    engine = peers.peer_engine("diffrax", "RecursiveCheckpointAdjoint", solver="RadauIIA5", rtol=1e-7, atol=1e-7)
+    engine = peers.peer_engine("diffrax", "RecursiveCheckpointAdjoint", solver="RadauIIA5", rtol=1e-7, atol=1e-7,
+                               timed=False)
     result = gradient(stiff, engine=engine, solver="RadauIIA5", rtol=1e-7, atol=1e-7)
     error = np.linalg.norm(result.dtheta - reference.dtheta) / np.linalg.norm(reference.dtheta)
     assert error <= 100 * 1e-7

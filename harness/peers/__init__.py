@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from dataclasses import replace
 from importlib import metadata
 
 from ..errors import BackendUnavailableError
@@ -70,12 +71,13 @@ def _adapter(backend: str):
 
 
 def peer_engine(backend: str, method: str, *, solver: str = "DP5", rtol: float = 1e-6,
-                atol: float = 1e-6):
-    """The engine value `backend:method` with backward `solver`, `rtol`, `atol`.
+                atol: float = 1e-6, timed: bool = True):
+    """The engine value `backend:method` with backward `solver`, `rtol`, `atol`; `timed=False` for a
+    cross-check that needs no time (diffrax then compiles its gradient once, not twice; `seconds` NaN).
 
     Raises BackendUnavailableError if the package is missing or has no counterpart of `solver`.
     """
-    return _adapter(backend).engine(method, solver=solver, rtol=rtol, atol=atol)
+    return replace(_adapter(backend).engine(method, solver=solver, rtol=rtol, atol=atol), timed=timed)
 
 
 def peer_versions(backend: str) -> dict:

@@ -81,8 +81,12 @@ class MLPField(torch.nn.Module):
 
 def gradient_from_file(path, *, method: str = "odeint_adjoint", solver: str = "DP5",
                        rtol: float = 1e-6, atol: float = 1e-6, backward_solver: str | None = None,
-                       backward_rtol: float | None = None, backward_atol: float | None = None):
+                       backward_rtol: float | None = None, backward_atol: float | None = None,
+                       timed: bool = True):
     """dL/dθ (P,) and dL/dz0 (B, N) of the problem file at `path`, by torchdiffeq.
+
+    Timed whatever `timed` says (the flag is for diffrax: torchdiffeq compiles nothing, and timing
+    its one call costs nothing).
 
     The loss is the harness's: L = ½ Σ_k Σ_b ‖z_b(t_k) - y_kb‖² + (N/2) log 2π · K B.
     """
