@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,7 @@ os.environ.setdefault("HARNESS_BUILD", "wait")
 # the tests that ask for the compiled code: run after the others (see that file and `_start_the_build`)
 COMPILED_USERS = Path(__file__).with_name("compiled_users.txt")
 RECORD_VARIABLE = "HARNESS_RECORD_COMPILED_USERS"
-RECORDING_TEST_VARIABLE = "HARNESS_RECORDING_TEST"  # the test running now, for its child processes
-RECORDING_FIXTURES_VARIABLE = "HARNESS_RECORDING_FIXTURES"  # the shared fixtures being set up now, for them
-FIXTURE_LINE, FIXTURE_SEPARATOR, FIXTURE_FIELD = "fixture ", ";", " "  # a child's "fixture BASEID NAME" lines
+RECORDER = Path(__file__).with_name("_recording")  # its recorder, loaded only while the list is recorded
 
 
 # how much a test process lowers its priority while the compiled module is being built (see below)
@@ -95,98 +94,71 @@ def pytest_collection_modifyitems(session, config, items):
         _start_the_build()
 
 
-# while recording (HARNESS_RECORD_COMPILED_USERS): the fixtures being set up now, innermost last, and
-# the (defining module, name) of each module- or session-scoped one whose set-up asked for the compiled code
+# Recording compiled_users.txt (HARNESS_RECORD_COMPILED_USERS=FILE): tests/_recording's recorder
+# wraps harness._compiled in this process and in every Python process a test starts; the hooks below
+# keep the variables it reads current (the test running now, the shared fixtures being set up now).
+_recorder = None
 _fixtures_in_set_up: list = []
-_asking_fixtures: set[tuple[str, str]] = set()
+
+
+def pytest_configure(config):
+    global _recorder
+    if not os.environ.get(RECORD_VARIABLE):
+        return
+    os.environ[RECORD_VARIABLE] = str(Path(os.environ[RECORD_VARIABLE]).resolve())  # children's cwd varies
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(RECORDER), os.environ.get("PYTHONPATH")) if p)
+    sys.path.insert(0, str(RECORDER))
+    import compiled_users_recorder
+
+    _recorder = compiled_users_recorder
+    _recorder.install()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_fixture_setup(fixturedef, request):
     _fixtures_in_set_up.append(fixturedef)
-    _name_the_fixtures_for_child_processes()
+    _name_the_shared_fixtures()
     try:
         yield
     finally:
         _fixtures_in_set_up.pop()
-        _name_the_fixtures_for_child_processes()
+        _name_the_shared_fixtures()
 
 
-def _shared(fixturedef) -> bool:
-    return fixturedef.scope != "function"
-
-
-def _name_the_fixtures_for_child_processes() -> None:
-    """While recording: the module- and session-scoped fixtures being set up now, for the processes
-    they start (tests/_recording/sitecustomize.py writes them beside the test's name)."""
-    if os.environ.get(RECORD_VARIABLE):
-        os.environ[RECORDING_FIXTURES_VARIABLE] = FIXTURE_SEPARATOR.join(
-            f"{f.baseid}{FIXTURE_FIELD}{f.argname}" for f in _fixtures_in_set_up if _shared(f))
+def _name_the_shared_fixtures() -> None:
+    if _recorder is not None:
+        os.environ[_recorder.FIXTURES_VARIABLE] = _recorder.FIXTURE_SEPARATOR.join(
+            f"{f.baseid}{_recorder.FIXTURE_FIELD}{f.argname}" for f in _fixtures_in_set_up if f.scope != "function")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """With HARNESS_RECORD_COMPILED_USERS=FILE: append to FILE each test during which this process asked
-    for the compiled code (what compiled_users.txt lists). The whole protocol counts, the set-up of
-    module- and session-scoped fixtures included; such a fixture is remembered, and every test that
-    uses it is written at the session's end (`pytest_sessionfinish`): each of them may be the one that
-    sets it up, and would then wait for the build. The processes a test starts record themselves
-    (tests/_recording/sitecustomize.py, put on their PYTHONPATH by `pytest_configure`)."""
-    record = os.environ.get(RECORD_VARIABLE)
-    if not record:
+    """While recording: the whole protocol counts, the set-up of module- and session-scoped fixtures
+    included."""
+    if _recorder is None:
         yield
         return
-    import harness._compiled as compiled
-
-    asked = []
-    originals = {name: getattr(compiled, name) for name in ("_ready", "_load_kernels")}
-
-    def wrap(original):
-        def asking(*args, **kwargs):
-            asked.append(True)
-            _asking_fixtures.update((f.baseid, f.argname) for f in _fixtures_in_set_up if _shared(f))
-            return original(*args, **kwargs)
-        return asking
-
-    for name, original in originals.items():
-        setattr(compiled, name, wrap(original))
-    os.environ[RECORDING_TEST_VARIABLE] = _function_id(item.nodeid)  # for its child processes
+    os.environ[_recorder.TEST_VARIABLE] = _function_id(item.nodeid)
     try:
         yield
     finally:
-        os.environ.pop(RECORDING_TEST_VARIABLE, None)
-        for name, original in originals.items():
-            setattr(compiled, name, original)
-        if asked:
-            with open(record, "a") as file:
-                file.write(_function_id(item.nodeid) + "\n")
-
-
-def pytest_configure(config):
-    """While recording, every Python process a test starts records itself too (see that folder's file)."""
-    if os.environ.get(RECORD_VARIABLE):
-        os.environ[RECORD_VARIABLE] = str(Path(os.environ[RECORD_VARIABLE]).resolve())  # children's cwd varies
-        folder = str(Path(__file__).with_name("_recording"))
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+        os.environ.pop(_recorder.TEST_VARIABLE, None)
 
 
 def pytest_sessionfinish(session):
-    """While recording: the fixture lines the child processes wrote are replaced by the tests that use
-    those fixtures, as are the fixtures that asked in this process."""
+    """While recording: each fixture line is replaced by the tests that use that fixture."""
     record = os.environ.get(RECORD_VARIABLE)
-    if not record or not os.path.exists(record):
+    if _recorder is None or not os.path.exists(record):
         return
     lines = Path(record).read_text().splitlines()
-    for line in lines:
-        if line.startswith(FIXTURE_LINE):
-            baseid, _, name = line[len(FIXTURE_LINE):].rpartition(FIXTURE_FIELD)
-            _asking_fixtures.add((baseid, name))
+    asking_fixtures = {tuple(line[len(_recorder.FIXTURE_LINE):].rsplit(_recorder.FIXTURE_FIELD, 1))
+                       for line in lines if line.startswith(_recorder.FIXTURE_LINE)}
     with open(record, "w") as file:
-        file.writelines(line + "\n" for line in lines if not line.startswith(FIXTURE_LINE))
+        file.writelines(line + "\n" for line in lines if not line.startswith(_recorder.FIXTURE_LINE))
         for item in session.items:
             definitions = getattr(item, "_fixtureinfo", None)
             uses = definitions.name2fixturedefs.values() if definitions is not None else ()
-            if any((d.baseid, d.argname) in _asking_fixtures for defs in uses for d in defs):
+            if any((d.baseid, d.argname) in asking_fixtures for defs in uses for d in defs):
                 file.write(_function_id(item.nodeid) + "\n")
 
 
@@ -197,12 +169,9 @@ def _compiled_mode_left_as_found():
     test, silently: such a test fails here instead, naming the change."""
     import harness._compiled as compiled
 
-    def mode():
-        return compiled._state["enabled"], os.environ.get("HARNESS_COMPILED"), compiled._mode()
-
-    before = mode()
+    before = compiled._mode()
     yield
-    assert mode() == before, f"the test left the compiled path's mode {before} changed to {mode()}"
+    assert compiled._mode() == before, f"the test left the compiled path's mode {before} changed to {compiled._mode()}"
 
 
 @pytest.fixture(scope="session")
