@@ -195,12 +195,14 @@ def write_json(path, value) -> None:
     write_text(path, to_json(value) + "\n")
 
 
-def save_figure(fig, path, dpi: int = 120) -> None:
-    """Save a matplotlib figure atomically as PNG and close it."""
+def save_figure(fig, path, dpi: int = 120, crop: bool = True) -> None:
+    """Save a matplotlib figure atomically as PNG and close it. `crop` trims the PNG to what is drawn
+    (matplotlib's ``bbox_inches="tight"``, which draws the figure twice): for figures whose layout is
+    computed, or that draw outside their axes' grid; a figure laid out by hand passes False."""
     import matplotlib.pyplot as plt
 
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight" if crop else None)
     finally:
         plt.close(fig)

@@ -1,4 +1,8 @@
-"""The reproduce report's figures (matplotlib, Agg backend: no display needed)."""
+"""The reproduce report's figures (matplotlib, Agg backend: no display needed).
+
+Their margins are set by hand (`subplots_adjust`) rather than computed (`tight_layout`, a cropped save):
+computing them measured every tick label twice more, about half a second of each `harness reproduce`
+run (1.5 s -> 0.8 s for the three figures in a fresh process)."""
 
 from __future__ import annotations
 
@@ -47,8 +51,8 @@ def random_model_grid(model, options: SolveOptions, path, *, seed: int = 1, n_tr
         _draw(ax, paths, "green", box)
         ax.scatter(z0[:, 0], z0[:, 1], s=2, color="green", zorder=2)
     fig.suptitle("Neural ODE trajectories with random weights (start marked)", fontsize=14)
-    fig.tight_layout()
-    save_figure(fig, path)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.06, top=0.93, wspace=0.3, hspace=0.3)
+    save_figure(fig, path, crop=False)
 
 
 def truth_vs_learnt(problem, theta_learnt, options: SolveOptions, path) -> None:
@@ -73,8 +77,8 @@ def truth_vs_learnt(problem, theta_learnt, options: SolveOptions, path) -> None:
         ax.plot([], [], color=color, label="trajectory")
         ax.set_title(title)
         ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.09, top=0.95, wspace=0.1)
+    save_figure(fig, path, crop=False)
 
 
 def training_curve(history, reference, perfect: float, path) -> None:
@@ -92,5 +96,5 @@ def training_curve(history, reference, perfect: float, path) -> None:
     ax.set_title("Training curve")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.93)
+    save_figure(fig, path, crop=False)
