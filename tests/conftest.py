@@ -14,6 +14,13 @@ import pytest
 # and a test about the background build sets HARNESS_BUILD itself
 os.environ.setdefault("HARNESS_BUILD", "wait")
 
+# diffrax's cross-checks here check numbers, never speed (benchmarks/ time it, with XLA's defaults): XLA
+# compiles them without its backend optimisations, which took a quarter of their CPU (tests/test_peers.py's
+# diffrax tests: 38 s -> 28 s in one process). Set before any test imports jax; a flag given is kept.
+_XLA_QUICK_COMPILE = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_QUICK_COMPILE}".strip()
+
 # the tests that ask for the compiled code: run after the others (see that file and `_start_the_build`)
 COMPILED_USERS = Path(__file__).with_name("compiled_users.txt")
 RECORD_VARIABLE = "HARNESS_RECORD_COMPILED_USERS"
