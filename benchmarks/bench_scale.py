@@ -25,7 +25,9 @@ its own process, post-JIT medians, DP5/Dopri5, rtol = atol = 1e-6; the cells' fr
 instruction sets interleaved. `--isa off` runs both frameworks as on a CPU without AVX-512 (numba's
 target and the module built ahead of time: NUMBA_CPU_FEATURES with every AVX-512 feature off; numpy:
 NPY_DISABLE_CPU_FEATURES; OpenBLAS: OPENBLAS_CORETYPE=Zen; XLA: --xla_cpu_max_isa=AVX2). Writes
-`grid.json`, `grid.md` (with the worst cell named) and the heatmap `grid.png` of harness ÷ diffrax.
+`grid.json`, `grid.md` (with the worst cell named, and for each cell the best engines' vector-field
+evaluations per gradient and time per evaluation, so a ratio splits into a count and a cost) and the
+heatmap `grid.png` of harness ÷ diffrax.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dic
         problem = load_problem(problem_path)
 
         def one():
-            return gradient(problem, engine=method, solver="DP5", rtol=RTOL, atol=ATOL).seconds
+            return gradient(problem, engine=method, solver="DP5", rtol=RTOL, atol=ATOL)
 
         note = compiled.status(problem.model, problem.batch_size)
     else:
@@ -110,23 +112,27 @@ def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dic
             from harness.peers import torchdiffeq_engine as adapter
 
         def one():
-            return adapter.gradient_from_file(problem_path, method=method, solver="DP5", rtol=RTOL, atol=ATOL).seconds
+            return adapter.gradient_from_file(problem_path, method=method, solver="DP5", rtol=RTOL, atol=ATOL)
 
         note = framework
     setup = time.perf_counter() - started
     before = time.perf_counter()
-    warm = one()
-    warm_wall = time.perf_counter() - before
+    first = one()
+    warm, warm_wall = first.seconds, time.perf_counter() - before
     # at least `repeats` gradients and at least half a second of them: a sub-millisecond median of five
     # moves by a third from run to run (first calls after the warm-up still touch fresh memory)
     count = min(max(repeats, int(0.5 / max(warm_wall, 1e-6))), 500)
-    times = [one() for _ in range(count)]
+    times = [one().seconds for _ in range(count)]
     median = statistics.median(times)
     # compilation: the kernels' load (harness) or the warm-up's excess over a timed gradient (peers)
     compile_seconds = setup if framework == "harness-compiled" else max(0.0, warm_wall - median)
     if framework == "harness-numpy":
         compile_seconds = 0.0
-    return {"median": median, "compile": compile_seconds, "warm": warm, "times": times, "note": note}
+    # the vector field's evaluations of one gradient (the same in every repeat: the steps are deterministic),
+    # forward pass and backward pass, to tell a gap in the evaluation count from one in the time per evaluation
+    evaluations = {"forward": first.forward_stats.n_rhs, "backward": first.backward_stats.n_rhs}
+    return {"median": median, "compile": compile_seconds, "warm": warm, "times": times, "note": note,
+            "evaluations": evaluations}
 
 
 def _run_worker(framework, method, problem_path, repeats) -> dict | None:
@@ -218,6 +224,16 @@ def _best(per_method: dict | None) -> tuple[str, float] | None:
     return min(found, key=lambda mr: mr[1]) if found else None
 
 
+def _work(per_method: dict | None, best: tuple[str, float] | None) -> tuple[int, float] | None:
+    """The best engine's vector-field evaluations per gradient (forward and backward pass) and its median
+    time per evaluation; None where either is unknown (a measurement made before they were recorded)."""
+    if not best:
+        return None
+    evaluations = ((per_method or {}).get(best[0]) or {}).get("evaluations") or {}
+    count = (evaluations.get("forward") or 0) + (evaluations.get("backward") or 0)
+    return (count, best[1] / count) if count else None
+
+
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -273,12 +289,17 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
               "measured)") + f" from the grid ({np.prod([len(v) for v in GRID.values()])} cells), seed {seed}"
              + (" (one thread per framework)" if one_thread else "") + "; "
              "harness ÷ diffrax, the best engine of each, one dL/dθ, DP5/Dopri5, rtol = atol = 1e-6, post-JIT medians.",
-             "", "| cell | AVX-512 | harness (best) | diffrax (best) | harness ÷ diffrax |", "|---|---|---:|---:|---:|"]
+             "", "| cell | AVX-512 | harness (best) | diffrax (best) | harness ÷ diffrax | "
+             "evaluations, harness / diffrax | µs per evaluation, harness / diffrax |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         h, d = r["best_harness"], r["best_diffrax"]
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        work_h, work_d = _work(r["harness"], h), _work(r["diffrax"], d)
+        counts = f"{work_h[0]} / {work_d[0]}" if work_h and work_d else "—"
+        per_evaluation = f"{work_h[1] * 1e6:.3g} / {work_d[1] * 1e6:.3g}" if work_h and work_d else "—"
         lines.append(f"| {r['label']} | {r['avx512']} | {h and f'{h[1] * 1e3:.3g} ms ({h[0]})' or '—'} | "
-                     f"{d and f'{d[1] * 1e3:.3g} ms ({d[0]})' or '—'} | {ratio} |")
+                     f"{d and f'{d[1] * 1e3:.3g} ms ({d[0]})' or '—'} | {ratio} | {counts} | {per_evaluation} |")
     if worst:
         lines += ["", f"Worst cell: {worst['label']}, AVX-512 {worst['avx512']}: "
                       f"harness ÷ diffrax = {worst['ratio']:.2f}."]
@@ -288,6 +309,16 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
                 lines.append(f"- AVX-512 {isa}: {len(ratios)} cells, ratio {min(ratios):.2f}-{max(ratios):.2f}, "
                              f"median {statistics.median(ratios):.2f}; {sum(x <= 1 for x in ratios)} at most 1, "
                              f"{sum(x <= 0.5 for x in ratios)} at most 0.5")
+        # where a cell above 0.5 loses: the count of evaluations or the time of each (their product is the ratio)
+        above = [(r, _work(r["harness"], r["best_harness"]), _work(r["diffrax"], r["best_diffrax"]))
+                 for r in measured if r["ratio"] > 0.5]
+        above = [(r, h, d) for r, h, d in above if h and d]
+        if above:
+            counts = [h[0] / d[0] for _, h, d in above]
+            per_evaluation = [h[1] / d[1] for _, h, d in above]
+            lines.append(f"- Above 0.5: {len(above)} (cell, instruction set) measurements; there harness ÷ diffrax is "
+                         f"{min(counts):.2f}-{max(counts):.2f} in evaluations per gradient and "
+                         f"{min(per_evaluation):.2f}-{max(per_evaluation):.2f} in time per evaluation")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     write_text(out / "grid.md", text)
