@@ -207,12 +207,19 @@ def _grid_worker(framework: str, problem_path: str, repeats: int) -> dict:
     return {method: _worker(framework, method, problem_path, repeats) for method in GRID_METHODS[framework]}
 
 
-def _run_grid_worker(framework: str, problem_path: Path, repeats: int, env_changes: dict) -> dict | None:
+def _one_core() -> None:
+    """Confine this process, and every thread it starts, to one core (the first it may use)."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def _run_grid_worker(framework: str, problem_path: Path, repeats: int, env_changes: dict,
+                     one_core: bool = False) -> dict | None:
     env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_COMPILED", "HARNESS_BUILD")}
     env.update(env_changes)
     env["HARNESS_BUILD"] = "wait"  # a benchmark measures the compiled code: build it first (reported apart)
     cmd = [sys.executable, __file__, "--grid-worker", framework, str(problem_path), "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
+                          preexec_fn=_one_core if one_core else None)
     if proc.returncode != 0:
         print(f"  {framework}: failed ({(proc.stderr.strip().splitlines() or ['?'])[-1]})", file=sys.stderr)
         return None
@@ -235,7 +242,10 @@ def _work(per_method: dict | None, best: tuple[str, float] | None) -> tuple[int,
 
 
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# XLA's flag for its Eigen pool. It no longer keeps jax 0.10's CPU runtime on one thread: a wide cell
+# (8-128-128-128-8, B 500) measured 1.4 s of CPU per second of wall with it. So --one-thread also confines
+# each worker to one core (`_one_core`): 1.0 s per second, and diffrax 1.2x slower there than with two.
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 
 
 def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, command: str,
@@ -271,8 +281,8 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
                 if one_thread:
                     env = {**env, **ONE_THREAD, "XLA_FLAGS": " ".join(
                         f for f in (env.get("XLA_FLAGS", ""), XLA_ONE_THREAD) if f)}
-                harness = _run_grid_worker("harness-compiled", path, repeats, env)
-                diffrax = _run_grid_worker("diffrax", path, repeats, env)
+                harness = _run_grid_worker("harness-compiled", path, repeats, env, one_core=one_thread)
+                diffrax = _run_grid_worker("diffrax", path, repeats, env, one_core=one_thread)
                 best_h, best_d = _best(harness), _best(diffrax)
                 ratio = best_h[1] / best_d[1] if best_h and best_d else None
                 rows.append({**cell, "avx512": isa, "harness": harness, "diffrax": diffrax,
@@ -287,7 +297,7 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
              (f"{len(cells)} cells drawn" if len(cells) == n_drawn else
               f"The first {len(cells)} of {n_drawn} cells drawn (the run was stopped there; the others were not "
               "measured)") + f" from the grid ({np.prod([len(v) for v in GRID.values()])} cells), seed {seed}"
-             + (" (one thread per framework)" if one_thread else "") + "; "
+             + (" (one core per framework)" if one_thread else "") + "; "
              "harness ÷ diffrax, the best engine of each, one dL/dθ, DP5/Dopri5, rtol = atol = 1e-6, post-JIT medians.",
              "", "| cell | AVX-512 | harness (best) | diffrax (best) | harness ÷ diffrax | "
              "evaluations, harness / diffrax | µs per evaluation, harness / diffrax |",
@@ -479,7 +489,8 @@ def main(argv=None) -> int:
                         help="with --grid: write the reports from the cells an interrupted run of the same "
                              "command measured, without measuring more")
     parser.add_argument("--one-thread", action="store_true",
-                        help="with --grid: both frameworks on one thread (OpenBLAS, OpenMP, XLA's Eigen pool)")
+                        help="with --grid: both frameworks on one core (each worker confined to one core, "
+                             "and OpenBLAS, OpenMP and XLA's Eigen pool told to use one thread)")
     parser.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "METHOD", "PROBLEM"), help=argparse.SUPPRESS)
     parser.add_argument("--grid-worker", nargs=2, metavar=("FRAMEWORK", "PROBLEM"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
