@@ -205,3 +205,29 @@ def test_an_unreachable_scheduler_is_a_one_line_input_error():
     with pytest.raises(HarnessInputError, match="could not connect to the Dask scheduler") as info:
         DaskExecutor(scheduler="tcp://127.0.0.1:9", connect_timeout=1)  # nothing listens on :9
     assert "\n" not in str(info.value) and time.perf_counter() - started < 30
+
+
+def test_a_local_workers_heartbeat_into_a_closed_scheduler_is_not_logged(caplog):
+    """The defect: on Ctrl-C to the process group, a worker whose heartbeat fell between the scheduler's
+    close and its own logged "Failed to communicate with scheduler during heartbeat." with a 50-line
+    traceback, and `harness compare` printed that instead of its one line. The local workers' logs
+    drop it (and a cancelled cell's warning); every other worker error still shows."""
+    import logging
+
+    from harness.compare._dask import quiet_worker_logs
+
+    added = quiet_worker_logs()
+    try:
+        with caplog.at_level(logging.WARNING, logger="distributed.worker"):
+            worker, state_machine = logging.getLogger("distributed.worker"), logging.getLogger(
+                "distributed.worker.state_machine")
+            try:
+                raise OSError("Timed out trying to connect")
+            except OSError:
+                worker.exception("Failed to communicate with scheduler during heartbeat.")
+            state_machine.warning("Async instruction for <Task cancelled> ended with CancelledError")
+            worker.error("Unexpected exception during heartbeat. Closing worker.")
+        assert [r.getMessage() for r in caplog.records] == ["Unexpected exception during heartbeat. Closing worker."]
+    finally:
+        for logger, log_filter in added:
+            logger.removeFilter(log_filter)
