@@ -123,6 +123,9 @@ def pytest_configure(config):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_fixture_setup(fixturedef, request):
+    if _recorder is None:  # not recording: no bookkeeping around every fixture's set-up
+        yield
+        return
     _fixtures_in_set_up.append(fixturedef)
     _name_the_shared_fixtures()
     try:
@@ -133,9 +136,8 @@ def pytest_fixture_setup(fixturedef, request):
 
 
 def _name_the_shared_fixtures() -> None:
-    if _recorder is not None:
-        os.environ[_recorder.FIXTURES_VARIABLE] = _recorder.FIXTURE_SEPARATOR.join(
-            f"{f.baseid}{_recorder.FIXTURE_FIELD}{f.argname}" for f in _fixtures_in_set_up if f.scope != "function")
+    os.environ[_recorder.FIXTURES_VARIABLE] = _recorder.FIXTURE_SEPARATOR.join(
+        f"{f.baseid}{_recorder.FIXTURE_FIELD}{f.argname}" for f in _fixtures_in_set_up if f.scope != "function")
 
 
 @pytest.hookimpl(hookwrapper=True)
