@@ -6,7 +6,9 @@ Nothing here imports numba, so the drivers (`_solves.py`) run the same with the 
 time (`_ahead_of_time.py`, loaded without numba) as with numba's just-in-time functions. Every array a
 solve needs beyond a few numbers is allocated here rather than inside the compiled functions: numpy's
 allocations are the ones Python's tracemalloc sees, so the peak
-memory that `harness compare` reports stays true for the compiled loop too.
+memory that `harness compare` reports stays true for the compiled loop too. The scratch comes from
+`_scratch.py`, which inside a gradient (`_scratch.reusing`) reuses the last gradient's buffers on the
+thread, and allocates afresh while tracemalloc traces.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._stage_vjps import _augmented_layout
+from ._scratch import allocators
 
 if TYPE_CHECKING:
     from ..model import MLP
@@ -77,12 +80,13 @@ def network_constants(model: MLP, theta: np.ndarray) -> tuple:
 def network_arguments(model: MLP, theta: np.ndarray, batch: int) -> tuple:
     """The `net` tuple of `_adaptive_loop`: `network_constants` and the kernel's scratch buffers for
     `batch` columns (the layout of `CompiledStageVJPs`)."""
+    empty, zeros = allocators()
     *_, ones_rows, (n_in_rows, n_g_rows, n_s_rows) = _layout(tuple(model.widths))
-    inputs = np.zeros((n_in_rows, batch))
+    inputs = zeros((n_in_rows, batch))
     inputs[ones_rows] = 1.0  # the ones rows of every [x; 1]
-    cotangents = np.zeros((n_g_rows, batch))
-    slopes = np.empty((n_s_rows, batch))
-    return (*network_constants(model, theta), inputs, cotangents, slopes, np.zeros((model.state_dim, batch)))
+    cotangents = zeros((n_g_rows, batch))
+    slopes = empty((n_s_rows, batch))
+    return (*network_constants(model, theta), inputs, cotangents, slopes, zeros((model.state_dim, batch)))
 
 
 _TABLEAU_ARGUMENTS: dict = {}
@@ -101,9 +105,10 @@ def tableau_arguments(solver: ExplicitRungeKutta) -> tuple:
 
 def workspace(n_stages, size, n_z, n_q):
     """(K, products, u_stage, u_new, zbuf, q_new, scratch) for one solve of a flat state of `size`."""
+    empty, zeros = allocators()
     s = n_stages
-    return (np.empty((s + 1, size)), np.zeros((s + 1, n_q)), np.empty(size), np.empty(size), np.empty(n_z),
-            np.empty(n_q), np.empty(size))
+    return (empty((s + 1, size)), zeros((s + 1, n_q)), empty(size), empty(size), empty(n_z), empty(n_q),
+            empty(size))
 
 
 def quadrature_rule(x, w, degree, size):
@@ -111,14 +116,16 @@ def quadrature_rule(x, w, degree, size):
     read-only one would be another numba type, another compilation), and scratch for the nodes'
     powers x¹ .. x^degree and for a (flat, of `size`) at every node; empty x and w give the empty
     arrays of the other modes."""
+    empty, _ = allocators()
     n = len(x)
-    return np.array(x, dtype=np.float64), np.array(w, dtype=np.float64), np.empty((n, degree)), np.empty((n, size))
+    return np.array(x, dtype=np.float64), np.array(w, dtype=np.float64), empty((n, degree)), empty((n, size))
 
 
 def dense_store(capacity, size, degree):
     """Room for `capacity` steps of dense output: (t (M,), h (M,), y (M, size), Q (M, degree, size)),
     Q[k, m] the coefficient of x^(m+1) on step k (degree-major, so that a step's rows are contiguous)."""
-    return np.empty(capacity), np.empty(capacity), np.empty((capacity, size)), np.empty((capacity, degree, size))
+    empty, _ = allocators()
+    return empty(capacity), empty(capacity), empty((capacity, size)), empty((capacity, degree, size))
 
 
 def step_store(capacity):
@@ -144,10 +151,11 @@ def kept_stages(capacity, n_stages, size, net, record: bool):
     layer inputs of every stage of the first R = min(capacity + 1, `RECORD_BYTES` / a step's) steps
     (R = 0 without `record`), left untouched here: the loop writes the records it uses, ones rows
     included, so only their pages are ever resident. `net`: the `network_arguments` the solve uses."""
+    empty, _ = allocators()
     inputs = net[8]
     per_step = n_stages * inputs.size * inputs.itemsize
     n_records = min(capacity + 1, RECORD_BYTES // per_step) if record else 0
-    return np.empty((capacity + 1, n_stages, size)), np.empty((n_records, n_stages, *inputs.shape))
+    return empty((capacity + 1, n_stages, size)), empty((n_records, n_stages, *inputs.shape))
 
 
 def no_kept_stages():
@@ -165,12 +173,13 @@ def sweep_workspace(n_stages, size, n_params, n_steps, checkpoints):
     k_obs: (s, size), the cotangents a reversed step's stages receive from the observations its dense
     output produced.
     """
+    empty, zeros = allocators()
     s = n_stages
     if checkpoints < 0:  # the forward pass's kept stages hold every state
         n_slots, levels = 1, 0
     else:
         levels = min(checkpoints, n_steps)
         n_slots = levels + 2
-    work = (np.empty((s, size)), np.empty((s, size)), np.empty((s, size)), np.empty(size), np.zeros(n_params),
-            np.empty(size), np.zeros((s, size)))
-    return np.empty((n_slots, size)), np.zeros((levels + 1, 4), dtype=np.int64), work
+    work = (empty((s, size)), empty((s, size)), empty((s, size)), empty(size), zeros(n_params), empty(size),
+            zeros((s, size)))
+    return empty((n_slots, size)), zeros((levels + 1, 4), dtype=np.int64), work

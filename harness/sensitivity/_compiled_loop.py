@@ -15,11 +15,14 @@ spin-wait for each other), so on a shared machine set OPENBLAS_NUM_THREADS=1.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import _compiled as compiled
 from .._compiled._arguments import (ACTIVATION_CODES, ALONE, BACKSOLVE, COLUMN_BATCH, RECORDED_ACTIVATIONS,
                                     dense_store, kept_stages, step_store)
+from .._compiled._scratch import reusing
 from .._compiled._solves import MODES, solve_backward, solve_forward, sweep
 from ..model import MLP
 from ..solvers import ExplicitRungeKutta, SolverStats, check_solver
@@ -62,6 +65,19 @@ def _remember_steps(problem, options, n_steps: int) -> None:
     _STEPS_TAKEN[_steps_key(problem, options)] = n_steps
 
 
+def _reusing_scratch(gradient):
+    """`gradient(problem, ...)` with its solves' scratch taken from the last gradient's on this thread
+    (`_scratch.reusing`: a large problem's gradient otherwise spends a tenth of its time in page faults)."""
+
+    @functools.wraps(gradient)
+    def reusing_scratch(problem, *args):
+        model = problem.model  # the loop runs MLPs alone; for any other model the scope stays inactive
+        with reusing(problem.batch_size * sum(model.widths) if isinstance(model, MLP) else 0):
+            return gradient(problem, *args)
+
+    return reusing_scratch
+
+
 def _plain_mlp(model) -> bool:
     # the kernels' first layer reads z only, and they implement the MLP alone
     return type(model) is MLP and model.autonomous
@@ -95,6 +111,7 @@ def continuous_applies(problem, forward, options, engine, adjoint) -> bool:
     return all(isinstance(check_solver(o.solver), ExplicitRungeKutta) for o in (forward, options))
 
 
+@_reusing_scratch
 def continuous_gradient(problem, theta, forward, options, engine, adjoint) -> GradientResult | None:
     """The `GradientResult` of `adjoint_gradient(problem, theta, forward, engine, adjoint)` by the
     compiled loop, or None (see the module docstring). `options`: the backward pass's settings."""
@@ -134,6 +151,7 @@ def continuous_gradient(problem, theta, forward, options, engine, adjoint) -> Gr
     return GradientResult.of(engine, problem, loss, dtheta, dz0, _stats(solved.counts), _stats(counts), diagnostics)
 
 
+@_reusing_scratch
 def discrete_sweep(problem, theta, forward, checkpoints: int | None):
     """RecursiveCheckpointAdjoint's forward loop and reverse sweep compiled, or None (see the module
     docstring): the plain autonomous MLP with DP5 or BS3 (implicit solvers are left to the numpy
