@@ -21,10 +21,15 @@ cycling through its levels in its own seeded random order so that every level ap
 weights, initial states and data come from a seed of its own (`--seed` + the cell's index). Per cell
 and instruction set: the best harness engine (default mode: Backsolve, Interpolating,
 RecursiveCheckpoint) and the best diffrax engine (Backsolve, RecursiveCheckpoint), each framework in
-its own process, post-JIT medians, DP5/Dopri5, rtol = atol = 1e-6; the cells' frameworks and
-instruction sets interleaved. `--isa off` runs both frameworks as on a CPU without AVX-512 (numba's
-target and the module built ahead of time: NUMBA_CPU_FEATURES with every AVX-512 feature off; numpy:
-NPY_DISABLE_CPU_FEATURES; OpenBLAS: OPENBLAS_CORETYPE=Zen; XLA: --xla_cpu_max_isa=AVX2). Writes
+its own process, post-JIT medians, DP5/Dopri5, rtol = atol = 1e-6. Both processes stay up for the cell
+and time their gradients in `ROUNDS` rounds taken in turn (harness, diffrax, harness, ...), each of at
+least `--repeats` gradients and `ROUND_SECONDS` of them per method, the median over every round: a
+shared machine's load changes over seconds, and interleaved it weighs on both frameworks alike (with a
+framework's whole measurement after the other's, a cell whose code had not changed moved from 0.35 to
+0.64 between two runs). The instruction sets are interleaved cell by cell. `--isa off` runs both
+frameworks as on a CPU without AVX-512 (numba's target and the module built ahead of time:
+NUMBA_CPU_FEATURES with every AVX-512 feature off; numpy: NPY_DISABLE_CPU_FEATURES; OpenBLAS:
+OPENBLAS_CORETYPE=Zen; XLA: --xla_cpu_max_isa=AVX2). Writes
 `grid.json`, `grid.md` (with the worst cell named, and for each cell the best engines' vector-field
 evaluations per gradient and time per evaluation, so a ratio splits into a count and a cost) and the
 heatmap `grid.png` of harness ÷ diffrax.
@@ -85,11 +90,16 @@ GRID = {"width": (3, 8, 16, 32, 64, 128), "layers": (1, 2, 3), "state": (2, 4, 8
         "times": (1, 20)}
 GRID_METHODS = {"harness-compiled": ("BacksolveAdjoint", "InterpolatingAdjoint", "RecursiveCheckpointAdjoint"),
                 "diffrax": ("BacksolveAdjoint", "RecursiveCheckpointAdjoint")}
+# a cell's timed rounds per framework, interleaved with the other's, and the least time of each round
+# (at least --repeats gradients per method); the median is over every gradient of the rounds
+ROUNDS = 5
+ROUND_SECONDS = 0.2
 
 
 # --------------------------------------------------------------------------------------- workers
-def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dict:
-    """Runs in its own process: warm-up, then `repeats` timed gradients. Returns the timings."""
+def _gradient_function(framework: str, method: str, problem_path: str):
+    """(one, note, setup seconds): `one()` computes one gradient of the problem file by `framework`'s
+    `method` (a result with `.seconds`, `.forward_stats`, `.backward_stats`)."""
     started = time.perf_counter()
     if framework.startswith("harness"):
         import harness._compiled as compiled
@@ -115,7 +125,18 @@ def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dic
             return adapter.gradient_from_file(problem_path, method=method, solver="DP5", rtol=RTOL, atol=ATOL)
 
         note = framework
-    setup = time.perf_counter() - started
+    return one, note, time.perf_counter() - started
+
+
+def _evaluations(result) -> dict:
+    """The vector field's evaluations of one gradient (the same in every repeat: the steps are deterministic),
+    forward pass and backward pass, to tell a gap in the evaluation count from one in the time per evaluation."""
+    return {"forward": result.forward_stats.n_rhs, "backward": result.backward_stats.n_rhs}
+
+
+def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dict:
+    """Runs in its own process: warm-up, then `repeats` timed gradients. Returns the timings."""
+    one, note, setup = _gradient_function(framework, method, problem_path)
     before = time.perf_counter()
     first = one()
     warm, warm_wall = first.seconds, time.perf_counter() - before
@@ -128,11 +149,8 @@ def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dic
     compile_seconds = setup if framework == "harness-compiled" else max(0.0, warm_wall - median)
     if framework == "harness-numpy":
         compile_seconds = 0.0
-    # the vector field's evaluations of one gradient (the same in every repeat: the steps are deterministic),
-    # forward pass and backward pass, to tell a gap in the evaluation count from one in the time per evaluation
-    evaluations = {"forward": first.forward_stats.n_rhs, "backward": first.backward_stats.n_rhs}
     return {"median": median, "compile": compile_seconds, "warm": warm, "times": times, "note": note,
-            "evaluations": evaluations}
+            "evaluations": _evaluations(first)}
 
 
 def _run_worker(framework, method, problem_path, repeats) -> dict | None:
@@ -202,9 +220,30 @@ def isa_environment(isa: str) -> dict:
             "OPENBLAS_CORETYPE": "Zen", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}
 
 
-def _grid_worker(framework: str, problem_path: str, repeats: int) -> dict:
-    """Runs in its own process: every method of `GRID_METHODS[framework]` on one problem."""
-    return {method: _worker(framework, method, problem_path, repeats) for method in GRID_METHODS[framework]}
+def _grid_worker(framework: str, problem_path: str, repeats: int) -> None:
+    """Runs in its own process, for one framework and one cell: sets up and warms up every method of
+    `GRID_METHODS[framework]`, says "ready", then on each "round" line from stdin times a round of
+    gradients of every method (at least `repeats` and at least `ROUND_SECONDS` of them) and prints their
+    times; on "end" prints what the set-up measured, and returns. One JSON object a line."""
+    methods = {}
+    for method in GRID_METHODS[framework]:
+        one, note, setup = _gradient_function(framework, method, problem_path)
+        before = time.perf_counter()
+        first = one()
+        warm_wall = time.perf_counter() - before
+        before = time.perf_counter()
+        one()  # a round's size from a gradient after the warm-up (which includes XLA's compilation)
+        count = min(max(repeats, int(ROUND_SECONDS / max(time.perf_counter() - before, 1e-6))), 200)
+        methods[method] = (one, count, {"setup": setup, "warm": first.seconds, "warm_wall": warm_wall,
+                                        "note": note, "evaluations": _evaluations(first)})
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "round":
+            print(json.dumps({m: [one().seconds for _ in range(count)] for m, (one, count, _) in methods.items()}),
+                  flush=True)
+        else:
+            print(json.dumps({m: info for m, (_, _, info) in methods.items()}), flush=True)
+            return
 
 
 def _one_core() -> None:
@@ -212,18 +251,89 @@ def _one_core() -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
-def _run_grid_worker(framework: str, problem_path: Path, repeats: int, env_changes: dict,
-                     one_core: bool = False) -> dict | None:
-    env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_COMPILED", "HARNESS_BUILD")}
-    env.update(env_changes)
-    env["HARNESS_BUILD"] = "wait"  # a benchmark measures the compiled code: build it first (reported apart)
-    cmd = [sys.executable, __file__, "--grid-worker", framework, str(problem_path), "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
-                          preexec_fn=_one_core if one_core else None)
-    if proc.returncode != 0:
-        print(f"  {framework}: failed ({(proc.stderr.strip().splitlines() or ['?'])[-1]})", file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class _GridWorker:
+    """One framework's `_grid_worker` process for one cell, driven line by line."""
+
+    def __init__(self, framework: str, problem_path: Path, repeats: int, env_changes: dict, one_core: bool,
+                 folder: Path):
+        env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_COMPILED", "HARNESS_BUILD")}
+        env.update(env_changes)
+        env["HARNESS_BUILD"] = "wait"  # a benchmark measures the compiled code: build it first (reported apart)
+        self.framework = framework
+        self.stderr = open(folder / f"{framework}.stderr", "w+")  # a file: a chatty worker cannot fill a pipe
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--grid-worker", framework, str(problem_path), "--repeats", str(repeats)],
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+            preexec_fn=_one_core if one_core else None)
+
+    def ask(self, request: str | None) -> dict | None:
+        """Send `request` (None: only read) and return the worker's answer, or None if it failed."""
+        try:
+            if request is not None:
+                self.proc.stdin.write(request + "\n")
+                self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+            return json.loads(line) if line else None
+        except (OSError, ValueError):
+            return None
+
+    def failure(self) -> str:
+        self.proc.kill()
+        self.proc.wait()
+        self.stderr.seek(0)
+        return (self.stderr.read().strip().splitlines() or ["?"])[-1]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
+
+
+def _measure_cell(problem_path: Path, repeats: int, env_changes: dict, one_core: bool) -> dict:
+    """Both frameworks on one cell, their timed rounds interleaved (harness, diffrax, harness, ...,
+    `ROUNDS` each): a shared machine's load changes over seconds, and it then weighs on both alike.
+    Each framework sets up alone first. Returns {framework: {method: timings} or None}."""
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cell-") as folder:
+        workers = []
+        for framework in GRID_METHODS:
+            worker = _GridWorker(framework, problem_path, repeats, env_changes, one_core, Path(folder))
+            if worker.ask(None) is None:
+                print(f"  {framework}: failed ({worker.failure()})", file=sys.stderr)
+                results[framework] = None
+                worker.close()
+                continue
+            workers.append(worker)
+        rounds = {w.framework: [] for w in workers}
+        for _ in range(ROUNDS):
+            for worker in list(workers):
+                answer = worker.ask("round")
+                if answer is None:
+                    print(f"  {worker.framework}: failed ({worker.failure()})", file=sys.stderr)
+                    results[worker.framework] = None
+                    workers.remove(worker)
+                    worker.close()
+                    continue
+                rounds[worker.framework].append(answer)
+        for worker in workers:
+            info = worker.ask("end")
+            worker.close()
+            if info is None:
+                results[worker.framework] = None
+                continue
+            per_method = {}
+            for method, about in info.items():
+                times = [t for answer in rounds[worker.framework] for t in answer[method]]
+                median = statistics.median(times)
+                # compilation: the kernels' load (harness) or the warm-up's excess over a timed gradient (diffrax)
+                compile_seconds = (about["setup"] if worker.framework == "harness-compiled"
+                                   else max(0.0, about["warm_wall"] - median))
+                per_method[method] = {"median": median, "compile": compile_seconds, "warm": about["warm"],
+                                      "times": times, "note": about["note"], "evaluations": about["evaluations"],
+                                      "round_medians": [statistics.median(a[method]) for a in rounds[worker.framework]]}
+            results[worker.framework] = per_method
+    return results
 
 
 def _best(per_method: dict | None) -> tuple[str, float] | None:
@@ -281,8 +391,8 @@ def run_grid(count: int, seed: int, isas: list[str], repeats: int, out: Path, co
                 if one_thread:
                     env = {**env, **ONE_THREAD, "XLA_FLAGS": " ".join(
                         f for f in (env.get("XLA_FLAGS", ""), XLA_ONE_THREAD) if f)}
-                harness = _run_grid_worker("harness-compiled", path, repeats, env, one_core=one_thread)
-                diffrax = _run_grid_worker("diffrax", path, repeats, env, one_core=one_thread)
+                measured = _measure_cell(path, repeats, env, one_core=one_thread)
+                harness, diffrax = measured["harness-compiled"], measured["diffrax"]
                 best_h, best_d = _best(harness), _best(diffrax)
                 ratio = best_h[1] / best_d[1] if best_h and best_d else None
                 rows.append({**cell, "avx512": isa, "harness": harness, "diffrax": diffrax,
@@ -500,7 +610,7 @@ def main(argv=None) -> int:
         print(json.dumps(_worker(*args.worker, args.repeats)))
         return 0
     if args.grid_worker:
-        print(json.dumps(_grid_worker(*args.grid_worker, args.repeats)))
+        _grid_worker(*args.grid_worker, args.repeats)
         return 0
     if args.replot:
         results = json.loads((Path(args.out) / "results.json").read_text())["results"]
