@@ -90,8 +90,8 @@ GRID = {"width": (3, 8, 16, 32, 64, 128), "layers": (1, 2, 3), "state": (2, 4, 8
         "times": (1, 20)}
 GRID_METHODS = {"harness-compiled": ("BacksolveAdjoint", "InterpolatingAdjoint", "RecursiveCheckpointAdjoint"),
                 "diffrax": ("BacksolveAdjoint", "RecursiveCheckpointAdjoint")}
-# a cell's timed rounds per framework, interleaved with the other's, and the least time of each round
-# (at least --repeats gradients per method); the median is over every gradient of the rounds
+# a cell's timed rounds per framework, taken in turn with the other's, and the seconds of gradients a
+# round times per method at least (and at least --repeats of them); the median is over every gradient
 ROUNDS = 5
 ROUND_SECONDS = 0.2
 
