@@ -134,6 +134,14 @@ def _evaluations(result) -> dict:
     return {"forward": result.forward_stats.n_rhs, "backward": result.backward_stats.n_rhs}
 
 
+def _compile_seconds(framework: str, setup: float, warm_wall: float, median: float) -> float:
+    """The compilation reported apart: the compiled kernels' load (harness compiled), the warm-up gradient's
+    excess over a timed one (the peers: XLA's or torch's first call), none for the numpy path."""
+    if framework == "harness-numpy":
+        return 0.0
+    return setup if framework == "harness-compiled" else max(0.0, warm_wall - median)
+
+
 def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dict:
     """Runs in its own process: warm-up, then `repeats` timed gradients. Returns the timings."""
     one, note, setup = _gradient_function(framework, method, problem_path)
@@ -145,12 +153,8 @@ def _worker(framework: str, method: str, problem_path: str, repeats: int) -> dic
     count = min(max(repeats, int(0.5 / max(warm_wall, 1e-6))), 500)
     times = [one().seconds for _ in range(count)]
     median = statistics.median(times)
-    # compilation: the kernels' load (harness) or the warm-up's excess over a timed gradient (peers)
-    compile_seconds = setup if framework == "harness-compiled" else max(0.0, warm_wall - median)
-    if framework == "harness-numpy":
-        compile_seconds = 0.0
-    return {"median": median, "compile": compile_seconds, "warm": warm, "times": times, "note": note,
-            "evaluations": _evaluations(first)}
+    return {"median": median, "compile": _compile_seconds(framework, setup, warm_wall, median), "warm": warm,
+            "times": times, "note": note, "evaluations": _evaluations(first)}
 
 
 def _run_worker(framework, method, problem_path, repeats) -> dict | None:
@@ -326,9 +330,7 @@ def _measure_cell(problem_path: Path, repeats: int, env_changes: dict, one_core:
             for method, about in info.items():
                 times = [t for answer in rounds[worker.framework] for t in answer[method]]
                 median = statistics.median(times)
-                # compilation: the kernels' load (harness) or the warm-up's excess over a timed gradient (diffrax)
-                compile_seconds = (about["setup"] if worker.framework == "harness-compiled"
-                                   else max(0.0, about["warm_wall"] - median))
+                compile_seconds = _compile_seconds(worker.framework, about["setup"], about["warm_wall"], median)
                 per_method[method] = {"median": median, "compile": compile_seconds, "warm": about["warm"],
                                       "times": times, "note": about["note"], "evaluations": about["evaluations"],
                                       "round_medians": [statistics.median(a[method]) for a in rounds[worker.framework]]}
